@@ -1,0 +1,97 @@
+//! Everything a node asks its driver to do: the only way out.
+
+use crate::message::{fmt_entries, Message};
+use crate::types::{Entry, HardState, LogIndex, NodeId, RequestId, Term};
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Store term, vote and commit (replacing the previous hard state).
+    SaveHardState(HardState),
+    /// Remove every log entry at `from` and after (a conflicting suffix, §5.3).
+    TruncateLog { from: LogIndex },
+    /// Append entries at the end of the log.
+    AppendLog { entries: Vec<Entry> },
+    /// Every storage action before this one must be durable before any action after it is
+    /// carried out.
+    Sync,
+    /// Send a message to a peer. Delivery may fail; Raft retries.
+    Send(Message),
+    /// These entries are committed: apply them, in order.
+    Apply { entries: Vec<Entry> },
+    /// Answer a client request.
+    Reply(Reply),
+}
+
+/// The answer to `Event::Propose` or `Event::Read`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// The proposal's commands are committed at `first..=last` in `term`.
+    Committed { request: RequestId, first: LogIndex, last: LogIndex, term: Term },
+    /// The read may be served from state that has applied everything through `index`.
+    ReadReady { request: RequestId, index: LogIndex },
+    /// This node is not the leader; `leader` is the one it knows of, if any. Nothing was done.
+    NotLeader { request: RequestId, leader: Option<NodeId> },
+    /// Refused; nothing was done.
+    Rejected { request: RequestId, reason: RejectReason },
+    /// The leader lost leadership after appending the commands: they may or may not commit.
+    Indeterminate { request: RequestId },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Too many entries uncommitted (or reads pending): retry later.
+    Overloaded,
+    /// A proposal with no commands.
+    Empty,
+}
+
+impl Reply {
+    pub fn request(&self) -> RequestId {
+        match *self {
+            Reply::Committed { request, .. }
+            | Reply::ReadReady { request, .. }
+            | Reply::NotLeader { request, .. }
+            | Reply::Rejected { request, .. }
+            | Reply::Indeterminate { request } => request,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::SaveHardState(hs) => {
+                write!(f, "save term={} vote=", hs.term)?;
+                match hs.voted_for {
+                    Some(id) => write!(f, "{id}")?,
+                    None => write!(f, "-")?,
+                }
+                write!(f, " commit={}", hs.commit)
+            }
+            Action::TruncateLog { from } => write!(f, "truncate from={from}"),
+            Action::AppendLog { entries } => {
+                write!(f, "append ")?;
+                fmt_entries(f, entries)
+            }
+            Action::Sync => write!(f, "sync"),
+            Action::Send(message) => write!(f, "send {message}"),
+            Action::Apply { entries } => {
+                write!(f, "apply ")?;
+                fmt_entries(f, entries)
+            }
+            Action::Reply(reply) => match reply {
+                Reply::Committed { request, first, last, term } => {
+                    write!(f, "reply {request} committed {first}..={last} {term}")
+                }
+                Reply::ReadReady { request, index } => write!(f, "reply {request} read-ready {index}"),
+                Reply::NotLeader { request, leader } => match leader {
+                    Some(id) => write!(f, "reply {request} not-leader leader={id}"),
+                    None => write!(f, "reply {request} not-leader leader=-"),
+                },
+                Reply::Rejected { request, reason } => write!(f, "reply {request} rejected {reason:?}"),
+                Reply::Indeterminate { request } => write!(f, "reply {request} indeterminate"),
+            },
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! What a node is told at birth: who it is, who its peers are, and every limit it keeps.
+
+use crate::types::NodeId;
+use std::fmt;
+
+/// A node's configuration. Every limit is named with its unit last and bounds some memory or
+/// work; `validate` rejects combinations that could not work.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// This node.
+    pub id: NodeId,
+    /// Every other voting member. The cluster is `{id} ∪ peers`.
+    pub peers: Vec<NodeId>,
+    /// A follower or candidate starts an election after a random timeout drawn from
+    /// `[election_ticks_min, election_ticks_max)` ticks without hearing from a leader (§5.2).
+    pub election_ticks_min: u32,
+    pub election_ticks_max: u32,
+    /// A leader sends heartbeats every this many ticks; must be well inside the election timeout.
+    pub heartbeat_ticks: u32,
+    /// Pre-vote (dissertation §9.6): a node asks whether it could win before it bumps its term,
+    /// so a partitioned node cannot force a healthy cluster into a new election when it returns.
+    pub pre_vote: bool,
+    /// Check-quorum (dissertation §6.2): a leader steps down when it has not heard from a
+    /// majority within an election timeout, and followers that heard from a leader recently
+    /// ignore vote requests (§4.2.3).
+    pub check_quorum: bool,
+    /// At most this many entries in one AppendEntries message.
+    pub entries_per_message_max: u32,
+    /// At most this many payload bytes in one AppendEntries message (one entry is always
+    /// allowed, so an oversized entry still moves).
+    pub message_bytes_max: u64,
+    /// Per follower: at most this many AppendEntries messages unacknowledged.
+    pub inflight_messages_max: u32,
+    /// Per follower: at most this many entry bytes unacknowledged.
+    pub inflight_bytes_max: u64,
+    /// A leader refuses proposals while this many entries are uncommitted, so a slow quorum
+    /// pushes back on clients instead of growing memory.
+    pub uncommitted_entries_max: u64,
+    /// At most this many linearizable reads waiting for confirmation at once.
+    pub pending_reads_max: u32,
+    /// Seeds the node's own random generator (election timeouts). Distinct per node.
+    pub seed: u64,
+}
+
+impl Config {
+    /// Defaults tuned for ticks of 10 ms: an election timeout of 150-300 ms (the seed's), a
+    /// heartbeat every 50 ms.
+    pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            peers,
+            election_ticks_min: 15,
+            election_ticks_max: 30,
+            heartbeat_ticks: 5,
+            pre_vote: true,
+            check_quorum: true,
+            entries_per_message_max: 1024,
+            message_bytes_max: 1024 * 1024,
+            inflight_messages_max: 64,
+            inflight_bytes_max: 16 * 1024 * 1024,
+            uncommitted_entries_max: 65_536,
+            pending_reads_max: 4096,
+            seed: id.0,
+        }
+    }
+
+    /// Every member, sorted, this node included.
+    pub fn members(&self) -> Vec<NodeId> {
+        let mut all = self.peers.clone();
+        all.push(self.id);
+        all.sort();
+        all
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut members = self.members();
+        let count = members.len();
+        members.dedup();
+        if members.len() != count {
+            return Err(ConfigError("peers must be distinct and must not include the node itself"));
+        }
+        if self.election_ticks_min == 0 || self.election_ticks_max <= self.election_ticks_min {
+            return Err(ConfigError("need 0 < election_ticks_min < election_ticks_max"));
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks_min {
+            return Err(ConfigError("need 0 < heartbeat_ticks < election_ticks_min"));
+        }
+        if self.entries_per_message_max == 0 || self.message_bytes_max == 0 {
+            return Err(ConfigError("message limits must be positive"));
+        }
+        if self.inflight_messages_max == 0 || self.inflight_bytes_max < self.message_bytes_max {
+            return Err(ConfigError(
+                "need inflight_messages_max > 0 and inflight_bytes_max >= message_bytes_max",
+            ));
+        }
+        if self.uncommitted_entries_max == 0 || self.pending_reads_max == 0 {
+            return Err(ConfigError("queue limits must be positive"));
+        }
+        Ok(())
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError(pub &'static str);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid raft configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::new(NodeId(1), vec![NodeId(2), NodeId(3)]).validate().unwrap();
+        Config::new(NodeId(1), vec![]).validate().unwrap();
+    }
+
+    #[test]
+    fn rejects_self_in_peers_and_bad_timeouts() {
+        let mut config = Config::new(NodeId(1), vec![NodeId(1)]);
+        assert!(config.validate().is_err());
+        config.peers = vec![NodeId(2), NodeId(2)];
+        assert!(config.validate().is_err());
+        config.peers = vec![NodeId(2)];
+        config.heartbeat_ticks = config.election_ticks_min;
+        assert!(config.validate().is_err());
+        config.heartbeat_ticks = 1;
+        config.election_ticks_max = config.election_ticks_min;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! Everything that can happen to a node: the only way in.
+
+use crate::message::Message;
+use crate::types::{Bytes, LogIndex, RequestId, Term};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// One unit of logical time passed. The driver decides how long a tick is.
+    Tick,
+    /// A message arrived from a peer.
+    Receive(Message),
+    /// A client asks to append these commands, in this order. Answered by one `Reply`.
+    Propose { request: RequestId, commands: Vec<Bytes> },
+    /// A client asks for a linearizable read point (dissertation §6.4, ReadIndex). Answered by
+    /// `Reply::ReadReady` once the node has applied everything the read must see.
+    Read { request: RequestId },
+    /// Every log write up to and including the entry (`index`, `term`) is durable.
+    LogPersisted { index: LogIndex, term: Term },
+    /// Start an election now (an operator's bootstrap: `replog start --leader`).
+    Campaign,
+}

@@ -1,0 +1,102 @@
+//! The follower: accepts the leader's entries after the consistency check (§5.3).
+
+use crate::message::{AppendOutcome, Body};
+use crate::node::{Node, Role};
+use crate::types::{Entry, LogIndex, NodeId, Term};
+
+/// Follower-only state.
+#[derive(Debug)]
+pub(crate) struct Follower {
+    /// The leader of the current term, once heard from.
+    pub leader: Option<NodeId>,
+}
+
+impl Node {
+    /// Becomes a follower in `term` (>= the current one). A leader that steps down tells its
+    /// waiting clients.
+    pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        assert!(term >= self.term, "{}: becoming follower in older {term}", self.config.id);
+        if term > self.term {
+            // §5.1: a newer term clears the vote, which belonged to the old term.
+            self.term = term;
+            self.voted_for = None;
+        }
+        if self.is_leader() {
+            self.abandon_clients(leader);
+        }
+        self.role = Role::Follower(Follower { leader });
+        self.reset_election_timer();
+    }
+
+    /// AppendEntries receiver implementation (Figure 2). Our term equals the message's here.
+    pub(crate) fn on_append_request(
+        &mut self,
+        from: NodeId,
+        mut prev_log_index: LogIndex,
+        mut prev_log_term: Term,
+        mut entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        seq: u64,
+    ) {
+        if let Role::Follower(follower) = &mut self.role {
+            follower.leader = Some(from);
+        }
+        self.election_elapsed = 0;
+
+        // Entries through our commit index are settled (§5.4, Leader Completeness): skip them so
+        // a delayed message is not mistaken for a conflict with committed data.
+        if prev_log_index < self.commit {
+            let skip = (self.commit.0 - prev_log_index.0).min(entries.len() as u64) as usize;
+            for entry in &entries[..skip] {
+                debug_assert!(
+                    self.log.matches(entry.index, entry.term),
+                    "committed entry differs from leader's"
+                );
+            }
+            entries.drain(..skip);
+            prev_log_index = self.commit;
+            prev_log_term = self.log.term_at(self.commit).expect("commit within log");
+        }
+
+        if !self.log.matches(prev_log_index, prev_log_term) {
+            let outcome = self.conflict_hint(prev_log_index);
+            self.send(from, self.term, Body::AppendResponse { outcome, seq });
+            return;
+        }
+
+        let last_new = prev_log_index.plus(entries.len() as u64);
+        if let Some(first_new) = self.log.first_new(&entries) {
+            let from_index = entries[first_new].index;
+            if from_index <= self.log.last_index() {
+                // §5.3 step 3: an existing entry conflicts with a new one: delete it and all after.
+                self.truncate_log(from_index);
+            }
+            entries.drain(..first_new);
+            self.append_entries(entries);
+        }
+        // §5.3 step 5: commit = min(leaderCommit, index of last new entry), never backwards.
+        let commit = leader_commit.min(last_new);
+        if commit > self.commit {
+            self.commit = commit;
+        }
+        let outcome = AppendOutcome::Accepted { match_index: last_new };
+        self.send(from, self.term, Body::AppendResponse { outcome, seq });
+    }
+
+    /// Where the leader should retry after our log failed the check at `prev_log_index`.
+    fn conflict_hint(&self, prev_log_index: LogIndex) -> AppendOutcome {
+        if prev_log_index > self.log.last_index() {
+            return AppendOutcome::Rejected {
+                prev_log_index,
+                conflict_index: self.log.last_index().next(),
+                conflict_term: None,
+            };
+        }
+        let term = self.log.term_at(prev_log_index).expect("index within log");
+        AppendOutcome::Rejected {
+            prev_log_index,
+            conflict_index: self.log.first_index_of_term(prev_log_index, self.commit.next()),
+            conflict_term: Some(term),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! # replog-core: a pure Raft state machine
+//!
+//! A [`Node`] has no sockets, files, clock, threads or global randomness. It changes only in
+//! [`Node::step`], which takes one [`Event`] and returns the [`Action`]s the driver must carry
+//! out. Time arrives as [`Event::Tick`]; randomness (election timeouts) comes from a ChaCha
+//! generator seeded by [`Config::seed`]. The same events in the same order give the same actions,
+//! byte for byte.
+//!
+//! ## The driver contract
+//!
+//! 1. Carry out the actions **in the order returned**, step after step.
+//! 2. Storage actions ([`Action::SaveHardState`], [`Action::TruncateLog`],
+//!    [`Action::AppendLog`]) may be buffered, but they become durable **in order**: a crash may
+//!    lose a suffix of them, never one in the middle.
+//! 3. [`Action::Sync`]: every storage action before it MUST be durable before any action after
+//!    it is carried out. The core places a `Sync` in front of every message that vouches for
+//!    stored state: a vote, a vote request (which counts the sender's own vote), and an
+//!    AppendEntries answer. So no vote or acknowledgement ever leaves before what it promises is
+//!    on disk (Raft §5.2, §5.3, Figure 2).
+//! 4. A leader's AppendEntries needs no `Sync`: the leader writes its own log in parallel with
+//!    sending it (dissertation §10.2.1). It counts itself towards a commit quorum only once the
+//!    driver reports the write durable with [`Event::LogPersisted`]. Drivers therefore MUST sync
+//!    promptly (at the latest before waiting for new input) and report each sync with
+//!    `Event::LogPersisted { index, term }` of the last entry then durable.
+//! 5. A driver may move a storage action earlier or a send later; both only add safety. So
+//!    group commit is allowed: run the storage actions of many steps, sync once, then send.
+//!
+//! ## A driver loop
+//!
+//! ```
+//! use replog_core::{Action, Config, Event, Node, NodeId, Recovered};
+//!
+//! let mut node = Node::new(Config::new(NodeId(1), vec![]), Recovered::default()).unwrap();
+//! let mut pending = vec![Event::Campaign];
+//! while let Some(event) = pending.pop() {
+//!     for action in node.step(event) {
+//!         match action {
+//!             Action::SaveHardState(_) | Action::TruncateLog { .. } | Action::AppendLog { .. } => {
+//!                 // write to the log / metadata files (buffered)
+//!             }
+//!             Action::Sync => { /* fsync */ }
+//!             Action::Send(_message) => { /* queue on the peer's connection */ }
+//!             Action::Apply { .. } | Action::Reply(_) => { /* state machine, clients */ }
+//!         }
+//!     }
+//!     // Synced everything: tell the node how far its log is durable.
+//!     if node.persisted_index() < node.last_index() {
+//!         pending.push(Event::LogPersisted { index: node.last_index(), term: node.last_term() });
+//!     }
+//! }
+//! assert!(node.is_leader());
+//! assert_eq!(node.commit(), node.last_index());
+//! ```
+//!
+//! ## What holds everywhere (checked with `assert!` at the end of every step)
+//!
+//! terms and the commit index never go back; `applied <= commit <= last_index`; a leader's log
+//! only grows and it never truncates; committed entries are never truncated; no entry's term is
+//! ahead of the current term; every change of hard state is handed to the driver in the step
+//! that made it.
+
+#![forbid(unsafe_code)]
+
+mod action;
+mod candidate;
+mod config;
+mod event;
+mod follower;
+mod leader;
+mod log;
+mod message;
+mod node;
+mod progress;
+pub mod quorum;
+pub mod testkit;
+mod types;
+
+pub use action::{Action, RejectReason, Reply};
+pub use config::{Config, ConfigError};
+pub use event::Event;
+pub use log::LogError;
+pub use message::{AppendOutcome, Body, Message};
+pub use node::{Node, PeerStatus, Recovered, StartError, Status};
+pub use types::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, RequestId, Term};

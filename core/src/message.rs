@@ -1,0 +1,128 @@
+//! The messages Raft nodes exchange (Figure 2's RPCs, as one-way messages).
+
+use crate::types::{Entry, LogIndex, NodeId, Payload, Term};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A message between two members. `term` is the sender's term, except in a pre-vote request
+/// (the term the sender would campaign in) and a granted pre-vote answer (that same term).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub term: Term,
+    pub body: Body,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// RequestVote (§5.2), or the pre-vote that precedes it (dissertation §9.6).
+    VoteRequest {
+        pre_vote: bool,
+        last_log_index: LogIndex,
+        last_log_term: Term,
+    },
+    VoteResponse {
+        pre_vote: bool,
+        granted: bool,
+    },
+    /// AppendEntries (§5.3); with no entries it is a heartbeat. `seq` is echoed in the answer so
+    /// the leader can tell which round of contact a follower confirmed (reads, §6.4 of the
+    /// dissertation).
+    AppendRequest {
+        prev_log_index: LogIndex,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+        leader_commit: LogIndex,
+        seq: u64,
+    },
+    AppendResponse {
+        outcome: AppendOutcome,
+        seq: u64,
+    },
+}
+
+/// The follower's answer to AppendEntries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppendOutcome {
+    /// The follower's log matches the leader's through `match_index`, durably.
+    Accepted { match_index: LogIndex },
+    /// The consistency check failed at `prev_log_index` (echoed, to spot stale answers). The
+    /// hint lets the leader skip a whole term per round trip (§5.3): the follower holds
+    /// `conflict_term` from `conflict_index` on, or (no term) its log ends before
+    /// `conflict_index`.
+    Rejected { prev_log_index: LogIndex, conflict_index: LogIndex, conflict_term: Option<Term> },
+}
+
+impl Body {
+    /// Messages that vouch for durable state: a vote (or a request that counts the sender's own
+    /// vote) and an AppendEntries answer. Each must leave only after every storage write before it
+    /// is durable; the core puts `Action::Sync` in front of them.
+    pub fn needs_durable_state(&self) -> bool {
+        match self {
+            Body::VoteRequest { pre_vote, .. } | Body::VoteResponse { pre_vote, .. } => !pre_vote,
+            Body::AppendResponse { .. } => true,
+            // The leader may send entries before its own copy is durable (dissertation §10.2.1):
+            // it counts itself in a commit quorum only through Event::LogPersisted.
+            Body::AppendRequest { .. } => false,
+        }
+    }
+}
+
+impl fmt::Display for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}->{} {} ", self.from, self.to, self.term)?;
+        match &self.body {
+            Body::VoteRequest { pre_vote, last_log_index, last_log_term } => {
+                let kind = if *pre_vote { "PreVote" } else { "RequestVote" };
+                write!(f, "{kind} last={last_log_index}/{last_log_term}")
+            }
+            Body::VoteResponse { pre_vote, granted } => {
+                let kind = if *pre_vote { "PreVoteResponse" } else { "VoteResponse" };
+                write!(f, "{kind} granted={granted}")
+            }
+            Body::AppendRequest { prev_log_index, prev_log_term, entries, leader_commit, seq } => {
+                write!(
+                    f,
+                    "Append prev={prev_log_index}/{prev_log_term} commit={leader_commit} seq={seq} entries="
+                )?;
+                fmt_entries(f, entries)
+            }
+            Body::AppendResponse { outcome, seq } => match outcome {
+                AppendOutcome::Accepted { match_index } => {
+                    write!(f, "AppendResponse ok match={match_index} seq={seq}")
+                }
+                AppendOutcome::Rejected { prev_log_index, conflict_index, conflict_term } => {
+                    write!(f, "AppendResponse reject prev={prev_log_index} hint={conflict_index}")?;
+                    if let Some(term) = conflict_term {
+                        write!(f, "/{term}")?;
+                    }
+                    write!(f, " seq={seq}")
+                }
+            },
+        }
+    }
+}
+
+/// `[i1/t1 noop, i2/t1 "x"]`, shortened in the middle when long.
+pub fn fmt_entries(f: &mut fmt::Formatter<'_>, entries: &[Entry]) -> fmt::Result {
+    const SHOWN_MAX: usize = 6;
+    write!(f, "[")?;
+    for (i, entry) in entries.iter().enumerate() {
+        if entries.len() > SHOWN_MAX && i == SHOWN_MAX / 2 {
+            write!(f, "..{} more.., ", entries.len() - SHOWN_MAX)?;
+        }
+        if entries.len() > SHOWN_MAX && i >= SHOWN_MAX / 2 && i < entries.len() - SHOWN_MAX / 2 {
+            continue;
+        }
+        if i > 0 && !(entries.len() > SHOWN_MAX && i == entries.len() - SHOWN_MAX / 2) {
+            write!(f, ", ")?;
+        }
+        write!(f, "{}/{}", entry.index, entry.term)?;
+        match &entry.payload {
+            Payload::Noop => write!(f, " noop")?,
+            Payload::Command(data) => write!(f, " {data:?}")?,
+        }
+    }
+    write!(f, "]")
+}

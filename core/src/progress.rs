@@ -1,0 +1,199 @@
+//! What a leader knows of one follower's log, and how fast it may send to it (flow control).
+
+use crate::types::LogIndex;
+use std::collections::VecDeque;
+
+/// How the leader replicates to a follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicationState {
+    /// Where the follower's log matches is unknown: one AppendEntries at a time, then wait for
+    /// the answer (or the next heartbeat).
+    Probe { paused: bool },
+    /// The follower is known to match up to `match_index`: stream entries without waiting,
+    /// within the inflight window.
+    Replicate,
+}
+
+/// One follower's replication progress.
+///
+/// Invariant: `match_index < next_index`; `next_index <= leader.last_index + 1`.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// Highest index known to be durably stored on the follower.
+    pub match_index: LogIndex,
+    /// The next index to send.
+    pub next_index: LogIndex,
+    pub state: ReplicationState,
+    /// Unacknowledged AppendEntries in Replicate state: (last index sent, bytes), oldest first.
+    inflight: VecDeque<(LogIndex, u64)>,
+    inflight_bytes: u64,
+    /// Heard from since the last check-quorum round.
+    pub recent_active: bool,
+    /// `match_index` moved since the last heartbeat round (a stalled pipeline falls back to
+    /// probing, which retransmits what was lost).
+    pub advanced: bool,
+    /// The highest heartbeat sequence the follower echoed (confirms leadership for reads).
+    pub acked_seq: u64,
+}
+
+impl Progress {
+    pub fn new(next_index: LogIndex) -> Progress {
+        Progress {
+            match_index: LogIndex::ZERO,
+            next_index,
+            state: ReplicationState::Probe { paused: false },
+            inflight: VecDeque::new(),
+            inflight_bytes: 0,
+            recent_active: false,
+            advanced: false,
+            acked_seq: 0,
+        }
+    }
+
+    /// May another AppendEntries carrying entries go out now?
+    pub fn can_send(&self, inflight_messages_max: u32, inflight_bytes_max: u64) -> bool {
+        match self.state {
+            ReplicationState::Probe { paused } => !paused,
+            ReplicationState::Replicate => {
+                self.inflight.len() < inflight_messages_max as usize
+                    && self.inflight_bytes < inflight_bytes_max
+            }
+        }
+    }
+
+    /// Records that entries up to `last` (of `bytes`) were sent.
+    pub fn sent(&mut self, last: LogIndex, bytes: u64) {
+        match &mut self.state {
+            ReplicationState::Probe { paused } => *paused = true,
+            ReplicationState::Replicate => {
+                if last >= self.next_index {
+                    self.next_index = last.next();
+                    self.inflight.push_back((last, bytes));
+                    self.inflight_bytes += bytes;
+                }
+            }
+        }
+    }
+
+    /// A success answer: the follower stores everything up to `index`. Returns whether this was
+    /// news (a stale or duplicated answer is not).
+    pub fn on_success(&mut self, index: LogIndex) -> bool {
+        if index <= self.match_index {
+            // Still unpauses a probe: the follower answered.
+            if let ReplicationState::Probe { paused } = &mut self.state {
+                *paused = false;
+            }
+            return false;
+        }
+        self.match_index = index;
+        self.next_index = self.next_index.max(index.next());
+        self.advanced = true;
+        match self.state {
+            ReplicationState::Probe { .. } => self.become_replicate(),
+            ReplicationState::Replicate => self.free_through(index),
+        }
+        true
+    }
+
+    /// A rejection of the AppendEntries whose previous index was `rejected_prev`; `hint_next` is
+    /// where the leader's own log and the follower's conflict hint say to retry. Returns whether
+    /// the answer was current (stale rejections are ignored).
+    pub fn on_reject(&mut self, rejected_prev: LogIndex, hint_next: LogIndex) -> bool {
+        // The follower durably holds everything through match: a rejection at or below it is
+        // an old answer. A probe waits for the answer to the one it sent.
+        let stale = rejected_prev <= self.match_index
+            || matches!(self.state, ReplicationState::Probe { .. } if rejected_prev != self.next_index.prev());
+        if stale {
+            return false;
+        }
+        let next = hint_next.min(rejected_prev).max(self.match_index.next());
+        self.become_probe();
+        self.next_index = next;
+        true
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ReplicationState::Probe { paused: false };
+        self.next_index = self.match_index.next();
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    fn become_replicate(&mut self) {
+        self.state = ReplicationState::Replicate;
+        self.next_index = self.match_index.next();
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+    }
+
+    fn free_through(&mut self, index: LogIndex) {
+        while let Some(&(last, bytes)) = self.inflight.front() {
+            if last > index {
+                break;
+            }
+            self.inflight.pop_front();
+            self.inflight_bytes -= bytes;
+        }
+    }
+
+    pub fn inflight_messages(&self) -> usize {
+        self.inflight.len()
+    }
+
+    pub fn check(&self, leader_last: LogIndex) {
+        assert!(
+            self.match_index < self.next_index,
+            "progress: match {} >= next {}",
+            self.match_index,
+            self.next_index
+        );
+        assert!(self.next_index <= leader_last.next(), "progress: next past the leader's log");
+        debug_assert_eq!(self.inflight_bytes, self.inflight.iter().map(|(_, b)| b).sum::<u64>());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_sends_one_then_pauses_until_answer() {
+        let mut pr = Progress::new(LogIndex(5));
+        assert!(pr.can_send(4, 100));
+        pr.sent(LogIndex(6), 10);
+        assert!(!pr.can_send(4, 100));
+        assert!(pr.on_success(LogIndex(6)));
+        assert_eq!(pr.state, ReplicationState::Replicate);
+        assert_eq!(pr.next_index, LogIndex(7));
+    }
+
+    #[test]
+    fn replicate_pipelines_within_window_and_frees_on_ack() {
+        let mut pr = Progress::new(LogIndex(1));
+        pr.on_success(LogIndex(0));
+        pr.state = ReplicationState::Replicate;
+        pr.sent(LogIndex(2), 40);
+        pr.sent(LogIndex(4), 40);
+        assert!(!pr.can_send(2, 1000), "message window full");
+        assert!(!Progress { inflight_bytes: 80, ..pr.clone() }.can_send(8, 80), "byte window full");
+        assert!(pr.on_success(LogIndex(2)));
+        assert!(pr.can_send(2, 1000));
+        assert_eq!(pr.next_index, LogIndex(5));
+        assert!(!pr.on_success(LogIndex(1)), "stale ack is not news");
+    }
+
+    #[test]
+    fn reject_backs_off_and_stale_rejects_are_ignored() {
+        let mut pr = Progress::new(LogIndex(10));
+        // Probe: only a rejection of the probe just sent counts.
+        assert!(!pr.on_reject(LogIndex(5), LogIndex(3)));
+        assert!(pr.on_reject(LogIndex(9), LogIndex(3)));
+        assert_eq!(pr.next_index, LogIndex(3));
+        // The hint can never move next below match + 1.
+        pr.on_success(LogIndex(2));
+        pr.sent(LogIndex(6), 1);
+        assert!(pr.on_reject(LogIndex(6), LogIndex(1)));
+        assert_eq!(pr.next_index, LogIndex(3));
+        assert!(!pr.on_reject(LogIndex(2), LogIndex(1)), "rejection at or below match is stale");
+    }
+}

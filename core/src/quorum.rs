@@ -1,0 +1,132 @@
+//! Majority math, and nothing else (in the spirit of etcd's `quorum/`).
+
+use crate::types::NodeId;
+use std::collections::BTreeMap;
+
+/// The smallest number of members that is a majority of `members` (§5.2: "a majority of the
+/// servers in the full cluster").
+pub fn majority(members: usize) -> usize {
+    debug_assert!(members > 0);
+    members / 2 + 1
+}
+
+/// The largest value that a majority has reached: sort descending and take the majority-th.
+/// With `values` the match indexes of every member, this is the highest index stored on a
+/// majority (§5.3).
+pub fn majority_value<T: Ord + Copy>(values: &mut [T]) -> T {
+    assert!(!values.is_empty(), "a quorum needs members");
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values[majority(values.len()) - 1]
+}
+
+/// What a candidate's tally says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VoteResult {
+    Won,
+    Lost,
+    Pending,
+}
+
+/// A candidate's votes: each member answers once, later answers from the same member are
+/// ignored (duplicated messages cannot count twice).
+#[derive(Clone, Debug, Default)]
+pub struct VoteTally {
+    members: usize,
+    answers: BTreeMap<NodeId, bool>,
+}
+
+impl VoteTally {
+    pub fn new(members: usize) -> VoteTally {
+        VoteTally { members, answers: BTreeMap::new() }
+    }
+
+    pub fn record(&mut self, from: NodeId, granted: bool) {
+        self.answers.entry(from).or_insert(granted);
+    }
+
+    pub fn granted(&self) -> usize {
+        self.answers.values().filter(|&&granted| granted).count()
+    }
+
+    pub fn result(&self) -> VoteResult {
+        let granted = self.granted();
+        let rejected = self.answers.len() - granted;
+        let needed = majority(self.members);
+        if granted >= needed {
+            VoteResult::Won
+        } else if self.members - rejected < needed {
+            VoteResult::Lost
+        } else {
+            VoteResult::Pending
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn majority_of_small_clusters() {
+        assert_eq!([1, 2, 3, 4, 5, 6, 7].map(majority), [1, 2, 2, 3, 3, 4, 4]);
+    }
+
+    #[test]
+    fn tally_wins_loses_and_ignores_repeats() {
+        let mut tally = VoteTally::new(5);
+        tally.record(NodeId(1), true);
+        tally.record(NodeId(2), true);
+        tally.record(NodeId(2), true);
+        assert_eq!(tally.result(), VoteResult::Pending);
+        tally.record(NodeId(3), true);
+        assert_eq!(tally.result(), VoteResult::Won);
+
+        let mut tally = VoteTally::new(3);
+        tally.record(NodeId(1), true);
+        tally.record(NodeId(2), false);
+        tally.record(NodeId(2), true);
+        assert_eq!(tally.result(), VoteResult::Pending);
+        tally.record(NodeId(3), false);
+        assert_eq!(tally.result(), VoteResult::Lost);
+    }
+
+    /// The naive definition: the largest v such that at least a majority of values are >= v.
+    fn naive_majority_value(values: &[u64]) -> u64 {
+        let need = values.len() / 2 + 1;
+        let mut best = 0;
+        for &candidate in values {
+            if values.iter().filter(|&&v| v >= candidate).count() >= need {
+                best = best.max(candidate);
+            }
+        }
+        best
+    }
+
+    proptest! {
+        #[test]
+        fn majority_value_matches_naive(values in proptest::collection::vec(0u64..20, 1..9)) {
+            let mut sorted = values.clone();
+            prop_assert_eq!(majority_value(&mut sorted), naive_majority_value(&values));
+        }
+
+        #[test]
+        fn tally_matches_naive(members in 1usize..8, answers in proptest::collection::vec(any::<bool>(), 0..8)) {
+            let answers = &answers[..answers.len().min(members)];
+            let mut tally = VoteTally::new(members);
+            for (i, &granted) in answers.iter().enumerate() {
+                tally.record(NodeId(i as u64), granted);
+            }
+            let yes = answers.iter().filter(|&&a| a).count();
+            let no = answers.len() - yes;
+            let expected = if 2 * yes > members {
+                VoteResult::Won
+            } else if 2 * (members - no) <= members {
+                VoteResult::Lost
+            } else {
+                VoteResult::Pending
+            };
+            prop_assert_eq!(tally.result(), expected);
+        }
+    }
+}

@@ -1,0 +1,512 @@
+//! An in-memory cluster that drives real [`Node`]s with a perfect-but-controllable network and
+//! storage that syncs at the end of every step. Tests and golden scripts use it; it is pure (no
+//! IO, no clock), so it belongs to the core. The simulator adds faults on top of the same nodes.
+//!
+//! Safety is checked after every step: at most one leader per term (§5.2), committed prefixes
+//! agree across nodes (§5.4.3, State Machine Safety), and every node applies the same history.
+
+use crate::action::{Action, Reply};
+use crate::config::Config;
+use crate::event::Event;
+use crate::message::Message;
+use crate::node::{Node, Recovered};
+use crate::types::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, RequestId, Term};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt::Write;
+
+/// What survives a crash: the storage actions that were synced.
+#[derive(Clone, Debug, Default)]
+struct Disk {
+    hard_state: HardState,
+    log: Vec<Entry>,
+}
+
+impl Disk {
+    fn write(&mut self, action: &Action) {
+        match action {
+            Action::SaveHardState(hard_state) => self.hard_state = *hard_state,
+            Action::TruncateLog { from } => self.log.truncate(from.0 as usize - 1),
+            Action::AppendLog { entries } => self.log.extend(entries.iter().cloned()),
+            _ => unreachable!("not a storage action"),
+        }
+    }
+}
+
+/// A cluster of nodes `n1..=nN` on a network that delivers in order unless told otherwise.
+#[derive(Debug)]
+pub struct Cluster {
+    configs: BTreeMap<NodeId, Config>,
+    /// `None` while crashed.
+    nodes: BTreeMap<NodeId, Option<Node>>,
+    disks: BTreeMap<NodeId, Disk>,
+    in_flight: VecDeque<Message>,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// What each node applied since it last started.
+    applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// Every client reply, with the node that gave it.
+    pub replies: Vec<(NodeId, Reply)>,
+    leaders_by_term: BTreeMap<Term, NodeId>,
+    /// The longest committed history seen anywhere; every node's committed prefix must agree.
+    committed: Vec<Entry>,
+    next_request: u64,
+    trace: String,
+    /// Print ticks that produce no actions (off: idle ticks are noise).
+    pub trace_idle_ticks: bool,
+}
+
+impl Cluster {
+    /// `size` nodes with the default configuration, adjusted by `tweak`. Node `k`'s generator is
+    /// seeded with `k`, so a cluster is the same on every run.
+    pub fn new(size: u64, mut tweak: impl FnMut(&mut Config)) -> Cluster {
+        let ids: Vec<NodeId> = (1..=size).map(NodeId).collect();
+        let mut cluster = Cluster {
+            configs: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            disks: BTreeMap::new(),
+            in_flight: VecDeque::new(),
+            cut: BTreeSet::new(),
+            applied: BTreeMap::new(),
+            replies: Vec::new(),
+            leaders_by_term: BTreeMap::new(),
+            committed: Vec::new(),
+            next_request: 1,
+            trace: String::new(),
+            trace_idle_ticks: false,
+        };
+        for &id in &ids {
+            let peers = ids.iter().copied().filter(|&peer| peer != id).collect();
+            let mut config = Config::new(id, peers);
+            tweak(&mut config);
+            cluster.configs.insert(id, config);
+            cluster.disks.insert(id, Disk::default());
+            cluster.nodes.insert(id, None);
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    /// Nodes `n1..` whose disks already hold logs with these terms (as in the paper's Figures 7
+    /// and 8); each node's current term is its last entry's term.
+    pub fn from_logs(logs: &[&[u64]], tweak: impl FnMut(&mut Config)) -> Cluster {
+        let mut cluster = Cluster::new(logs.len() as u64, tweak);
+        for (position, terms) in logs.iter().enumerate() {
+            let id = NodeId(position as u64 + 1);
+            let log: Vec<Entry> = terms
+                .iter()
+                .enumerate()
+                .map(|(i, &term)| Entry {
+                    index: LogIndex(i as u64 + 1),
+                    term: Term(term),
+                    payload: Payload::Noop,
+                })
+                .collect();
+            let term = log.last().map_or(Term::ZERO, |entry| entry.term);
+            cluster.disks.insert(
+                id,
+                Disk { hard_state: HardState { term, voted_for: None, commit: LogIndex::ZERO }, log },
+            );
+            cluster.start(id);
+        }
+        cluster
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let disk = &self.disks[&id];
+        let recovered =
+            Recovered { hard_state: disk.hard_state, entries: disk.log.clone(), applied: LogIndex::ZERO };
+        let node = Node::new(self.configs[&id].clone(), recovered).expect("recovered state is valid");
+        self.nodes.insert(id, Some(node));
+        self.applied.insert(id, Vec::new());
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        self.nodes[&id].as_ref().expect("node is running")
+    }
+
+    pub fn is_up(&self, id: NodeId) -> bool {
+        self.nodes[&id].is_some()
+    }
+
+    /// The running leader with the highest term, if any.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .values()
+            .flatten()
+            .filter(|node| node.is_leader())
+            .max_by_key(|node| node.term())
+            .map(Node::id)
+    }
+
+    pub fn applied(&self, id: NodeId) -> &[Entry] {
+        &self.applied[&id]
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    pub fn trace(&self) -> &str {
+        &self.trace
+    }
+
+    pub fn note(&mut self, line: &str) {
+        let _ = writeln!(self.trace, "{line}");
+    }
+
+    /// Feeds one event to a running node and carries out its actions, then checks safety.
+    pub fn step(&mut self, id: NodeId, event: Event) -> Vec<Action> {
+        let Some(node) = self.nodes.get_mut(&id).and_then(Option::as_mut) else {
+            return Vec::new();
+        };
+        let header = match &event {
+            Event::Tick => format!("{id} tick"),
+            Event::Receive(message) => format!("{id} recv {message}"),
+            Event::Propose { request, commands } => format!("{id} propose {request} {commands:?}"),
+            Event::Read { request } => format!("{id} read {request}"),
+            Event::LogPersisted { index, term } => format!("{id} persisted {index}/{term}"),
+            Event::Campaign => format!("{id} campaign"),
+        };
+        let is_tick = event == Event::Tick;
+        let actions = node.step(event);
+        if !is_tick || !actions.is_empty() || self.trace_idle_ticks {
+            let _ = writeln!(self.trace, "{header}");
+            for action in &actions {
+                let _ = writeln!(self.trace, "  {action}");
+            }
+        }
+        self.carry_out(id, &actions);
+        self.check_safety();
+        actions
+    }
+
+    fn carry_out(&mut self, id: NodeId, actions: &[Action]) {
+        let mut wrote = false;
+        for action in actions {
+            match action {
+                Action::SaveHardState(_) | Action::TruncateLog { .. } | Action::AppendLog { .. } => {
+                    self.disks.get_mut(&id).expect("disk").write(action);
+                    wrote = true;
+                }
+                // Every write is applied to the disk at once: syncs are immediate here.
+                Action::Sync => {}
+                Action::Send(message) => {
+                    if self.cut.contains(&(message.from, message.to)) {
+                        let _ = writeln!(self.trace, "  (dropped by partition)");
+                    } else {
+                        self.in_flight.push_back(message.clone());
+                    }
+                }
+                Action::Apply { entries } => {
+                    let applied = self.applied.get_mut(&id).expect("applied");
+                    for entry in entries {
+                        assert_eq!(entry.index.0, applied.len() as u64 + 1, "{id} applied out of order");
+                        applied.push(entry.clone());
+                    }
+                }
+                Action::Reply(reply) => self.replies.push((id, reply.clone())),
+            }
+        }
+        // The driver syncs before it waits for input and reports how far the log is durable.
+        let last = self.disks[&id].log.last().map(|entry| (entry.index, entry.term));
+        if let (true, Some((index, term))) = (wrote, last) {
+            if self.node(id).persisted_index() < index {
+                self.step(id, Event::LogPersisted { index, term });
+            }
+        }
+    }
+
+    fn check_safety(&mut self) {
+        for node in self.nodes.values().flatten() {
+            if node.is_leader() {
+                let leader = *self.leaders_by_term.entry(node.term()).or_insert(node.id());
+                assert_eq!(leader, node.id(), "election safety: two leaders in {}", node.term());
+            }
+            let commit = node.commit().0 as usize;
+            for index in 1..=commit.min(self.committed.len()) {
+                let entry = node.entry(LogIndex(index as u64)).expect("committed entry present");
+                assert_eq!(
+                    entry,
+                    &self.committed[index - 1],
+                    "state machine safety: {} differs at {index}",
+                    node.id()
+                );
+            }
+            if commit > self.committed.len() {
+                let more = node.entries(LogIndex(self.committed.len() as u64 + 1), LogIndex(commit as u64));
+                self.committed.extend(more);
+            }
+        }
+        for (id, applied) in &self.applied {
+            assert!(applied.len() <= self.committed.len(), "{id} applied an uncommitted entry");
+            assert_eq!(applied[..], self.committed[..applied.len()], "{id} applied a different history");
+        }
+    }
+
+    /// Ticks every running node `count` times, one round at a time in id order.
+    pub fn tick(&mut self, count: u32) {
+        self.tick_nodes(&self.ids(), count);
+    }
+
+    pub fn tick_nodes(&mut self, ids: &[NodeId], count: u32) {
+        for _ in 0..count {
+            for &id in ids {
+                self.step(id, Event::Tick);
+            }
+        }
+    }
+
+    /// `rounds` times: tick each of `ids` once, then deliver until the network is quiet. Time
+    /// passes while messages flow, as on a real network far faster than a tick.
+    pub fn run(&mut self, ids: &[NodeId], rounds: u32) {
+        for _ in 0..rounds {
+            self.tick_nodes(ids, 1);
+            self.deliver_all();
+        }
+    }
+
+    /// Delivers the oldest message in flight; returns false when none is.
+    pub fn deliver_one(&mut self) -> bool {
+        let Some(message) = self.in_flight.pop_front() else {
+            return false;
+        };
+        if !self.is_up(message.to) {
+            let _ = writeln!(self.trace, "lost {message} (receiver down)");
+            return true;
+        }
+        self.step(message.to, Event::Receive(message));
+        true
+    }
+
+    /// Delivers until nothing is in flight (bounded: a livelock is a test failure).
+    pub fn deliver_all(&mut self) {
+        const DELIVERIES_MAX: u32 = 100_000;
+        for _ in 0..DELIVERIES_MAX {
+            if !self.deliver_one() {
+                return;
+            }
+        }
+        panic!("network never went quiet after {DELIVERIES_MAX} deliveries");
+    }
+
+    /// Throws away everything in flight.
+    pub fn drop_all(&mut self) {
+        let dropped = self.in_flight.len();
+        self.in_flight.clear();
+        let _ = writeln!(self.trace, "dropped {dropped} messages in flight");
+    }
+
+    /// Takes every message in flight out of the network, for tests that deliver by hand.
+    pub fn take_in_flight(&mut self) -> Vec<Message> {
+        self.in_flight.drain(..).collect()
+    }
+
+    pub fn campaign(&mut self, id: NodeId) {
+        self.step(id, Event::Campaign);
+    }
+
+    /// Proposes commands at `id`; returns the request id.
+    pub fn propose(&mut self, id: NodeId, commands: &[&str]) -> RequestId {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        let commands = commands.iter().map(|&text| Bytes::from(text)).collect();
+        self.step(id, Event::Propose { request, commands });
+        request
+    }
+
+    pub fn read(&mut self, id: NodeId) -> RequestId {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        self.step(id, Event::Read { request });
+        request
+    }
+
+    pub fn reply(&self, request: RequestId) -> Option<&Reply> {
+        self.replies.iter().map(|(_, reply)| reply).find(|reply| reply.request() == request)
+    }
+
+    /// Cuts every link between `group` and the rest, both ways.
+    pub fn isolate(&mut self, group: &[NodeId]) {
+        for a in self.ids() {
+            for b in self.ids() {
+                if group.contains(&a) != group.contains(&b) {
+                    self.cut.insert((a, b));
+                }
+            }
+        }
+    }
+
+    /// Cuts one direction only.
+    pub fn cut_link(&mut self, from: NodeId, to: NodeId) {
+        self.cut.insert((from, to));
+    }
+
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Stops a node; it keeps only what it wrote to its disk.
+    pub fn crash(&mut self, id: NodeId) {
+        self.nodes.insert(id, None);
+        let _ = writeln!(self.trace, "{id} crashed");
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        self.start(id);
+        let node = self.node(id);
+        let line =
+            format!("{id} restarted {} vote={:?} last={}", node.term(), node.voted_for(), node.last_index());
+        let _ = writeln!(self.trace, "{line}");
+    }
+
+    /// One line per node: role, term, commit, and its log as index/term pairs.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (id, node) in &self.nodes {
+            match node {
+                None => {
+                    let _ = writeln!(out, "{id} down");
+                }
+                Some(node) => {
+                    let log: Vec<String> = node
+                        .entries(LogIndex(1), node.last_index())
+                        .iter()
+                        .map(|entry| match &entry.payload {
+                            Payload::Noop => format!("{}", entry.term.0),
+                            Payload::Command(data) => format!("{}:{data:?}", entry.term.0),
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "{id} {} {} commit={} log=[{}]",
+                        node.role_name(),
+                        node.term(),
+                        node.commit(),
+                        log.join(" ")
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs a script of commands (see `fixtures/scripts/README.md`) and returns the trace.
+    pub fn run_script(script: &str) -> Result<String, String> {
+        let mut cluster: Option<Cluster> = None;
+        let mut settings: Vec<(String, String)> = Vec::new();
+        for (number, raw) in script.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let fail = |why: &str| format!("line {}: {why}: {raw}", number + 1);
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if words[0] == "set" {
+                for pair in &words[1..] {
+                    let (key, value) = pair.split_once('=').ok_or_else(|| fail("expected key=value"))?;
+                    settings.push((key.to_string(), value.to_string()));
+                }
+                continue;
+            }
+            if words[0] == "cluster" {
+                let size: u64 =
+                    words.get(1).and_then(|n| n.parse().ok()).ok_or_else(|| fail("cluster needs a size"))?;
+                let settings = settings.clone();
+                let mut bad = None;
+                let built = Cluster::new(size, |config| {
+                    for (key, value) in &settings {
+                        if let Err(why) = apply_setting(config, key, value) {
+                            bad = Some(why);
+                        }
+                    }
+                });
+                if let Some(why) = bad {
+                    return Err(fail(&why));
+                }
+                cluster = Some(built);
+                continue;
+            }
+            let cluster = cluster.as_mut().ok_or_else(|| fail("no cluster yet"))?;
+            let _ = writeln!(cluster.trace, "\n== {line}");
+            let node_arg = |i: usize| -> Result<NodeId, String> {
+                let word = words.get(i).ok_or_else(|| fail("missing node"))?;
+                let id = word
+                    .strip_prefix('n')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| fail("bad node name"))?;
+                Ok(NodeId(id))
+            };
+            match words[0] {
+                "tick" => {
+                    let count = words
+                        .get(1)
+                        .and_then(|n| n.parse().ok())
+                        .ok_or_else(|| fail("tick needs a count"))?;
+                    let ids = if words.len() > 2 {
+                        (2..words.len()).map(node_arg).collect::<Result<Vec<_>, _>>()?
+                    } else {
+                        cluster.ids()
+                    };
+                    cluster.tick_nodes(&ids, count);
+                }
+                "run" => {
+                    let rounds =
+                        words.get(1).and_then(|n| n.parse().ok()).ok_or_else(|| fail("run needs a count"))?;
+                    let ids = if words.len() > 2 {
+                        (2..words.len()).map(node_arg).collect::<Result<Vec<_>, _>>()?
+                    } else {
+                        cluster.ids()
+                    };
+                    cluster.run(&ids, rounds);
+                }
+                "deliver" => cluster.deliver_all(),
+                "deliver-one" => {
+                    cluster.deliver_one();
+                }
+                "drop" => cluster.drop_all(),
+                "campaign" => cluster.campaign(node_arg(1)?),
+                "propose" => {
+                    let id = node_arg(1)?;
+                    cluster.propose(id, &words[2..]);
+                }
+                "read" => {
+                    cluster.read(node_arg(1)?);
+                }
+                "crash" => cluster.crash(node_arg(1)?),
+                "restart" => cluster.restart(node_arg(1)?),
+                "isolate" => {
+                    let group = (1..words.len()).map(node_arg).collect::<Result<Vec<_>, _>>()?;
+                    cluster.isolate(&group);
+                }
+                "cut" => cluster.cut_link(node_arg(1)?, node_arg(2)?),
+                "heal" => cluster.heal(),
+                "state" => {
+                    let description = cluster.describe();
+                    cluster.trace.push_str(&description);
+                }
+                other => return Err(fail(&format!("unknown command {other:?}"))),
+            }
+        }
+        Ok(cluster.map(|c| c.trace).unwrap_or_default())
+    }
+}
+
+fn apply_setting(config: &mut Config, key: &str, value: &str) -> Result<(), String> {
+    let number = || value.parse::<u64>().map_err(|_| format!("{key} needs a number"));
+    let flag = || value.parse::<bool>().map_err(|_| format!("{key} needs true or false"));
+    match key {
+        "pre_vote" => config.pre_vote = flag()?,
+        "check_quorum" => config.check_quorum = flag()?,
+        "election_ticks_min" => config.election_ticks_min = number()? as u32,
+        "election_ticks_max" => config.election_ticks_max = number()? as u32,
+        "heartbeat_ticks" => config.heartbeat_ticks = number()? as u32,
+        "entries_per_message_max" => config.entries_per_message_max = number()? as u32,
+        "inflight_messages_max" => config.inflight_messages_max = number()? as u32,
+        _ => return Err(format!("unknown setting {key}")),
+    }
+    Ok(())
+}

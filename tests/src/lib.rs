@@ -1,0 +1,1 @@
+//! End-to-end tests of replog on real processes live in `tests/tests/`.
