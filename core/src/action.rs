@@ -4,7 +4,7 @@ use crate::message::{fmt_entries, Message};
 use crate::types::{Entry, HardState, LogIndex, NodeId, RequestId, Term};
 use std::fmt;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Store term, vote and commit (replacing the previous hard state).
     SaveHardState(HardState),
@@ -24,7 +24,7 @@ pub enum Action {
 }
 
 /// The answer to `Event::Propose` or `Event::Read`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reply {
     /// The proposal's commands are committed at `first..=last` in `term`.
     Committed { request: RequestId, first: LogIndex, last: LogIndex, term: Term },
@@ -38,7 +38,7 @@ pub enum Reply {
     Indeterminate { request: RequestId },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     /// Too many entries uncommitted (or reads pending): retry later.
     Overloaded,

@@ -24,7 +24,7 @@ impl Node {
         if self.is_leader() {
             self.abandon_clients(None);
         }
-        let mut votes = VoteTally::new(self.cluster_size());
+        let mut votes = VoteTally::new(self.cluster_size(), self.config.quorum());
         votes.record(self.config.id, true);
         self.role = Role::Candidate(Candidate { pre_vote, votes });
         self.reset_election_timer();

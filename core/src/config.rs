@@ -1,5 +1,6 @@
 //! What a node is told at birth: who it is, who its peers are, and every limit it keeps.
 
+use crate::bugs::Bug;
 use crate::types::NodeId;
 use std::fmt;
 
@@ -40,6 +41,9 @@ pub struct Config {
     pub pending_reads_max: u32,
     /// Seeds the node's own random generator (election timeouts). Distinct per node.
     pub seed: u64,
+    /// A deliberate bug, for the simulator's evidence only (feature `bugs`).
+    #[cfg(feature = "bugs")]
+    pub bug: Option<Bug>,
 }
 
 impl Config {
@@ -61,7 +65,30 @@ impl Config {
             uncommitted_entries_max: 65_536,
             pending_reads_max: 4096,
             seed: id.0,
+            #[cfg(feature = "bugs")]
+            bug: None,
         }
+    }
+
+    /// Whether a deliberate bug is switched on; always false without the `bugs` feature.
+    #[inline]
+    pub(crate) fn has_bug(&self, bug: Bug) -> bool {
+        #[cfg(feature = "bugs")]
+        return self.bug == Some(bug);
+        #[cfg(not(feature = "bugs"))]
+        {
+            let _ = bug;
+            false
+        }
+    }
+
+    /// How many members make a quorum: a majority (§5.2).
+    pub(crate) fn quorum(&self) -> usize {
+        let members = self.peers.len() + 1;
+        if self.has_bug(Bug::QuorumOfHalf) {
+            return (members / 2).max(1);
+        }
+        crate::quorum::majority(members)
     }
 
     /// Every member, sorted, this node included.

@@ -3,7 +3,7 @@
 use crate::message::Message;
 use crate::types::{Bytes, LogIndex, RequestId, Term};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
     /// One unit of logical time passed. The driver decides how long a tick is.
     Tick,

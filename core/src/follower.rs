@@ -1,5 +1,6 @@
 //! The follower: accepts the leader's entries after the consistency check (§5.3).
 
+use crate::bugs::Bug;
 use crate::message::{AppendOutcome, Body};
 use crate::node::{Node, Role};
 use crate::types::{Entry, LogIndex, NodeId, Term};
@@ -58,7 +59,12 @@ impl Node {
             prev_log_term = self.log.term_at(self.commit).expect("commit within log");
         }
 
-        if !self.log.matches(prev_log_index, prev_log_term) {
+        let consistent = if self.config.has_bug(Bug::AppendWithoutConsistencyCheck) {
+            prev_log_index <= self.log.last_index()
+        } else {
+            self.log.matches(prev_log_index, prev_log_term)
+        };
+        if !consistent {
             let outcome = self.conflict_hint(prev_log_index);
             self.send(from, self.term, Body::AppendResponse { outcome, seq });
             return;

@@ -1,6 +1,7 @@
 //! The leader: replicates its log, decides commitment, answers clients (§5.3, §5.4).
 
 use crate::action::{Action, RejectReason, Reply};
+use crate::bugs::Bug;
 use crate::message::{AppendOutcome, Body};
 use crate::node::{Node, Role};
 use crate::progress::{Progress, ReplicationState};
@@ -99,7 +100,7 @@ impl Node {
             // Dissertation §6.2: a leader that has not heard from a majority within an election
             // timeout steps down, so clients can find the real leader.
             let active = 1 + self.leader_mut().progress.values().filter(|p| p.recent_active).count();
-            if active < quorum::majority(self.cluster_size()) {
+            if active < self.config.quorum() {
                 self.become_follower(self.term, None);
                 return;
             }
@@ -239,15 +240,17 @@ impl Node {
     pub(crate) fn maybe_commit(&mut self) {
         let mut matches: Vec<LogIndex> = self.leader_mut().progress.values().map(|p| p.match_index).collect();
         matches.push(self.log.persisted());
-        let candidate = quorum::majority_value(&mut matches);
-        if candidate > self.commit && self.log.term_at(candidate) == Some(self.term) {
+        let candidate = quorum::quorum_value(&mut matches, self.config.quorum());
+        let current_term = self.log.term_at(candidate) == Some(self.term);
+        if candidate > self.commit && (current_term || self.config.has_bug(Bug::CommitOldTermByCounting)) {
             self.commit = candidate;
         }
     }
 
     /// Replies to proposals now committed and reads now confirmed.
     pub(crate) fn answer_clients(&mut self) {
-        let (commit, term, size) = (self.commit, self.term, self.cluster_size());
+        let (commit, term, size, quorum) =
+            (self.commit, self.term, self.cluster_size(), self.config.quorum());
         let own_term_committed = self.log.term_at(commit) == Some(term);
         let leader = self.leader_mut();
         let mut replies = Vec::new();
@@ -260,7 +263,7 @@ impl Node {
         if own_term_committed && !leader.reads.is_empty() {
             let mut seqs: Vec<u64> = leader.progress.values().map(|p| p.acked_seq).collect();
             seqs.push(leader.seq);
-            let confirmed = quorum::majority_value(&mut seqs);
+            let confirmed = quorum::quorum_value(&mut seqs, quorum);
             debug_assert!(size == seqs.len());
             while leader.reads.front().is_some_and(|read| read.seq <= confirmed) {
                 let read = leader.reads.pop_front().expect("front exists");

@@ -62,6 +62,7 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod bugs;
 mod candidate;
 mod config;
 mod event;
@@ -76,6 +77,7 @@ pub mod testkit;
 mod types;
 
 pub use action::{Action, RejectReason, Reply};
+pub use bugs::Bug;
 pub use config::{Config, ConfigError};
 pub use event::Event;
 pub use log::LogError;

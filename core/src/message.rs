@@ -6,7 +6,7 @@ use std::fmt;
 
 /// A message between two members. `term` is the sender's term, except in a pre-vote request
 /// (the term the sender would campaign in) and a granted pre-vote answer (that same term).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -14,7 +14,7 @@ pub struct Message {
     pub body: Body,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Body {
     /// RequestVote (§5.2), or the pre-vote that precedes it (dissertation §9.6).
     VoteRequest {
@@ -43,7 +43,7 @@ pub enum Body {
 }
 
 /// The follower's answer to AppendEntries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AppendOutcome {
     /// The follower's log matches the leader's through `match_index`, durably.
     Accepted { match_index: LogIndex },

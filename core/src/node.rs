@@ -2,6 +2,7 @@
 //! once, here, before a message reaches its role's handler (§5.1).
 
 use crate::action::{Action, RejectReason, Reply};
+use crate::bugs::Bug;
 use crate::candidate::Candidate;
 use crate::config::{Config, ConfigError};
 use crate::event::Event;
@@ -282,7 +283,8 @@ impl Node {
         last_log_index: LogIndex,
         last_log_term: Term,
     ) {
-        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term);
+        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term)
+            || self.config.has_bug(Bug::VoteWithoutLogCheck);
         let can_vote = self.voted_for == Some(from)
             || (self.voted_for.is_none() && self.leader().is_none())
             || (pre_vote && term > self.term);
@@ -337,7 +339,12 @@ impl Node {
     /// Queues a message. One that vouches for durable state is preceded by the hard state it
     /// depends on and a `Sync`.
     pub(crate) fn send(&mut self, to: NodeId, term: Term, body: Body) {
-        if body.needs_durable_state() {
+        let skip_sync = match body {
+            Body::VoteResponse { .. } => self.config.has_bug(Bug::VoteNotPersisted),
+            Body::AppendResponse { .. } => self.config.has_bug(Bug::AckBeforePersist),
+            _ => false,
+        };
+        if body.needs_durable_state() && !skip_sync {
             self.save_hard_state();
             if self.unsynced {
                 self.out.push(Action::Sync);

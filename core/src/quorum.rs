@@ -10,13 +10,13 @@ pub fn majority(members: usize) -> usize {
     members / 2 + 1
 }
 
-/// The largest value that a majority has reached: sort descending and take the majority-th.
-/// With `values` the match indexes of every member, this is the highest index stored on a
-/// majority (§5.3).
-pub fn majority_value<T: Ord + Copy>(values: &mut [T]) -> T {
-    assert!(!values.is_empty(), "a quorum needs members");
+/// The largest value that `quorum` members have reached: sort descending and take the
+/// quorum-th. With `values` the match indexes of every member and `quorum` a majority, this is
+/// the highest index stored on a majority (§5.3).
+pub fn quorum_value<T: Ord + Copy>(values: &mut [T], quorum: usize) -> T {
+    assert!(quorum >= 1 && quorum <= values.len(), "a quorum of {quorum} from {} members", values.len());
     values.sort_unstable_by(|a, b| b.cmp(a));
-    values[majority(values.len()) - 1]
+    values[quorum - 1]
 }
 
 /// What a candidate's tally says.
@@ -32,12 +32,13 @@ pub enum VoteResult {
 #[derive(Clone, Debug, Default)]
 pub struct VoteTally {
     members: usize,
+    quorum: usize,
     answers: BTreeMap<NodeId, bool>,
 }
 
 impl VoteTally {
-    pub fn new(members: usize) -> VoteTally {
-        VoteTally { members, answers: BTreeMap::new() }
+    pub fn new(members: usize, quorum: usize) -> VoteTally {
+        VoteTally { members, quorum, answers: BTreeMap::new() }
     }
 
     pub fn record(&mut self, from: NodeId, granted: bool) {
@@ -51,7 +52,7 @@ impl VoteTally {
     pub fn result(&self) -> VoteResult {
         let granted = self.granted();
         let rejected = self.answers.len() - granted;
-        let needed = majority(self.members);
+        let needed = self.quorum;
         if granted >= needed {
             VoteResult::Won
         } else if self.members - rejected < needed {
@@ -74,7 +75,7 @@ mod tests {
 
     #[test]
     fn tally_wins_loses_and_ignores_repeats() {
-        let mut tally = VoteTally::new(5);
+        let mut tally = VoteTally::new(5, 3);
         tally.record(NodeId(1), true);
         tally.record(NodeId(2), true);
         tally.record(NodeId(2), true);
@@ -82,7 +83,7 @@ mod tests {
         tally.record(NodeId(3), true);
         assert_eq!(tally.result(), VoteResult::Won);
 
-        let mut tally = VoteTally::new(3);
+        let mut tally = VoteTally::new(3, 2);
         tally.record(NodeId(1), true);
         tally.record(NodeId(2), false);
         tally.record(NodeId(2), true);
@@ -107,13 +108,13 @@ mod tests {
         #[test]
         fn majority_value_matches_naive(values in proptest::collection::vec(0u64..20, 1..9)) {
             let mut sorted = values.clone();
-            prop_assert_eq!(majority_value(&mut sorted), naive_majority_value(&values));
+            prop_assert_eq!(quorum_value(&mut sorted, majority(values.len())), naive_majority_value(&values));
         }
 
         #[test]
         fn tally_matches_naive(members in 1usize..8, answers in proptest::collection::vec(any::<bool>(), 0..8)) {
             let answers = &answers[..answers.len().min(members)];
-            let mut tally = VoteTally::new(members);
+            let mut tally = VoteTally::new(members, majority(members));
             for (i, &granted) in answers.iter().enumerate() {
                 tally.record(NodeId(i as u64), granted);
             }

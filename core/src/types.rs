@@ -115,7 +115,7 @@ impl fmt::Debug for Bytes {
 }
 
 /// What an entry carries.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Payload {
     /// Appended by every new leader so entries of earlier terms can commit (§8, dissertation §6.4).
     Noop,
@@ -124,7 +124,7 @@ pub enum Payload {
 }
 
 /// One log entry.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
     pub index: LogIndex,
     pub term: Term,
@@ -147,7 +147,7 @@ impl Entry {
 /// What must survive a crash besides the log (Figure 2, "Persistent state on all servers").
 /// `commit` is not needed for safety; it is kept so a restarted node does not show committed
 /// entries as uncommitted.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HardState {
     pub term: Term,
     pub voted_for: Option<NodeId>,

@@ -1,0 +1,267 @@
+//! Raft's safety properties (Figure 3), checked after every step of every node:
+//! Election Safety, Leader Append-Only, Log Matching, Leader Completeness, State Machine Safety,
+//! plus the durability order of what a node sends.
+
+use crate::digest;
+use replog_core::{Body, Entry, LogIndex, Message, Node, NodeId, Term};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Safety,
+    Liveness,
+}
+
+/// A property that did not hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: Kind,
+    pub property: String,
+    /// Simulated time, in units (`options::TICK` per tick).
+    pub at: u64,
+    pub node: Option<NodeId>,
+    pub detail: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.kind {
+            Kind::Safety => "SAFETY",
+            Kind::Liveness => "LIVENESS",
+        };
+        write!(f, "{kind} violation: {} at time {}", self.property, self.at)?;
+        if let Some(node) = self.node {
+            write!(f, " on {node}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+/// Why a property failed; the world adds when and where.
+pub type Broken = (&'static str, String);
+
+#[derive(Debug, Default)]
+pub struct Checker {
+    leaders_by_term: BTreeMap<Term, NodeId>,
+    /// For every (index, term) any node ever held: the fingerprint of the log prefix ending
+    /// there. Log Matching says it is unique.
+    prefix_of: HashMap<(u64, u64), u64>,
+    /// Each node's in-memory log as prefix fingerprints, mirrored from its storage actions.
+    logs: BTreeMap<NodeId, Vec<u64>>,
+    /// The committed log: the longest committed prefix any node has reported.
+    committed: Vec<Entry>,
+    committed_prefix: Vec<u64>,
+}
+
+impl Checker {
+    pub fn committed(&self) -> &[Entry] {
+        &self.committed
+    }
+
+    pub fn on_start(&mut self, id: NodeId, log: &[Entry]) -> Result<(), Broken> {
+        self.logs.insert(id, Vec::with_capacity(log.len()));
+        self.on_append(id, log)
+    }
+
+    pub fn on_append(&mut self, id: NodeId, entries: &[Entry]) -> Result<(), Broken> {
+        let prefixes = self.logs.get_mut(&id).expect("node known");
+        for entry in entries {
+            if entry.index.0 != prefixes.len() as u64 + 1 {
+                return Err((
+                    "log continuity",
+                    format!("{id} appended {} after {} entries", entry.index, prefixes.len()),
+                ));
+            }
+            let previous = prefixes.last().copied().unwrap_or(0);
+            let prefix = digest::chain(previous, digest::of(entry));
+            let known = *self.prefix_of.entry((entry.index.0, entry.term.0)).or_insert(prefix);
+            if known != prefix {
+                return Err((
+                    "log matching",
+                    format!(
+                        "{id} holds {}/{} after a different prefix than another node",
+                        entry.index, entry.term
+                    ),
+                ));
+            }
+            prefixes.push(prefix);
+        }
+        Ok(())
+    }
+
+    pub fn on_truncate(&mut self, id: NodeId, from: LogIndex, is_leader: bool) -> Result<(), Broken> {
+        if is_leader {
+            return Err(("leader append-only", format!("{id} truncated its log from {from} while leader")));
+        }
+        let prefixes = self.logs.get_mut(&id).expect("node known");
+        // Removing a stale entry at a committed index is fine; removing the committed entry
+        // itself (same prefix) loses data.
+        let at = from.0 as usize - 1;
+        if at < self.committed.len() && prefixes.get(at) == Some(&self.committed_prefix[at]) {
+            return Err(("state machine safety", format!("{id} truncated committed entry {from}")));
+        }
+        prefixes.truncate(at);
+        Ok(())
+    }
+
+    /// After a node's step and its actions: election safety, leader completeness, and the
+    /// node's committed prefix against everyone's.
+    pub fn after_step(&mut self, node: &Node, became_leader: bool) -> Result<(), Broken> {
+        let id = node.id();
+        let prefixes = &self.logs[&id];
+        if prefixes.len() as u64 != node.last_index().0 {
+            return Err((
+                "log mirror",
+                format!("{id} reports {} entries, its actions built {}", node.last_index(), prefixes.len()),
+            ));
+        }
+        if node.is_leader() {
+            let leader = *self.leaders_by_term.entry(node.term()).or_insert(id);
+            if leader != id {
+                return Err(("election safety", format!("{leader} and {id} both lead {}", node.term())));
+            }
+            if became_leader {
+                let len = self.committed.len();
+                if len > 0 && prefixes.get(len - 1) != Some(&self.committed_prefix[len - 1]) {
+                    return Err((
+                        "leader completeness",
+                        format!("{id} leads {} without committed entry {}", node.term(), len),
+                    ));
+                }
+            }
+        }
+        let commit = node.commit().0 as usize;
+        let shared = commit.min(self.committed.len());
+        if shared > 0 && prefixes[shared - 1] != self.committed_prefix[shared - 1] {
+            return Err((
+                "state machine safety",
+                format!("{id} committed a different entry at or before {shared}"),
+            ));
+        }
+        if commit > self.committed.len() {
+            let from = LogIndex(self.committed.len() as u64 + 1);
+            self.committed.extend(node.entries(from, LogIndex(commit as u64)));
+            self.committed_prefix.extend_from_slice(&prefixes[shared..commit]);
+        }
+        Ok(())
+    }
+
+    pub fn on_apply(&self, id: NodeId, entries: &[Entry]) -> Result<(), Broken> {
+        for entry in entries {
+            match self.committed.get(entry.index.0 as usize - 1) {
+                Some(committed) if committed == entry => {}
+                Some(_) => {
+                    return Err((
+                        "state machine safety",
+                        format!("{id} applied a different entry at {}", entry.index),
+                    ))
+                }
+                None => {
+                    return Err((
+                        "state machine safety",
+                        format!("{id} applied uncommitted entry {}", entry.index),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A vote, a vote request or an append acknowledgement may leave only once what it vouches
+/// for is durable (§5.2, §5.3, Figure 2: "persistent state ... updated on stable storage before
+/// responding to RPCs").
+pub fn check_durable(
+    message: &Message,
+    durable_term: Term,
+    durable_vote: Option<NodeId>,
+    durable_log: &[Entry],
+    node: &Node,
+) -> Result<(), Broken> {
+    match &message.body {
+        Body::VoteResponse { pre_vote: false, granted: true }
+            if (durable_term, durable_vote) != (message.term, Some(message.to)) =>
+        {
+            return Err((
+                "durability order",
+                format!(
+                    "vote for {} in {} sent while disk holds {durable_term} vote {durable_vote:?}",
+                    message.to, message.term
+                ),
+            ));
+        }
+        Body::VoteRequest { pre_vote: false, .. }
+            if (durable_term, durable_vote) != (message.term, Some(message.from)) =>
+        {
+            return Err((
+                "durability order",
+                format!("vote request in {} sent before its own vote was durable", message.term),
+            ));
+        }
+        Body::AppendResponse { outcome: replog_core::AppendOutcome::Accepted { match_index }, .. } => {
+            let index = match_index.0 as usize;
+            if index > 0 {
+                let durable = durable_log.get(index - 1).map(|entry| entry.term);
+                let memory = node.entry(*match_index).map(|entry| entry.term);
+                if durable.is_none() || durable != memory {
+                    return Err((
+                        "durability order",
+                        format!(
+                            "acknowledged {match_index} while only {} entries are durable",
+                            durable_log.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// What one node's logs look like to the commit-finality check.
+#[derive(Clone, Copy, Debug)]
+pub struct LogView {
+    pub id: NodeId,
+    /// (last term, last index) of the durable log, and whether it holds the entry.
+    pub durable: (Term, LogIndex),
+    pub durable_has: bool,
+    /// The same for the in-memory log of a running node.
+    pub memory: Option<((Term, LogIndex), bool)>,
+}
+
+/// Commit finality (the heart of §5.4.3): once an entry is committed, no node lacking it can
+/// win an election. A node that lacks it (in its durable log, which it could restart from, or
+/// its in-memory log) can win only if a majority of voters, judged by their durable logs, find
+/// its log at least as up-to-date (§5.4.1). With correct Raft the majority that stores a
+/// current-term entry always refuses; committing an earlier term's entry by counting (Figure 8)
+/// leaves a window where it does not, and this check catches that window.
+pub fn check_commit_final(views: &[LogView], index: LogIndex, quorum: usize) -> Result<(), Broken> {
+    for candidate in views {
+        let mut best: Option<(Term, LogIndex)> = None;
+        if !candidate.durable_has {
+            best = Some(candidate.durable);
+        }
+        if let Some((last, false)) = candidate.memory {
+            best = best.max(Some(last));
+        }
+        let Some(log) = best else {
+            continue;
+        };
+        let granted = views.iter().filter(|voter| voter.id == candidate.id || log >= voter.durable).count();
+        if granted >= quorum {
+            return Err((
+                "commit finality",
+                format!(
+                    "{} lacks committed entry {index} yet {granted} of {} nodes would vote for its log ending {}/{}",
+                    candidate.id,
+                    views.len(),
+                    log.1,
+                    log.0
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,29 @@
+//! replog's deterministic simulator: the second driver of `replog_core::Node`. One seed gives
+//! one exact run of a faulty cluster, checked for Raft's safety properties at every step, for
+//! liveness after the faults stop, and for linearizability at the end.
+
+#![forbid(unsafe_code)]
+
+pub mod checker;
+pub mod digest;
+pub mod disk;
+pub mod history;
+pub mod network;
+pub mod options;
+pub mod schedule;
+pub mod shrink;
+pub mod world;
+
+pub use checker::{Kind, Violation};
+pub use options::Options;
+pub use schedule::Schedule;
+pub use world::{run, RunResult, Summary, Trace};
+
+/// Runs a seed with its own generated schedule.
+pub fn run_seed(seed: u64, bug: Option<&str>, trace: Trace) -> (Options, Schedule, RunResult) {
+    let mut options = Options::from_seed(seed);
+    options.bug = bug.map(str::to_string);
+    let schedule = Schedule::generate(&options);
+    let result = run(&options, &schedule, trace);
+    (options, schedule, result)
+}
