@@ -1,9 +1,26 @@
-//! The replog command line.
+//! The replog command line: `start`, `append`, `query` as the seed describes them, plus
+//! `status`, `cluster` (a local cluster in one command) and `bench` (a closed-loop load test).
+
+mod bench;
+mod cluster;
 
 use clap::{Parser, Subcommand};
+use replog_core::Payload;
+use replog_runtime::client;
+use replog_runtime::NodeOptions;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
-#[command(name = "replog", version, about = "A replicated log built on Raft")]
+#[command(
+    name = "replog",
+    version,
+    about = "A replicated log built on Raft",
+    after_help = "Logs go to stderr; REPLOG_LOG=debug shows more (default: info)."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -11,40 +28,224 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Start a node.
+    /// Start a node (runs until Ctrl-C or SIGTERM).
     Start {
-        /// Node ID (names the data folder data/<ID>/)
+        /// Node ID: names the node and its data folder data/<ID>/
         #[arg(short, long)]
         id: String,
-        /// Address to bind to
+        /// Address to bind to (for peers and clients alike)
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         address: String,
         /// Peer addresses (comma-separated)
         #[arg(short, long, value_delimiter = ',')]
         peers: Vec<String>,
-        /// Start as leader (starts an election at once)
+        /// Start as leader: start an election at once (Raft still decides)
         #[arg(short, long)]
         leader: bool,
+        /// Folder holding every node's data folder
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
     },
-    /// Append a command to the log.
+    /// Append a command to the log; returns once it is committed.
     Append {
-        /// Target node address
+        /// Target node address (any node: followers redirect to the leader)
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         target: String,
         /// Command to append
         #[arg(short, long)]
         command: String,
+        /// Give up after this many seconds without a leader
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
-    /// Query the log.
+    /// Query the current log state of one node.
     Query {
         /// Target node address
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         target: String,
     },
+    /// Show a node's role, term, leader, commit and its peers' replication progress.
+    Status {
+        /// Target node address
+        #[arg(short, long, default_value = "127.0.0.1:8080")]
+        target: String,
+        /// Print the raw JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a local cluster of N nodes as child processes; Ctrl-C stops them all.
+    Cluster {
+        /// Number of nodes
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Node k listens on 127.0.0.1:<base-port + k - 1>
+        #[arg(long, default_value_t = 8080)]
+        base_port: u16,
+        /// Folder holding every node's data folder
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Closed-loop load: each client appends, waits for the commit, appends again.
+    Bench {
+        /// Any node of the cluster
+        #[arg(short, long, default_value = "127.0.0.1:8080")]
+        target: String,
+        /// Concurrent clients
+        #[arg(long, default_value_t = 1)]
+        clients: u32,
+        /// Seconds to run
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Command size in bytes
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
-    eprintln!("replog: '{:?}' needs the runtime, which is not built yet", cli.command);
-    std::process::exit(2);
+    init_logging();
+    let result = match cli.command {
+        Command::Start { id, address, peers, leader, data_dir } => {
+            start(id, address, peers, leader, data_dir)
+        }
+        Command::Append { target, command, timeout } => append(&target, &command, timeout),
+        Command::Query { target } => query(&target),
+        Command::Status { target, json } => status(&target, json),
+        Command::Cluster { nodes, base_port, data_dir } => cluster::run(nodes, base_port, &data_dir),
+        Command::Bench { target, clients, duration, size, json } => {
+            bench::run(&target, clients, duration, size, json)
+        }
+    };
+    if let Err(message) = result {
+        eprintln!("replog: {message}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("REPLOG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(ansi)
+        .init();
+}
+
+fn parse_address(flag: &str, text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut all| all.next())
+        .ok_or_else(|| format!("{flag} {text:?} is not an address like 127.0.0.1:8080"))
+}
+
+fn start(
+    id: String,
+    address: String,
+    peers: Vec<String>,
+    leader: bool,
+    data_dir: PathBuf,
+) -> Result<(), String> {
+    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(format!("--id {id:?} must be letters, digits, '-' or '_' (it names the data folder)"));
+    }
+    let address = parse_address("--address", &address)?;
+    let peers = peers
+        .iter()
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .map(|p| parse_address("--peers", p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&shutdown))
+            .map_err(|e| format!("installing signal handlers: {e}"))?;
+    }
+    let options = NodeOptions { data_dir: data_dir.join(&id), name: id, address, peers, bootstrap: leader };
+    replog_runtime::run(options, shutdown).map_err(|e| e.to_string())
+}
+
+fn append(target: &str, command: &str, timeout: f64) -> Result<(), String> {
+    let deadline = Duration::from_secs_f64(timeout.max(0.1));
+    let appended = client::append(target, command.as_bytes(), deadline).map_err(|e| e.to_string())?;
+    println!(
+        "✅ Committed: ID:{} Term:{} (log index {}, leader {})",
+        appended.id, appended.term, appended.index, appended.leader
+    );
+    Ok(())
+}
+
+fn query(target: &str) -> Result<(), String> {
+    let (commit, entries) = client::query(target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    // Client commands only: the leaders' no-op entries are Raft's bookkeeping.
+    let commands: Vec<_> = entries
+        .iter()
+        .filter_map(|entry| match &entry.payload {
+            Payload::Command(data) => Some((entry, data)),
+            Payload::Noop => None,
+        })
+        .collect();
+    println!("📋 Log entries ({} total):", commands.len());
+    for (position, (entry, data)) in commands.iter().enumerate() {
+        let text = String::from_utf8_lossy(data.as_slice());
+        println!(
+            "  {n}. ID:{n} Term:{} Committed:{} Command:Operation {{ data: {:?} }}",
+            entry.term.0,
+            entry.index.0 <= commit,
+            text,
+            n = position + 1
+        );
+    }
+    Ok(())
+}
+
+fn status(target: &str, raw: bool) -> Result<(), String> {
+    let json = client::status(target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    if raw {
+        println!("{json}");
+        return Ok(());
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| format!("bad status answer: {e}"))?;
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    println!(
+        "{} at {}: {} in term {}",
+        text(&status["name"]),
+        text(&status["address"]),
+        text(&status["role"]),
+        status["term"]
+    );
+    println!(
+        "leader {}  commit {}  last index {}  durable {}",
+        if status["leader"].is_null() { "unknown".into() } else { text(&status["leader"]) },
+        status["commit"],
+        status["last_index"],
+        status["durable_index"]
+    );
+    for peer in status["peers"].as_array().into_iter().flatten() {
+        let link = match (peer["outbound_connected"].as_bool(), peer["inbound_connected"].as_bool()) {
+            (Some(true), Some(true)) => "connected",
+            (Some(true), _) | (_, Some(true)) => "half-connected",
+            _ => "disconnected",
+        };
+        let progress = if peer["match_index"].is_null() {
+            String::new()
+        } else {
+            format!(
+                "  match {} next {} {}",
+                peer["match_index"],
+                peer["next_index"],
+                if peer["replicating"].as_bool() == Some(true) { "replicating" } else { "probing" }
+            )
+        };
+        let name = if peer["name"].is_null() { String::new() } else { format!(" ({})", text(&peer["name"])) };
+        println!("  peer {}{name}: {link}{progress}", text(&peer["address"]));
+    }
+    Ok(())
 }

@@ -1,6 +1,14 @@
-//! replog-runtime: the real driver of `replog-core` (mio TCP, durable files). Filled by the
-//! runtime issue; today it only names what it will drive.
+//! replog-runtime: the real driver of `replog-core`. One mio event loop per node turns sockets,
+//! files and the clock into core events, and carries out the core's actions in order. It makes
+//! no protocol decisions.
 
 #![forbid(unsafe_code)]
 
-pub use replog_core as core;
+pub mod client;
+pub mod codec;
+pub mod connection;
+pub mod frame;
+pub mod server;
+pub mod storage;
+
+pub use server::{node_id, run, NodeOptions, RuntimeError};

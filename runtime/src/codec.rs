@@ -1,0 +1,427 @@
+//! The payloads inside frames: the peer handshake, Raft messages, and the client protocol, in
+//! a compact binary form. Decoding checks every length against what is left, so a malformed
+//! payload is an error, never a panic or a huge allocation.
+
+use replog_core::{AppendOutcome, Body, Bytes, Entry, LogIndex, Message, NodeId, Payload, Term};
+use std::fmt;
+
+/// Everything that travels on a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// First frame of a peer connection: who is calling (its listen address and name).
+    Hello {
+        address: String,
+        name: String,
+    },
+    Raft(Message),
+    /// Client: append one command; answered by `AppendResult`.
+    Append {
+        request: u64,
+        command: Vec<u8>,
+    },
+    /// Client: up to `max` entries from `from` on, with the commit index.
+    Query {
+        from: u64,
+        max: u32,
+    },
+    /// Client: the node's status as JSON.
+    Status,
+    AppendResult {
+        request: u64,
+        result: AppendResult,
+    },
+    QueryResult {
+        commit: u64,
+        last_index: u64,
+        entries: Vec<Entry>,
+    },
+    StatusResult {
+        json: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AppendResult {
+    /// Committed at Raft `index` in `term`; `id` is its position among client commands.
+    Committed { index: u64, term: u64, id: u64 },
+    /// Not the leader; the leader's client address if known.
+    NotLeader { leader: Option<String> },
+    /// Refused or uncertain; the text says which and what to do.
+    Failed { reason: String, retry: bool },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct CodecError(pub &'static str);
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "malformed payload: {}", self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+const HELLO: u8 = 1;
+const RAFT: u8 = 2;
+const APPEND: u8 = 10;
+const QUERY: u8 = 11;
+const STATUS: u8 = 12;
+const APPEND_RESULT: u8 = 20;
+const QUERY_RESULT: u8 = 21;
+const STATUS_RESULT: u8 = 22;
+
+/// Smallest encoding of one entry (index, term, kind, length): bounds a claimed count.
+const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
+
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
+    match frame {
+        Frame::Hello { address, name } => {
+            out.push(HELLO);
+            put_bytes(out, address.as_bytes());
+            put_bytes(out, name.as_bytes());
+        }
+        Frame::Raft(message) => {
+            out.push(RAFT);
+            encode_message(message, out);
+        }
+        Frame::Append { request, command } => {
+            out.push(APPEND);
+            put_u64(out, *request);
+            put_bytes(out, command);
+        }
+        Frame::Query { from, max } => {
+            out.push(QUERY);
+            put_u64(out, *from);
+            out.extend_from_slice(&max.to_be_bytes());
+        }
+        Frame::Status => out.push(STATUS),
+        Frame::AppendResult { request, result } => {
+            out.push(APPEND_RESULT);
+            put_u64(out, *request);
+            match result {
+                AppendResult::Committed { index, term, id } => {
+                    out.push(0);
+                    put_u64(out, *index);
+                    put_u64(out, *term);
+                    put_u64(out, *id);
+                }
+                AppendResult::NotLeader { leader } => {
+                    out.push(1);
+                    put_bytes(out, leader.as_deref().unwrap_or("").as_bytes());
+                }
+                AppendResult::Failed { reason, retry } => {
+                    out.push(2);
+                    out.push(u8::from(*retry));
+                    put_bytes(out, reason.as_bytes());
+                }
+            }
+        }
+        Frame::QueryResult { commit, last_index, entries } => {
+            out.push(QUERY_RESULT);
+            put_u64(out, *commit);
+            put_u64(out, *last_index);
+            put_entries(out, entries);
+        }
+        Frame::StatusResult { json } => {
+            out.push(STATUS_RESULT);
+            put_bytes(out, json.as_bytes());
+        }
+    }
+}
+
+fn encode_message(message: &Message, out: &mut Vec<u8>) {
+    put_u64(out, message.from.0);
+    put_u64(out, message.to.0);
+    put_u64(out, message.term.0);
+    match &message.body {
+        Body::VoteRequest { pre_vote, last_log_index, last_log_term } => {
+            out.push(0);
+            out.push(u8::from(*pre_vote));
+            put_u64(out, last_log_index.0);
+            put_u64(out, last_log_term.0);
+        }
+        Body::VoteResponse { pre_vote, granted } => {
+            out.push(1);
+            out.push(u8::from(*pre_vote));
+            out.push(u8::from(*granted));
+        }
+        Body::AppendRequest { prev_log_index, prev_log_term, entries, leader_commit, seq } => {
+            out.push(2);
+            put_u64(out, prev_log_index.0);
+            put_u64(out, prev_log_term.0);
+            put_u64(out, leader_commit.0);
+            put_u64(out, *seq);
+            put_entries(out, entries);
+        }
+        Body::AppendResponse { outcome, seq } => {
+            out.push(3);
+            put_u64(out, *seq);
+            match outcome {
+                AppendOutcome::Accepted { match_index } => {
+                    out.push(0);
+                    put_u64(out, match_index.0);
+                }
+                AppendOutcome::Rejected { prev_log_index, conflict_index, conflict_term } => {
+                    out.push(1);
+                    put_u64(out, prev_log_index.0);
+                    put_u64(out, conflict_index.0);
+                    out.push(u8::from(conflict_term.is_some()));
+                    put_u64(out, conflict_term.map_or(0, |t| t.0));
+                }
+            }
+        }
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_entries(out: &mut Vec<u8>, entries: &[Entry]) {
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for entry in entries {
+        put_u64(out, entry.index.0);
+        put_u64(out, entry.term.0);
+        match &entry.payload {
+            Payload::Noop => {
+                out.push(0);
+                put_bytes(out, &[]);
+            }
+            Payload::Command(data) => {
+                out.push(1);
+                put_bytes(out, data.as_slice());
+            }
+        }
+    }
+}
+
+/// A cursor over a payload that refuses to read past its end.
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
+        if self.bytes.len() < n {
+            return Err(CodecError("truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, CodecError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn flag(&mut self) -> Result<bool, CodecError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            _ => Err(CodecError("flag is neither 0 nor 1")),
+        }
+    }
+
+    fn u32(&mut self) -> Result<u32, CodecError> {
+        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, CodecError> {
+        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], CodecError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    fn text(&mut self) -> Result<String, CodecError> {
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CodecError("text is not UTF-8"))
+    }
+
+    fn entries(&mut self) -> Result<Vec<Entry>, CodecError> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(ENTRY_BYTES_MIN) > self.bytes.len() {
+            return Err(CodecError("entry count exceeds the payload"));
+        }
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let index = LogIndex(self.u64()?);
+            let term = Term(self.u64()?);
+            let payload = match self.u8()? {
+                0 => {
+                    self.bytes()?;
+                    Payload::Noop
+                }
+                1 => Payload::Command(Bytes::from(self.bytes()?)),
+                _ => return Err(CodecError("unknown entry kind")),
+            };
+            entries.push(Entry { index, term, payload });
+        }
+        Ok(entries)
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, CodecError> {
+        if self.bytes.is_empty() {
+            Ok(value)
+        } else {
+            Err(CodecError("trailing bytes"))
+        }
+    }
+}
+
+pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
+    let mut reader = Reader { bytes: payload };
+    let frame = match reader.u8()? {
+        HELLO => Frame::Hello { address: reader.text()?, name: reader.text()? },
+        RAFT => Frame::Raft(decode_message(&mut reader)?),
+        APPEND => Frame::Append { request: reader.u64()?, command: reader.bytes()?.to_vec() },
+        QUERY => Frame::Query { from: reader.u64()?, max: reader.u32()? },
+        STATUS => Frame::Status,
+        APPEND_RESULT => {
+            let request = reader.u64()?;
+            let result = match reader.u8()? {
+                0 => AppendResult::Committed { index: reader.u64()?, term: reader.u64()?, id: reader.u64()? },
+                1 => {
+                    let leader = reader.text()?;
+                    AppendResult::NotLeader { leader: (!leader.is_empty()).then_some(leader) }
+                }
+                2 => {
+                    let retry = reader.flag()?;
+                    AppendResult::Failed { retry, reason: reader.text()? }
+                }
+                _ => return Err(CodecError("unknown append result")),
+            };
+            Frame::AppendResult { request, result }
+        }
+        QUERY_RESULT => Frame::QueryResult {
+            commit: reader.u64()?,
+            last_index: reader.u64()?,
+            entries: reader.entries()?,
+        },
+        STATUS_RESULT => Frame::StatusResult { json: reader.text()? },
+        _ => return Err(CodecError("unknown frame kind")),
+    };
+    reader.finish(frame)
+}
+
+fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
+    let from = NodeId(reader.u64()?);
+    let to = NodeId(reader.u64()?);
+    let term = Term(reader.u64()?);
+    let body = match reader.u8()? {
+        0 => Body::VoteRequest {
+            pre_vote: reader.flag()?,
+            last_log_index: LogIndex(reader.u64()?),
+            last_log_term: Term(reader.u64()?),
+        },
+        1 => Body::VoteResponse { pre_vote: reader.flag()?, granted: reader.flag()? },
+        2 => {
+            let prev_log_index = LogIndex(reader.u64()?);
+            let prev_log_term = Term(reader.u64()?);
+            let leader_commit = LogIndex(reader.u64()?);
+            let seq = reader.u64()?;
+            Body::AppendRequest {
+                prev_log_index,
+                prev_log_term,
+                entries: reader.entries()?,
+                leader_commit,
+                seq,
+            }
+        }
+        3 => {
+            let seq = reader.u64()?;
+            let outcome = match reader.u8()? {
+                0 => AppendOutcome::Accepted { match_index: LogIndex(reader.u64()?) },
+                1 => {
+                    let prev_log_index = LogIndex(reader.u64()?);
+                    let conflict_index = LogIndex(reader.u64()?);
+                    let has_term = reader.flag()?;
+                    let term = Term(reader.u64()?);
+                    AppendOutcome::Rejected {
+                        prev_log_index,
+                        conflict_index,
+                        conflict_term: has_term.then_some(term),
+                    }
+                }
+                _ => return Err(CodecError("unknown append outcome")),
+            };
+            Body::AppendResponse { outcome, seq }
+        }
+        _ => return Err(CodecError("unknown message body")),
+    };
+    Ok(Message { from, to, term, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(frame: Frame) {
+        let mut out = Vec::new();
+        encode(&frame, &mut out);
+        assert_eq!(decode(&out), Ok(frame.clone()));
+        // Every strict prefix is an error, never a panic.
+        for cut in 0..out.len() {
+            assert!(decode(&out[..cut]).is_err(), "prefix {cut} of {frame:?} decoded");
+        }
+    }
+
+    #[test]
+    fn every_frame_round_trips_and_prefixes_fail() {
+        let entry = |i, t, data: Option<&str>| Entry {
+            index: LogIndex(i),
+            term: Term(t),
+            payload: data.map_or(Payload::Noop, |d| Payload::Command(Bytes::from(d))),
+        };
+        let message = |body| Message { from: NodeId(1), to: NodeId(2), term: Term(3), body };
+        round_trip(Frame::Hello { address: "127.0.0.1:8080".into(), name: "node1".into() });
+        round_trip(Frame::Raft(message(Body::VoteRequest {
+            pre_vote: true,
+            last_log_index: LogIndex(4),
+            last_log_term: Term(2),
+        })));
+        round_trip(Frame::Raft(message(Body::VoteResponse { pre_vote: false, granted: true })));
+        round_trip(Frame::Raft(message(Body::AppendRequest {
+            prev_log_index: LogIndex(1),
+            prev_log_term: Term(1),
+            entries: vec![entry(2, 3, None), entry(3, 3, Some("x"))],
+            leader_commit: LogIndex(1),
+            seq: 9,
+        })));
+        round_trip(Frame::Raft(message(Body::AppendResponse {
+            outcome: AppendOutcome::Rejected {
+                prev_log_index: LogIndex(5),
+                conflict_index: LogIndex(3),
+                conflict_term: Some(Term(2)),
+            },
+            seq: 1,
+        })));
+        round_trip(Frame::Append { request: 7, command: b"user_login:alice".to_vec() });
+        round_trip(Frame::Query { from: 1, max: 100 });
+        round_trip(Frame::AppendResult {
+            request: 7,
+            result: AppendResult::NotLeader { leader: Some("a:1".into()) },
+        });
+        round_trip(Frame::AppendResult {
+            request: 7,
+            result: AppendResult::Failed { reason: "x".into(), retry: true },
+        });
+        round_trip(Frame::QueryResult { commit: 1, last_index: 2, entries: vec![entry(1, 1, Some("a"))] });
+        round_trip(Frame::StatusResult { json: "{}".into() });
+    }
+
+    #[test]
+    fn absurd_counts_are_refused_before_allocating() {
+        let mut out = vec![QUERY_RESULT];
+        out.extend_from_slice(&[0; 16]);
+        out.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(decode(&out), Err(CodecError("entry count exceeds the payload")));
+        assert_eq!(decode(&[99]), Err(CodecError("unknown frame kind")));
+    }
+}

@@ -1,0 +1,126 @@
+//! One TCP connection: a bounded read buffer cut into frames, and a bounded write buffer
+//! drained as the socket accepts it.
+
+use crate::codec::{self, Frame};
+use crate::frame;
+use mio::net::TcpStream;
+use std::io::{self, Read, Write};
+
+/// A connection whose unsent bytes exceed this is dropped (peers) or closed (clients): a slow
+/// reader may not grow our memory without bound.
+pub const OUT_BYTES_MAX: usize = 64 * 1024 * 1024;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+const READ_ROUND_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug)]
+pub struct Connection {
+    pub stream: TcpStream,
+    inbound: Vec<u8>,
+    /// Bytes of `inbound` already taken as frames.
+    consumed: usize,
+    outbound: Vec<u8>,
+    /// Bytes of `outbound` already written.
+    written: usize,
+}
+
+/// Why a connection must close.
+#[derive(Debug)]
+pub enum Closed {
+    Eof,
+    Io(io::Error),
+    Protocol(String),
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Closed::Eof => write!(f, "closed by the other side"),
+            Closed::Io(error) => write!(f, "{error}"),
+            Closed::Protocol(why) => write!(f, "{why}"),
+        }
+    }
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Connection {
+        let _ = stream.set_nodelay(true);
+        Connection { stream, inbound: Vec::new(), consumed: 0, outbound: Vec::new(), written: 0 }
+    }
+
+    /// Reads what is available, at most `READ_ROUND_BYTES` per call so one busy sender cannot
+    /// grow the buffer without bound. Returns true if it stopped at that limit: more may be
+    /// waiting, and since readiness is edge-triggered the caller must call again.
+    pub fn read(&mut self) -> Result<bool, Closed> {
+        let mut chunk = [0u8; READ_CHUNK_BYTES];
+        let mut read = 0;
+        while read < READ_ROUND_BYTES {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(Closed::Eof),
+                Ok(n) => {
+                    self.inbound.extend_from_slice(&chunk[..n]);
+                    read += n;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(Closed::Io(error)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// The next complete frame, decoded; `Ok(None)` when none has fully arrived.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, Closed> {
+        let decoded =
+            frame::decode(&self.inbound[self.consumed..]).map_err(|e| Closed::Protocol(e.to_string()))?;
+        match decoded {
+            None => {
+                if self.consumed > 0 {
+                    self.inbound.drain(..self.consumed);
+                    self.consumed = 0;
+                }
+                Ok(None)
+            }
+            Some((range, used)) => {
+                let start = self.consumed;
+                let payload = &self.inbound[start + range.start..start + range.end];
+                let frame = codec::decode(payload).map_err(|e| Closed::Protocol(e.to_string()))?;
+                self.consumed += used;
+                Ok(Some(frame))
+            }
+        }
+    }
+
+    /// Queues a frame; false if the queue is over its limit (the frame is not queued).
+    pub fn queue(&mut self, frame: &Frame) -> bool {
+        if self.outbound.len() - self.written > OUT_BYTES_MAX {
+            return false;
+        }
+        frame::encode_with(&mut self.outbound, |out| codec::encode(frame, out));
+        true
+    }
+
+    pub fn has_outbound(&self) -> bool {
+        self.written < self.outbound.len()
+    }
+
+    /// Writes as much as the socket takes.
+    pub fn flush(&mut self) -> Result<(), Closed> {
+        while self.written < self.outbound.len() {
+            match self.stream.write(&self.outbound[self.written..]) {
+                Ok(0) => return Err(Closed::Eof),
+                Ok(n) => self.written += n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(Closed::Io(error)),
+            }
+        }
+        if self.written == self.outbound.len() {
+            self.outbound.clear();
+            self.written = 0;
+        } else if self.written > 1024 * 1024 {
+            self.outbound.drain(..self.written);
+            self.written = 0;
+        }
+        Ok(())
+    }
+}
