@@ -1,1 +1,240 @@
-//! End-to-end tests of replog on real processes live in `tests/tests/`.
+//! A harness for end-to-end tests: real `replog` processes on loopback, each cluster in its own
+//! temporary folder. Only processes it started are ever signalled, by PID, and every wait is
+//! bounded.
+
+use replog_runtime::client;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// One test cluster at a time: timing assertions stay meaningful on a 2-core machine.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The `replog` binary, built once per test run (same profile as the tests).
+pub fn replog_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        // The test runs from target/<profile>/deps/; the binary belongs in target/<profile>/.
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+        let target = profile_dir.parent().expect("target dir");
+        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        build.args(["build", "--quiet", "-p", "replog", "--bin", "replog"]).env("CARGO_TARGET_DIR", target);
+        if profile_dir.file_name().is_some_and(|name| name == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("running cargo build");
+        assert!(status.success(), "building replog failed");
+        profile_dir.join("replog")
+    })
+}
+
+/// Free loopback ports (bound and released; the OS does not hand them out again at once).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> =
+        (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
+}
+
+pub struct NodeProcess {
+    pub name: String,
+    pub address: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+pub struct TestCluster {
+    pub dir: PathBuf,
+    pub nodes: Vec<NodeProcess>,
+}
+
+impl TestCluster {
+    /// Starts `size` nodes; node1 with `--leader`.
+    pub fn start(name: &str, size: usize) -> TestCluster {
+        let dir = std::env::temp_dir().join(format!("replog-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let addresses: Vec<SocketAddr> = free_ports(size)
+            .into_iter()
+            .map(|p| format!("127.0.0.1:{p}").parse().expect("address"))
+            .collect();
+        let nodes = (0..size)
+            .map(|k| NodeProcess {
+                name: format!("node{}", k + 1),
+                address: addresses[k],
+                peers: addresses.iter().copied().filter(|a| *a != addresses[k]).collect(),
+                child: None,
+                log: dir.join(format!("node{}.log", k + 1)),
+            })
+            .collect();
+        let mut cluster = TestCluster { dir, nodes };
+        for k in 0..size {
+            cluster.start_node(k, k == 0);
+        }
+        cluster
+    }
+
+    pub fn data_dir(&self, k: usize) -> PathBuf {
+        self.dir.join("data").join(&self.nodes[k].name)
+    }
+
+    pub fn start_node(&mut self, k: usize, leader: bool) {
+        let node = &mut self.nodes[k];
+        assert!(node.child.is_none(), "{} already running", node.name);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
+        let peers: Vec<String> = node.peers.iter().map(|p| p.to_string()).collect();
+        let mut command = Command::new(replog_binary());
+        command
+            .args([
+                "start",
+                "-i",
+                &node.name,
+                "-a",
+                &node.address.to_string(),
+                "-p",
+                &peers.join(","),
+                "--data-dir",
+            ])
+            .arg(self.dir.join("data"))
+            .stdout(Stdio::null())
+            .stderr(log);
+        if leader {
+            command.arg("--leader");
+        }
+        node.child = Some(command.spawn().expect("spawning replog start"));
+    }
+
+    /// kill -9: no clean shutdown, unsynced data is lost.
+    pub fn kill(&mut self, k: usize) {
+        if let Some(mut child) = self.nodes[k].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded) for a clean exit; returns whether it exited in time.
+    pub fn stop(&mut self, k: usize) -> bool {
+        let Some(mut child) = self.nodes[k].child.take() else {
+            return true;
+        };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Waits (bounded) for a running node to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, k: usize, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(child) = self.nodes[k].child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.nodes[k].child = None;
+                    return status.code();
+                }
+            }
+            sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log_text(&self, k: usize) -> String {
+        std::fs::read_to_string(&self.nodes[k].log).unwrap_or_default()
+    }
+
+    pub fn address(&self, k: usize) -> String {
+        self.nodes[k].address.to_string()
+    }
+
+    /// The leader's index as seen by the running nodes, waiting up to `within`.
+    pub fn wait_leader(&self, within: Duration) -> Option<usize> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            for (k, node) in self.nodes.iter().enumerate() {
+                if node.child.is_none() {
+                    continue;
+                }
+                if let Ok(json) = client::status(&node.address.to_string(), Duration::from_millis(500)) {
+                    let status: serde_json::Value = serde_json::from_str(&json).expect("status json");
+                    if status["role"] == "leader" {
+                        return Some(k);
+                    }
+                }
+            }
+            sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Runs the CLI itself: `replog ARGS`, returning (exit code, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        let output = Command::new(replog_binary()).args(args).output().expect("running replog");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// (commit, commands) of a node's log, commands as text.
+    pub fn log_of(&self, k: usize) -> (u64, Vec<(u64, String)>) {
+        let (commit, entries) = client::query(&self.address(k), Duration::from_secs(5)).expect("query");
+        let commands = entries
+            .into_iter()
+            .filter_map(|e| match e.payload {
+                replog_core::Payload::Command(data) => {
+                    Some((e.index.0, String::from_utf8_lossy(data.as_slice()).into_owned()))
+                }
+                replog_core::Payload::Noop => None,
+            })
+            .collect();
+        (commit, commands)
+    }
+
+    /// Waits until every running node has committed its whole log and the logs are equal.
+    pub fn wait_converged(&self, within: Duration) -> Vec<(u64, String)> {
+        let deadline = Instant::now() + within;
+        loop {
+            let views: Vec<_> = (0..self.nodes.len())
+                .filter(|&k| self.nodes[k].child.is_some())
+                .map(|k| client::query(&self.address(k), Duration::from_secs(2)))
+                .collect();
+            if let Some(Ok((commit, first))) = views.first() {
+                let all_same = views.iter().all(|v| matches!(v, Ok((c, e)) if c == commit && e == first));
+                if all_same && *commit == first.len() as u64 {
+                    return self
+                        .log_of(self.nodes.iter().position(|n| n.child.is_some()).expect("a node runs"))
+                        .1;
+                }
+            }
+            assert!(Instant::now() < deadline, "logs did not converge within {within:?}");
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for k in 0..self.nodes.len() {
+            self.kill(k);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! End-to-end: real `replog` processes on loopback, driven through the CLI and the client
+//! library. Every wait is bounded; only processes started here are signalled.
+
+use replog_runtime::client;
+use replog_tests::{serial, TestCluster};
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+#[test]
+fn seed_walkthrough_three_nodes_three_appends_query_everywhere() {
+    let _serial = serial();
+    let cluster = TestCluster::start("walkthrough", 3);
+    let node1 = cluster.address(0);
+    for command in ["user_login:alice", "create_order:order123", "payment_processed:$100"] {
+        let (code, out, err) = cluster.cli(&["append", "-t", &node1, "-c", command]);
+        assert_eq!(code, 0, "append {command}: {out}{err}");
+        assert!(out.contains("Committed"), "{out}");
+    }
+    cluster.wait_converged(5 * SECOND);
+    let expected = "📋 Log entries (3 total):
+  1. ID:1 Term:1 Committed:true Command:Operation { data: \"user_login:alice\" }
+  2. ID:2 Term:1 Committed:true Command:Operation { data: \"create_order:order123\" }
+  3. ID:3 Term:1 Committed:true Command:Operation { data: \"payment_processed:$100\" }
+";
+    for k in 0..3 {
+        let (code, out, err) = cluster.cli(&["query", "-t", &cluster.address(k)]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, expected, "query of node{}", k + 1);
+    }
+    let (code, out, _) = cluster.cli(&["status", "-t", &node1]);
+    assert_eq!(code, 0);
+    assert!(out.contains("leader in term 1") && out.contains("connected"), "{out}");
+}
+
+#[test]
+fn append_via_a_follower_lands_exactly_once() {
+    let _serial = serial();
+    let cluster = TestCluster::start("follower", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    let follower = (leader + 1) % 3;
+    let (code, out, err) = cluster.cli(&["append", "-t", &cluster.address(follower), "-c", "via-follower"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("leader {}", cluster.address(leader))), "{out}");
+    let log = cluster.wait_converged(5 * SECOND);
+    assert_eq!(log.iter().filter(|(_, c)| c == "via-follower").count(), 1, "{log:?}");
+}
+
+#[test]
+fn killed_leader_is_replaced_within_two_seconds_and_catches_up() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("leader-kill", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    for i in 0..5 {
+        client::append(&cluster.address(leader), format!("before-{i}").as_bytes(), 5 * SECOND)
+            .expect("append");
+    }
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let survivor = cluster.address((leader + 1) % 3);
+    let appended = client::append(&survivor, b"after-kill", 5 * SECOND).expect("append after the kill");
+    let took = killed.elapsed();
+    assert!(took < 2 * SECOND, "a new leader took {took:?} to accept an append");
+    assert_ne!(appended.leader, cluster.nodes[leader].address);
+    cluster.start_node(leader, false);
+    let log = cluster.wait_converged(10 * SECOND);
+    let commands: Vec<&str> = log.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(commands, ["before-0", "before-1", "before-2", "before-3", "before-4", "after-kill"]);
+}
+
+#[test]
+fn every_acknowledged_append_survives_kill_9_of_every_node() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("kill-all", 3);
+    cluster.wait_leader(5 * SECOND).expect("a leader");
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let targets: Vec<String> = (0..3).map(|k| cluster.address(k)).collect();
+            let (acknowledged, stop) = (Arc::clone(&acknowledged), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut sequence = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let command = format!("w{writer}-{sequence}");
+                    sequence += 1;
+                    let target = &targets[sequence % targets.len()];
+                    if client::append(target, command.as_bytes(), Duration::from_millis(500)).is_ok() {
+                        acknowledged.lock().unwrap().push(command);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    for k in 0..3 {
+        cluster.kill(k);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert!(acknowledged.len() > 20, "only {} appends were acknowledged before the kill", acknowledged.len());
+    for k in 0..3 {
+        cluster.start_node(k, false);
+    }
+    cluster.wait_leader(10 * SECOND).expect("a leader after restarting everyone");
+    // A fresh append in the new term commits everything before it.
+    client::append(&cluster.address(0), b"after-restart", 5 * SECOND).expect("append after restart");
+    let log = cluster.wait_converged(10 * SECOND);
+    let present: BTreeSet<&str> = log.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(present.len(), log.len(), "a command appears twice: {log:?}");
+    for command in &acknowledged {
+        assert!(present.contains(command.as_str()), "acknowledged {command} was lost");
+    }
+}
+
+#[test]
+fn torn_tail_is_cut_with_a_warning_and_the_node_catches_up() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("torn", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    let victim = (leader + 1) % 3;
+    client::append(&cluster.address(leader), b"one", 5 * SECOND).unwrap();
+    cluster.wait_converged(5 * SECOND);
+    cluster.kill(victim);
+    client::append(&cluster.address(leader), b"two", 5 * SECOND).unwrap();
+    let log = cluster.data_dir(victim).join("log.jsonl");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(b"{\"index\":3,\"term\":1,\"type\":\"comm").unwrap();
+    drop(file);
+    cluster.start_node(victim, false);
+    let converged = cluster.wait_converged(10 * SECOND);
+    let commands: Vec<&str> = converged.iter().map(|(_, c)| c.as_str()).collect();
+    assert_eq!(commands, ["one", "two"]);
+    assert!(cluster.log_text(victim).contains("cut a torn record"), "{}", cluster.log_text(victim));
+}
+
+#[test]
+fn corrupted_record_before_the_tail_stops_the_node_naming_file_and_line() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("corrupt", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    for command in ["a", "b", "c"] {
+        client::append(&cluster.address(leader), command.as_bytes(), 5 * SECOND).unwrap();
+    }
+    cluster.wait_converged(5 * SECOND);
+    let victim = (leader + 1) % 3;
+    assert!(cluster.stop(victim), "clean stop");
+    let log = cluster.data_dir(victim).join("log.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let corrupted = text.replacen("\"data\":\"a\"", "\"data\":\"A\"", 1);
+    assert_ne!(text, corrupted);
+    std::fs::write(&log, corrupted).unwrap();
+    cluster.start_node(victim, false);
+    let code = cluster.wait_exit(victim, 5 * SECOND).expect("the node must stop by itself");
+    assert_ne!(code, 0);
+    let output = cluster.log_text(victim);
+    assert!(output.contains("log.jsonl line 2") && output.contains("checksum mismatch"), "{output}");
+}
+
+#[test]
+fn garbage_and_oversized_frames_close_the_connection_not_the_node() {
+    let _serial = serial();
+    let cluster = TestCluster::start("garbage", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    let address = cluster.address(leader);
+    let closed_by_node = |bytes: &[u8]| {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        stream.set_read_timeout(Some(5 * SECOND)).unwrap();
+        stream.write_all(bytes).unwrap();
+        let mut buffer = [0u8; 64];
+        matches!(stream.read(&mut buffer), Ok(0) | Err(_))
+    };
+    let mut bad_checksum = vec![0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef];
+    bad_checksum.extend_from_slice(b"junk");
+    assert!(closed_by_node(&bad_checksum), "bad checksum");
+    let oversized = [0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0];
+    assert!(closed_by_node(&oversized), "oversized frame");
+    let mut unknown = Vec::new();
+    replog_runtime::frame::encode(&[0xee, 1, 2, 3], &mut unknown);
+    assert!(closed_by_node(&unknown), "unknown frame kind");
+    // A client that claims to be a peer it is not.
+    let mut stranger = Vec::new();
+    replog_runtime::frame::encode_with(&mut stranger, |out| {
+        replog_runtime::codec::encode(
+            &replog_runtime::codec::Frame::Hello { address: "127.0.0.1:1".into(), name: "mallory".into() },
+            out,
+        )
+    });
+    assert!(closed_by_node(&stranger), "unknown peer");
+    client::append(&address, b"still-serving", 5 * SECOND).expect("the node keeps serving");
+    let log = cluster.log_text(leader);
+    assert!(
+        log.contains("checksum mismatch")
+            && log.contains("exceeds")
+            && log.contains("not one of this node's peers"),
+        "{log}"
+    );
+}
+
+#[test]
+fn cluster_command_starts_a_working_cluster_and_stops_it() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("replog-e2e-cluster-cmd-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Three consecutive free ports: probe a few bases.
+    let base = (0..50)
+        .map(|i| 20_000 + ((std::process::id() as u16 % 500) * 60) + i * 7)
+        .find(|&base| (0..3).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()))
+        .expect("three free consecutive ports");
+    let mut child = std::process::Command::new(replog_tests::replog_binary())
+        .args(["cluster", "--nodes", "3", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.join("data"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let target = format!("127.0.0.1:{base}");
+    let appended = client::append(&target, b"hello-cluster", 10 * SECOND);
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + 10 * SECOND;
+    let mut exited = false;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            exited = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !exited {
+        let _ = child.kill();
+    }
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    appended.expect("append to the cluster");
+    assert!(exited, "cluster did not stop on SIGTERM");
+    assert!(out.contains("replog append -t") && out.contains("replog query -t"), "{out}");
+    assert!(TcpStream::connect(&target).is_err(), "nodes still listening after the cluster stopped");
+}
