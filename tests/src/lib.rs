@@ -43,6 +43,7 @@ pub fn free_ports(count: usize) -> Vec<u16> {
     listeners.iter().map(|l| l.local_addr().expect("addr").port()).collect()
 }
 
+#[derive(Debug)]
 pub struct NodeProcess {
     pub name: String,
     pub address: SocketAddr,
@@ -51,6 +52,7 @@ pub struct NodeProcess {
     log: PathBuf,
 }
 
+#[derive(Debug)]
 pub struct TestCluster {
     pub dir: PathBuf,
     pub nodes: Vec<NodeProcess>,
