@@ -237,6 +237,7 @@ fn cluster_command_starts_a_working_cluster_and_stops_it() {
     if !exited {
         let _ = child.kill();
     }
+    let _ = child.wait();
     let mut out = String::new();
     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
