@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
+const READ_CHUNK_BYTES: usize = 16 * 1024;
 
 #[derive(Debug)]
 pub enum ClientError {
@@ -49,7 +50,10 @@ fn resolve(target: &str) -> Result<SocketAddr, ClientError> {
 pub struct Connection {
     pub address: SocketAddr,
     stream: TcpStream,
+    /// Received bytes are `buffer[start..filled]`; the rest is zeroed room for reads.
     buffer: Vec<u8>,
+    start: usize,
+    filled: usize,
     out: Vec<u8>,
 }
 
@@ -59,7 +63,7 @@ impl Connection {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(Connection { address, stream, buffer: Vec::new(), out: Vec::new() })
+        Ok(Connection { address, stream, buffer: Vec::new(), start: 0, filled: 0, out: Vec::new() })
     }
 
     pub fn send(&mut self, request: &Frame) -> io::Result<()> {
@@ -70,22 +74,33 @@ impl Connection {
 
     pub fn receive(&mut self) -> io::Result<Frame> {
         loop {
-            match frame::decode(&self.buffer) {
+            match frame::decode(&self.buffer[self.start..self.filled]) {
                 Ok(Some((range, used))) => {
-                    let decoded = codec::decode(&self.buffer[range])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-                    self.buffer.drain(..used);
+                    let payload = &self.buffer[self.start + range.start..self.start + range.end];
+                    let decoded =
+                        codec::decode(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
+                    self.start += used;
+                    if self.start == self.filled {
+                        (self.start, self.filled) = (0, 0);
+                    }
                     return decoded;
                 }
                 Ok(None) => {}
                 Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
             }
-            let mut chunk = [0u8; 64 * 1024];
-            let n = self.stream.read(&mut chunk)?;
+            if self.buffer.len() - self.filled < READ_CHUNK_BYTES {
+                self.buffer.copy_within(self.start..self.filled, 0);
+                (self.start, self.filled) = (0, self.filled - self.start);
+                if self.buffer.len() - self.filled < READ_CHUNK_BYTES {
+                    let grown = (self.buffer.len() * 2).max(2 * READ_CHUNK_BYTES);
+                    self.buffer.resize(grown, 0);
+                }
+            }
+            let n = self.stream.read(&mut self.buffer[self.filled..])?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the node closed the connection"));
             }
-            self.buffer.extend_from_slice(&chunk[..n]);
+            self.filled += n;
         }
     }
 

@@ -15,9 +15,11 @@ const READ_ROUND_BYTES: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct Connection {
     pub stream: TcpStream,
+    /// Received bytes live in `inbound[start..filled]`; the vector's length is its zeroed
+    /// capacity, so reads never pay to clear memory again.
     inbound: Vec<u8>,
-    /// Bytes of `inbound` already taken as frames.
-    consumed: usize,
+    start: usize,
+    filled: usize,
     outbound: Vec<u8>,
     /// Bytes of `outbound` already written.
     written: usize,
@@ -44,20 +46,22 @@ impl std::fmt::Display for Closed {
 impl Connection {
     pub fn new(stream: TcpStream) -> Connection {
         let _ = stream.set_nodelay(true);
-        Connection { stream, inbound: Vec::new(), consumed: 0, outbound: Vec::new(), written: 0 }
+        Connection { stream, inbound: Vec::new(), start: 0, filled: 0, outbound: Vec::new(), written: 0 }
     }
 
     /// Reads what is available, at most `READ_ROUND_BYTES` per call so one busy sender cannot
     /// grow the buffer without bound. Returns true if it stopped at that limit: more may be
     /// waiting, and since readiness is edge-triggered the caller must call again.
     pub fn read(&mut self) -> Result<bool, Closed> {
-        let mut chunk = [0u8; READ_CHUNK_BYTES];
         let mut read = 0;
         while read < READ_ROUND_BYTES {
-            match self.stream.read(&mut chunk) {
+            if self.inbound.len() - self.filled < READ_CHUNK_BYTES {
+                self.make_room();
+            }
+            match self.stream.read(&mut self.inbound[self.filled..]) {
                 Ok(0) => return Err(Closed::Eof),
                 Ok(n) => {
-                    self.inbound.extend_from_slice(&chunk[..n]);
+                    self.filled += n;
                     read += n;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -68,26 +72,32 @@ impl Connection {
         Ok(true)
     }
 
+    /// Moves unread bytes to the front, and grows the buffer if that is not enough.
+    fn make_room(&mut self) {
+        if self.start > 0 {
+            self.inbound.copy_within(self.start..self.filled, 0);
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        if self.inbound.len() - self.filled < READ_CHUNK_BYTES {
+            let grown = (self.inbound.len() * 2).max(READ_CHUNK_BYTES * 2);
+            self.inbound.resize(grown, 0);
+        }
+    }
+
     /// The next complete frame, decoded; `Ok(None)` when none has fully arrived.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, Closed> {
-        let decoded =
-            frame::decode(&self.inbound[self.consumed..]).map_err(|e| Closed::Protocol(e.to_string()))?;
-        match decoded {
-            None => {
-                if self.consumed > 0 {
-                    self.inbound.drain(..self.consumed);
-                    self.consumed = 0;
-                }
-                Ok(None)
-            }
-            Some((range, used)) => {
-                let start = self.consumed;
-                let payload = &self.inbound[start + range.start..start + range.end];
-                let frame = codec::decode(payload).map_err(|e| Closed::Protocol(e.to_string()))?;
-                self.consumed += used;
-                Ok(Some(frame))
-            }
+        let pending = &self.inbound[self.start..self.filled];
+        let Some((range, used)) = frame::decode(pending).map_err(|e| Closed::Protocol(e.to_string()))? else {
+            return Ok(None);
+        };
+        let frame = codec::decode(&pending[range]).map_err(|e| Closed::Protocol(e.to_string()))?;
+        self.start += used;
+        if self.start == self.filled {
+            self.start = 0;
+            self.filled = 0;
         }
+        Ok(Some(frame))
     }
 
     /// Queues a frame; false if the queue is over its limit (the frame is not queued).

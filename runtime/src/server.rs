@@ -1,12 +1,13 @@
 //! The node's event loop: sockets, files and the clock in; the core's actions out, in order.
 //!
-//! Group commit: every frame that arrived in one poll round is stepped through the core; the
-//! storage actions are written at once (buffered), the messages before the round's first
-//! `Action::Sync` go to their sockets, then one fdatasync covers everything written, then the
-//! messages and replies that waited behind a `Sync` leave, and the core hears
-//! `Event::LogPersisted`. So a leader's AppendEntries are on the wire while its own write is
-//! being synced (dissertation §10.2.1), and no vote or acknowledgement leaves before the state
-//! it vouches for is on disk.
+//! Group commit: every frame that arrived in one poll round is stepped through the core and
+//! its storage actions are written at once (to the page cache). At the end of the round one
+//! fdatasync is requested from the background fsync thread, which merges requests that arrive
+//! while it is busy. Messages before a `Sync` leave at once; everything after a `Sync` waits,
+//! in order, until the fsync covering it completes; then the core hears `Event::LogPersisted`.
+//! So a leader's AppendEntries are on the wire while its own write is being synced
+//! (dissertation §10.2.1), the loop keeps serving while the disk works, and no vote or
+//! acknowledgement leaves before the state it vouches for is on disk.
 
 use crate::codec::{AppendResult, Frame};
 use crate::connection::{Closed, Connection};
@@ -16,7 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 use replog_core::{
     Action, Bytes, Config, Event, LogIndex, Message, Node, NodeId, Payload, Recovered, Reply, RequestId,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -38,6 +39,8 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 pub const QUERY_ENTRIES_MAX: u32 = 10_000;
 
 const LISTENER: Token = Token(0);
+/// The fsync thread wakes the loop with this token.
+const SYNCED: Token = Token(FIRST_ACCEPTED - 1);
 /// Outbound peer connections use tokens 1..=peers; accepted connections start here.
 const FIRST_ACCEPTED: usize = 1 << 20;
 
@@ -131,9 +134,10 @@ struct Server {
     batch: Vec<(Token, u64, Bytes)>,
     proposals: BTreeMap<RequestId, Waiting>,
     next_request: u64,
-    /// Non-storage actions waiting for the round's fsync.
-    deferred: Vec<Action>,
-    barrier: bool,
+    /// Non-storage actions waiting, in order, for the fsync of the write seq they are tagged with.
+    deferred: VecDeque<(u64, Action)>,
+    /// The write seq the latest `Sync` waits for.
+    barrier: u64,
     started: Instant,
     fresh: bool,
     last_leader: Option<(replog_core::Term, Option<NodeId>)>,
@@ -184,7 +188,7 @@ impl Server {
             );
         }
         let identity = Identity { name: options.name.clone(), address: options.address.to_string() };
-        let (storage, recovery) = Storage::open(&options.data_dir, identity)?;
+        let (mut storage, recovery) = Storage::open(&options.data_dir, identity)?;
         for warning in &recovery.warnings {
             warn!("recovery: {warning}");
         }
@@ -206,6 +210,9 @@ impl Server {
         let node = Node::new(config, recovered)
             .map_err(|e| RuntimeError::Config(format!("{}: {e}", options.data_dir.display())))?;
         let poll = Poll::new().map_err(|e| RuntimeError::Io("creating the poller", e))?;
+        let waker = mio::Waker::new(poll.registry(), SYNCED)
+            .map_err(|e| RuntimeError::Io("creating the waker", e))?;
+        storage.start_syncer(Arc::new(waker))?;
         let mut listener = TcpListener::bind(options.address)
             .map_err(|e| RuntimeError::Io("binding the address (is another node using it?)", e))?;
         poll.registry()
@@ -225,8 +232,8 @@ impl Server {
             batch: Vec::new(),
             proposals: BTreeMap::new(),
             next_request: 1,
-            deferred: Vec::new(),
-            barrier: false,
+            deferred: VecDeque::new(),
+            barrier: 0,
             started: Instant::now(),
             fresh,
             last_leader: None,
@@ -251,6 +258,7 @@ impl Server {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
+                    SYNCED => self.on_synced()?,
                     token if token.0 < FIRST_ACCEPTED => self.on_peer_event(token),
                     token => self.on_accepted_event(token)?,
                 }
@@ -268,7 +276,8 @@ impl Server {
                 self.reconnect_peers();
             }
             self.propose_batch()?;
-            self.commit_round()?;
+            self.storage.request_sync()?; // one fsync request for the whole round
+            self.on_synced()?;
             self.flush_all();
         }
         Ok(())
@@ -296,38 +305,44 @@ impl Server {
                 self.noops.extend(entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0));
                 self.storage.append(&entries)
             }
-            Action::Sync => self.barrier = true,
-            action if self.barrier => self.deferred.push(action),
-            Action::Send(message) => self.send(message),
-            // The log is the state machine: applying needs no work beyond the commit index.
-            Action::Apply { .. } => {}
-            Action::Reply(reply) => self.reply(reply),
+            Action::Sync => self.barrier = self.storage.barrier(),
+            action if !self.deferred.is_empty() || self.barrier > self.storage.durable_seq() => {
+                self.deferred.push_back((self.barrier, action))
+            }
+            action => self.execute(action),
         }
         Ok(())
     }
 
-    /// The round's group commit: sends first, one fsync, then what waited for it.
-    fn commit_round(&mut self) -> Result<(), RuntimeError> {
-        while self.barrier
-            || self.storage.has_unsynced()
-            || self.node.persisted_index() < self.storage.durable_last()
-        {
-            if self.barrier || self.storage.has_unsynced() {
-                self.flush_all();
-                // An fsync error stops the node: it must never acknowledge what is not durable.
-                self.storage.sync()?;
-                self.barrier = false;
-                for action in std::mem::take(&mut self.deferred) {
-                    self.carry_out(action)?;
-                }
+    fn execute(&mut self, action: Action) {
+        match action {
+            Action::Send(message) => self.send(message),
+            // The log is the state machine: applying needs no work beyond the commit index.
+            Action::Apply { .. } => {}
+            Action::Reply(reply) => self.reply(reply),
+            _ => unreachable!("storage actions are carried out at once"),
+        }
+    }
+
+    /// Releases what waited for completed fsyncs, in order, and tells the core how far its log
+    /// is durable. An fsync error stops the node: it never acknowledges what is not durable.
+    fn on_synced(&mut self) -> Result<(), RuntimeError> {
+        loop {
+            self.storage.poll_synced()?;
+            let durable_seq = self.storage.durable_seq();
+            while self.deferred.front().is_some_and(|(tag, _)| *tag <= durable_seq) {
+                let (_, action) = self.deferred.pop_front().expect("front exists");
+                self.execute(action);
             }
             let durable = self.storage.durable_last();
-            if self.node.persisted_index() < durable {
-                let term = self.node.entry(durable).expect("durable entry is in the log").term;
-                self.step(Event::LogPersisted { index: durable, term })?;
+            let Some(term) = self.node.entry(durable).map(|entry| entry.term) else {
+                return Ok(());
+            };
+            if self.node.persisted_index() >= durable {
+                return Ok(());
             }
+            self.step(Event::LogPersisted { index: durable, term })?;
         }
-        Ok(())
     }
 
     fn propose_batch(&mut self) -> Result<(), RuntimeError> {

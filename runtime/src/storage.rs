@@ -16,10 +16,13 @@
 //! log is an error naming the file and line: data is never silently dropped.
 
 use replog_core::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, Term};
+use std::collections::VecDeque;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const COMMIT_WRITE_INTERVAL: Duration = Duration::from_millis(100);
@@ -81,6 +84,15 @@ pub struct Storage {
     /// Bytes handed to the OS but not yet fsync'd.
     log_dirty: bool,
     durable_last: LogIndex,
+    /// Bumped by every write or truncation handed to the OS: a sync covers the seqs issued
+    /// before it started.
+    write_seq: u64,
+    durable_seq: u64,
+    /// Syncs asked of the background thread: (seq, log length then), oldest first.
+    in_flight: VecDeque<(u64, LogIndex)>,
+    /// Truncations since: (seq, entries kept); a sync issued before one cannot vouch past it.
+    truncations: Vec<(u64, LogIndex)>,
+    syncer: Option<Syncer>,
     hard: HardState,
     hard_written: HardState,
     commit_written_at: Instant,
@@ -140,6 +152,11 @@ impl Storage {
             buffer: Vec::with_capacity(64 * 1024),
             log_dirty: false,
             durable_last,
+            write_seq: 0,
+            durable_seq: 0,
+            in_flight: VecDeque::new(),
+            truncations: Vec::new(),
+            syncer: None,
             hard: hard_state,
             hard_written: hard_state,
             commit_written_at: Instant::now(),
@@ -177,6 +194,10 @@ impl Storage {
         self.end = at;
         self.durable_last = self.durable_last.min(LogIndex(keep as u64));
         self.log_dirty = true;
+        self.write_seq += 1;
+        if !self.in_flight.is_empty() {
+            self.truncations.push((self.write_seq, LogIndex(keep as u64)));
+        }
         Ok(())
     }
 
@@ -190,7 +211,8 @@ impl Storage {
         Ok(())
     }
 
-    /// Makes every log write so far durable (one fdatasync), and the commit index if due.
+    /// Makes every log write so far durable now, on this thread (one fdatasync), and the
+    /// commit index if due.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         self.flush_buffer()?;
         if self.log_dirty {
@@ -198,6 +220,72 @@ impl Storage {
             self.log_dirty = false;
         }
         self.durable_last = LogIndex(self.offsets.len() as u64);
+        self.durable_seq = self.write_seq;
+        self.write_commit_if_due()
+    }
+
+    /// Moves fsyncs to a background thread: `request_sync` asks, `poll_synced` collects, and
+    /// `waker` wakes the event loop when a sync completes. The loop goes on serving meanwhile.
+    pub fn start_syncer(&mut self, waker: Arc<mio::Waker>) -> Result<(), StorageError> {
+        let file = self.log.try_clone().map_err(io_error(&self.log_path))?;
+        self.syncer = Some(Syncer::start(file, waker));
+        Ok(())
+    }
+
+    /// The write seq that the buffered writes will carry: a `Sync` action waits for it.
+    pub fn barrier(&self) -> u64 {
+        self.write_seq + u64::from(!self.buffer.is_empty())
+    }
+
+    pub fn durable_seq(&self) -> u64 {
+        self.durable_seq
+    }
+
+    /// Hands buffered writes to the OS and asks for an fdatasync covering them (the background
+    /// thread merges requests that arrive while it is busy: group commit). Without a syncer
+    /// it syncs at once.
+    pub fn request_sync(&mut self) -> Result<(), StorageError> {
+        self.flush_buffer()?;
+        if !self.log_dirty {
+            return Ok(());
+        }
+        let Some(syncer) = &self.syncer else {
+            return self.sync();
+        };
+        syncer.request(self.write_seq);
+        self.in_flight.push_back((self.write_seq, LogIndex(self.offsets.len() as u64)));
+        self.log_dirty = false;
+        Ok(())
+    }
+
+    /// Takes completed background syncs into account; true if more is durable now.
+    pub fn poll_synced(&mut self) -> Result<bool, StorageError> {
+        let Some(syncer) = &self.syncer else {
+            return Ok(false);
+        };
+        let completed =
+            syncer.completed().map_err(|error| StorageError::Io { path: self.log_path.clone(), error })?;
+        let mut advanced = false;
+        while let Some(&(seq, last)) = self.in_flight.front() {
+            if seq > completed {
+                break;
+            }
+            self.in_flight.pop_front();
+            // Entries truncated after this sync was asked for are not what it made durable.
+            let floor = self.truncations.iter().filter(|(at, _)| *at > seq).map(|(_, kept)| *kept).min();
+            self.durable_last = floor.map_or(last, |kept| last.min(kept));
+            self.durable_seq = seq;
+            advanced = true;
+        }
+        if advanced {
+            let oldest = self.in_flight.front().map_or(u64::MAX, |(seq, _)| *seq);
+            self.truncations.retain(|(at, _)| *at > oldest.min(self.durable_seq));
+            self.write_commit_if_due()?;
+        }
+        Ok(advanced)
+    }
+
+    fn write_commit_if_due(&mut self) -> Result<(), StorageError> {
         if self.hard.commit != self.hard_written.commit
             && self.commit_written_at.elapsed() >= COMMIT_WRITE_INTERVAL
         {
@@ -208,6 +296,9 @@ impl Storage {
 
     /// Everything durable, commit index included (clean shutdown).
     pub fn close(&mut self) -> Result<(), StorageError> {
+        self.syncer = None; // joins the thread after its last sync
+        self.in_flight.clear();
+        self.log_dirty = true;
         self.sync()?;
         if self.hard.commit != self.hard_written.commit {
             self.write_metadata(self.hard)?;
@@ -216,7 +307,7 @@ impl Storage {
     }
 
     pub fn has_unsynced(&self) -> bool {
-        !self.buffer.is_empty() || self.log_dirty
+        !self.buffer.is_empty() || self.log_dirty || !self.in_flight.is_empty()
     }
 
     pub fn durable_last(&self) -> LogIndex {
@@ -228,6 +319,7 @@ impl Storage {
             self.log.write_all(&self.buffer).map_err(io_error(&self.log_path))?;
             self.buffer.clear();
             self.log_dirty = true;
+            self.write_seq += 1;
         }
         Ok(())
     }
@@ -255,6 +347,75 @@ impl Storage {
         self.hard_written = hard_state;
         self.commit_written_at = Instant::now();
         Ok(())
+    }
+}
+
+/// The background fsync thread.
+#[derive(Debug)]
+struct Syncer {
+    requests: Option<mpsc::Sender<u64>>,
+    shared: Arc<Mutex<SyncState>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    completed: u64,
+    error: Option<io::Error>,
+}
+
+impl Syncer {
+    fn start(file: File, waker: Arc<mio::Waker>) -> Syncer {
+        let (requests, inbox) = mpsc::channel::<u64>();
+        let shared = Arc::new(Mutex::new(SyncState::default()));
+        let state = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("replog-fsync".into())
+            .spawn(move || {
+                while let Ok(mut seq) = inbox.recv() {
+                    // Everything asked for meanwhile rides on this one fsync.
+                    while let Ok(more) = inbox.try_recv() {
+                        seq = seq.max(more);
+                    }
+                    let result = file.sync_data();
+                    let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    match result {
+                        Ok(()) => state.completed = seq,
+                        Err(error) => {
+                            state.error = Some(error);
+                            let _ = waker.wake();
+                            return; // nothing after a failed fsync can be trusted
+                        }
+                    }
+                    drop(state);
+                    let _ = waker.wake();
+                }
+            })
+            .expect("spawning the fsync thread");
+        Syncer { requests: Some(requests), shared, thread: Some(thread) }
+    }
+
+    fn request(&self, seq: u64) {
+        if let Some(requests) = &self.requests {
+            let _ = requests.send(seq);
+        }
+    }
+
+    fn completed(&self) -> io::Result<u64> {
+        let state = self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &state.error {
+            Some(error) => Err(io::Error::new(error.kind(), format!("fdatasync failed: {error}"))),
+            None => Ok(state.completed),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.requests = None; // the thread ends once its inbox is closed and drained
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -454,6 +615,41 @@ mod tests {
             vec![entry(1, 1, "a"), entry(2, 2, "quote\"and\\slash"), entry(3, 2, "c")]
         );
         assert!(recovery.warnings.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn background_syncs_vouch_only_for_what_they_covered() {
+        let dir = temp_dir("syncer");
+        let (mut storage, _) = Storage::open(&dir, identity()).unwrap();
+        let poll = mio::Poll::new().unwrap();
+        storage.start_syncer(Arc::new(mio::Waker::new(poll.registry(), mio::Token(7)).unwrap())).unwrap();
+        let wait = |storage: &mut Storage, seq: u64| {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while storage.durable_seq() < seq {
+                storage.poll_synced().unwrap();
+                assert!(Instant::now() < deadline, "sync never completed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        storage.append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")]);
+        let barrier = storage.barrier();
+        storage.request_sync().unwrap();
+        wait(&mut storage, barrier);
+        assert_eq!(storage.durable_last(), LogIndex(3));
+        // A sync asked for entries 4..5 cannot vouch for them once they are truncated.
+        storage.append(&[entry(4, 1, "d"), entry(5, 1, "e")]);
+        let first = storage.barrier();
+        storage.request_sync().unwrap();
+        storage.truncate(LogIndex(4)).unwrap();
+        wait(&mut storage, first);
+        assert_eq!(storage.durable_last(), LogIndex(3));
+        storage.append(&[entry(4, 2, "D")]);
+        let second = storage.barrier();
+        storage.request_sync().unwrap();
+        wait(&mut storage, second);
+        assert_eq!(storage.durable_last(), LogIndex(4));
+        storage.close().unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
 
