@@ -24,6 +24,9 @@
 //!    `Event::LogPersisted { index, term }` of the last entry then durable.
 //! 5. A driver may move a storage action earlier or a send later; both only add safety. So
 //!    group commit is allowed: run the storage actions of many steps, sync once, then send.
+//! 6. A `SaveHardState` that changes only `commit` may be written late or coalesced with
+//!    later ones (the commit index is not needed for safety, §5.4), provided the commit index
+//!    on disk never exceeds the durable log. Term and vote changes may not be delayed.
 //!
 //! ## A driver loop
 //!

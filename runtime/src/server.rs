@@ -35,6 +35,8 @@ pub const TICK: Duration = Duration::from_millis(10);
 const FRESH_FOLLOWER_GRACE: Duration = Duration::from_secs(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
+const CONNECTIONS_MAX: usize = 4096;
 /// Most entries one query answer carries.
 pub const QUERY_ENTRIES_MAX: u32 = 10_000;
 
@@ -519,7 +521,11 @@ impl Server {
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
-                Ok((mut stream, _)) => {
+                Ok((mut stream, from)) => {
+                    if self.accepted.len() >= CONNECTIONS_MAX {
+                        warn!("refusing a connection from {from}: {CONNECTIONS_MAX} connections are open");
+                        continue; // dropping the stream closes it
+                    }
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     if self

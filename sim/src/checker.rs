@@ -30,7 +30,8 @@ impl fmt::Display for Violation {
             Kind::Safety => "SAFETY",
             Kind::Liveness => "LIVENESS",
         };
-        write!(f, "{kind} violation: {} at time {}", self.property, self.at)?;
+        let tick = crate::options::TICK;
+        write!(f, "{kind} violation: {} at tick {}.{:03}", self.property, self.at / tick, self.at % tick)?;
         if let Some(node) = self.node {
             write!(f, " on {node}")?;
         }

@@ -246,3 +246,25 @@ fn cluster_command_starts_a_working_cluster_and_stops_it() {
     assert!(out.contains("replog append -t") && out.contains("replog query -t"), "{out}");
     assert!(TcpStream::connect(&target).is_err(), "nodes still listening after the cluster stopped");
 }
+
+#[test]
+fn append_without_a_reachable_leader_fails_clearly_within_seconds() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("no-leader", 3);
+    cluster.wait_leader(5 * SECOND).expect("a leader");
+    // A lone survivor of three cannot elect a leader; nothing at all listens on the other port.
+    cluster.kill(1);
+    cluster.kill(2);
+    // Check-quorum makes a leader without a majority step down within an election timeout.
+    std::thread::sleep(SECOND);
+    assert_eq!(cluster.wait_leader(Duration::from_millis(100)), None, "a lone node still claims leadership");
+    let nobody = format!("127.0.0.1:{}", replog_tests::free_ports(1)[0]);
+    for target in [cluster.address(0), nobody] {
+        let started = Instant::now();
+        let (code, out, err) = cluster.cli(&["append", "-t", &target, "-c", "nobody-home", "--timeout", "2"]);
+        let took = started.elapsed();
+        assert_ne!(code, 0, "{out}");
+        assert!(took < 5 * SECOND, "took {took:?}");
+        assert!(err.starts_with("replog: no leader reachable") && err.lines().count() == 1, "{err}");
+    }
+}
