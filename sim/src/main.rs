@@ -78,6 +78,13 @@ fn main() {
             .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", path.display())));
         let (options, schedule) =
             Schedule::parse(&text).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+        if let Some(bug) = &options.bug {
+            if !known_bug(bug) {
+                fail(&format!(
+                    "the schedule switches on bug {bug:?}: replay it with cargo run -p sim --features bugs"
+                ));
+            }
+        }
         single(&args, options, schedule, format!("cargo run -p sim -- --schedule {}", path.display()))
     } else {
         let seed = args.seed.unwrap_or_else(|| fail("give --seed N, --seeds A..B or --schedule FILE"));

@@ -1,7 +1,7 @@
 //! Reduces a failing run's schedule to a locally minimal one that still fails the same way:
 //! no single fault can be removed, and no fault rate zeroed, without the failure going away.
 
-use crate::options::Options;
+use crate::options::{Options, TICK};
 use crate::schedule::Schedule;
 use crate::world::{run, Trace};
 use crate::Violation;
@@ -25,6 +25,20 @@ pub fn shrink(
     let mut options = options.clone();
     let mut schedule = schedule.clone();
     let mut runs = 0;
+    // A failure inside the fault phase does not depend on anything after it: end the phase
+    // right after the failure and drop the faults that would never fire (same run, shorter).
+    let fault_phase_end = options.ticks * TICK;
+    if target.at < fault_phase_end {
+        let mut candidate_options = options.clone();
+        candidate_options.ticks = target.at / TICK + 1;
+        let candidate =
+            Schedule { faults: schedule.faults.iter().filter(|t| t.at <= target.at).cloned().collect() };
+        runs += 1;
+        if fails(&candidate_options, &candidate, target) {
+            options = candidate_options;
+            schedule = candidate;
+        }
+    }
     loop {
         let mut changed = false;
         // Remove chunks of faults, halving the chunk size down to single faults (ddmin style).

@@ -29,3 +29,16 @@ fn every_classic_bug_is_caught_within_a_thousand_seeds() {
     }
     println!("{}", report.join("\n"));
 }
+
+#[test]
+fn shrunk_schedules_still_fail_the_same_way() {
+    let (options, schedule, result) = run_seed(3, Some(Bug::VoteWithoutLogCheck.name()), Trace::Off);
+    let violation = result.violation.expect("seed 3 catches vote-without-log-check");
+    let (small_options, small, runs) = sim::shrink::shrink(&options, &schedule, &violation, |_, _| {});
+    assert!(runs > 0 && small.faults.len() <= schedule.faults.len());
+    let replayed = sim::run(&small_options, &small, Trace::Off).violation.expect("still fails");
+    assert_eq!((replayed.kind, replayed.property), (violation.kind, violation.property));
+    // Parsing the written file gives the same failing run.
+    let (parsed_options, parsed) = sim::Schedule::parse(&small.render(&small_options)).unwrap();
+    assert!(sim::run(&parsed_options, &parsed, Trace::Off).violation.is_some());
+}
