@@ -99,7 +99,6 @@ pub struct Coverage {
     pub votes_ignored_by_lease: u64,
     pub torn_writes: u64,
     pub fsync_failures: u64,
-    pub reads: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -723,7 +722,6 @@ impl World {
             Reply::Committed { first, .. } => Outcome::AppendOk { index: first },
             Reply::ReadReady { index, .. } => {
                 debug_assert!(read_len >= index.0);
-                self.summary.coverage.reads += 1;
                 Outcome::ReadOk { len: read_len }
             }
             Reply::NotLeader { leader, .. } => {
@@ -963,9 +961,4 @@ pub fn render_summary(summary: &Summary) -> String {
         summary.digest
     );
     out
-}
-
-/// Returns the entries of the committed log for tests.
-pub fn committed_len(result: &RunResult) -> LogIndex {
-    LogIndex(result.summary.committed)
 }
