@@ -22,11 +22,18 @@ impl Node {
             self.term = term;
             self.voted_for = None;
         }
-        if self.is_leader() {
+        let was_leader = self.is_leader();
+        if was_leader {
             self.abandon_clients(leader);
         }
         self.role = Role::Follower(Follower { leader });
-        self.reset_election_timer();
+        // Figure 2: the election timer restarts on hearing from the leader (or granting a
+        // vote), not on merely learning of a higher term. Otherwise nodes with stale logs that
+        // keep campaigning would keep resetting the up-to-date nodes' timers, and no electable
+        // node would ever stand (a livelock the fuzzer found without pre-vote).
+        if leader.is_some() || was_leader {
+            self.reset_election_timer();
+        }
     }
 
     /// AppendEntries receiver implementation (Figure 2). Our term equals the message's here.

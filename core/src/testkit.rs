@@ -293,6 +293,33 @@ impl Cluster {
         panic!("network never went quiet after {DELIVERIES_MAX} deliveries");
     }
 
+    /// Delivers the in-flight message at `position` (modulo their number): out of order.
+    pub fn deliver_nth(&mut self, position: usize) -> bool {
+        if self.in_flight.is_empty() {
+            return false;
+        }
+        let message = self.in_flight.remove(position % self.in_flight.len()).expect("in range");
+        if self.is_up(message.to) {
+            self.step(message.to, Event::Receive(message));
+        }
+        true
+    }
+
+    /// Loses the in-flight message at `position`, or delivers a copy of it twice later.
+    pub fn drop_nth(&mut self, position: usize) {
+        if !self.in_flight.is_empty() {
+            let at = position % self.in_flight.len();
+            self.in_flight.remove(at);
+        }
+    }
+
+    pub fn duplicate_nth(&mut self, position: usize) {
+        if !self.in_flight.is_empty() {
+            let copy = self.in_flight[position % self.in_flight.len()].clone();
+            self.in_flight.push_back(copy);
+        }
+    }
+
     /// Throws away everything in flight.
     pub fn drop_all(&mut self) {
         let dropped = self.in_flight.len();

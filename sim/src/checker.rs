@@ -53,6 +53,9 @@ pub struct Checker {
     /// The committed log: the longest committed prefix any node has reported.
     committed: Vec<Entry>,
     committed_prefix: Vec<u64>,
+    /// For each committed entry, the term of the node that first reported it committed (the
+    /// committing leader's term): Leader Completeness binds leaders of later terms only.
+    committed_in: Vec<Term>,
 }
 
 impl Checker {
@@ -123,11 +126,19 @@ impl Checker {
                 return Err(("election safety", format!("{leader} and {id} both lead {}", node.term())));
             }
             if became_leader {
-                let len = self.committed.len();
+                // §5.4: entries committed in earlier terms must be in this leader's log. (A
+                // stale election can still finish in an old term after later terms committed
+                // more; those entries do not bind it.)
+                let term = node.term();
+                let len = self
+                    .committed_in
+                    .iter()
+                    .rposition(|&committed_in| committed_in < term)
+                    .map_or(0, |i| i + 1);
                 if len > 0 && prefixes.get(len - 1) != Some(&self.committed_prefix[len - 1]) {
                     return Err((
                         "leader completeness",
-                        format!("{id} leads {} without committed entry {}", node.term(), len),
+                        format!("{id} leads {term} without entry {len}, committed in an earlier term"),
                     ));
                 }
             }
@@ -144,6 +155,7 @@ impl Checker {
             let from = LogIndex(self.committed.len() as u64 + 1);
             self.committed.extend(node.entries(from, LogIndex(commit as u64)));
             self.committed_prefix.extend_from_slice(&prefixes[shared..commit]);
+            self.committed_in.resize(commit, node.term());
         }
         Ok(())
     }

@@ -233,15 +233,30 @@ fn sweep(args: &Args, start: u64, end: u64) -> i32 {
                 }
                 let options = options_for(args, seed);
                 let schedule = Schedule::generate(&options);
-                let result = run(&options, &schedule, Trace::Off);
-                let nondeterministic = args.check_determinism
-                    && run(&options, &schedule, Trace::Off).summary.digest != result.summary.digest;
-                let outcome = SeedOutcome {
+                // A panic in the simulator itself is reported against its seed, not lost.
+                let outcome = std::panic::catch_unwind(|| {
+                    let result = run(&options, &schedule, Trace::Off);
+                    let nondeterministic = args.check_determinism
+                        && run(&options, &schedule, Trace::Off).summary.digest != result.summary.digest;
+                    SeedOutcome {
+                        seed,
+                        summary: result.summary,
+                        violation: result.violation,
+                        nondeterministic,
+                    }
+                })
+                .unwrap_or_else(|_| SeedOutcome {
                     seed,
-                    summary: result.summary,
-                    violation: result.violation,
-                    nondeterministic,
-                };
+                    summary: Summary::default(),
+                    violation: Some(Violation {
+                        kind: Kind::Safety,
+                        property: "simulator panic".into(),
+                        at: 0,
+                        node: None,
+                        detail: "the simulator itself panicked (message above): a bug in sim/".into(),
+                    }),
+                    nondeterministic: false,
+                });
                 if tx.send(outcome).is_err() {
                     return;
                 }

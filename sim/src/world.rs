@@ -332,7 +332,8 @@ impl World {
                 SimEvent::ClientNext { client } => self.start_op(client),
                 SimEvent::Fault(index) => self.on_fault(index)?,
                 SimEvent::CrashNode { node, life } => {
-                    if self.nodes[node].life == life {
+                    // An ambush armed in the fault phase never fires after the heal.
+                    if self.nodes[node].life == life && !self.healed {
                         self.crash(node, "crashed (ambushed new leader)");
                     }
                 }
