@@ -35,6 +35,9 @@ pub const TICK: Duration = Duration::from_millis(10);
 const FRESH_FOLLOWER_GRACE: Duration = Duration::from_secs(1);
 const RECONNECT_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// A round with at most this many readiness events counts as quiet: its fsync runs inline
+/// (lowest latency); busier rounds hand it to the fsync thread and keep serving.
+const QUIET_ROUND_EVENTS_MAX: usize = 2;
 /// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
 const CONNECTIONS_MAX: usize = 4096;
 /// Most entries one query answer carries.
@@ -257,6 +260,7 @@ impl Server {
                     return Err(RuntimeError::Io("polling", error));
                 }
             }
+            let busy = events.iter().count() > QUIET_ROUND_EVENTS_MAX;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept(),
@@ -278,7 +282,10 @@ impl Server {
                 self.reconnect_peers();
             }
             self.propose_batch()?;
-            self.storage.request_sync()?; // one fsync request for the whole round
+            // Messages first (a follower's fsync is on the commit path too), then one fsync
+            // request for everything the round wrote, then what completed syncs released.
+            self.flush_all();
+            self.storage.request_sync(!busy)?;
             self.on_synced()?;
             self.flush_all();
         }
