@@ -153,15 +153,12 @@ struct Server {
 /// Runs a node until `shutdown` is set (Ctrl-C, SIGTERM) or a fatal error (storage, fsync).
 pub fn run(options: NodeOptions, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeError> {
     let mut server = Server::start(options)?;
-    let result = server.serve(&shutdown);
-    match &result {
-        Ok(()) => {
-            server.storage.close()?;
-            info!("{} stopped cleanly", server.options.name);
-        }
-        Err(error) => warn!("{} stopping: {error}", server.options.name),
-    }
-    result
+    // On an error the caller reports it; storage is not closed (after an fsync failure
+    // nothing more may be written).
+    server.serve(&shutdown)?;
+    server.storage.close()?;
+    info!("{} stopped cleanly", server.options.name);
+    Ok(())
 }
 
 impl Server {
