@@ -5,9 +5,10 @@
 //! - `metadata.json`: term, vote and commit index (and which node the folder belongs to), with
 //!   the same kind of checksum, replaced atomically (write, fsync, rename, fsync the folder).
 //!
-//! Ordering (the core's prefix contract): a change of term or vote is written and made durable
-//! at once, before any later log write can reach the disk, so a durable entry of a term is never
-//! ahead of that term on disk. Log writes are buffered and made durable by `sync` (group commit:
+//! Ordering (the core's prefix contract): a change of term or vote is made durable at once,
+//! after the log writes issued before it and before any later log write can reach the disk,
+//! so a durable entry of a term is never ahead of that term on disk, and a crash loses only a
+//! suffix of the storage actions. Log writes are buffered and made durable by `sync` (group commit:
 //! one fdatasync for everything written since). A commit-only change is written lazily (at most
 //! every `COMMIT_WRITE_INTERVAL`, and at shutdown): the commit index is not needed for safety.
 //!
@@ -206,6 +207,12 @@ impl Storage {
     pub fn save_hard_state(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         self.hard = hard_state;
         if (hard_state.term, hard_state.voted_for) != (self.hard_written.term, self.hard_written.voted_for) {
+            // Storage actions become durable in order (the core's contract): log writes issued
+            // before this change are made durable before it is. Term and vote change rarely.
+            self.flush_buffer()?;
+            if self.log_dirty || !self.in_flight.is_empty() {
+                self.log.sync_data().map_err(io_error(&self.log_path))?;
+            }
             self.write_metadata(hard_state)?;
         }
         Ok(())
