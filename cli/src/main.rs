@@ -63,6 +63,10 @@ enum Command {
         /// Target node address
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         target: String,
+        /// Ask the leader, after it confirms its leadership with a majority: the answer then
+        /// includes every append acknowledged before the query started
+        #[arg(long)]
+        linearizable: bool,
     },
     /// Show a node's role, term, leader, commit and its peers' replication progress.
     Status {
@@ -113,7 +117,7 @@ fn main() {
             start(id, address, peers, leader, data_dir)
         }
         Command::Append { target, command, timeout } => append(&target, &command, timeout),
-        Command::Query { target } => query(&target),
+        Command::Query { target, linearizable } => query(&target, linearizable),
         Command::Status { target, json } => status(&target, json),
         Command::Cluster { nodes, base_port, data_dir } => cluster::run(nodes, base_port, &data_dir),
         Command::Bench { target, clients, duration, size, json } => {
@@ -181,8 +185,9 @@ fn append(target: &str, command: &str, timeout: f64) -> Result<(), String> {
     Ok(())
 }
 
-fn query(target: &str) -> Result<(), String> {
-    let (commit, entries) = client::query(target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+fn query(target: &str, linearizable: bool) -> Result<(), String> {
+    let (commit, entries) =
+        client::query(target, Duration::from_secs(5), linearizable).map_err(|e| e.to_string())?;
     // Client commands only: the leaders' no-op entries are Raft's bookkeeping.
     let commands: Vec<_> = entries
         .iter()

@@ -178,18 +178,43 @@ pub fn append(target: &str, command: &[u8], deadline: Duration) -> Result<Append
     )))
 }
 
-/// The node's whole log as it sees it, with its commit index.
-pub fn query(target: &str, timeout: Duration) -> Result<(u64, Vec<Entry>), ClientError> {
-    let address = resolve(target)?;
-    let mut connection = Connection::open(address, timeout)
-        .map_err(|e| ClientError::Io(format!("cannot connect to {address}: {e}")))?;
+/// The node's whole log as it sees it, with its commit index. A linearizable query goes to
+/// the leader (following redirects until `timeout`) and reflects every append acknowledged
+/// before it started; a plain one is that node's local view.
+pub fn query(target: &str, timeout: Duration, linearizable: bool) -> Result<(u64, Vec<Entry>), ClientError> {
+    let started = Instant::now();
+    let home = resolve(target)?;
+    let mut address = home;
+    let max = crate::server::QUERY_ENTRIES_MAX;
+    let (mut connection, first) = loop {
+        let mut connection = Connection::open(address, timeout)
+            .map_err(|e| ClientError::Io(format!("cannot connect to {address}: {e}")))?;
+        let answer = connection
+            .call(&Frame::Query { from: 1, max, linearizable })
+            .map_err(|e| ClientError::Io(format!("querying {address}: {e}")))?;
+        match answer {
+            Frame::Redirect { leader } => {
+                if started.elapsed() >= timeout {
+                    return Err(ClientError::Unavailable(format!(
+                        "no leader could confirm a linearizable query within {:.1}s via {target}",
+                        timeout.as_secs_f64()
+                    )));
+                }
+                match leader {
+                    Some(leader) => address = resolve(&leader)?,
+                    None => {
+                        address = home;
+                        sleep(RETRY_PAUSE);
+                    }
+                }
+            }
+            answer => break (connection, answer),
+        }
+    };
     let mut entries = Vec::new();
     let mut commit = 0;
+    let mut answer = first;
     loop {
-        let from = entries.len() as u64 + 1;
-        let answer = connection
-            .call(&Frame::Query { from, max: crate::server::QUERY_ENTRIES_MAX })
-            .map_err(|e| ClientError::Io(format!("querying {address}: {e}")))?;
         let Frame::QueryResult { commit: c, last_index, entries: page } = answer else {
             return Err(ClientError::Failed(format!("unexpected answer from {address}")));
         };
@@ -199,6 +224,10 @@ pub fn query(target: &str, timeout: Duration) -> Result<(u64, Vec<Entry>), Clien
         if got == 0 || entries.len() as u64 >= last_index {
             return Ok((commit, entries));
         }
+        // Later pages only extend what the first (confirmed) one established.
+        answer = connection
+            .call(&Frame::Query { from: entries.len() as u64 + 1, max, linearizable: false })
+            .map_err(|e| ClientError::Io(format!("querying {address}: {e}")))?;
     }
 }
 

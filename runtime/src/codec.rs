@@ -19,10 +19,18 @@ pub enum Frame {
         request: u64,
         command: Vec<u8>,
     },
-    /// Client: up to `max` entries from `from` on, with the commit index.
+    /// Client: up to `max` entries from `from` on, with the commit index. A linearizable query
+    /// is answered by the leader only after it confirmed its leadership with a quorum
+    /// (ReadIndex), so it reflects every append acknowledged before it was sent.
     Query {
         from: u64,
         max: u32,
+        linearizable: bool,
+    },
+    /// The answer to a linearizable query at a node that cannot serve it: ask `leader` (when
+    /// known) instead, or retry.
+    Redirect {
+        leader: Option<String>,
     },
     /// Client: the node's status as JSON.
     Status,
@@ -69,6 +77,7 @@ const STATUS: u8 = 12;
 const APPEND_RESULT: u8 = 20;
 const QUERY_RESULT: u8 = 21;
 const STATUS_RESULT: u8 = 22;
+const REDIRECT: u8 = 23;
 
 /// Smallest encoding of one entry (index, term, kind, length): bounds a claimed count.
 const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
@@ -89,10 +98,15 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_u64(out, *request);
             put_bytes(out, command);
         }
-        Frame::Query { from, max } => {
+        Frame::Query { from, max, linearizable } => {
             out.push(QUERY);
             put_u64(out, *from);
             out.extend_from_slice(&max.to_be_bytes());
+            out.push(u8::from(*linearizable));
+        }
+        Frame::Redirect { leader } => {
+            out.push(REDIRECT);
+            put_bytes(out, leader.as_deref().unwrap_or("").as_bytes());
         }
         Frame::Status => out.push(STATUS),
         Frame::AppendResult { request, result } => {
@@ -281,7 +295,11 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
         HELLO => Frame::Hello { address: reader.text()?, name: reader.text()? },
         RAFT => Frame::Raft(decode_message(&mut reader)?),
         APPEND => Frame::Append { request: reader.u64()?, command: reader.bytes()?.to_vec() },
-        QUERY => Frame::Query { from: reader.u64()?, max: reader.u32()? },
+        QUERY => Frame::Query { from: reader.u64()?, max: reader.u32()?, linearizable: reader.flag()? },
+        REDIRECT => {
+            let leader = reader.text()?;
+            Frame::Redirect { leader: (!leader.is_empty()).then_some(leader) }
+        }
         STATUS => Frame::Status,
         APPEND_RESULT => {
             let request = reader.u64()?;
@@ -403,7 +421,9 @@ mod tests {
             seq: 1,
         })));
         round_trip(Frame::Append { request: 7, command: b"user_login:alice".to_vec() });
-        round_trip(Frame::Query { from: 1, max: 100 });
+        round_trip(Frame::Query { from: 1, max: 100, linearizable: true });
+        round_trip(Frame::Redirect { leader: Some("127.0.0.1:8081".into()) });
+        round_trip(Frame::Redirect { leader: None });
         round_trip(Frame::AppendResult {
             request: 7,
             result: AppendResult::NotLeader { leader: Some("a:1".into()) },

@@ -138,6 +138,8 @@ struct Server {
     /// Appends received this round, proposed together at its end.
     batch: Vec<(Token, u64, Bytes)>,
     proposals: BTreeMap<RequestId, Waiting>,
+    /// Linearizable queries waiting for their read to be confirmed: (connection, from, max).
+    reads: BTreeMap<RequestId, (Token, u64, u32)>,
     next_request: u64,
     /// Non-storage actions waiting, in order, for the fsync of the write seq they are tagged with.
     deferred: VecDeque<(u64, Action)>,
@@ -233,6 +235,7 @@ impl Server {
             next_token: FIRST_ACCEPTED,
             batch: Vec::new(),
             proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
             next_request: 1,
             deferred: VecDeque::new(),
             barrier: 0,
@@ -368,7 +371,31 @@ impl Server {
         self.step(Event::Propose { request, commands })
     }
 
+    fn query_page(&self, from: u64, max: u32) -> Frame {
+        let from = LogIndex(from.max(1));
+        let to = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
+        Frame::QueryResult {
+            commit: self.node.commit().0,
+            last_index: self.node.last_index().0,
+            entries: self.node.entries(from, to),
+        }
+    }
+
     fn reply(&mut self, reply: Reply) {
+        if let Some((token, from, max)) = self.reads.remove(&reply.request()) {
+            let answer = match reply {
+                // The node has applied through `index` (the core applies before it replies).
+                Reply::ReadReady { .. } => self.query_page(from, max),
+                Reply::NotLeader { leader, .. } => Frame::Redirect {
+                    leader: leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()),
+                },
+                _ => Frame::Redirect { leader: None },
+            };
+            if let Some(accepted) = self.accepted.get_mut(&token) {
+                accepted.link.queue(&answer);
+            }
+            return;
+        }
         let Some(waiting) = self.proposals.remove(&reply.request()) else {
             return;
         };
@@ -644,16 +671,18 @@ impl Server {
                 self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
                 self.batch.push((token, request, Bytes::from(command)));
             }
-            (Kind::Unknown | Kind::Client, Frame::Query { from, max }) => {
+            (Kind::Unknown | Kind::Client, Frame::Query { from, max, linearizable }) => {
                 self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
-                let from = LogIndex(from.max(1));
-                let to = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
-                let answer = Frame::QueryResult {
-                    commit: self.node.commit().0,
-                    last_index: self.node.last_index().0,
-                    entries: self.node.entries(from, to),
-                };
-                self.accepted.get_mut(&token).expect("present").link.queue(&answer);
+                if linearizable {
+                    // ReadIndex (dissertation §6.4): answered once leadership is confirmed.
+                    let request = RequestId(self.next_request);
+                    self.next_request += 1;
+                    self.reads.insert(request, (token, from, max));
+                    self.step(Event::Read { request })?;
+                } else {
+                    let answer = self.query_page(from, max);
+                    self.accepted.get_mut(&token).expect("present").link.queue(&answer);
+                }
             }
             (Kind::Unknown | Kind::Client, Frame::Status) => {
                 self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
@@ -740,6 +769,7 @@ fn frame_name(frame: &Frame) -> &'static str {
         Frame::Append { .. } => "append",
         Frame::Query { .. } => "query",
         Frame::Status => "status",
+        Frame::Redirect { .. } => "redirect",
         Frame::AppendResult { .. } => "append-result",
         Frame::QueryResult { .. } => "query-result",
         Frame::StatusResult { .. } => "status-result",

@@ -195,7 +195,8 @@ impl TestCluster {
 
     /// (commit, commands) of a node's log, commands as text.
     pub fn log_of(&self, k: usize) -> (u64, Vec<(u64, String)>) {
-        let (commit, entries) = client::query(&self.address(k), Duration::from_secs(5)).expect("query");
+        let (commit, entries) =
+            client::query(&self.address(k), Duration::from_secs(5), false).expect("query");
         let commands = entries
             .into_iter()
             .filter_map(|e| match e.payload {
@@ -214,7 +215,7 @@ impl TestCluster {
         loop {
             let views: Vec<_> = (0..self.nodes.len())
                 .filter(|&k| self.nodes[k].child.is_some())
-                .map(|k| client::query(&self.address(k), Duration::from_secs(2)))
+                .map(|k| client::query(&self.address(k), Duration::from_secs(2), false))
                 .collect();
             if let Some(Ok((commit, first))) = views.first() {
                 let all_same = views.iter().all(|v| matches!(v, Ok((c, e)) if c == commit && e == first));

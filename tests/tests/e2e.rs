@@ -268,3 +268,36 @@ fn append_without_a_reachable_leader_fails_clearly_within_seconds() {
         assert!(err.starts_with("replog: no leader reachable") && err.lines().count() == 1, "{err}");
     }
 }
+
+#[test]
+fn linearizable_query_sees_every_acknowledged_append_and_needs_a_quorum() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("linearizable", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    let follower = (leader + 1) % 3;
+    for i in 0..20 {
+        let command = format!("seen-{i}");
+        client::append(&cluster.address(leader), command.as_bytes(), 5 * SECOND).unwrap();
+        // Asked of a follower, the query is redirected to the leader and must see the append.
+        let (commit, entries) = client::query(&cluster.address(follower), 5 * SECOND, true).unwrap();
+        let index = entries
+            .iter()
+            .find(|e| matches!(&e.payload, replog_core::Payload::Command(d) if d.as_slice() == command.as_bytes()))
+            .map(|e| e.index.0)
+            .expect("the acknowledged append is in a linearizable query");
+        assert!(index <= commit, "and it is committed");
+    }
+    let (code, out, err) = cluster.cli(&["query", "--linearizable", "-t", &cluster.address(follower)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("📋 Log entries (20 total):"), "{out}");
+    // A leader cut off from its majority cannot confirm a read: the query fails, clearly.
+    cluster.kill(follower);
+    cluster.kill((leader + 2) % 3);
+    let (code, _, err) = cluster.cli(&["query", "--linearizable", "-t", &cluster.address(leader)]);
+    assert_ne!(code, 0);
+    assert!(err.contains("no leader could confirm"), "{err}");
+    // Its local view is still there for operators.
+    let (code, out, _) = cluster.cli(&["query", "-t", &cluster.address(leader)]);
+    assert_eq!(code, 0);
+    assert!(out.contains("(20 total)"), "{out}");
+}
