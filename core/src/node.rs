@@ -11,7 +11,7 @@ use crate::leader::Leader;
 use crate::log::{Log, LogError};
 use crate::message::{AppendOutcome, Body, Message};
 use crate::progress::ReplicationState;
-use crate::types::{Entry, HardState, LogIndex, NodeId, Term};
+use crate::types::{Bytes, Entry, HardState, LogIndex, NodeId, RequestId, Term};
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
@@ -298,7 +298,7 @@ impl Node {
         self.send(from, reply_term, Body::VoteResponse { pre_vote, granted });
     }
 
-    fn on_propose(&mut self, request: crate::types::RequestId, commands: Vec<crate::types::Bytes>) {
+    fn on_propose(&mut self, request: RequestId, commands: Vec<Bytes>) {
         if !self.is_leader() {
             let leader = self.leader();
             self.out.push(Action::Reply(Reply::NotLeader { request, leader }));
@@ -311,7 +311,7 @@ impl Node {
         self.propose(request, commands);
     }
 
-    fn on_read(&mut self, request: crate::types::RequestId) {
+    fn on_read(&mut self, request: RequestId) {
         if !self.is_leader() {
             let leader = self.leader();
             self.out.push(Action::Reply(Reply::NotLeader { request, leader }));
