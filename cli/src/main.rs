@@ -160,6 +160,11 @@ fn start(
         return Err(format!("--id {id:?} must be letters, digits, '-' or '_' (it names the data folder)"));
     }
     let address = parse_address("--address", &address)?;
+    if address.ip().is_unspecified() {
+        return Err(format!(
+            "--address {address} is a wildcard: give the address peers and clients use to reach this node (it is the node's identity in the cluster)"
+        ));
+    }
     let peers = peers
         .iter()
         .map(|p| p.trim())
