@@ -39,7 +39,8 @@ impl Node {
             last_log_index: self.log.last_index(),
             last_log_term: self.log.last_term(),
         };
-        for peer in self.config.peers.clone() {
+        for position in 0..self.config.peers.len() {
+            let peer = self.config.peers[position];
             self.send(peer, term, body.clone());
         }
     }

@@ -88,7 +88,8 @@ impl Node {
         leader.seq += 1;
         let seq = leader.seq;
         leader.reads.push_back(PendingRead { request, seq });
-        for peer in self.config.peers.clone() {
+        for position in 0..self.config.peers.len() {
+            let peer = self.config.peers[position];
             self.send_heartbeat(peer);
         }
     }
@@ -115,7 +116,8 @@ impl Node {
             return;
         }
         leader.heartbeat_elapsed = 0;
-        for peer in self.config.peers.clone() {
+        for position in 0..self.config.peers.len() {
+            let peer = self.config.peers[position];
             let progress = self.leader_mut().progress.get_mut(&peer).expect("peer progress");
             let stalled = progress.state == ReplicationState::Replicate
                 && progress.match_index < progress.next_index.prev()
@@ -230,7 +232,8 @@ impl Node {
     }
 
     pub(crate) fn broadcast_append(&mut self) {
-        for peer in self.config.peers.clone() {
+        for position in 0..self.config.peers.len() {
+            let peer = self.config.peers[position];
             self.send_append(peer, false);
         }
     }

@@ -51,8 +51,6 @@ pub struct Cluster {
     committed: Vec<Entry>,
     next_request: u64,
     trace: String,
-    /// Print ticks that produce no actions (off: idle ticks are noise).
-    pub trace_idle_ticks: bool,
 }
 
 impl Cluster {
@@ -72,7 +70,6 @@ impl Cluster {
             committed: Vec::new(),
             next_request: 1,
             trace: String::new(),
-            trace_idle_ticks: false,
         };
         for &id in &ids {
             let peers = ids.iter().copied().filter(|&peer| peer != id).collect();
@@ -173,7 +170,8 @@ impl Cluster {
         };
         let is_tick = event == Event::Tick;
         let actions = node.step(event);
-        if !is_tick || !actions.is_empty() || self.trace_idle_ticks {
+        // Idle ticks are noise in a trace.
+        if !is_tick || !actions.is_empty() {
             let _ = writeln!(self.trace, "{header}");
             for action in &actions {
                 let _ = writeln!(self.trace, "  {action}");

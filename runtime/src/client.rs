@@ -1,7 +1,7 @@
 //! A blocking client of the node protocol, for the CLI (`append`, `query`, `status`, `bench`).
 
 use crate::codec::{self, AppendResult, Frame};
-use crate::frame;
+use crate::frame::{self, Inbox};
 use replog_core::Entry;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -50,10 +50,7 @@ fn resolve(target: &str) -> Result<SocketAddr, ClientError> {
 pub struct Connection {
     pub address: SocketAddr,
     stream: TcpStream,
-    /// Received bytes are `buffer[start..filled]`; the rest is zeroed room for reads.
-    buffer: Vec<u8>,
-    start: usize,
-    filled: usize,
+    inbox: Inbox,
     out: Vec<u8>,
 }
 
@@ -63,7 +60,7 @@ impl Connection {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        Ok(Connection { address, stream, buffer: Vec::new(), start: 0, filled: 0, out: Vec::new() })
+        Ok(Connection { address, stream, inbox: Inbox::default(), out: Vec::new() })
     }
 
     pub fn send(&mut self, request: &Frame) -> io::Result<()> {
@@ -74,33 +71,16 @@ impl Connection {
 
     pub fn receive(&mut self) -> io::Result<Frame> {
         loop {
-            match frame::decode(&self.buffer[self.start..self.filled]) {
-                Ok(Some((range, used))) => {
-                    let payload = &self.buffer[self.start + range.start..self.start + range.end];
-                    let decoded =
-                        codec::decode(payload).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e));
-                    self.start += used;
-                    if self.start == self.filled {
-                        (self.start, self.filled) = (0, 0);
-                    }
-                    return decoded;
-                }
-                Ok(None) => {}
-                Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+            if let Some(frame) =
+                self.inbox.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+            {
+                return Ok(frame);
             }
-            if self.buffer.len() - self.filled < READ_CHUNK_BYTES {
-                self.buffer.copy_within(self.start..self.filled, 0);
-                (self.start, self.filled) = (0, self.filled - self.start);
-                if self.buffer.len() - self.filled < READ_CHUNK_BYTES {
-                    let grown = (self.buffer.len() * 2).max(2 * READ_CHUNK_BYTES);
-                    self.buffer.resize(grown, 0);
-                }
-            }
-            let n = self.stream.read(&mut self.buffer[self.filled..])?;
+            let n = self.stream.read(self.inbox.room(READ_CHUNK_BYTES))?;
             if n == 0 {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the node closed the connection"));
             }
-            self.filled += n;
+            self.inbox.filled(n);
         }
     }
 

@@ -2,7 +2,7 @@
 //! drained as the socket accepts it.
 
 use crate::codec::{self, Frame};
-use crate::frame;
+use crate::frame::{self, Inbox};
 use mio::net::TcpStream;
 use std::io::{self, Read, Write};
 
@@ -15,11 +15,7 @@ const READ_ROUND_BYTES: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct Connection {
     pub stream: TcpStream,
-    /// Received bytes live in `inbound[start..filled]`; the vector's length is its zeroed
-    /// capacity, so reads never pay to clear memory again.
-    inbound: Vec<u8>,
-    start: usize,
-    filled: usize,
+    inbound: Inbox,
     outbound: Vec<u8>,
     /// Bytes of `outbound` already written.
     written: usize,
@@ -46,7 +42,7 @@ impl std::fmt::Display for Closed {
 impl Connection {
     pub fn new(stream: TcpStream) -> Connection {
         let _ = stream.set_nodelay(true);
-        Connection { stream, inbound: Vec::new(), start: 0, filled: 0, outbound: Vec::new(), written: 0 }
+        Connection { stream, inbound: Inbox::default(), outbound: Vec::new(), written: 0 }
     }
 
     /// Reads what is available, at most `READ_ROUND_BYTES` per call so one busy sender cannot
@@ -55,13 +51,10 @@ impl Connection {
     pub fn read(&mut self) -> Result<bool, Closed> {
         let mut read = 0;
         while read < READ_ROUND_BYTES {
-            if self.inbound.len() - self.filled < READ_CHUNK_BYTES {
-                self.make_room();
-            }
-            match self.stream.read(&mut self.inbound[self.filled..]) {
+            match self.stream.read(self.inbound.room(READ_CHUNK_BYTES)) {
                 Ok(0) => return Err(Closed::Eof),
                 Ok(n) => {
-                    self.filled += n;
+                    self.inbound.filled(n);
                     read += n;
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
@@ -72,32 +65,9 @@ impl Connection {
         Ok(true)
     }
 
-    /// Moves unread bytes to the front, and grows the buffer if that is not enough.
-    fn make_room(&mut self) {
-        if self.start > 0 {
-            self.inbound.copy_within(self.start..self.filled, 0);
-            self.filled -= self.start;
-            self.start = 0;
-        }
-        if self.inbound.len() - self.filled < READ_CHUNK_BYTES {
-            let grown = (self.inbound.len() * 2).max(READ_CHUNK_BYTES * 2);
-            self.inbound.resize(grown, 0);
-        }
-    }
-
     /// The next complete frame, decoded; `Ok(None)` when none has fully arrived.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, Closed> {
-        let pending = &self.inbound[self.start..self.filled];
-        let Some((range, used)) = frame::decode(pending).map_err(|e| Closed::Protocol(e.to_string()))? else {
-            return Ok(None);
-        };
-        let frame = codec::decode(&pending[range]).map_err(|e| Closed::Protocol(e.to_string()))?;
-        self.start += used;
-        if self.start == self.filled {
-            self.start = 0;
-            self.filled = 0;
-        }
-        Ok(Some(frame))
+        self.inbound.next_frame().map_err(Closed::Protocol)
     }
 
     /// Queues a frame; false if the queue is over its limit (the frame is not queued).

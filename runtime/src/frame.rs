@@ -30,6 +30,51 @@ impl fmt::Display for FrameError {
 
 impl std::error::Error for FrameError {}
 
+/// Received bytes waiting to be cut into frames: `bytes[start..filled]` hold data, and the
+/// vector's length is its zeroed capacity, so reads never pay to clear memory again. Shared by
+/// the node's connections and the blocking client.
+#[derive(Debug, Default)]
+pub struct Inbox {
+    bytes: Vec<u8>,
+    start: usize,
+    filled: usize,
+}
+
+impl Inbox {
+    /// Free space of at least `at_least` bytes to read into (moving unread bytes to the front
+    /// or growing first); report what was read with `filled`.
+    pub fn room(&mut self, at_least: usize) -> &mut [u8] {
+        if self.bytes.len() - self.filled < at_least {
+            self.bytes.copy_within(self.start..self.filled, 0);
+            (self.start, self.filled) = (0, self.filled - self.start);
+            if self.bytes.len() - self.filled < at_least {
+                let grown = (self.bytes.len() * 2).max(2 * at_least);
+                self.bytes.resize(grown, 0);
+            }
+        }
+        &mut self.bytes[self.filled..]
+    }
+
+    pub fn filled(&mut self, read: usize) {
+        self.filled += read;
+    }
+
+    /// The next complete frame, decoded; `Ok(None)` until one has fully arrived. An error
+    /// (checksum, size, malformed payload) means the stream cannot be trusted any more.
+    pub fn next_frame(&mut self) -> Result<Option<crate::codec::Frame>, String> {
+        let pending = &self.bytes[self.start..self.filled];
+        let Some((range, used)) = decode(pending).map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        let frame = crate::codec::decode(&pending[range]).map_err(|e| e.to_string())?;
+        self.start += used;
+        if self.start == self.filled {
+            (self.start, self.filled) = (0, 0);
+        }
+        Ok(Some(frame))
+    }
+}
+
 /// Appends one frame holding `payload` to `out`.
 pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
     debug_assert!(payload.len() <= FRAME_BYTES_MAX);
@@ -74,6 +119,35 @@ pub fn decode(buffer: &[u8]) -> Result<Option<(std::ops::Range<usize>, usize)>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbox_cuts_frames_arriving_in_pieces_and_reuses_its_room() {
+        use crate::codec::{self, Frame};
+        let mut wire = Vec::new();
+        for request in 0..50u64 {
+            encode_with(&mut wire, |out| {
+                codec::encode(&Frame::Append { request, command: vec![7; 300] }, out)
+            });
+        }
+        let mut inbox = Inbox::default();
+        let mut seen = 0;
+        for piece in wire.chunks(97) {
+            let room = inbox.room(piece.len());
+            room[..piece.len()].copy_from_slice(piece);
+            inbox.filled(piece.len());
+            while let Some(frame) = inbox.next_frame().unwrap() {
+                assert!(matches!(frame, Frame::Append { request, .. } if request == seen));
+                seen += 1;
+            }
+        }
+        assert_eq!(seen, 50);
+        assert!(inbox.bytes.len() <= 1024, "room is reused, not grown per frame: {}", inbox.bytes.len());
+        // A one-byte frame whose checksum is wrong is refused.
+        let room = inbox.room(9);
+        room[..9].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 9]);
+        inbox.filled(9);
+        assert!(inbox.next_frame().unwrap_err().contains("checksum"));
+    }
 
     #[test]
     fn round_trip_partial_and_corrupt_frames() {

@@ -162,11 +162,9 @@ impl Storage {
             hard_written: hard_state,
             commit_written_at: Instant::now(),
         };
+        let mut storage = storage;
         if !meta_path.exists() {
-            // A fresh folder records whose it is at once.
-            let mut storage = storage;
-            storage.write_metadata(hard_state)?;
-            return Ok((storage, Recovery { hard_state, entries, warnings }));
+            storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once
         }
         Ok((storage, Recovery { hard_state, entries, warnings }))
     }
@@ -316,10 +314,6 @@ impl Storage {
             self.write_metadata(self.hard)?;
         }
         Ok(())
-    }
-
-    pub fn has_unsynced(&self) -> bool {
-        !self.buffer.is_empty() || self.log_dirty || !self.in_flight.is_empty()
     }
 
     pub fn durable_last(&self) -> LogIndex {

@@ -31,12 +31,6 @@ pub struct Network {
     pub stats: NetworkStats,
 }
 
-/// What becomes of one sent message: each delay is one delivery.
-#[derive(Debug)]
-pub struct Fate {
-    pub deliveries: Vec<(u64, Message)>,
-}
-
 impl Network {
     pub fn new(
         drop_rate: f64,
@@ -82,9 +76,10 @@ impl Network {
         rng.random_range(1..=self.latency_max)
     }
 
-    /// Decides when (and how often) a message arrives. Partitions are checked again at delivery,
-    /// so a message in flight when a partition starts is lost too.
-    pub fn send(&mut self, rng: &mut ChaCha8Rng, message: Message) -> Fate {
+    /// Decides when (and how often) a message arrives: one (delay, message) per delivery, none
+    /// if lost. Partitions are checked again at delivery, so a message in flight when a
+    /// partition starts is lost too.
+    pub fn send(&mut self, rng: &mut ChaCha8Rng, message: Message) -> Vec<(u64, Message)> {
         self.stats.sent += 1;
         let mut deliveries = Vec::new();
         if self.is_cut(message.from.0, message.to.0) || rng.random_bool(self.drop_rate) {
@@ -114,6 +109,6 @@ impl Network {
                 self.replay_pool[slot] = message;
             }
         }
-        Fate { deliveries }
+        deliveries
     }
 }

@@ -633,8 +633,7 @@ impl World {
     }
 
     fn transmit(&mut self, message: Message) {
-        let fate = self.network.send(&mut self.rng_net, message);
-        for (delay, message) in fate.deliveries {
+        for (delay, message) in self.network.send(&mut self.rng_net, message) {
             self.schedule(delay, SimEvent::Deliver(message));
         }
     }
