@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet -p replog
 bin=$PWD/target/release/replog
 dir=$(mktemp -d)
-base=$((20000 + RANDOM % 20000))
+base=$((20000 + RANDOM % 12000)) # below the ephemeral port range (32768+)
 a=(127.0.0.1:$base 127.0.0.1:$((base + 1)) 127.0.0.1:$((base + 2)))
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$dir"; }
