@@ -4,21 +4,32 @@ use crate::message::{fmt_entries, Message};
 use crate::types::{Entry, HardState, LogIndex, NodeId, RequestId, Term};
 use std::fmt;
 
+/// One thing the driver must do. A step's actions are carried out in the order returned; see
+/// the crate documentation for which must be durable before which.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Store term, vote and commit (replacing the previous hard state).
     SaveHardState(HardState),
     /// Remove every log entry at `from` and after (a conflicting suffix, §5.3).
-    TruncateLog { from: LogIndex },
+    TruncateLog {
+        /// The first index removed; always past the commit index.
+        from: LogIndex,
+    },
     /// Append entries at the end of the log.
-    AppendLog { entries: Vec<Entry> },
+    AppendLog {
+        /// Contiguous entries that continue the log as it stands after the earlier actions.
+        entries: Vec<Entry>,
+    },
     /// Every storage action before this one must be durable before any action after it is
     /// carried out.
     Sync,
     /// Send a message to a peer. Delivery may fail; Raft retries.
     Send(Message),
     /// These entries are committed: apply them, in order.
-    Apply { entries: Vec<Entry> },
+    Apply {
+        /// The entries after the last applied one, through the commit index, in log order.
+        entries: Vec<Entry>,
+    },
     /// Answer a client request.
     Reply(Reply),
 }
@@ -27,17 +38,45 @@ pub enum Action {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Reply {
     /// The proposal's commands are committed at `first..=last` in `term`.
-    Committed { request: RequestId, first: LogIndex, last: LogIndex, term: Term },
+    Committed {
+        /// The proposal answered.
+        request: RequestId,
+        /// The index of its first command.
+        first: LogIndex,
+        /// The index of its last command.
+        last: LogIndex,
+        /// The term its entries carry (the leader's).
+        term: Term,
+    },
     /// The read may be served from state that has applied everything through `index`.
-    ReadReady { request: RequestId, index: LogIndex },
+    ReadReady {
+        /// The read answered.
+        request: RequestId,
+        /// The read point: the leader's commit index when leadership was confirmed.
+        index: LogIndex,
+    },
     /// This node is not the leader; `leader` is the one it knows of, if any. Nothing was done.
-    NotLeader { request: RequestId, leader: Option<NodeId> },
+    NotLeader {
+        /// The request answered.
+        request: RequestId,
+        /// The leader of the current term as far as this node knows, for a redirect.
+        leader: Option<NodeId>,
+    },
     /// Refused; nothing was done.
-    Rejected { request: RequestId, reason: RejectReason },
+    Rejected {
+        /// The request answered.
+        request: RequestId,
+        /// Why.
+        reason: RejectReason,
+    },
     /// The leader lost leadership after appending the commands: they may or may not commit.
-    Indeterminate { request: RequestId },
+    Indeterminate {
+        /// The proposal answered.
+        request: RequestId,
+    },
 }
 
+/// Why a leader refused a request without doing anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     /// Too many entries uncommitted (or reads pending): retry later.
@@ -47,6 +86,8 @@ pub enum RejectReason {
 }
 
 impl Reply {
+    /// The request this reply answers.
+    #[must_use]
     pub fn request(&self) -> RequestId {
         match *self {
             Reply::Committed { request, .. }

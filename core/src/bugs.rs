@@ -20,6 +20,7 @@ pub enum Bug {
 }
 
 impl Bug {
+    /// Every bug, in a fixed order (the simulator's `--bug` choices and the CI check).
     pub const ALL: [Bug; 6] = [
         Bug::VoteWithoutLogCheck,
         Bug::VoteNotPersisted,
@@ -29,6 +30,8 @@ impl Bug {
         Bug::AckBeforePersist,
     ];
 
+    /// Its kebab-case name, as the simulator's `--bug` takes it.
+    #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             Bug::VoteWithoutLogCheck => "vote-without-log-check",
@@ -40,6 +43,8 @@ impl Bug {
         }
     }
 
+    /// The bug called `name` (see [`Bug::name`]), if there is one.
+    #[must_use]
     pub fn from_name(name: &str) -> Option<Bug> {
         Bug::ALL.into_iter().find(|bug| bug.name() == name)
     }

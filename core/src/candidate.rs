@@ -17,31 +17,38 @@ impl Node {
     /// Starts an election: a pre-vote round first when enabled, else a real one (§5.2: increment
     /// the term, vote for self, reset the timer, ask everyone).
     pub(crate) fn campaign(&mut self, pre_vote: bool) {
-        if !pre_vote {
-            self.term = self.term.next();
-            self.voted_for = Some(self.config.id);
+        let election_unfinished = matches!(&self.role, Role::Candidate(candidate) if !candidate.pre_vote);
+        let shared = &mut self.shared;
+        if election_unfinished {
+            shared.marks.split_votes += 1;
         }
-        if self.is_leader() {
-            self.abandon_clients(None);
+        if pre_vote {
+            shared.marks.pre_vote_campaigns += 1;
+        } else {
+            shared.term = shared.term.next();
+            shared.voted_for = Some(shared.config.id);
+            shared.marks.elections += 1;
         }
-        let mut votes = VoteTally::new(self.cluster_size(), self.config.quorum());
-        votes.record(self.config.id, true);
-        self.role = Role::Candidate(Candidate { pre_vote, votes });
-        self.reset_election_timer();
-        if self.tally() == VoteResult::Won {
+        let mut votes = VoteTally::new(shared.cluster_size(), shared.config.quorum());
+        votes.record(shared.config.id, true);
+        let result = votes.result();
+        self.set_role(Role::Candidate(Candidate { pre_vote, votes }), None);
+        self.shared.reset_election_timer();
+        if result == VoteResult::Won {
             self.won_election(pre_vote);
             return;
         }
         // A pre-vote asks about the term we would move to; a real vote is in the new term.
-        let term = if pre_vote { self.term.next() } else { self.term };
+        let shared = &mut self.shared;
+        let term = if pre_vote { shared.term.next() } else { shared.term };
         let body = Body::VoteRequest {
             pre_vote,
-            last_log_index: self.log.last_index(),
-            last_log_term: self.log.last_term(),
+            last_log_index: shared.log.last_index(),
+            last_log_term: shared.log.last_term(),
         };
-        for position in 0..self.config.peers.len() {
-            let peer = self.config.peers[position];
-            self.send(peer, term, body.clone());
+        for position in 0..shared.config.peers.len() {
+            let peer = shared.config.peers[position];
+            shared.send(peer, term, body.clone());
         }
     }
 
@@ -53,21 +60,14 @@ impl Node {
             return; // From the other round.
         }
         // A granted pre-vote is for the term after ours; anything else is from an older round.
-        if pre_vote && granted && term != self.term.next() {
+        if pre_vote && granted && term != self.shared.term.next() {
             return;
         }
         candidate.votes.record(from, granted);
-        match self.tally() {
+        match candidate.votes.result() {
             VoteResult::Won => self.won_election(pre_vote),
-            VoteResult::Lost => self.become_follower(self.term, None),
+            VoteResult::Lost => self.become_follower(self.shared.term, None),
             VoteResult::Pending => {}
-        }
-    }
-
-    fn tally(&self) -> VoteResult {
-        match &self.role {
-            Role::Candidate(candidate) => candidate.votes.result(),
-            _ => unreachable!("tally outside an election"),
         }
     }
 

@@ -1,8 +1,19 @@
 //! What a node is told at birth: who it is, who its peers are, and every limit it keeps.
 
 use crate::bugs::Bug;
-use crate::types::NodeId;
+use crate::types::{NodeId, ENTRY_OVERHEAD_BYTES};
 use std::fmt;
+
+// The defaults of `Config::new`, named so their relations are checked at compile time; `validate`
+// checks the same relations for any configuration at run time.
+const ELECTION_TICKS_MIN: u32 = 15;
+const ELECTION_TICKS_MAX: u32 = 30;
+const HEARTBEAT_TICKS: u32 = 5;
+const MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
+const INFLIGHT_BYTES_MAX: u64 = 16 * 1024 * 1024;
+const _: () = assert!(0 < ELECTION_TICKS_MIN && ELECTION_TICKS_MIN < ELECTION_TICKS_MAX);
+const _: () = assert!(0 < HEARTBEAT_TICKS && HEARTBEAT_TICKS < ELECTION_TICKS_MIN);
+const _: () = assert!(ENTRY_OVERHEAD_BYTES <= MESSAGE_BYTES_MAX && MESSAGE_BYTES_MAX <= INFLIGHT_BYTES_MAX);
 
 /// A node's configuration. Every limit is named with its unit last and bounds some memory or
 /// work; `validate` rejects combinations that could not work.
@@ -14,7 +25,9 @@ pub struct Config {
     pub peers: Vec<NodeId>,
     /// A follower or candidate starts an election after a random timeout drawn from
     /// `[election_ticks_min, election_ticks_max)` ticks without hearing from a leader (§5.2).
+    /// Also the leader lease (§4.2.3) and the check-quorum interval (§6.2), in ticks.
     pub election_ticks_min: u32,
+    /// The exclusive upper bound of the election timeout, in ticks; above `election_ticks_min`.
     pub election_ticks_max: u32,
     /// A leader sends heartbeats every this many ticks; must be well inside the election timeout.
     pub heartbeat_ticks: u32,
@@ -27,12 +40,15 @@ pub struct Config {
     pub check_quorum: bool,
     /// At most this many entries in one AppendEntries message.
     pub entries_per_message_max: u32,
-    /// At most this many payload bytes in one AppendEntries message (one entry is always
-    /// allowed, so an oversized entry still moves).
+    /// At most this many entry bytes ([`Entry::size_bytes`](crate::Entry::size_bytes)) in one
+    /// AppendEntries message (one entry is always allowed, so an oversized entry still moves).
+    /// At least [`ENTRY_OVERHEAD_BYTES`] and at most
+    /// `inflight_bytes_max`.
     pub message_bytes_max: u64,
     /// Per follower: at most this many AppendEntries messages unacknowledged.
     pub inflight_messages_max: u32,
-    /// Per follower: at most this many entry bytes unacknowledged.
+    /// Per follower: at most this many entry bytes unacknowledged; at least
+    /// `message_bytes_max`, so a full message fits the window.
     pub inflight_bytes_max: u64,
     /// A leader refuses proposals while this many entries are uncommitted, so a slow quorum
     /// pushes back on clients instead of growing memory.
@@ -48,20 +64,21 @@ pub struct Config {
 
 impl Config {
     /// Defaults tuned for ticks of 10 ms: an election timeout of 150-300 ms (the seed's), a
-    /// heartbeat every 50 ms.
+    /// heartbeat every 50 ms; pre-vote and check-quorum on; 1 MiB messages, a 16 MiB window.
+    #[must_use]
     pub fn new(id: NodeId, peers: Vec<NodeId>) -> Config {
         Config {
             id,
             peers,
-            election_ticks_min: 15,
-            election_ticks_max: 30,
-            heartbeat_ticks: 5,
+            election_ticks_min: ELECTION_TICKS_MIN,
+            election_ticks_max: ELECTION_TICKS_MAX,
+            heartbeat_ticks: HEARTBEAT_TICKS,
             pre_vote: true,
             check_quorum: true,
             entries_per_message_max: 1024,
-            message_bytes_max: 1024 * 1024,
+            message_bytes_max: MESSAGE_BYTES_MAX,
             inflight_messages_max: 64,
-            inflight_bytes_max: 16 * 1024 * 1024,
+            inflight_bytes_max: INFLIGHT_BYTES_MAX,
             uncommitted_entries_max: 65_536,
             pending_reads_max: 4096,
             seed: id.0,
@@ -92,6 +109,7 @@ impl Config {
     }
 
     /// Every member, sorted, this node included.
+    #[must_use]
     pub fn members(&self) -> Vec<NodeId> {
         let mut all = self.peers.clone();
         all.push(self.id);
@@ -99,6 +117,8 @@ impl Config {
         all
     }
 
+    /// Checks each limit and the relations between them; [`Node::new`](crate::Node::new) calls
+    /// it and refuses a configuration that fails.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut members = self.members();
         let count = members.len();
@@ -112,8 +132,10 @@ impl Config {
         if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks_min {
             return Err(ConfigError("need 0 < heartbeat_ticks < election_ticks_min"));
         }
-        if self.entries_per_message_max == 0 || self.message_bytes_max == 0 {
-            return Err(ConfigError("message limits must be positive"));
+        if self.entries_per_message_max == 0 || self.message_bytes_max < ENTRY_OVERHEAD_BYTES {
+            return Err(ConfigError(
+                "need entries_per_message_max > 0 and message_bytes_max >= ENTRY_OVERHEAD_BYTES",
+            ));
         }
         if self.inflight_messages_max == 0 || self.inflight_bytes_max < self.message_bytes_max {
             return Err(ConfigError(
@@ -127,7 +149,7 @@ impl Config {
     }
 }
 
-/// Why a configuration was refused.
+/// Why a configuration was refused: the relation it breaks, in words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConfigError(pub &'static str);
 
@@ -161,5 +183,16 @@ mod tests {
         config.heartbeat_ticks = 1;
         config.election_ticks_max = config.election_ticks_min;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn rejects_byte_limits_that_do_not_nest() {
+        let mut config = Config::new(NodeId(1), vec![NodeId(2)]);
+        config.message_bytes_max = ENTRY_OVERHEAD_BYTES - 1;
+        assert!(config.validate().is_err(), "a message must hold one entry's overhead");
+        config.message_bytes_max = ENTRY_OVERHEAD_BYTES;
+        config.validate().unwrap();
+        config.inflight_bytes_max = ENTRY_OVERHEAD_BYTES - 1;
+        assert!(config.validate().is_err(), "the window must hold a full message");
     }
 }

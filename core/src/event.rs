@@ -3,6 +3,7 @@
 use crate::message::Message;
 use crate::types::{Bytes, LogIndex, RequestId, Term};
 
+/// One input to [`Node::step`](crate::Node::step).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Event {
     /// One unit of logical time passed. The driver decides how long a tick is.
@@ -10,12 +11,25 @@ pub enum Event {
     /// A message arrived from a peer.
     Receive(Message),
     /// A client asks to append these commands, in this order. Answered by one `Reply`.
-    Propose { request: RequestId, commands: Vec<Bytes> },
+    Propose {
+        /// Chosen by the driver, echoed in the reply.
+        request: RequestId,
+        /// The commands, one entry each, appended contiguously.
+        commands: Vec<Bytes>,
+    },
     /// A client asks for a linearizable read point (dissertation §6.4, ReadIndex). Answered by
     /// `Reply::ReadReady` once the node has applied everything the read must see.
-    Read { request: RequestId },
+    Read {
+        /// Chosen by the driver, echoed in the reply.
+        request: RequestId,
+    },
     /// Every log write up to and including the entry (`index`, `term`) is durable.
-    LogPersisted { index: LogIndex, term: Term },
+    LogPersisted {
+        /// The last durable entry's index.
+        index: LogIndex,
+        /// Its term, so a report about an entry since truncated and replaced is ignored.
+        term: Term,
+    },
     /// Start an election now (an operator's bootstrap: `replog start --leader`).
     Campaign,
 }

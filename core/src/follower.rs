@@ -16,23 +16,21 @@ impl Node {
     /// Becomes a follower in `term` (>= the current one). A leader that steps down tells its
     /// waiting clients.
     pub(crate) fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
-        assert!(term >= self.term, "{}: becoming follower in older {term}", self.config.id);
-        if term > self.term {
+        let shared = &mut self.shared;
+        assert!(term >= shared.term, "{}: becoming follower in older {term}", shared.config.id);
+        if term > shared.term {
             // §5.1: a newer term clears the vote, which belonged to the old term.
-            self.term = term;
-            self.voted_for = None;
+            shared.term = term;
+            shared.voted_for = None;
         }
         let was_leader = self.is_leader();
-        if was_leader {
-            self.abandon_clients(leader);
-        }
-        self.role = Role::Follower(Follower { leader });
+        self.set_role(Role::Follower(Follower { leader }), leader);
         // Figure 2: the election timer restarts on hearing from the leader (or granting a
         // vote), not on merely learning of a higher term. Otherwise nodes with stale logs that
         // keep campaigning would keep resetting the up-to-date nodes' timers, and no electable
         // node would ever stand (a livelock the fuzzer found without pre-vote).
         if leader.is_some() || was_leader {
-            self.reset_election_timer();
+            self.shared.reset_election_timer();
         }
     }
 
@@ -49,66 +47,66 @@ impl Node {
         if let Role::Follower(follower) = &mut self.role {
             follower.leader = Some(from);
         }
-        self.election_elapsed = 0;
+        self.shared.election_elapsed = 0;
 
         // Entries through our commit index are settled (§5.4, Leader Completeness): skip them so
         // a delayed message is not mistaken for a conflict with committed data.
-        if prev_log_index < self.commit {
-            let skip = (self.commit.0 - prev_log_index.0).min(entries.len() as u64) as usize;
+        if prev_log_index < self.shared.commit {
+            let skip = (self.shared.commit.0 - prev_log_index.0).min(entries.len() as u64) as usize;
             for entry in &entries[..skip] {
                 debug_assert!(
-                    self.log.matches(entry.index, entry.term),
+                    self.shared.log.matches(entry.index, entry.term),
                     "committed entry differs from leader's"
                 );
             }
             entries.drain(..skip);
-            prev_log_index = self.commit;
-            prev_log_term = self.log.term_at(self.commit).expect("commit within log");
+            prev_log_index = self.shared.commit;
+            prev_log_term = self.shared.log.term_at(self.shared.commit).expect("commit within log");
         }
 
-        let consistent = if self.config.has_bug(Bug::AppendWithoutConsistencyCheck) {
-            prev_log_index <= self.log.last_index()
+        let consistent = if self.shared.config.has_bug(Bug::AppendWithoutConsistencyCheck) {
+            prev_log_index <= self.shared.log.last_index()
         } else {
-            self.log.matches(prev_log_index, prev_log_term)
+            self.shared.log.matches(prev_log_index, prev_log_term)
         };
         if !consistent {
             let outcome = self.conflict_hint(prev_log_index);
-            self.send(from, self.term, Body::AppendResponse { outcome, seq });
+            self.shared.send(from, self.shared.term, Body::AppendResponse { outcome, seq });
             return;
         }
 
         let last_new = prev_log_index.plus(entries.len() as u64);
-        if let Some(first_new) = self.log.first_new(&entries) {
+        if let Some(first_new) = self.shared.log.first_new(&entries) {
             let from_index = entries[first_new].index;
-            if from_index <= self.log.last_index() {
+            if from_index <= self.shared.log.last_index() {
                 // §5.3 step 3: an existing entry conflicts with a new one: delete it and all after.
                 self.truncate_log(from_index);
             }
             entries.drain(..first_new);
-            self.append_entries(entries);
+            self.shared.append_entries(entries);
         }
         // §5.3 step 5: commit = min(leaderCommit, index of last new entry), never backwards.
         let commit = leader_commit.min(last_new);
-        if commit > self.commit {
-            self.commit = commit;
+        if commit > self.shared.commit {
+            self.shared.commit = commit;
         }
         let outcome = AppendOutcome::Accepted { match_index: last_new };
-        self.send(from, self.term, Body::AppendResponse { outcome, seq });
+        self.shared.send(from, self.shared.term, Body::AppendResponse { outcome, seq });
     }
 
     /// Where the leader should retry after our log failed the check at `prev_log_index`.
     fn conflict_hint(&self, prev_log_index: LogIndex) -> AppendOutcome {
-        if prev_log_index > self.log.last_index() {
+        if prev_log_index > self.shared.log.last_index() {
             return AppendOutcome::Rejected {
                 prev_log_index,
-                conflict_index: self.log.last_index().next(),
+                conflict_index: self.shared.log.last_index().next(),
                 conflict_term: None,
             };
         }
-        let term = self.log.term_at(prev_log_index).expect("index within log");
+        let term = self.shared.log.term_at(prev_log_index).expect("index within log");
         AppendOutcome::Rejected {
             prev_log_index,
-            conflict_index: self.log.first_index_of_term(prev_log_index, self.commit.next()),
+            conflict_index: self.shared.log.first_index_of_term(prev_log_index, self.shared.commit.next()),
             conflict_term: Some(term),
         }
     }

@@ -1,9 +1,13 @@
 //! The leader: replicates its log, decides commitment, answers clients (§5.3, §5.4).
+//!
+//! Leader-only code runs on a [`LeaderCtx`]: the leader's own state and the state every role
+//! shares, borrowed together. `Node` hands one out only while it leads, so nothing here checks
+//! the role.
 
 use crate::action::{Action, RejectReason, Reply};
 use crate::bugs::Bug;
 use crate::message::{AppendOutcome, Body};
-use crate::node::{Node, Role};
+use crate::node::{Node, Role, Shared};
 use crate::progress::{Progress, ReplicationState};
 use crate::quorum;
 use crate::types::{Bytes, Entry, LogIndex, NodeId, Payload, RequestId, Term};
@@ -37,88 +41,122 @@ struct PendingRead {
     seq: u64,
 }
 
+/// A leader's view of its node: its own state and the shared state, borrowed together.
+pub(crate) struct LeaderCtx<'a> {
+    pub leader: &'a mut Leader,
+    pub shared: &'a mut Shared,
+}
+
+/// What a leader's tick decided.
+#[must_use]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Leadership {
+    Keep,
+    /// No majority heard from within an election timeout (check-quorum): become a follower.
+    StepDown,
+}
+
 impl Node {
     /// §5.2: won the election. §8: append a no-op of the new term so entries of earlier terms
     /// can commit (they may not by counting alone, §5.4.2).
     pub(crate) fn become_leader(&mut self) {
-        assert_eq!(self.voted_for, Some(self.config.id), "leader must have voted for itself");
-        let next = self.log.last_index().next();
-        let progress = self.config.peers.iter().map(|&peer| (peer, Progress::new(next))).collect();
-        self.role = Role::Leader(Leader {
-            progress,
+        let shared = &mut self.shared;
+        assert_eq!(shared.voted_for, Some(shared.config.id), "leader must have voted for itself");
+        let next = shared.log.last_index().next();
+        let mut leader = Leader {
+            progress: shared.config.peers.iter().map(|&peer| (peer, Progress::new(next))).collect(),
             proposals: VecDeque::new(),
             reads: VecDeque::new(),
             seq: 0,
             heartbeat_elapsed: 0,
-        });
-        self.election_elapsed = 0;
-        let noop = Entry { index: next, term: self.term, payload: Payload::Noop };
-        self.append_entries(vec![noop]);
-        self.broadcast_append();
+        };
+        shared.election_elapsed = 0;
+        shared.marks.became_leader += 1;
+        let mut ctx = LeaderCtx { leader: &mut leader, shared };
+        let noop = Entry { index: next, term: ctx.shared.term, payload: Payload::Noop };
+        ctx.shared.append_entries(vec![noop]);
+        ctx.broadcast_append();
+        self.set_role(Role::Leader(leader), None);
     }
+}
 
+impl Leader {
+    /// Leadership is over: proposals may or may not commit; reads must go elsewhere.
+    pub(crate) fn abandon_clients(self, out: &mut Vec<Action>, new_leader: Option<NodeId>) {
+        for proposal in self.proposals {
+            out.push(Action::Reply(Reply::Indeterminate { request: proposal.request }));
+        }
+        for read in self.reads {
+            out.push(Action::Reply(Reply::NotLeader { request: read.request, leader: new_leader }));
+        }
+    }
+}
+
+impl LeaderCtx<'_> {
     pub(crate) fn propose(&mut self, request: RequestId, commands: Vec<Bytes>) {
-        let uncommitted = self.log.last_index().0 - self.commit.0;
-        if uncommitted + commands.len() as u64 > self.config.uncommitted_entries_max {
-            self.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Overloaded }));
+        let shared = &mut *self.shared;
+        if commands.is_empty() {
+            shared.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Empty }));
             return;
         }
-        let first = self.log.last_index().next();
-        let term = self.term;
+        let uncommitted = shared.log.last_index().0 - shared.commit.0;
+        if uncommitted + commands.len() as u64 > shared.config.uncommitted_entries_max {
+            shared.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Overloaded }));
+            return;
+        }
+        let first = shared.log.last_index().next();
+        let term = shared.term;
         let entries: Vec<Entry> = commands
             .into_iter()
             .enumerate()
             .map(|(i, data)| Entry { index: first.plus(i as u64), term, payload: Payload::Command(data) })
             .collect();
         let last = entries.last().expect("non-empty proposal").index;
-        self.append_entries(entries);
-        self.leader_mut().proposals.push_back(Proposal { request, first, last });
+        shared.append_entries(entries);
+        self.leader.proposals.push_back(Proposal { request, first, last });
         self.broadcast_append();
     }
 
     /// ReadIndex (dissertation §6.4): note the read, then confirm leadership with a round of
     /// heartbeats; `answer_clients` replies once a majority echoed this round.
     pub(crate) fn read(&mut self, request: RequestId) {
-        let reads_max = self.config.pending_reads_max as usize;
-        let leader = self.leader_mut();
-        if leader.reads.len() >= reads_max {
-            self.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Overloaded }));
+        if self.leader.reads.len() >= self.shared.config.pending_reads_max as usize {
+            let reason = RejectReason::Overloaded;
+            self.shared.out.push(Action::Reply(Reply::Rejected { request, reason }));
             return;
         }
-        leader.seq += 1;
-        let seq = leader.seq;
-        leader.reads.push_back(PendingRead { request, seq });
-        for position in 0..self.config.peers.len() {
-            let peer = self.config.peers[position];
+        self.leader.seq += 1;
+        let seq = self.leader.seq;
+        self.leader.reads.push_back(PendingRead { request, seq });
+        for position in 0..self.shared.config.peers.len() {
+            let peer = self.shared.config.peers[position];
             self.send_heartbeat(peer);
         }
     }
 
-    pub(crate) fn tick_leader(&mut self) {
-        self.election_elapsed += 1;
-        if self.config.check_quorum && self.election_elapsed >= self.config.election_ticks_min {
-            self.election_elapsed = 0;
+    pub(crate) fn tick(&mut self) -> Leadership {
+        let shared = &mut *self.shared;
+        shared.election_elapsed += 1;
+        if shared.config.check_quorum && shared.election_elapsed >= shared.config.election_ticks_min {
+            shared.election_elapsed = 0;
             // Dissertation §6.2: a leader that has not heard from a majority within an election
             // timeout steps down, so clients can find the real leader.
-            let active = 1 + self.leader_mut().progress.values().filter(|p| p.recent_active).count();
-            if active < self.config.quorum() {
-                self.become_follower(self.term, None);
-                return;
+            let active = 1 + self.leader.progress.values().filter(|p| p.recent_active).count();
+            if active < shared.config.quorum() {
+                return Leadership::StepDown;
             }
-            for progress in self.leader_mut().progress.values_mut() {
+            for progress in self.leader.progress.values_mut() {
                 progress.recent_active = false;
             }
         }
-        let heartbeat_ticks = self.config.heartbeat_ticks;
-        let leader = self.leader_mut();
-        leader.heartbeat_elapsed += 1;
-        if leader.heartbeat_elapsed < heartbeat_ticks {
-            return;
+        self.leader.heartbeat_elapsed += 1;
+        if self.leader.heartbeat_elapsed < shared.config.heartbeat_ticks {
+            return Leadership::Keep;
         }
-        leader.heartbeat_elapsed = 0;
-        for position in 0..self.config.peers.len() {
-            let peer = self.config.peers[position];
-            let progress = self.leader_mut().progress.get_mut(&peer).expect("peer progress");
+        self.leader.heartbeat_elapsed = 0;
+        for position in 0..self.shared.config.peers.len() {
+            let peer = self.shared.config.peers[position];
+            let progress = self.leader.progress.get_mut(&peer).expect("peer progress");
             let stalled = progress.state == ReplicationState::Replicate
                 && progress.match_index < progress.next_index.prev()
                 && !progress.advanced;
@@ -138,23 +176,26 @@ impl Node {
                 ReplicationState::Replicate => self.send_heartbeat(peer),
             }
         }
+        Leadership::Keep
     }
 
     pub(crate) fn on_append_response(&mut self, from: NodeId, outcome: AppendOutcome, seq: u64) {
-        let last_index = self.log.last_index();
-        let term_of_hint = |term: Term, before: LogIndex| self.log.last_index_of_term(term, before);
+        let log = &self.shared.log;
+        let last_index = log.last_index();
         let hint_next = match outcome {
             AppendOutcome::Rejected { prev_log_index, conflict_index, conflict_term } => {
                 match conflict_term {
                     // §5.3: skip the follower's whole conflicting term; if we hold that term too,
                     // resume just after our last entry of it.
-                    Some(term) => term_of_hint(term, prev_log_index).map_or(conflict_index, LogIndex::next),
+                    Some(term) => {
+                        log.last_index_of_term(term, prev_log_index).map_or(conflict_index, LogIndex::next)
+                    }
                     None => conflict_index,
                 }
             }
             AppendOutcome::Accepted { .. } => LogIndex::ZERO,
         };
-        let Some(progress) = self.leader_mut().progress.get_mut(&from) else {
+        let Some(progress) = self.leader.progress.get_mut(&from) else {
             return;
         };
         progress.recent_active = true;
@@ -181,59 +222,58 @@ impl Node {
 
     /// Sends entries from `next_index` on, as many messages as the window allows. An empty
     /// message goes out only when `allow_empty` (a probe).
-    pub(crate) fn send_append(&mut self, to: NodeId, allow_empty: bool) {
-        let last_index = self.log.last_index();
-        let (messages_max, bytes_max) = (self.config.inflight_messages_max, self.config.inflight_bytes_max);
-        let (count_max, message_bytes_max) =
-            (self.config.entries_per_message_max, self.config.message_bytes_max);
+    fn send_append(&mut self, to: NodeId, allow_empty: bool) {
+        let config = &self.shared.config;
+        let (messages_max, bytes_max) = (config.inflight_messages_max, config.inflight_bytes_max);
+        let (count_max, message_bytes_max) = (config.entries_per_message_max, config.message_bytes_max);
+        let last_index = self.shared.log.last_index();
         let mut allow_empty = allow_empty;
         loop {
-            let commit = self.commit;
-            let Role::Leader(leader) = &mut self.role else { unreachable!("send_append on a non-leader") };
-            let seq = leader.seq;
-            let progress = leader.progress.get_mut(&to).expect("peer progress");
+            let progress = self.leader.progress.get_mut(&to).expect("peer progress");
             if !progress.can_send(messages_max, bytes_max)
                 || (progress.next_index > last_index && !allow_empty)
             {
                 return;
             }
             allow_empty = false;
+            let shared = &mut *self.shared;
             let prev_log_index = progress.next_index.prev();
-            let entries = self.log.slice(progress.next_index, last_index, count_max, message_bytes_max);
+            let entries = shared.log.slice(progress.next_index, last_index, count_max, message_bytes_max);
             let bytes = entries.iter().map(Entry::size_bytes).sum();
             let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
             progress.sent(last_sent, bytes);
             let body = Body::AppendRequest {
                 prev_log_index,
-                prev_log_term: self.log.term_at(prev_log_index).expect("no compaction: every index is held"),
+                prev_log_term: shared
+                    .log
+                    .term_at(prev_log_index)
+                    .expect("no compaction: every index is held"),
                 entries,
-                leader_commit: commit,
-                seq,
+                leader_commit: shared.commit,
+                seq: self.leader.seq,
             };
-            self.send(to, self.term, body);
+            shared.send(to, shared.term, body);
         }
     }
 
     /// An empty AppendEntries at the follower's known match point: keeps its timer quiet and
     /// tells it the commit index (capped at what it is known to hold).
     fn send_heartbeat(&mut self, to: NodeId) {
-        let commit = self.commit;
-        let leader = self.leader_mut();
-        let seq = leader.seq;
-        let match_index = leader.progress[&to].match_index;
+        let shared = &mut *self.shared;
+        let match_index = self.leader.progress[&to].match_index;
         let body = Body::AppendRequest {
             prev_log_index: match_index,
-            prev_log_term: self.log.term_at(match_index).expect("match within log"),
+            prev_log_term: shared.log.term_at(match_index).expect("match within log"),
             entries: Vec::new(),
-            leader_commit: commit.min(match_index),
-            seq,
+            leader_commit: shared.commit.min(match_index),
+            seq: self.leader.seq,
         };
-        self.send(to, self.term, body);
+        shared.send(to, shared.term, body);
     }
 
-    pub(crate) fn broadcast_append(&mut self) {
-        for position in 0..self.config.peers.len() {
-            let peer = self.config.peers[position];
+    fn broadcast_append(&mut self) {
+        for position in 0..self.shared.config.peers.len() {
+            let peer = self.shared.config.peers[position];
             self.send_append(peer, false);
         }
     }
@@ -241,58 +281,37 @@ impl Node {
     /// §5.3/§5.4.2: commit the highest index stored on a majority, if it is of the current term.
     /// The leader counts itself only as far as its own log is durable (§10.2.1).
     pub(crate) fn maybe_commit(&mut self) {
-        let mut matches: Vec<LogIndex> = self.leader_mut().progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.persisted());
-        let candidate = quorum::quorum_value(&mut matches, self.config.quorum());
-        let current_term = self.log.term_at(candidate) == Some(self.term);
-        if candidate > self.commit && (current_term || self.config.has_bug(Bug::CommitOldTermByCounting)) {
-            self.commit = candidate;
+        let shared = &mut *self.shared;
+        let mut matches: Vec<LogIndex> = self.leader.progress.values().map(|p| p.match_index).collect();
+        matches.push(shared.log.persisted());
+        let candidate = quorum::quorum_value(&mut matches, shared.config.quorum());
+        let current_term = shared.log.term_at(candidate) == Some(shared.term);
+        if candidate > shared.commit && (current_term || shared.config.has_bug(Bug::CommitOldTermByCounting))
+        {
+            shared.commit = candidate;
         }
     }
 
     /// Replies to proposals now committed and reads now confirmed.
     pub(crate) fn answer_clients(&mut self) {
-        let (commit, term, size, quorum) =
-            (self.commit, self.term, self.cluster_size(), self.config.quorum());
-        let own_term_committed = self.log.term_at(commit) == Some(term);
-        let leader = self.leader_mut();
-        let mut replies = Vec::new();
+        let (leader, shared) = (&mut *self.leader, &mut *self.shared);
+        let (commit, term): (LogIndex, Term) = (shared.commit, shared.term);
         while leader.proposals.front().is_some_and(|p| p.last <= commit) {
             let Proposal { request, first, last } = leader.proposals.pop_front().expect("front exists");
-            replies.push(Reply::Committed { request, first, last, term });
+            shared.out.push(Action::Reply(Reply::Committed { request, first, last, term }));
         }
         // §6.4: a read is safe once the leader has committed an entry of its own term and a
         // majority confirmed it is still leader after the read arrived.
+        let own_term_committed = shared.log.term_at(commit) == Some(term);
         if own_term_committed && !leader.reads.is_empty() {
             let mut seqs: Vec<u64> = leader.progress.values().map(|p| p.acked_seq).collect();
             seqs.push(leader.seq);
-            let confirmed = quorum::quorum_value(&mut seqs, quorum);
-            debug_assert!(size == seqs.len());
+            debug_assert_eq!(shared.cluster_size(), seqs.len());
+            let confirmed = quorum::quorum_value(&mut seqs, shared.config.quorum());
             while leader.reads.front().is_some_and(|read| read.seq <= confirmed) {
                 let read = leader.reads.pop_front().expect("front exists");
-                replies.push(Reply::ReadReady { request: read.request, index: commit });
+                shared.out.push(Action::Reply(Reply::ReadReady { request: read.request, index: commit }));
             }
-        }
-        self.out.extend(replies.into_iter().map(Action::Reply));
-    }
-
-    /// Leadership is over: proposals may or may not commit; reads must go elsewhere.
-    pub(crate) fn abandon_clients(&mut self, new_leader: Option<NodeId>) {
-        let leader = self.leader_mut();
-        let proposals = std::mem::take(&mut leader.proposals);
-        let reads = std::mem::take(&mut leader.reads);
-        for proposal in proposals {
-            self.out.push(Action::Reply(Reply::Indeterminate { request: proposal.request }));
-        }
-        for read in reads {
-            self.out.push(Action::Reply(Reply::NotLeader { request: read.request, leader: new_leader }));
-        }
-    }
-
-    fn leader_mut(&mut self) -> &mut Leader {
-        match &mut self.role {
-            Role::Leader(leader) => leader,
-            _ => unreachable!("leader-only path taken by a non-leader"),
         }
     }
 }

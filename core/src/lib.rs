@@ -63,6 +63,7 @@
 //! that made it.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod action;
 mod bugs;
@@ -72,10 +73,14 @@ mod event;
 mod follower;
 mod leader;
 mod log;
+mod marks;
 mod message;
 mod node;
 mod progress;
 pub mod quorum;
+mod status;
+// Test support, not part of a normal build: the core's own tests enable it (see Cargo.toml).
+#[cfg(feature = "testkit")]
 pub mod testkit;
 mod types;
 
@@ -84,6 +89,8 @@ pub use bugs::Bug;
 pub use config::{Config, ConfigError};
 pub use event::Event;
 pub use log::LogError;
+pub use marks::Marks;
 pub use message::{AppendOutcome, Body, Message};
-pub use node::{Node, PeerStatus, Recovered, StartError, Status};
-pub use types::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, RequestId, Term};
+pub use node::{Node, Recovered, StartError};
+pub use status::{PeerStatus, RoleKind, Status};
+pub use types::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, RequestId, Term, ENTRY_OVERHEAD_BYTES};

@@ -16,9 +16,17 @@ pub struct Log {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogError {
     /// The entry at this position does not carry the index it should.
-    Gap { position: u64, index: LogIndex },
+    Gap {
+        /// The entry's position in the recovered list, from 0.
+        position: u64,
+        /// The index it carries instead of `position + 1`.
+        index: LogIndex,
+    },
     /// The term drops here, which no valid Raft log does.
-    TermDecreases { index: LogIndex },
+    TermDecreases {
+        /// The first entry whose term is below its predecessor's.
+        index: LogIndex,
+    },
 }
 
 impl Log {

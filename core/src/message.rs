@@ -8,36 +8,55 @@ use std::fmt;
 /// (the term the sender would campaign in) and a granted pre-vote answer (that same term).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Message {
+    /// The sender.
     pub from: NodeId,
+    /// The receiver; a node ignores messages addressed to another.
     pub to: NodeId,
+    /// The sender's term, or the pre-vote term (see above).
     pub term: Term,
+    /// What the message says.
     pub body: Body,
 }
 
+/// The kinds of message and what each carries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Body {
     /// RequestVote (§5.2), or the pre-vote that precedes it (dissertation §9.6).
     VoteRequest {
+        /// A pre-vote: "would you vote for me?", changing nobody's term or vote.
         pre_vote: bool,
+        /// The candidate's last log index, for the up-to-date check (§5.4.1).
         last_log_index: LogIndex,
+        /// The candidate's last log term, for the up-to-date check (§5.4.1).
         last_log_term: Term,
     },
+    /// The answer to a `VoteRequest`.
     VoteResponse {
+        /// Answers a pre-vote.
         pre_vote: bool,
+        /// The vote (or pre-vote) was given.
         granted: bool,
     },
     /// AppendEntries (§5.3); with no entries it is a heartbeat. `seq` is echoed in the answer so
     /// the leader can tell which round of contact a follower confirmed (reads, §6.4 of the
     /// dissertation).
     AppendRequest {
+        /// The index of the entry just before `entries`, for the consistency check.
         prev_log_index: LogIndex,
+        /// The term of that entry in the leader's log.
         prev_log_term: Term,
+        /// Entries from `prev_log_index + 1` on, contiguous; empty for a heartbeat.
         entries: Vec<Entry>,
+        /// The leader's commit index (capped at the follower's known match in heartbeats).
         leader_commit: LogIndex,
+        /// The leader's heartbeat round, echoed in the answer.
         seq: u64,
     },
+    /// The answer to an `AppendRequest`; sent only once what it acknowledges is durable.
     AppendResponse {
+        /// Accepted or rejected, with the hint for where to retry.
         outcome: AppendOutcome,
+        /// The request's `seq`, echoed.
         seq: u64,
     },
 }
@@ -46,18 +65,29 @@ pub enum Body {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum AppendOutcome {
     /// The follower's log matches the leader's through `match_index`, durably.
-    Accepted { match_index: LogIndex },
+    Accepted {
+        /// The last index the request covered (prev plus its entries).
+        match_index: LogIndex,
+    },
     /// The consistency check failed at `prev_log_index` (echoed, to spot stale answers). The
     /// hint lets the leader skip a whole term per round trip (§5.3): the follower holds
     /// `conflict_term` from `conflict_index` on, or (no term) its log ends before
     /// `conflict_index`.
-    Rejected { prev_log_index: LogIndex, conflict_index: LogIndex, conflict_term: Option<Term> },
+    Rejected {
+        /// The request's `prev_log_index`.
+        prev_log_index: LogIndex,
+        /// Where the follower's conflicting run of `conflict_term` starts, or just past its log.
+        conflict_index: LogIndex,
+        /// The term the follower holds at `prev_log_index`; `None` if its log is shorter.
+        conflict_term: Option<Term>,
+    },
 }
 
 impl Body {
     /// Messages that vouch for durable state: a vote (or a request that counts the sender's own
     /// vote) and an AppendEntries answer. Each must leave only after every storage write before it
     /// is durable; the core puts `Action::Sync` in front of them.
+    #[must_use]
     pub fn needs_durable_state(&self) -> bool {
         match self {
             Body::VoteRequest { pre_vote, .. } | Body::VoteResponse { pre_vote, .. } => !pre_vote,

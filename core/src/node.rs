@@ -1,16 +1,18 @@
 //! The node: one way in (`step`), one way out (the returned actions). Term handling happens
 //! once, here, before a message reaches its role's handler (§5.1).
 
-use crate::action::{Action, RejectReason, Reply};
+use crate::action::{Action, Reply};
 use crate::bugs::Bug;
 use crate::candidate::Candidate;
 use crate::config::{Config, ConfigError};
 use crate::event::Event;
 use crate::follower::Follower;
-use crate::leader::Leader;
+use crate::leader::{Leader, LeaderCtx, Leadership};
 use crate::log::{Log, LogError};
+use crate::marks::Marks;
 use crate::message::{AppendOutcome, Body, Message};
 use crate::progress::ReplicationState;
+use crate::status::{PeerStatus, RoleKind, Status};
 use crate::types::{Bytes, Entry, HardState, LogIndex, NodeId, RequestId, Term};
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,7 +21,9 @@ use std::fmt;
 /// What a node recovered from durable storage at start.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
+    /// The last hard state saved (`Action::SaveHardState`); the default for a fresh node.
     pub hard_state: HardState,
+    /// The durable log from index 1, contiguous, terms never decreasing.
     pub entries: Vec<Entry>,
     /// How far the driver's state machine has already applied; the node re-delivers the rest.
     pub applied: LogIndex,
@@ -28,20 +32,29 @@ pub struct Recovered {
 /// Why a node could not start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StartError {
+    /// The configuration breaks a limit or a relation between limits.
     Config(ConfigError),
+    /// The recovered log is not a valid Raft log.
     Log(LogError),
     /// The hard state's commit index lies past the end of the recovered log: entries are missing.
     CommitPastLog {
+        /// The recovered commit index.
         commit: LogIndex,
+        /// The recovered log's last index.
         last_index: LogIndex,
     },
+    /// The driver claims to have applied entries that are not known committed.
     AppliedPastCommit {
+        /// `Recovered::applied`.
         applied: LogIndex,
+        /// The recovered commit index.
         commit: LogIndex,
     },
     /// The log holds an entry of a term later than the recovered current term.
     LogTermAhead {
+        /// The last entry's term.
         log_term: Term,
+        /// The recovered current term.
         term: Term,
     },
 }
@@ -72,6 +85,7 @@ impl fmt::Display for StartError {
 
 impl std::error::Error for StartError {}
 
+/// What only the current role has (style rule 3: role data lives in the role).
 pub(crate) enum Role {
     Follower(Follower),
     Candidate(Candidate),
@@ -80,8 +94,15 @@ pub(crate) enum Role {
 
 /// A Raft node. See the crate documentation for the driver contract.
 pub struct Node {
+    pub(crate) shared: Shared,
+    pub(crate) role: Role,
+}
+
+/// The state every role has. It is a struct of its own so that leader-only code can borrow it
+/// next to the leader's state ([`LeaderCtx`]), with no role check.
+pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) rng: ChaCha8Rng,
+    rng: ChaCha8Rng,
     /// Latest term seen (§5.1). Never decreases.
     pub(crate) term: Term,
     /// Who this node voted for in `term`, if anyone (§5.2: at most one vote per term).
@@ -90,7 +111,6 @@ pub struct Node {
     /// Highest index known committed. Invariant: `applied <= commit <= log.last_index()`.
     pub(crate) commit: LogIndex,
     pub(crate) applied: LogIndex,
-    pub(crate) role: Role,
     /// Ticks since the last election-timer reset; for a leader, ticks since the quorum check.
     pub(crate) election_elapsed: u32,
     /// This round's randomized timeout, in `[election_ticks_min, election_ticks_max)` (§5.2).
@@ -99,7 +119,9 @@ pub struct Node {
     saved: HardState,
     /// A storage action was emitted and no `Sync` has followed it yet.
     unsynced: bool,
+    /// This step's actions, in order.
     pub(crate) out: Vec<Action>,
+    pub(crate) marks: Marks,
 }
 
 impl fmt::Debug for Node {
@@ -107,11 +129,11 @@ impl fmt::Debug for Node {
         write!(
             f,
             "Node({} {} {} commit={} last={})",
-            self.config.id,
-            self.role_name(),
-            self.term,
-            self.commit,
-            self.log.last_index()
+            self.shared.config.id,
+            self.role(),
+            self.shared.term,
+            self.shared.commit,
+            self.shared.log.last_index()
         )
     }
 }
@@ -124,6 +146,8 @@ struct Before {
 }
 
 impl Node {
+    /// A node that resumes from what it `recovered` (the default for a fresh node), as a
+    /// follower with no leader known. Refuses an invalid configuration or recovered state.
     pub fn new(config: Config, recovered: Recovered) -> Result<Node, StartError> {
         config.validate().map_err(StartError::Config)?;
         let mut config = config;
@@ -146,7 +170,7 @@ impl Node {
             return Err(StartError::LogTermAhead { log_term: log.last_term(), term: hard_state.term });
         }
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let mut node = Node {
+        let mut shared = Shared {
             config,
             rng,
             term: hard_state.term,
@@ -154,23 +178,24 @@ impl Node {
             log,
             commit: hard_state.commit,
             applied: recovered.applied,
-            role: Role::Follower(Follower { leader: None }),
             election_elapsed: 0,
             election_timeout: 0,
             saved: hard_state,
             unsynced: false,
             out: Vec::new(),
+            marks: Marks::default(),
         };
-        node.reset_election_timer();
-        Ok(node)
+        shared.reset_election_timer();
+        Ok(Node { shared, role: Role::Follower(Follower { leader: None }) })
     }
 
     /// Feeds one event to the node and returns what the driver must do, in order.
+    #[must_use = "the actions must be carried out, in order"]
     pub fn step(&mut self, event: Event) -> Vec<Action> {
         let before = Before {
-            term: self.term,
-            commit: self.commit,
-            leader_last: self.is_leader().then(|| (self.term, self.log.last_index())),
+            term: self.shared.term,
+            commit: self.shared.commit,
+            leader_last: self.is_leader().then(|| (self.shared.term, self.shared.log.last_index())),
         };
         match event {
             Event::Tick => self.on_tick(),
@@ -178,63 +203,82 @@ impl Node {
             Event::Propose { request, commands } => self.on_propose(request, commands),
             Event::Read { request } => self.on_read(request),
             Event::LogPersisted { index, term } => {
-                if self.log.mark_persisted(index, term) && self.is_leader() {
-                    self.maybe_commit();
+                if self.shared.log.mark_persisted(index, term) {
+                    if let Some(mut leader) = self.as_leader() {
+                        leader.maybe_commit();
+                    }
                 }
             }
             Event::Campaign => {
                 if !self.is_leader() {
-                    self.campaign(self.config.pre_vote);
+                    self.campaign(self.shared.config.pre_vote);
                 }
             }
         }
         self.finish_step();
         self.check_invariants(&before);
-        std::mem::take(&mut self.out)
+        std::mem::take(&mut self.shared.out)
+    }
+
+    /// The leader's view of this node, if it leads: leader-only handlers get it once, at
+    /// dispatch, and never check the role again.
+    fn as_leader(&mut self) -> Option<LeaderCtx<'_>> {
+        match &mut self.role {
+            Role::Leader(leader) => Some(LeaderCtx { leader, shared: &mut self.shared }),
+            Role::Follower(_) | Role::Candidate(_) => None,
+        }
     }
 
     fn on_tick(&mut self) {
-        if self.is_leader() {
-            self.tick_leader();
+        if let Some(mut leader) = self.as_leader() {
+            if leader.tick() == Leadership::StepDown {
+                self.become_follower(self.shared.term, None);
+            }
             return;
         }
-        self.election_elapsed += 1;
-        if self.election_elapsed >= self.election_timeout {
-            self.campaign(self.config.pre_vote);
+        self.shared.election_elapsed += 1;
+        if self.shared.election_elapsed >= self.shared.election_timeout {
+            self.campaign(self.shared.config.pre_vote);
         }
     }
 
     fn on_receive(&mut self, message: Message) {
-        if message.to != self.config.id || !self.config.peers.contains(&message.from) {
+        if message.to != self.shared.config.id || !self.shared.config.peers.contains(&message.from) {
             return; // Misrouted or from a stranger: not ours to act on.
         }
-        if message.term > self.term {
+        if message.term > self.shared.term {
             match message.body {
                 // §4.2.3 (dissertation): a node that hears from a leader within the minimum
                 // election timeout ignores vote requests, so a removed or partitioned node cannot
                 // unseat a working leader.
-                Body::VoteRequest { .. } if self.in_leader_lease() => return,
+                Body::VoteRequest { .. } if self.in_leader_lease() => {
+                    self.shared.marks.votes_ignored_by_lease += 1;
+                    return;
+                }
                 // Pre-vote never changes anyone's term (§9.6).
                 Body::VoteRequest { pre_vote: true, .. } => {}
                 Body::VoteResponse { pre_vote: true, granted: true } => {}
                 Body::AppendRequest { .. } => self.become_follower(message.term, Some(message.from)),
                 _ => self.become_follower(message.term, None),
             }
-        } else if message.term < self.term {
+        } else if message.term < self.shared.term {
+            let shared = &mut self.shared;
+            shared.marks.stale_term_messages += 1;
             match message.body {
                 // A stale leader: answer with our term so it steps down (with check-quorum and
                 // pre-vote it may never see a vote request that would tell it).
                 Body::AppendRequest { prev_log_index, .. } => {
                     let outcome = AppendOutcome::Rejected {
                         prev_log_index,
-                        conflict_index: self.log.last_index().next(),
+                        conflict_index: shared.log.last_index().next(),
                         conflict_term: None,
                     };
-                    self.send(message.from, self.term, Body::AppendResponse { outcome, seq: 0 });
+                    shared.send(message.from, shared.term, Body::AppendResponse { outcome, seq: 0 });
                 }
                 Body::VoteRequest { pre_vote: true, .. } => {
+                    shared.marks.pre_vote_rejections_sent += 1;
                     let body = Body::VoteResponse { pre_vote: true, granted: false };
-                    self.send(message.from, self.term, body);
+                    shared.send(message.from, shared.term, body);
                 }
                 _ => {} // §5.1: stale requests and answers are ignored.
             }
@@ -254,20 +298,20 @@ impl Node {
                 assert!(
                     !self.is_leader(),
                     "{}: two leaders in {}: {} and {}",
-                    self.config.id,
-                    self.term,
-                    self.config.id,
+                    self.shared.config.id,
+                    self.shared.term,
+                    self.shared.config.id,
                     from
                 );
                 if !matches!(self.role, Role::Follower(_)) {
                     // §5.2: a candidate that hears from the leader of its term steps down.
-                    self.become_follower(self.term, Some(from));
+                    self.become_follower(self.shared.term, Some(from));
                 }
                 self.on_append_request(from, prev_log_index, prev_log_term, entries, leader_commit, seq);
             }
             Body::AppendResponse { outcome, seq } => {
-                if self.is_leader() {
-                    self.on_append_response(from, outcome, seq);
+                if let Some(mut leader) = self.as_leader() {
+                    leader.on_append_response(from, outcome, seq);
                 }
             }
         }
@@ -283,59 +327,302 @@ impl Node {
         last_log_index: LogIndex,
         last_log_term: Term,
     ) {
-        let up_to_date = self.log.is_up_to_date(last_log_index, last_log_term)
-            || self.config.has_bug(Bug::VoteWithoutLogCheck);
-        let can_vote = self.voted_for == Some(from)
-            || (self.voted_for.is_none() && self.leader().is_none())
-            || (pre_vote && term > self.term);
+        let leader = self.leader();
+        let shared = &mut self.shared;
+        let up_to_date = shared.log.is_up_to_date(last_log_index, last_log_term)
+            || shared.config.has_bug(Bug::VoteWithoutLogCheck);
+        let can_vote = shared.voted_for == Some(from)
+            || (shared.voted_for.is_none() && leader.is_none())
+            || (pre_vote && term > shared.term);
         let granted = can_vote && up_to_date;
         if granted && !pre_vote {
-            debug_assert_eq!(term, self.term);
-            self.voted_for = Some(from);
-            self.reset_election_timer();
+            debug_assert_eq!(term, shared.term);
+            shared.voted_for = Some(from);
+            shared.reset_election_timer();
         }
-        let reply_term = if pre_vote && granted { term } else { self.term };
-        self.send(from, reply_term, Body::VoteResponse { pre_vote, granted });
+        if pre_vote && !granted {
+            shared.marks.pre_vote_rejections_sent += 1;
+        }
+        let reply_term = if pre_vote && granted { term } else { shared.term };
+        shared.send(from, reply_term, Body::VoteResponse { pre_vote, granted });
     }
 
     fn on_propose(&mut self, request: RequestId, commands: Vec<Bytes>) {
-        if !self.is_leader() {
-            let leader = self.leader();
-            self.out.push(Action::Reply(Reply::NotLeader { request, leader }));
-            return;
+        match self.as_leader() {
+            Some(mut leader) => leader.propose(request, commands),
+            None => self.reply_not_leader(request),
         }
-        if commands.is_empty() {
-            self.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Empty }));
-            return;
-        }
-        self.propose(request, commands);
     }
 
     fn on_read(&mut self, request: RequestId) {
-        if !self.is_leader() {
-            let leader = self.leader();
-            self.out.push(Action::Reply(Reply::NotLeader { request, leader }));
-            return;
+        match self.as_leader() {
+            Some(mut leader) => leader.read(request),
+            None => self.reply_not_leader(request),
         }
-        self.read(request);
+    }
+
+    fn reply_not_leader(&mut self, request: RequestId) {
+        let leader = self.leader();
+        self.shared.out.push(Action::Reply(Reply::NotLeader { request, leader }));
     }
 
     /// Work every step ends with: hand committed entries to the state machine, answer clients
     /// whose requests are settled, and hand over the hard state if it changed.
     fn finish_step(&mut self) {
-        if self.applied < self.commit {
-            let entries = self.log.range(self.applied.next(), self.commit);
-            self.applied = self.commit;
-            self.out.push(Action::Apply { entries });
+        let shared = &mut self.shared;
+        if shared.applied < shared.commit {
+            let entries = shared.log.range(shared.applied.next(), shared.commit);
+            shared.applied = shared.commit;
+            shared.out.push(Action::Apply { entries });
         }
-        if self.is_leader() {
-            self.answer_clients();
+        if let Some(mut leader) = self.as_leader() {
+            leader.answer_clients();
         }
-        self.save_hard_state();
+        self.shared.save_hard_state();
     }
 
-    // ---- helpers shared by the roles ----
+    // ---- transitions and helpers shared by the roles ----
 
+    /// Replaces the role. A leader that stops leading tells its waiting clients, naming
+    /// `new_leader` to the reads it turns away.
+    pub(crate) fn set_role(&mut self, role: Role, new_leader: Option<NodeId>) {
+        if let Role::Leader(old) = std::mem::replace(&mut self.role, role) {
+            self.shared.marks.leader_stepdowns += 1;
+            old.abandon_clients(&mut self.shared.out, new_leader);
+        }
+    }
+
+    /// Removes our log from `from` on: a follower's conflicting suffix (§5.3).
+    pub(crate) fn truncate_log(&mut self, from: LogIndex) {
+        // A leader never overwrites or deletes entries in its log (§5.3, Leader Append-Only).
+        assert!(!self.is_leader(), "{}: leader truncating its own log", self.shared.config.id);
+        let shared = &mut self.shared;
+        // Committed entries are permanent (§5.4); truncating one would lose acknowledged data.
+        assert!(
+            from > shared.commit,
+            "{}: truncating committed entry {from} (commit {})",
+            shared.config.id,
+            shared.commit
+        );
+        shared.marks.truncations += 1;
+        shared.save_hard_state();
+        shared.log.truncate_from(from);
+        shared.unsynced = true;
+        shared.out.push(Action::TruncateLog { from });
+    }
+
+    /// This node heard from a leader recently enough to refuse disruptive votes (§4.2.3).
+    fn in_leader_lease(&self) -> bool {
+        self.shared.config.check_quorum
+            && match &self.role {
+                Role::Leader(_) => true,
+                Role::Follower(follower) => {
+                    follower.leader.is_some()
+                        && self.shared.election_elapsed < self.shared.config.election_ticks_min
+                }
+                Role::Candidate(_) => false,
+            }
+    }
+
+    // ---- invariants ----
+
+    fn check_invariants(&self, before: &Before) {
+        let shared = &self.shared;
+        let id = shared.config.id;
+        assert!(shared.term >= before.term, "{id}: term went back from {} to {}", before.term, shared.term);
+        assert!(
+            shared.commit >= before.commit,
+            "{id}: commit went back from {} to {}",
+            before.commit,
+            shared.commit
+        );
+        assert!(
+            shared.commit <= shared.log.last_index(),
+            "{id}: commit {} past last index {}",
+            shared.commit,
+            shared.log.last_index()
+        );
+        assert!(shared.applied <= shared.commit, "{id}: applied past commit");
+        assert!(shared.log.last_term() <= shared.term, "{id}: log holds a term from the future");
+        assert_eq!(
+            shared.saved,
+            shared.hard_state(),
+            "{id}: hard state changed but was not handed to the driver"
+        );
+        shared.log.check();
+        if let Some((term, last)) = before.leader_last {
+            if self.is_leader() && shared.term == term {
+                assert!(shared.log.last_index() >= last, "{id}: leader log shrank");
+            }
+        }
+        match &self.role {
+            Role::Leader(leader) => {
+                assert_eq!(shared.voted_for, Some(id), "{id}: leader that did not vote for itself");
+                assert!(
+                    leader.progress.keys().eq(shared.config.peers.iter()),
+                    "{id}: progress for the wrong peers"
+                );
+                for progress in leader.progress.values() {
+                    progress.check(shared.log.last_index());
+                    if progress.state == ReplicationState::Replicate {
+                        debug_assert!(
+                            progress.inflight_messages() <= shared.config.inflight_messages_max as usize
+                        );
+                    }
+                }
+            }
+            Role::Candidate(candidate) => {
+                if !candidate.pre_vote {
+                    assert_eq!(shared.voted_for, Some(id), "{id}: candidate that did not vote for itself");
+                }
+            }
+            Role::Follower(follower) => {
+                assert_ne!(follower.leader, Some(id), "{id}: follower that names itself leader");
+            }
+        }
+    }
+
+    // ---- read-only views ----
+
+    /// This node's id.
+    #[must_use]
+    pub fn id(&self) -> NodeId {
+        self.shared.config.id
+    }
+
+    /// The configuration it runs with (peers sorted by id).
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// The latest term it has seen (§5.1).
+    #[must_use]
+    pub fn term(&self) -> Term {
+        self.shared.term
+    }
+
+    /// Whom it voted for in the current term, if anyone.
+    #[must_use]
+    pub fn voted_for(&self) -> Option<NodeId> {
+        self.shared.voted_for
+    }
+
+    /// The highest index it knows committed.
+    #[must_use]
+    pub fn commit(&self) -> LogIndex {
+        self.shared.commit
+    }
+
+    /// The index of its last log entry (0 for an empty log).
+    #[must_use]
+    pub fn last_index(&self) -> LogIndex {
+        self.shared.log.last_index()
+    }
+
+    /// The term of its last log entry (0 for an empty log).
+    #[must_use]
+    pub fn last_term(&self) -> Term {
+        self.shared.log.last_term()
+    }
+
+    /// How far its log is durable, as reported with [`Event::LogPersisted`].
+    #[must_use]
+    pub fn persisted_index(&self) -> LogIndex {
+        self.shared.log.persisted()
+    }
+
+    /// The entry at `index`, if the log holds one.
+    #[must_use]
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        self.shared.log.entry(index)
+    }
+
+    /// Entries `from..=to` (clamped to the log).
+    #[must_use]
+    pub fn entries(&self, from: LogIndex, to: LogIndex) -> Vec<Entry> {
+        self.shared.log.range(from.max(LogIndex(1)), to.min(self.shared.log.last_index()))
+    }
+
+    /// Term, vote and commit index as they are now (the driver has been handed every change).
+    #[must_use]
+    pub fn hard_state(&self) -> HardState {
+        self.shared.hard_state()
+    }
+
+    /// Whether it leads the current term.
+    #[must_use]
+    pub fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader(_))
+    }
+
+    /// The leader of the current term, as far as this node knows.
+    #[must_use]
+    pub fn leader(&self) -> Option<NodeId> {
+        match &self.role {
+            Role::Leader(_) => Some(self.shared.config.id),
+            Role::Follower(follower) => follower.leader,
+            Role::Candidate(_) => None,
+        }
+    }
+
+    /// The role it plays now.
+    #[must_use]
+    pub fn role(&self) -> RoleKind {
+        match &self.role {
+            Role::Follower(_) => RoleKind::Follower,
+            Role::Candidate(candidate) if candidate.pre_vote => RoleKind::PreCandidate,
+            Role::Candidate(_) => RoleKind::Candidate,
+            Role::Leader(_) => RoleKind::Leader,
+        }
+    }
+
+    /// The role's name, `self.role().name()`; prefer [`Node::role`], which the compiler checks.
+    #[must_use]
+    pub fn role_name(&self) -> &'static str {
+        self.role().name()
+    }
+
+    /// How often it took each decision worth a test's or a sweep's attention, since it was
+    /// created.
+    #[must_use]
+    pub fn marks(&self) -> &Marks {
+        &self.shared.marks
+    }
+
+    /// A snapshot of what the node knows, for operators (`replog status`).
+    #[must_use]
+    pub fn status(&self) -> Status {
+        let peers = match &self.role {
+            Role::Leader(leader) => leader
+                .progress
+                .iter()
+                .map(|(&id, progress)| PeerStatus {
+                    id,
+                    match_index: progress.match_index,
+                    next_index: progress.next_index,
+                    replicating: progress.state == ReplicationState::Replicate,
+                    recent_active: progress.recent_active,
+                })
+                .collect(),
+            Role::Follower(_) | Role::Candidate(_) => Vec::new(),
+        };
+        let shared = &self.shared;
+        Status {
+            id: shared.config.id,
+            role: self.role(),
+            term: shared.term,
+            leader: self.leader(),
+            commit: shared.commit,
+            applied: shared.applied,
+            last_index: shared.log.last_index(),
+            persisted: shared.log.persisted(),
+            peers,
+        }
+    }
+}
+
+impl Shared {
     /// Queues a message. One that vouches for durable state is preceded by the hard state it
     /// depends on and a `Sync`.
     pub(crate) fn send(&mut self, to: NodeId, term: Term, body: Body) {
@@ -366,22 +653,6 @@ impl Node {
         self.out.push(Action::AppendLog { entries });
     }
 
-    pub(crate) fn truncate_log(&mut self, from: LogIndex) {
-        // A leader never overwrites or deletes entries in its log (§5.3, Leader Append-Only).
-        assert!(!self.is_leader(), "{}: leader truncating its own log", self.config.id);
-        // Committed entries are permanent (§5.4); truncating one would lose acknowledged data.
-        assert!(
-            from > self.commit,
-            "{}: truncating committed entry {from} (commit {})",
-            self.config.id,
-            self.commit
-        );
-        self.save_hard_state();
-        self.log.truncate_from(from);
-        self.unsynced = true;
-        self.out.push(Action::TruncateLog { from });
-    }
-
     fn save_hard_state(&mut self) {
         let now = self.hard_state();
         if now != self.saved {
@@ -402,198 +673,11 @@ impl Node {
         self.election_timeout = min + (self.rng.next_u64() % span) as u32;
     }
 
-    /// This node heard from a leader recently enough to refuse disruptive votes (§4.2.3).
-    fn in_leader_lease(&self) -> bool {
-        self.config.check_quorum
-            && match &self.role {
-                Role::Leader(_) => true,
-                Role::Follower(follower) => {
-                    follower.leader.is_some() && self.election_elapsed < self.config.election_ticks_min
-                }
-                Role::Candidate(_) => false,
-            }
-    }
-
     pub(crate) fn cluster_size(&self) -> usize {
         self.config.peers.len() + 1
     }
 
-    // ---- invariants ----
-
-    fn check_invariants(&self, before: &Before) {
-        let id = self.config.id;
-        assert!(self.term >= before.term, "{id}: term went back from {} to {}", before.term, self.term);
-        assert!(
-            self.commit >= before.commit,
-            "{id}: commit went back from {} to {}",
-            before.commit,
-            self.commit
-        );
-        assert!(
-            self.commit <= self.log.last_index(),
-            "{id}: commit {} past last index {}",
-            self.commit,
-            self.log.last_index()
-        );
-        assert!(self.applied <= self.commit, "{id}: applied past commit");
-        assert!(self.log.last_term() <= self.term, "{id}: log holds a term from the future");
-        assert_eq!(
-            self.saved,
-            self.hard_state(),
-            "{id}: hard state changed but was not handed to the driver"
-        );
-        self.log.check();
-        if let Some((term, last)) = before.leader_last {
-            if self.is_leader() && self.term == term {
-                assert!(self.log.last_index() >= last, "{id}: leader log shrank");
-            }
-        }
-        match &self.role {
-            Role::Leader(leader) => {
-                assert_eq!(self.voted_for, Some(id), "{id}: leader that did not vote for itself");
-                assert!(
-                    leader.progress.keys().eq(self.config.peers.iter()),
-                    "{id}: progress for the wrong peers"
-                );
-                for progress in leader.progress.values() {
-                    progress.check(self.log.last_index());
-                    if progress.state == ReplicationState::Replicate {
-                        debug_assert!(
-                            progress.inflight_messages() <= self.config.inflight_messages_max as usize
-                        );
-                    }
-                }
-            }
-            Role::Candidate(candidate) => {
-                if !candidate.pre_vote {
-                    assert_eq!(self.voted_for, Some(id), "{id}: candidate that did not vote for itself");
-                }
-            }
-            Role::Follower(follower) => {
-                assert_ne!(follower.leader, Some(id), "{id}: follower that names itself leader");
-            }
-        }
-    }
-
-    // ---- read-only views ----
-
-    pub fn id(&self) -> NodeId {
-        self.config.id
-    }
-
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
-    pub fn term(&self) -> Term {
-        self.term
-    }
-
-    pub fn voted_for(&self) -> Option<NodeId> {
-        self.voted_for
-    }
-
-    pub fn commit(&self) -> LogIndex {
-        self.commit
-    }
-
-    pub fn last_index(&self) -> LogIndex {
-        self.log.last_index()
-    }
-
-    pub fn last_term(&self) -> Term {
-        self.log.last_term()
-    }
-
-    pub fn persisted_index(&self) -> LogIndex {
-        self.log.persisted()
-    }
-
-    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        self.log.entry(index)
-    }
-
-    /// Entries `from..=to` (clamped to the log).
-    pub fn entries(&self, from: LogIndex, to: LogIndex) -> Vec<Entry> {
-        self.log.range(from.max(LogIndex(1)), to.min(self.log.last_index()))
-    }
-
-    pub fn hard_state(&self) -> HardState {
+    fn hard_state(&self) -> HardState {
         HardState { term: self.term, voted_for: self.voted_for, commit: self.commit }
     }
-
-    pub fn is_leader(&self) -> bool {
-        matches!(self.role, Role::Leader(_))
-    }
-
-    /// The leader of the current term, as far as this node knows.
-    pub fn leader(&self) -> Option<NodeId> {
-        match &self.role {
-            Role::Leader(_) => Some(self.config.id),
-            Role::Follower(follower) => follower.leader,
-            Role::Candidate(_) => None,
-        }
-    }
-
-    pub fn role_name(&self) -> &'static str {
-        match &self.role {
-            Role::Follower(_) => "follower",
-            Role::Candidate(candidate) if candidate.pre_vote => "pre-candidate",
-            Role::Candidate(_) => "candidate",
-            Role::Leader(_) => "leader",
-        }
-    }
-
-    /// A snapshot of what the node knows, for operators (`replog status`).
-    pub fn status(&self) -> Status {
-        let peers = match &self.role {
-            Role::Leader(leader) => leader
-                .progress
-                .iter()
-                .map(|(&id, progress)| PeerStatus {
-                    id,
-                    match_index: progress.match_index,
-                    next_index: progress.next_index,
-                    replicating: progress.state == ReplicationState::Replicate,
-                    recent_active: progress.recent_active,
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        Status {
-            id: self.config.id,
-            role: self.role_name(),
-            term: self.term,
-            leader: self.leader(),
-            commit: self.commit,
-            applied: self.applied,
-            last_index: self.log.last_index(),
-            persisted: self.log.persisted(),
-            peers,
-        }
-    }
-}
-
-/// What `Node::status` reports.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Status {
-    pub id: NodeId,
-    pub role: &'static str,
-    pub term: Term,
-    pub leader: Option<NodeId>,
-    pub commit: LogIndex,
-    pub applied: LogIndex,
-    pub last_index: LogIndex,
-    pub persisted: LogIndex,
-    /// Replication progress per peer; filled on the leader only.
-    pub peers: Vec<PeerStatus>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerStatus {
-    pub id: NodeId,
-    pub match_index: LogIndex,
-    pub next_index: LogIndex,
-    pub replicating: bool,
-    pub recent_active: bool,
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 /// The smallest number of members that is a majority of `members` (§5.2: "a majority of the
 /// servers in the full cluster").
+#[must_use]
 pub fn majority(members: usize) -> usize {
     debug_assert!(members > 0);
     members / 2 + 1
@@ -22,8 +23,11 @@ pub fn quorum_value<T: Ord + Copy>(values: &mut [T], quorum: usize) -> T {
 /// What a candidate's tally says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VoteResult {
+    /// A quorum granted.
     Won,
+    /// Too many refused for a quorum to grant, whatever the rest answer.
     Lost,
+    /// Still undecided.
     Pending,
 }
 
@@ -37,18 +41,25 @@ pub struct VoteTally {
 }
 
 impl VoteTally {
+    /// An empty tally for a cluster of `members` that needs `quorum` votes.
+    #[must_use]
     pub fn new(members: usize, quorum: usize) -> VoteTally {
         VoteTally { members, quorum, answers: BTreeMap::new() }
     }
 
+    /// Records `from`'s answer, unless it already answered.
     pub fn record(&mut self, from: NodeId, granted: bool) {
         self.answers.entry(from).or_insert(granted);
     }
 
+    /// How many granted.
+    #[must_use]
     pub fn granted(&self) -> usize {
         self.answers.values().filter(|&&granted| granted).count()
     }
 
+    /// Whether the election is won, lost or still open.
+    #[must_use]
     pub fn result(&self) -> VoteResult {
         let granted = self.granted();
         let rejected = self.answers.len() - granted;

@@ -4,6 +4,9 @@
 //!
 //! Safety is checked after every step: at most one leader per term (§5.2), committed prefixes
 //! agree across nodes (§5.4.3, State Machine Safety), and every node applies the same history.
+//!
+//! Compiled only with the crate feature `testkit`, which the core's own tests, examples and
+//! golden scripts switch on through a dev-dependency of the crate on itself.
 
 use crate::action::{Action, Reply};
 use crate::config::Config;
@@ -117,14 +120,17 @@ impl Cluster {
         self.applied.insert(id, Vec::new());
     }
 
+    /// Every node's id, running or not, in order.
     pub fn ids(&self) -> Vec<NodeId> {
         self.nodes.keys().copied().collect()
     }
 
+    /// The running node `id`; panics if it is crashed.
     pub fn node(&self, id: NodeId) -> &Node {
         self.nodes[&id].as_ref().expect("node is running")
     }
 
+    /// Whether node `id` is running.
     pub fn is_up(&self, id: NodeId) -> bool {
         self.nodes[&id].is_some()
     }
@@ -139,18 +145,22 @@ impl Cluster {
             .map(Node::id)
     }
 
+    /// The entries node `id` applied since it last started, in order.
     pub fn applied(&self, id: NodeId) -> &[Entry] {
         &self.applied[&id]
     }
 
+    /// How many messages the network holds.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }
 
+    /// Everything that happened so far: each step's event and actions, and the notes.
     pub fn trace(&self) -> &str {
         &self.trace
     }
 
+    /// Adds a line to the trace.
     pub fn note(&mut self, line: &str) {
         let _ = writeln!(self.trace, "{line}");
     }
@@ -250,6 +260,7 @@ impl Cluster {
         self.tick_nodes(&self.ids(), count);
     }
 
+    /// Ticks the listed nodes `count` times, one round at a time in the order given.
     pub fn tick_nodes(&mut self, ids: &[NodeId], count: u32) {
         for _ in 0..count {
             for &id in ids {
@@ -303,7 +314,7 @@ impl Cluster {
         true
     }
 
-    /// Loses the in-flight message at `position`, or delivers a copy of it twice later.
+    /// Loses the in-flight message at `position` (modulo their number).
     pub fn drop_nth(&mut self, position: usize) {
         if !self.in_flight.is_empty() {
             let at = position % self.in_flight.len();
@@ -311,6 +322,7 @@ impl Cluster {
         }
     }
 
+    /// Queues a second copy of the in-flight message at `position` (modulo their number).
     pub fn duplicate_nth(&mut self, position: usize) {
         if !self.in_flight.is_empty() {
             let copy = self.in_flight[position % self.in_flight.len()].clone();
@@ -330,6 +342,7 @@ impl Cluster {
         self.in_flight.drain(..).collect()
     }
 
+    /// Node `id` starts an election now (`Event::Campaign`).
     pub fn campaign(&mut self, id: NodeId) {
         self.step(id, Event::Campaign);
     }
@@ -343,6 +356,7 @@ impl Cluster {
         request
     }
 
+    /// Asks node `id` for a linearizable read; returns the request id.
     pub fn read(&mut self, id: NodeId) -> RequestId {
         let request = RequestId(self.next_request);
         self.next_request += 1;
@@ -350,6 +364,7 @@ impl Cluster {
         request
     }
 
+    /// The first reply to `request`, if one was given.
     pub fn reply(&self, request: RequestId) -> Option<&Reply> {
         self.replies.iter().map(|(_, reply)| reply).find(|reply| reply.request() == request)
     }
@@ -370,6 +385,7 @@ impl Cluster {
         self.cut.insert((from, to));
     }
 
+    /// Restores every link.
     pub fn heal(&mut self) {
         self.cut.clear();
     }
@@ -380,6 +396,7 @@ impl Cluster {
         let _ = writeln!(self.trace, "{id} crashed");
     }
 
+    /// Starts a crashed node again from what its disk holds.
     pub fn restart(&mut self, id: NodeId) {
         self.start(id);
         let node = self.node(id);
@@ -408,7 +425,7 @@ impl Cluster {
                     let _ = writeln!(
                         out,
                         "{id} {} {} commit={} log=[{}]",
-                        node.role_name(),
+                        node.role(),
                         node.term(),
                         node.commit(),
                         log.join(" ")

@@ -43,25 +43,34 @@ id_newtype!(
 );
 
 impl Term {
+    /// The term before any election: a fresh node's term, and the term of "index 0".
     pub const ZERO: Term = Term(0);
 
+    /// The term after this one: what a candidate campaigns in (§5.2).
+    #[must_use]
     pub fn next(self) -> Term {
         Term(self.0 + 1)
     }
 }
 
 impl LogIndex {
+    /// "Before the log": the index of no entry, whose term is [`Term::ZERO`].
     pub const ZERO: LogIndex = LogIndex(0);
 
+    /// The index after this one.
+    #[must_use]
     pub fn next(self) -> LogIndex {
         LogIndex(self.0 + 1)
     }
 
     /// The index before this one; index 0 stays 0.
+    #[must_use]
     pub fn prev(self) -> LogIndex {
         LogIndex(self.0.saturating_sub(1))
     }
 
+    /// The index `n` entries after this one.
+    #[must_use]
     pub fn plus(self, n: u64) -> LogIndex {
         LogIndex(self.0 + n)
     }
@@ -73,14 +82,20 @@ impl LogIndex {
 pub struct Bytes(pub Arc<[u8]>);
 
 impl Bytes {
+    /// The command's length in bytes.
+    #[must_use]
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Whether the command has no bytes (a proposal may still carry it).
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
 
+    /// The command's bytes.
+    #[must_use]
     pub fn as_slice(&self) -> &[u8] {
         &self.0
     }
@@ -123,20 +138,33 @@ pub enum Payload {
     Command(Bytes),
 }
 
+/// Bytes every entry counts for on top of its command in the byte limits
+/// ([`Config::message_bytes_max`](crate::Config::message_bytes_max),
+/// [`Config::inflight_bytes_max`](crate::Config::inflight_bytes_max)): index (8) and term (8)
+/// plus 8 for the payload's kind and length, so empty entries (no-ops) still cost something.
+///
+/// A driver whose wire encoding of an entry has at most this much overhead can rely on the
+/// entries of one AppendEntries encoding to at most `message_bytes_max` bytes (unless the
+/// message is a single oversized entry, which always moves).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
+
 /// One log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Entry {
+    /// Its position in the log, from 1.
     pub index: LogIndex,
+    /// The term of the leader that created it (§5.3).
     pub term: Term,
+    /// What it carries.
     pub payload: Payload,
 }
 
 impl Entry {
-    /// Bytes this entry counts for in message and inflight limits: its payload plus a fixed
-    /// header, so empty entries still cost something.
+    /// Bytes this entry counts for in message and inflight limits: its command plus
+    /// [`ENTRY_OVERHEAD_BYTES`].
+    #[must_use]
     pub fn size_bytes(&self) -> u64 {
-        const HEADER_BYTES: u64 = 24;
-        HEADER_BYTES
+        ENTRY_OVERHEAD_BYTES
             + match &self.payload {
                 Payload::Noop => 0,
                 Payload::Command(data) => data.len() as u64,
@@ -149,7 +177,10 @@ impl Entry {
 /// entries as uncommitted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct HardState {
+    /// The latest term the node has seen (§5.1).
     pub term: Term,
+    /// The candidate it voted for in `term`, if any (§5.2).
     pub voted_for: Option<NodeId>,
+    /// The highest index it knows committed; may lag on disk (see the crate doc, rule 6).
     pub commit: LogIndex,
 }

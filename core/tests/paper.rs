@@ -85,10 +85,10 @@ fn s5_1_leader_steps_down_on_higher_term() {
 fn s5_1_candidate_steps_down_on_higher_term() {
     let mut cluster = Cluster::new(3, plain);
     cluster.campaign(n(1));
-    assert_eq!(cluster.node(n(1)).role_name(), "candidate");
+    assert_eq!(cluster.node(n(1)).role(), RoleKind::Candidate);
     cluster.take_in_flight();
     cluster.step(n(1), message(3, 1, 9, Body::VoteResponse { pre_vote: false, granted: false }));
-    assert_eq!((cluster.node(n(1)).role_name(), cluster.node(n(1)).term()), ("follower", Term(9)));
+    assert_eq!((cluster.node(n(1)).role(), cluster.node(n(1)).term()), (RoleKind::Follower, Term(9)));
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn s5_2_follower_campaigns_after_election_timeout() {
     let mut cluster = Cluster::new(3, plain);
     cluster.tick_nodes(&[n(1)], 29); // election_ticks_max - 1: the timeout is drawn from [15, 30)
     let node = cluster.node(n(1));
-    assert_eq!((node.role_name(), node.term(), node.voted_for()), ("candidate", Term(1), Some(n(1))));
+    assert_eq!((node.role(), node.term(), node.voted_for()), (RoleKind::Candidate, Term(1), Some(n(1))));
     let requests: Vec<_> = cluster.take_in_flight();
     assert_eq!(requests.len(), 2, "asks every peer");
     assert!(requests.iter().all(|m| matches!(m.body, Body::VoteRequest { pre_vote: false, .. })));
@@ -139,8 +139,8 @@ fn s5_2_election_timeouts_are_randomized_within_range() {
         config.pre_vote = false;
         let mut node = Node::new(config.clone(), Recovered::default()).unwrap();
         let mut ticks = 0;
-        while node.role_name() == "follower" {
-            node.step(Event::Tick);
+        while node.role() == RoleKind::Follower {
+            let _ = node.step(Event::Tick);
             ticks += 1;
         }
         assert!((config.election_ticks_min..config.election_ticks_max).contains(&ticks), "timeout {ticks}");
@@ -169,7 +169,7 @@ fn s5_2_candidate_loses_when_majority_rejects() {
     let mut cluster = Cluster::from_logs(&[&[1], &[1, 1], &[1, 1]], plain);
     cluster.campaign(n(1));
     cluster.deliver_all();
-    assert_eq!(cluster.node(n(1)).role_name(), "follower");
+    assert_eq!(cluster.node(n(1)).role(), RoleKind::Follower);
     assert_eq!(cluster.node(n(1)).term(), Term(2));
 }
 
@@ -179,7 +179,7 @@ fn s5_2_candidate_yields_to_leader_of_same_term() {
     cluster.campaign(n(1));
     cluster.take_in_flight();
     cluster.step(n(1), message(2, 1, 1, append((0, 0), &[], 0)));
-    assert_eq!((cluster.node(n(1)).role_name(), cluster.node(n(1)).leader()), ("follower", Some(n(2))));
+    assert_eq!((cluster.node(n(1)).role(), cluster.node(n(1)).leader()), (RoleKind::Follower, Some(n(2))));
 }
 
 #[test]
@@ -445,18 +445,18 @@ fn s10_2_1_leader_counts_itself_only_once_its_log_is_durable() {
     let mut config = Config::new(n(1), vec![n(2), n(3)]);
     plain(&mut config);
     let mut node = Node::new(config, Recovered::default()).unwrap();
-    node.step(Event::Campaign);
-    node.step(message(2, 1, 1, Body::VoteResponse { pre_vote: false, granted: true }));
+    let _ = node.step(Event::Campaign);
+    let _ = node.step(message(2, 1, 1, Body::VoteResponse { pre_vote: false, granted: true }));
     assert!(node.is_leader());
     // n2 acknowledges the no-op, but the leader's own copy is not yet durable.
-    node.step(message(
+    let _ = node.step(message(
         2,
         1,
         1,
         Body::AppendResponse { outcome: AppendOutcome::Accepted { match_index: LogIndex(1) }, seq: 0 },
     ));
     assert_eq!(node.commit(), LogIndex(0));
-    node.step(Event::LogPersisted { index: LogIndex(1), term: Term(1) });
+    let _ = node.step(Event::LogPersisted { index: LogIndex(1), term: Term(1) });
     assert_eq!(node.commit(), LogIndex(1));
 }
 

@@ -1,0 +1,33 @@
+//! Coverage marks: how often the node took each decision worth seeing in a test or a
+//! simulation sweep. The core counts them where it decides, so a driver need not guess from the
+//! actions. Counting never changes what the node does.
+
+/// Counters of the node's decisions since it was created (a restarted node starts from zero).
+/// Each only grows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Real elections started (§5.2): the node raised its term and voted for itself as a
+    /// candidate. A pre-vote round that is won counts here when the real election starts.
+    pub elections: u64,
+    /// Elections that ran out of time: a candidate (not a pre-candidate) started another
+    /// campaign (pre-vote or real) without its election in the current term having been won or
+    /// lost, typically a split vote (§5.2).
+    pub split_votes: u64,
+    /// Pre-vote rounds started (dissertation §9.6).
+    pub pre_vote_campaigns: u64,
+    /// Pre-vote requests this node answered with `granted: false`, stale ones included.
+    pub pre_vote_rejections_sent: u64,
+    /// Vote requests (real or pre-vote) of a higher term dropped unanswered because this node
+    /// is a leader or heard from one within `election_ticks_min` ticks (check-quorum's leader
+    /// lease, dissertation §4.2.3).
+    pub votes_ignored_by_lease: u64,
+    /// Messages from a peer, addressed to this node, with a term below its own (§5.1).
+    pub stale_term_messages: u64,
+    /// Conflicting log suffixes removed by this node as a follower (§5.3).
+    pub truncations: u64,
+    /// Times this node stopped leading: a higher term, failed check-quorum (§6.2), or any
+    /// other way out of the leader role.
+    pub leader_stepdowns: u64,
+    /// Elections this node won (§5.2).
+    pub became_leader: u64,
+}
