@@ -3,6 +3,7 @@
 //! `cargo bench -p replog-runtime --bench fsync`. Runs in a temporary folder under target/.
 
 use replog_core::{Bytes, Entry, HardState, LogIndex, Payload, Term};
+use replog_runtime::fs::RealFs;
 use replog_runtime::storage::{Identity, Storage};
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -38,7 +39,7 @@ fn main() {
     for batch in [1u64, 64] {
         let folder = dir.join(format!("log-{batch}"));
         let identity = Identity { name: "bench".into(), address: "127.0.0.1:1".into() };
-        let (mut storage, _) = Storage::open(&folder, identity).expect("storage");
+        let (mut storage, _) = Storage::open(RealFs::new(), &folder, identity).expect("storage");
         storage
             .save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(0) })
             .expect("metadata");
@@ -55,7 +56,7 @@ fn main() {
                 .collect();
             next += batch;
             storage.append(&entries);
-            storage.sync().expect("sync");
+            storage.request_sync(true).expect("sync");
         }
         let seconds = began.elapsed().as_secs_f64();
         println!(

@@ -7,7 +7,9 @@
 pub mod client;
 pub mod codec;
 pub mod connection;
+pub mod driver;
 pub mod frame;
+pub mod fs;
 pub mod server;
 pub mod storage;
 

@@ -11,13 +11,13 @@
 
 use crate::codec::{AppendResult, Frame};
 use crate::connection::{Closed, Connection};
-use crate::storage::{Identity, Storage, StorageError};
+use crate::driver::{Driver, DriverError, Output};
+use crate::fs::RealFs;
+use crate::storage::{Identity, StorageError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use replog_core::{
-    Action, Bytes, Config, Event, LogIndex, Message, Node, NodeId, Payload, Recovered, Reply, RequestId,
-};
-use std::collections::{BTreeMap, VecDeque};
+use replog_core::{Bytes, Config, Event, LogIndex, Message, NodeId, Reply, RequestId};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -84,6 +84,15 @@ impl From<StorageError> for RuntimeError {
     }
 }
 
+impl From<DriverError> for RuntimeError {
+    fn from(error: DriverError) -> RuntimeError {
+        match error {
+            DriverError::Storage(error) => RuntimeError::Storage(error),
+            DriverError::Start(error) => RuntimeError::Config(format!("the data folder's state: {error}")),
+        }
+    }
+}
+
 /// A node's Raft id is derived from its address: every node knows every member's address from
 /// its flags, so membership needs no extra exchange. FNV-1a, stable everywhere.
 pub fn node_id(address: &SocketAddr) -> NodeId {
@@ -130,8 +139,9 @@ struct Server {
     id: NodeId,
     poll: Poll,
     listener: TcpListener,
-    node: Node,
-    storage: Storage,
+    driver: Driver<RealFs>,
+    /// What the driver released, being dispatched (kept to reuse its allocation).
+    outputs: Vec<Output>,
     peers: BTreeMap<NodeId, Peer>,
     accepted: BTreeMap<Token, Accepted>,
     next_token: usize,
@@ -141,15 +151,9 @@ struct Server {
     /// Linearizable queries waiting for their read to be confirmed: (connection, from, max).
     reads: BTreeMap<RequestId, (Token, u64, u32)>,
     next_request: u64,
-    /// Non-storage actions waiting, in order, for the fsync of the write seq they are tagged with.
-    deferred: VecDeque<(u64, Action)>,
-    /// The write seq the latest `Sync` waits for.
-    barrier: u64,
     started: Instant,
     fresh: bool,
     last_leader: Option<(replog_core::Term, Option<NodeId>)>,
-    /// Indexes of the leaders' no-op entries, ascending (they are not client commands).
-    noops: Vec<u64>,
 }
 
 /// Runs a node until `shutdown` is set (Ctrl-C, SIGTERM) or a fatal error (storage, fsync).
@@ -158,8 +162,9 @@ pub fn run(options: NodeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Runtim
     // On an error the caller reports it; storage is not closed (after an fsync failure
     // nothing more may be written).
     server.serve(&shutdown)?;
-    server.storage.close()?;
-    info!("{} stopped cleanly", server.options.name);
+    let Server { driver, options, .. } = server;
+    driver.close()?;
+    info!("{} stopped cleanly", options.name);
     Ok(())
 }
 
@@ -191,32 +196,30 @@ impl Server {
                 },
             );
         }
-        let identity = Identity { name: options.name.clone(), address: options.address.to_string() };
-        let (mut storage, recovery) = Storage::open(&options.data_dir, identity)?;
-        for warning in &recovery.warnings {
-            warn!("recovery: {warning}");
-        }
-        let fresh = recovery.hard_state.term.0 == 0 && recovery.entries.is_empty();
-        info!(
-            "{} recovered term {} commit {} with {} entries from {}",
-            options.name,
-            recovery.hard_state.term.0,
-            recovery.hard_state.commit.0,
-            recovery.entries.len(),
-            options.data_dir.display()
-        );
         let mut config = Config::new(id, peer_ids);
         config.seed = id.0 ^ u64::from(std::process::id());
-        let applied = recovery.hard_state.commit;
-        let noops =
-            recovery.entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0).collect();
-        let recovered = Recovered { hard_state: recovery.hard_state, entries: recovery.entries, applied };
-        let node = Node::new(config, recovered)
-            .map_err(|e| RuntimeError::Config(format!("{}: {e}", options.data_dir.display())))?;
         let poll = Poll::new().map_err(|e| RuntimeError::Io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), SYNCED)
             .map_err(|e| RuntimeError::Io("creating the waker", e))?;
-        storage.start_syncer(Arc::new(waker))?;
+        let identity = Identity { name: options.name.clone(), address: options.address.to_string() };
+        let fs = RealFs::with_background_sync(Arc::new(waker));
+        let (driver, opened) =
+            Driver::open(config, fs, &options.data_dir, identity).map_err(|error| match error {
+                DriverError::Start(e) => RuntimeError::Config(format!("{}: {e}", options.data_dir.display())),
+                error => error.into(),
+            })?;
+        for warning in &opened.warnings {
+            warn!("recovery: {warning}");
+        }
+        let hard_state = driver.node().hard_state();
+        info!(
+            "{} recovered term {} commit {} with {} entries from {}",
+            options.name,
+            hard_state.term.0,
+            hard_state.commit.0,
+            opened.entries,
+            options.data_dir.display()
+        );
         let mut listener = TcpListener::bind(options.address)
             .map_err(|e| RuntimeError::Io("binding the address (is another node using it?)", e))?;
         poll.registry()
@@ -228,8 +231,8 @@ impl Server {
             id,
             poll,
             listener,
-            node,
-            storage,
+            driver,
+            outputs: Vec::new(),
             peers,
             accepted: BTreeMap::new(),
             next_token: FIRST_ACCEPTED,
@@ -237,12 +240,9 @@ impl Server {
             proposals: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_request: 1,
-            deferred: VecDeque::new(),
-            barrier: 0,
             started: Instant::now(),
-            fresh,
+            fresh: opened.fresh,
             last_leader: None,
-            noops,
         })
     }
 
@@ -285,7 +285,7 @@ impl Server {
             // Messages first (a follower's fsync is on the commit path too), then one fsync
             // request for everything the round wrote, then what completed syncs released.
             self.flush_all();
-            self.storage.request_sync(!busy)?;
+            self.driver.end_round(!busy)?;
             self.on_synced()?;
             self.flush_all();
         }
@@ -295,63 +295,33 @@ impl Server {
     // ---- the core ----
 
     fn step(&mut self, event: Event) -> Result<(), RuntimeError> {
-        for action in self.node.step(event) {
-            self.carry_out(action)?;
-        }
-        self.log_leadership();
+        self.driver.step(event)?;
+        self.dispatch();
         Ok(())
     }
 
-    fn carry_out(&mut self, action: Action) -> Result<(), RuntimeError> {
-        match action {
-            // Storage goes to the files at once (moving a write earlier is always safe).
-            Action::SaveHardState(hard_state) => self.storage.save_hard_state(hard_state)?,
-            Action::TruncateLog { from } => {
-                self.noops.retain(|&noop| noop < from.0);
-                self.storage.truncate(from)?
-            }
-            Action::AppendLog { entries } => {
-                self.noops.extend(entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0));
-                self.storage.append(&entries)
-            }
-            Action::Sync => self.barrier = self.storage.barrier(),
-            action if !self.deferred.is_empty() || self.barrier > self.storage.durable_seq() => {
-                self.deferred.push_back((self.barrier, action))
-            }
-            action => self.execute(action),
-        }
-        Ok(())
-    }
-
-    fn execute(&mut self, action: Action) {
-        match action {
-            Action::Send(message) => self.send(message),
-            // The log is the state machine: applying needs no work beyond the commit index.
-            Action::Apply { .. } => {}
-            Action::Reply(reply) => self.reply(reply),
-            _ => unreachable!("storage actions are carried out at once"),
-        }
-    }
-
-    /// Releases what waited for completed fsyncs, in order, and tells the core how far its log
-    /// is durable. An fsync error stops the node: it never acknowledges what is not durable.
+    /// Releases what waited for completed fsyncs and tells the core how far its log is
+    /// durable. An fsync error stops the node: it never acknowledges what is not durable.
     fn on_synced(&mut self) -> Result<(), RuntimeError> {
-        loop {
-            self.storage.poll_synced()?;
-            let durable_seq = self.storage.durable_seq();
-            while self.deferred.front().is_some_and(|(tag, _)| *tag <= durable_seq) {
-                let (_, action) = self.deferred.pop_front().expect("front exists");
-                self.execute(action);
+        self.driver.on_synced()?;
+        self.dispatch();
+        Ok(())
+    }
+
+    /// Hands what the driver released to the peers and clients.
+    fn dispatch(&mut self) {
+        let mut outputs = std::mem::take(&mut self.outputs);
+        self.driver.take_output(&mut outputs);
+        for output in outputs.drain(..) {
+            match output {
+                Output::Send(message) => self.send(message),
+                Output::Reply(reply) => self.reply(reply),
+                // The log is the state machine: applying needs no work beyond the commit index.
+                Output::Apply(_) => {}
             }
-            let durable = self.storage.durable_last();
-            let Some(term) = self.node.entry(durable).map(|entry| entry.term) else {
-                return Ok(());
-            };
-            if self.node.persisted_index() >= durable {
-                return Ok(());
-            }
-            self.step(Event::LogPersisted { index: durable, term })?;
         }
+        self.outputs = outputs;
+        self.log_leadership();
     }
 
     fn propose_batch(&mut self) -> Result<(), RuntimeError> {
@@ -375,9 +345,9 @@ impl Server {
         let from = LogIndex(from.max(1));
         let to = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
         Frame::QueryResult {
-            commit: self.node.commit().0,
-            last_index: self.node.last_index().0,
-            entries: self.node.entries(from, to),
+            commit: self.driver.node().commit().0,
+            last_index: self.driver.node().last_index().0,
+            entries: self.driver.node().entries(from, to),
         }
     }
 
@@ -403,7 +373,7 @@ impl Server {
             let result = match &reply {
                 Reply::Committed { first, term, .. } => {
                     let index = first.0 + position as u64;
-                    AppendResult::Committed { index, term: term.0, id: self.command_id(index) }
+                    AppendResult::Committed { index, term: term.0, id: self.driver.command_id(LogIndex(index)) }
                 }
                 Reply::NotLeader { leader, .. } => {
                     AppendResult::NotLeader { leader: leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()) }
@@ -424,11 +394,6 @@ impl Server {
         }
     }
 
-    /// A command's position among client commands: its index less the no-ops before it.
-    fn command_id(&self, index: u64) -> u64 {
-        index - self.noops.partition_point(|&noop| noop < index) as u64
-    }
-
     fn address_of(&self, id: NodeId) -> Option<SocketAddr> {
         if id == self.id {
             return Some(self.options.address);
@@ -437,7 +402,7 @@ impl Server {
     }
 
     fn log_leadership(&mut self) {
-        let now = (self.node.term(), self.node.leader());
+        let now = (self.driver.node().term(), self.driver.node().leader());
         if self.last_leader == Some(now) {
             return;
         }
@@ -456,9 +421,9 @@ impl Server {
             }
             Some(_) => info!("term {}: leader is {}", now.0 .0, name(self, now.1)),
             None if self.last_leader.is_some_and(|(_, l)| l.is_some()) => {
-                info!("term {}: no leader known ({})", now.0 .0, self.node.role_name())
+                info!("term {}: no leader known ({})", now.0 .0, self.driver.node().role_name())
             }
-            None => debug!("term {}: {}", now.0 .0, self.node.role_name()),
+            None => debug!("term {}: {}", now.0 .0, self.driver.node().role_name()),
         }
         self.last_leader = Some(now);
     }
@@ -697,7 +662,7 @@ impl Server {
     }
 
     fn status_json(&self) -> String {
-        let status = self.node.status();
+        let status = self.driver.node().status();
         let progress: BTreeMap<NodeId, &replog_core::PeerStatus> =
             status.peers.iter().map(|p| (p.id, p)).collect();
         let peers: Vec<serde_json::Value> = self
@@ -728,7 +693,7 @@ impl Server {
             "leader": status.leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()),
             "commit": status.commit.0,
             "last_index": status.last_index.0,
-            "durable_index": self.storage.durable_last().0,
+            "durable_index": self.driver.storage().durable_known().last.0,
             "peers": peers,
         })
         .to_string()

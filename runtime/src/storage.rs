@@ -16,17 +16,15 @@
 //! before the tail, a gap in the indexes, or a missing or unreadable metadata file next to a
 //! log is an error naming the file and line: data is never silently dropped.
 
+use crate::fs::{FileSystem, LogFile};
 use replog_core::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, Term};
 use std::collections::VecDeque;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-const COMMIT_WRITE_INTERVAL: Duration = Duration::from_millis(100);
+/// The commit index is written at most this often (in ticks), and at shutdown.
+const COMMIT_WRITE_TICKS: u64 = 10;
 
 /// Which node a data folder belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,46 +69,61 @@ pub struct Recovery {
     pub warnings: Vec<String>,
 }
 
+/// How far the log is durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Durable {
+    /// Every write with a seq up to this one is durable (compare with [`Storage::barrier`]).
+    pub seq: u64,
+    /// The log is durable through this entry.
+    pub last: LogIndex,
+}
+
+/// The log and metadata files of one node, on any [`FileSystem`].
+///
+/// Writes are buffered; `request_sync` hands them to the OS and asks for a sync (inline or on
+/// the file's background thread); `durable` says, at any moment, how far the log is durable.
+/// No call depends on another having been made first.
 #[derive(Debug)]
-pub struct Storage {
+pub struct Storage<F: FileSystem> {
+    fs: F,
     dir: PathBuf,
     log_path: PathBuf,
-    log: File,
+    log: F::Log,
     identity: Identity,
     /// `offsets[i - 1]` is where entry i starts; `end` is where the next one goes.
     offsets: Vec<u64>,
     end: u64,
     /// Serialized records not yet handed to the OS.
     buffer: Vec<u8>,
-    /// Bytes handed to the OS but not yet fsync'd.
+    /// Bytes handed to the OS but not yet covered by a sync (inline or requested).
     log_dirty: bool,
-    durable_last: LogIndex,
     /// Bumped by every write or truncation handed to the OS: a sync covers the seqs issued
     /// before it started.
     write_seq: u64,
-    durable_seq: u64,
-    /// Syncs asked of the background thread: (seq, log length then), oldest first.
+    durable: Durable,
+    /// Background syncs asked for: (seq, log length then), oldest first.
     in_flight: VecDeque<(u64, LogIndex)>,
     /// Truncations since: (seq, entries kept); a sync issued before one cannot vouch past it.
     truncations: Vec<(u64, LogIndex)>,
-    syncer: Option<Syncer>,
     hard: HardState,
     hard_written: HardState,
-    commit_written_at: Instant,
+    ticks_since_commit_write: u64,
 }
 
-impl Storage {
+impl<F: FileSystem> Storage<F> {
     /// Opens (creating if needed) the folder and recovers what it holds.
-    pub fn open(dir: &Path, identity: Identity) -> Result<(Storage, Recovery), StorageError> {
-        fs::create_dir_all(dir).map_err(io_error(dir))?;
+    pub fn open(mut fs: F, dir: &Path, identity: Identity) -> Result<(Storage<F>, Recovery), StorageError> {
+        fs.create_dir_all(dir).map_err(io_error(dir))?;
         let log_path = dir.join("log.jsonl");
         let meta_path = dir.join("metadata.json");
         let mut warnings = Vec::new();
-        let log_exists = log_path.exists();
-        let (entries, offsets, end, cut) =
-            if log_exists { read_log(&log_path)? } else { (Vec::new(), Vec::new(), 0, None) };
-        let hard_state = match fs::read_to_string(&meta_path) {
-            Ok(text) => parse_metadata(&meta_path, &text, &identity)?,
+        let (entries, offsets, end, cut) = match fs.read(&log_path) {
+            Ok(bytes) => read_log(&log_path, &bytes)?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), Vec::new(), 0, None),
+            Err(error) => return Err(StorageError::Io { path: log_path, error }),
+        };
+        let meta = match fs.read(&meta_path) {
+            Ok(bytes) => Some(parse_metadata(&meta_path, &bytes, &identity)?),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
                 if !entries.is_empty() {
                     return Err(StorageError::Mismatch {
@@ -121,29 +134,28 @@ impl Storage {
                         ),
                     });
                 }
-                HardState::default()
+                None
             }
             Err(error) => return Err(StorageError::Io { path: meta_path, error }),
         };
-        let mut log = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .write(true)
-            .truncate(false)
-            .open(&log_path)
-            .map_err(io_error(&log_path))?;
-        // Writes go where the good data ends (after a cut, over the torn record).
-        log.seek(SeekFrom::Start(end)).map_err(io_error(&log_path))?;
-        if let Some((line, bytes)) = cut {
+        let hard_state = meta.unwrap_or_default();
+        let mut log = fs.open_log(&log_path).map_err(io_error(&log_path))?;
+        if cut.is_some() {
+            // Writes go where the good data ends, over the torn record.
             log.set_len(end).map_err(io_error(&log_path))?;
-            log.sync_all().map_err(io_error(&log_path))?;
+        }
+        // What was read may sit in the page cache only (the process died, the machine did not):
+        // it becomes durable before the node vouches for any of it.
+        log.sync().map_err(io_error(&log_path))?;
+        if let Some((line, bytes)) = cut {
             warnings.push(format!(
                 "{}: cut a torn record at line {line} ({bytes} bytes) left by a crash",
                 log_path.display()
             ));
         }
-        let durable_last = LogIndex(entries.len() as u64);
-        let storage = Storage {
+        let durable = Durable { seq: 0, last: LogIndex(entries.len() as u64) };
+        let mut storage = Storage {
+            fs,
             dir: dir.to_path_buf(),
             log_path,
             log,
@@ -152,26 +164,24 @@ impl Storage {
             end,
             buffer: Vec::with_capacity(64 * 1024),
             log_dirty: false,
-            durable_last,
             write_seq: 0,
-            durable_seq: 0,
+            durable,
             in_flight: VecDeque::new(),
             truncations: Vec::new(),
-            syncer: None,
             hard: hard_state,
             hard_written: hard_state,
-            commit_written_at: Instant::now(),
+            ticks_since_commit_write: 0,
         };
-        let mut storage = storage;
-        if !meta_path.exists() {
+        if meta.is_none() {
             storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once
         }
         Ok((storage, Recovery { hard_state, entries, warnings }))
     }
 
+    /// Buffers entries at the end of the log.
     pub fn append(&mut self, entries: &[Entry]) {
         for entry in entries {
-            debug_assert_eq!(entry.index.0, self.offsets.len() as u64 + 1);
+            assert_eq!(entry.index.0, self.offsets.len() as u64 + 1, "log appends are contiguous");
             let start = self.buffer.len();
             encode_record(entry, &mut self.buffer);
             self.offsets.push(self.end);
@@ -188,10 +198,9 @@ impl Storage {
         self.flush_buffer()?;
         let at = self.offsets[keep];
         self.log.set_len(at).map_err(io_error(&self.log_path))?;
-        self.log.seek(SeekFrom::Start(at)).map_err(io_error(&self.log_path))?;
         self.offsets.truncate(keep);
         self.end = at;
-        self.durable_last = self.durable_last.min(LogIndex(keep as u64));
+        self.durable.last = self.durable.last.min(LogIndex(keep as u64));
         self.log_dirty = true;
         self.write_seq += 1;
         if !self.in_flight.is_empty() {
@@ -209,72 +218,47 @@ impl Storage {
             // before this change are made durable before it is. Term and vote change rarely.
             self.flush_buffer()?;
             if self.log_dirty || !self.in_flight.is_empty() {
-                self.log.sync_data().map_err(io_error(&self.log_path))?;
+                self.log.sync().map_err(io_error(&self.log_path))?;
             }
             self.write_metadata(hard_state)?;
         }
         Ok(())
     }
 
-    /// Makes every log write so far durable now, on this thread (one fdatasync), and the
-    /// commit index if due.
-    pub fn sync(&mut self) -> Result<(), StorageError> {
-        self.flush_buffer()?;
-        if self.log_dirty {
-            self.log.sync_data().map_err(io_error(&self.log_path))?;
-            self.log_dirty = false;
-        }
-        self.durable_last = LogIndex(self.offsets.len() as u64);
-        self.durable_seq = self.write_seq;
-        self.write_commit_if_due()
-    }
-
-    /// Moves fsyncs to a background thread: `request_sync` asks, `poll_synced` collects, and
-    /// `waker` wakes the event loop when a sync completes. The loop goes on serving meanwhile.
-    pub fn start_syncer(&mut self, waker: Arc<mio::Waker>) -> Result<(), StorageError> {
-        let file = self.log.try_clone().map_err(io_error(&self.log_path))?;
-        self.syncer = Some(Syncer::start(file, waker));
-        Ok(())
-    }
-
-    /// The write seq that the buffered writes will carry: a `Sync` action waits for it.
+    /// The write seq that everything written so far will carry once handed to the OS: once
+    /// `durable().seq` reaches it, all of it is durable.
     pub fn barrier(&self) -> u64 {
         self.write_seq + u64::from(!self.buffer.is_empty())
     }
 
-    pub fn durable_seq(&self) -> u64 {
-        self.durable_seq
-    }
-
-    /// Hands buffered writes to the OS and asks for an fdatasync covering them (the background
-    /// thread merges requests that arrive while it is busy: group commit). Without a syncer
-    /// it syncs at once.
+    /// Hands buffered writes to the OS and asks for a sync covering them: on the file's
+    /// background thread (which merges requests that arrive while it is busy: group commit), or
+    /// here when `inline_if_idle` and nothing else is in flight (two thread hand-offs cost more
+    /// than they save when no other work is waiting), or when the file cannot sync in the
+    /// background.
     pub fn request_sync(&mut self, inline_if_idle: bool) -> Result<(), StorageError> {
         self.flush_buffer()?;
         if !self.log_dirty {
             return Ok(());
         }
-        // With nothing else in flight, a lightly loaded node syncs here: two thread hand-offs
-        // cost more than they save when no other work is waiting.
         if inline_if_idle && self.in_flight.is_empty() {
-            return self.sync();
+            return self.sync_now();
         }
-        let Some(syncer) = &self.syncer else {
-            return self.sync();
-        };
-        syncer.request(self.write_seq);
+        if !self.log.request_sync(self.write_seq) {
+            return self.sync_now();
+        }
         self.in_flight.push_back((self.write_seq, LogIndex(self.offsets.len() as u64)));
         self.log_dirty = false;
         Ok(())
     }
 
-    /// Takes completed background syncs into account; true if more is durable now.
-    pub fn poll_synced(&mut self) -> Result<bool, StorageError> {
-        let Some(syncer) = &self.syncer else {
-            return Ok(false);
-        };
-        let completed =
-            syncer.completed().map_err(|error| StorageError::Io { path: self.log_path.clone(), error })?;
+    /// How far the log is durable now, counting background syncs that have completed. An
+    /// error if a sync failed: the node must stop (it never acknowledges what is not durable).
+    pub fn durable(&mut self) -> Result<Durable, StorageError> {
+        if self.in_flight.is_empty() {
+            return Ok(self.durable);
+        }
+        let completed = self.log.synced().map_err(io_error(&self.log_path))?;
         let mut advanced = false;
         while let Some(&(seq, last)) = self.in_flight.front() {
             if seq > completed {
@@ -283,46 +267,64 @@ impl Storage {
             self.in_flight.pop_front();
             // Entries truncated after this sync was asked for are not what it made durable.
             let floor = self.truncations.iter().filter(|(at, _)| *at > seq).map(|(_, kept)| *kept).min();
-            self.durable_last = floor.map_or(last, |kept| last.min(kept));
-            self.durable_seq = seq;
+            assert!(seq >= self.durable.seq, "durable seq never goes back");
+            self.durable = Durable { seq, last: floor.map_or(last, |kept| last.min(kept)) };
             advanced = true;
         }
         if advanced {
             let oldest = self.in_flight.front().map_or(u64::MAX, |(seq, _)| *seq);
-            self.truncations.retain(|(at, _)| *at > oldest.min(self.durable_seq));
-            self.write_commit_if_due()?;
+            self.truncations.retain(|(at, _)| *at > oldest.min(self.durable.seq));
         }
-        Ok(advanced)
+        debug_assert!(self.durable.last.0 <= self.offsets.len() as u64, "durable within the log");
+        Ok(self.durable)
     }
 
-    fn write_commit_if_due(&mut self) -> Result<(), StorageError> {
-        if self.hard.commit != self.hard_written.commit
-            && self.commit_written_at.elapsed() >= COMMIT_WRITE_INTERVAL
+    /// How far the log was durable when last checked (by `durable`, a sync or a truncation):
+    /// never ahead of the truth, possibly behind it.
+    pub fn durable_known(&self) -> Durable {
+        self.durable
+    }
+
+    /// One tick passed: a changed commit index is written when due.
+    pub fn on_tick(&mut self) -> Result<(), StorageError> {
+        self.ticks_since_commit_write += 1;
+        if self.hard.commit != self.hard_written.commit && self.ticks_since_commit_write >= COMMIT_WRITE_TICKS
         {
+            self.durable()?;
             self.write_metadata(self.hard)?;
         }
         Ok(())
     }
 
     /// Everything durable, commit index included (clean shutdown).
-    pub fn close(&mut self) -> Result<(), StorageError> {
-        self.syncer = None; // joins the thread after its last sync
+    pub fn close(mut self) -> Result<(), StorageError> {
+        self.flush_buffer()?;
+        self.log.sync().map_err(io_error(&self.log_path))?;
         self.in_flight.clear();
-        self.log_dirty = true;
-        self.sync()?;
+        self.durable = Durable { seq: self.write_seq, last: LogIndex(self.offsets.len() as u64) };
         if self.hard.commit != self.hard_written.commit {
             self.write_metadata(self.hard)?;
         }
         Ok(())
     }
 
-    pub fn durable_last(&self) -> LogIndex {
-        self.durable_last
+    /// The file system this storage writes to.
+    pub fn fs(&self) -> &F {
+        &self.fs
+    }
+
+    /// Makes every log write so far durable now, on this thread (one fdatasync).
+    fn sync_now(&mut self) -> Result<(), StorageError> {
+        self.log.sync().map_err(io_error(&self.log_path))?;
+        self.log_dirty = false;
+        debug_assert!(self.in_flight.is_empty(), "an inline sync never overtakes background ones");
+        self.durable = Durable { seq: self.write_seq, last: LogIndex(self.offsets.len() as u64) };
+        Ok(())
     }
 
     fn flush_buffer(&mut self) -> Result<(), StorageError> {
         if !self.buffer.is_empty() {
-            self.log.write_all(&self.buffer).map_err(io_error(&self.log_path))?;
+            self.log.append(&self.buffer).map_err(io_error(&self.log_path))?;
             self.buffer.clear();
             self.log_dirty = true;
             self.write_seq += 1;
@@ -332,7 +334,7 @@ impl Storage {
 
     /// write, fsync, rename, fsync the folder. The commit written never exceeds the durable log.
     fn write_metadata(&mut self, hard_state: HardState) -> Result<(), StorageError> {
-        let hard_state = HardState { commit: hard_state.commit.min(self.durable_last), ..hard_state };
+        let hard_state = HardState { commit: hard_state.commit.min(self.durable.last), ..hard_state };
         let path = self.dir.join("metadata.json");
         let temp = self.dir.join("metadata.json.tmp");
         let mut text = format!(
@@ -345,83 +347,13 @@ impl Storage {
         );
         let crc = crc32fast::hash(text.as_bytes());
         text.push_str(&format!(",\"crc\":{crc}}}\n"));
-        let mut file = File::create(&temp).map_err(io_error(&temp))?;
-        file.write_all(text.as_bytes()).map_err(io_error(&temp))?;
-        file.sync_all().map_err(io_error(&temp))?;
-        fs::rename(&temp, &path).map_err(io_error(&path))?;
-        File::open(&self.dir).and_then(|dir| dir.sync_all()).map_err(io_error(&self.dir))?;
+        self.fs.write_file(&temp, text.as_bytes()).map_err(io_error(&temp))?;
+        self.fs.sync_file(&temp).map_err(io_error(&temp))?;
+        self.fs.rename(&temp, &path).map_err(io_error(&path))?;
+        self.fs.sync_dir(&self.dir).map_err(io_error(&self.dir))?;
         self.hard_written = hard_state;
-        self.commit_written_at = Instant::now();
+        self.ticks_since_commit_write = 0;
         Ok(())
-    }
-}
-
-/// The background fsync thread.
-#[derive(Debug)]
-struct Syncer {
-    requests: Option<mpsc::Sender<u64>>,
-    shared: Arc<Mutex<SyncState>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Debug, Default)]
-struct SyncState {
-    completed: u64,
-    error: Option<io::Error>,
-}
-
-impl Syncer {
-    fn start(file: File, waker: Arc<mio::Waker>) -> Syncer {
-        let (requests, inbox) = mpsc::channel::<u64>();
-        let shared = Arc::new(Mutex::new(SyncState::default()));
-        let state = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("replog-fsync".into())
-            .spawn(move || {
-                while let Ok(mut seq) = inbox.recv() {
-                    // Everything asked for meanwhile rides on this one fsync.
-                    while let Ok(more) = inbox.try_recv() {
-                        seq = seq.max(more);
-                    }
-                    let result = file.sync_data();
-                    let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    match result {
-                        Ok(()) => state.completed = seq,
-                        Err(error) => {
-                            state.error = Some(error);
-                            let _ = waker.wake();
-                            return; // nothing after a failed fsync can be trusted
-                        }
-                    }
-                    drop(state);
-                    let _ = waker.wake();
-                }
-            })
-            .expect("spawning the fsync thread");
-        Syncer { requests: Some(requests), shared, thread: Some(thread) }
-    }
-
-    fn request(&self, seq: u64) {
-        if let Some(requests) = &self.requests {
-            let _ = requests.send(seq);
-        }
-    }
-
-    fn completed(&self) -> io::Result<u64> {
-        let state = self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match &state.error {
-            Some(error) => Err(io::Error::new(error.kind(), format!("fdatasync failed: {error}"))),
-            None => Ok(state.completed),
-        }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        self.requests = None; // the thread ends once its inbox is closed and drained
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -498,8 +430,7 @@ type ReadLog = (Vec<Entry>, Vec<u64>, u64, Option<(usize, usize)>);
 
 /// Reads every record; returns entries, their offsets, where good data ends, and the torn tail
 /// that must be cut (line number, bytes), if any.
-fn read_log(path: &Path) -> Result<ReadLog, StorageError> {
-    let bytes = fs::read(path).map_err(io_error(path))?;
+fn read_log(path: &Path, bytes: &[u8]) -> Result<ReadLog, StorageError> {
     let mut entries = Vec::new();
     let mut offsets = Vec::new();
     let mut position = 0usize;
@@ -538,19 +469,62 @@ fn read_log(path: &Path) -> Result<ReadLog, StorageError> {
     Ok((entries, offsets, position as u64, None))
 }
 
-fn parse_metadata(path: &Path, text: &str, identity: &Identity) -> Result<HardState, StorageError> {
-    let corrupt = |why: String| StorageError::Corrupt { path: path.to_path_buf(), line: 1, why };
-    let line = text.trim_end();
-    checked(line).map_err(corrupt)?;
-    #[derive(serde::Deserialize)]
-    struct Meta {
-        name: String,
-        address: String,
-        term: u64,
-        voted_for: Option<u64>,
-        commit: u64,
+/// The complete, valid records at the start of `bytes`, the first of which must be entry
+/// `next_index`, each with where it ends (after its newline). Stops at the first incomplete or
+/// damaged record: what a reader of this prefix of a log file could recover.
+pub fn scan_records(bytes: &[u8], next_index: u64) -> Vec<(Entry, usize)> {
+    let mut records = Vec::new();
+    let mut position = 0;
+    while let Some(length) = bytes[position..].iter().position(|&b| b == b'\n') {
+        let line = &bytes[position..position + length];
+        let entry = match std::str::from_utf8(line).map_err(|_| String::new()).and_then(decode_record) {
+            Ok(entry) if entry.index.0 == next_index + records.len() as u64 => entry,
+            _ => break,
+        };
+        position += length + 1;
+        records.push((entry, position));
     }
-    let meta: Meta = serde_json::from_str(line).map_err(|e| corrupt(format!("unreadable: {e}")))?;
+    records
+}
+
+/// The hard state in a `metadata.json`, if it is complete and its checksum holds.
+pub fn decode_metadata(bytes: &[u8]) -> Option<HardState> {
+    let meta = read_metadata(bytes).ok()?;
+    Some(meta.hard_state())
+}
+
+#[derive(serde::Deserialize)]
+struct Meta {
+    name: String,
+    address: String,
+    term: u64,
+    voted_for: Option<u64>,
+    commit: u64,
+}
+
+impl Meta {
+    fn hard_state(&self) -> HardState {
+        HardState {
+            term: Term(self.term),
+            voted_for: self.voted_for.map(NodeId),
+            commit: LogIndex(self.commit),
+        }
+    }
+}
+
+fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
+    let line = text.trim_end();
+    checked(line)?;
+    serde_json::from_str(line).map_err(|e| format!("unreadable: {e}"))
+}
+
+fn parse_metadata(path: &Path, bytes: &[u8], identity: &Identity) -> Result<HardState, StorageError> {
+    let meta = read_metadata(bytes).map_err(|why| StorageError::Corrupt {
+        path: path.to_path_buf(),
+        line: 1,
+        why,
+    })?;
     if meta.address != identity.address {
         return Err(StorageError::Mismatch {
             path: path.to_path_buf(),
@@ -560,16 +534,20 @@ fn parse_metadata(path: &Path, text: &str, identity: &Identity) -> Result<HardSt
             ),
         });
     }
-    Ok(HardState {
-        term: Term(meta.term),
-        voted_for: meta.voted_for.map(NodeId),
-        commit: LogIndex(meta.commit),
-    })
+    Ok(meta.hard_state())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fs::RealFs;
+    use std::fs;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn open(dir: &Path, identity: Identity) -> Result<(Storage<RealFs>, Recovery), StorageError> {
+        Storage::open(RealFs::new(), dir, identity)
+    }
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("replog-storage-{name}-{}", std::process::id()));
@@ -588,7 +566,7 @@ mod tests {
     #[test]
     fn write_sync_reopen_truncate() {
         let dir = temp_dir("basic");
-        let (mut storage, recovery) = Storage::open(&dir, identity()).unwrap();
+        let (mut storage, recovery) = open(&dir, identity()).unwrap();
         assert!(recovery.entries.is_empty());
         storage
             .save_hard_state(HardState { term: Term(2), voted_for: Some(NodeId(5)), commit: LogIndex(0) })
@@ -603,15 +581,14 @@ mod tests {
             term: Term(2),
             payload: Payload::Command(Bytes::from(vec![0xff, 0])),
         }]);
-        storage.sync().unwrap();
+        storage.request_sync(true).unwrap();
         storage.truncate(LogIndex(3)).unwrap();
         storage.append(&[entry(3, 2, "c")]);
         storage
             .save_hard_state(HardState { term: Term(2), voted_for: Some(NodeId(5)), commit: LogIndex(3) })
             .unwrap();
         storage.close().unwrap();
-        drop(storage);
-        let (_, recovery) = Storage::open(&dir, identity()).unwrap();
+        let (_, recovery) = open(&dir, identity()).unwrap();
         assert_eq!(
             recovery.hard_state,
             HardState { term: Term(2), voted_for: Some(NodeId(5)), commit: LogIndex(3) }
@@ -627,13 +604,13 @@ mod tests {
     #[test]
     fn background_syncs_vouch_only_for_what_they_covered() {
         let dir = temp_dir("syncer");
-        let (mut storage, _) = Storage::open(&dir, identity()).unwrap();
         let poll = mio::Poll::new().unwrap();
-        storage.start_syncer(Arc::new(mio::Waker::new(poll.registry(), mio::Token(7)).unwrap())).unwrap();
-        let wait = |storage: &mut Storage, seq: u64| {
+        let fs =
+            RealFs::with_background_sync(Arc::new(mio::Waker::new(poll.registry(), mio::Token(7)).unwrap()));
+        let (mut storage, _) = Storage::open(fs, &dir, identity()).unwrap();
+        let wait = |storage: &mut Storage<RealFs>, seq: u64| {
             let deadline = Instant::now() + Duration::from_secs(5);
-            while storage.durable_seq() < seq {
-                storage.poll_synced().unwrap();
+            while storage.durable().unwrap().seq < seq {
                 assert!(Instant::now() < deadline, "sync never completed");
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -642,19 +619,19 @@ mod tests {
         let barrier = storage.barrier();
         storage.request_sync(false).unwrap();
         wait(&mut storage, barrier);
-        assert_eq!(storage.durable_last(), LogIndex(3));
+        assert_eq!(storage.durable().unwrap().last, LogIndex(3));
         // A sync asked for entries 4..5 cannot vouch for them once they are truncated.
         storage.append(&[entry(4, 1, "d"), entry(5, 1, "e")]);
         let first = storage.barrier();
         storage.request_sync(false).unwrap();
         storage.truncate(LogIndex(4)).unwrap();
         wait(&mut storage, first);
-        assert_eq!(storage.durable_last(), LogIndex(3));
+        assert_eq!(storage.durable().unwrap().last, LogIndex(3));
         storage.append(&[entry(4, 2, "D")]);
         let second = storage.barrier();
         storage.request_sync(false).unwrap();
         wait(&mut storage, second);
-        assert_eq!(storage.durable_last(), LogIndex(4));
+        assert_eq!(storage.durable().unwrap().last, LogIndex(4));
         storage.close().unwrap();
         let _ = fs::remove_dir_all(&dir);
     }
@@ -662,31 +639,31 @@ mod tests {
     #[test]
     fn torn_tail_is_cut_and_middle_corruption_refused() {
         let dir = temp_dir("torn");
-        let (mut storage, _) = Storage::open(&dir, identity()).unwrap();
+        let (mut storage, _) = open(&dir, identity()).unwrap();
         storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(0) }).unwrap();
         storage.append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")]);
-        storage.sync().unwrap();
+        storage.request_sync(true).unwrap();
         drop(storage);
         let log = dir.join("log.jsonl");
         let mut bytes = fs::read(&log).unwrap();
         let full = bytes.clone();
         bytes.truncate(bytes.len() - 5);
         fs::write(&log, &bytes).unwrap();
-        let (_, recovery) = Storage::open(&dir, identity()).unwrap();
+        let (_, recovery) = open(&dir, identity()).unwrap();
         assert_eq!(recovery.entries.len(), 2);
         assert_eq!(recovery.warnings.len(), 1, "{:?}", recovery.warnings);
         // A flipped byte in the first record is corruption, not a torn tail.
         let mut corrupt = full.clone();
         corrupt[20] ^= 0x01;
         fs::write(&log, &corrupt).unwrap();
-        let error = Storage::open(&dir, identity()).unwrap_err().to_string();
+        let error = open(&dir, identity()).unwrap_err().to_string();
         assert!(error.contains("log.jsonl line 1"), "{error}");
         // A log without metadata is refused; a folder of another node too.
         fs::write(&log, &full).unwrap();
         let other = Identity { name: "node2".into(), address: "127.0.0.1:9".into() };
-        assert!(Storage::open(&dir, other).unwrap_err().to_string().contains("belongs to node1"));
+        assert!(open(&dir, other).unwrap_err().to_string().contains("belongs to node1"));
         fs::remove_file(dir.join("metadata.json")).unwrap();
-        assert!(Storage::open(&dir, identity()).unwrap_err().to_string().contains("missing"));
+        assert!(open(&dir, identity()).unwrap_err().to_string().contains("missing"));
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -2,6 +2,7 @@
 //! data folder, give an error or a repaired state, never a crash or a huge allocation.
 
 use proptest::prelude::*;
+use replog_runtime::fs::RealFs;
 use replog_runtime::storage::{Identity, Storage};
 use replog_runtime::{codec, frame};
 use std::path::PathBuf;
@@ -41,7 +42,7 @@ proptest! {
     #[test]
     fn damaged_logs_are_repaired_or_refused(cut in 0usize..400, flip in proptest::option::of((0usize..400, any::<u8>())), junk in proptest::collection::vec(any::<u8>(), 0..40)) {
         let dir = folder("log");
-        let (mut storage, _) = Storage::open(&dir, identity()).unwrap();
+        let (mut storage, _) = Storage::open(RealFs::new(), &dir, identity()).unwrap();
         storage.save_hard_state(replog_core::HardState { term: replog_core::Term(1), voted_for: None, commit: replog_core::LogIndex(0) }).unwrap();
         let entries: Vec<replog_core::Entry> = (1..=6).map(|i| replog_core::Entry {
             index: replog_core::LogIndex(i),
@@ -49,7 +50,7 @@ proptest! {
             payload: replog_core::Payload::Command(replog_core::Bytes::from(format!("command {i}").as_str())),
         }).collect();
         storage.append(&entries);
-        storage.sync().unwrap();
+        storage.request_sync(true).unwrap();
         drop(storage);
         let log = dir.join("log.jsonl");
         let mut bytes = std::fs::read(&log).unwrap();
@@ -62,7 +63,7 @@ proptest! {
         }
         bytes.extend(junk);
         std::fs::write(&log, &bytes).unwrap();
-        match Storage::open(&dir, identity()) {
+        match Storage::open(RealFs::new(), &dir, identity()) {
             Ok((_, recovery)) => prop_assert!(recovery.entries.len() <= 6),
             Err(error) => prop_assert!(error.to_string().contains("log.jsonl"), "{error}"),
         }

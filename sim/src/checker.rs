@@ -182,9 +182,62 @@ impl Checker {
     }
 }
 
+/// The core's side of the driver contract (rule 3 in `replog_core`'s crate doc): a message that
+/// vouches for stored state follows an `Action::Sync` placed after every storage action it may
+/// depend on. Checked on the action stream itself, so a core that forgets the `Sync` is caught
+/// even when the runtime's driver happens to make the state durable in time anyway.
+#[derive(Clone, Copy, Debug)]
+pub struct SyncContract {
+    unsynced: bool,
+    saved: (Term, Option<NodeId>),
+}
+
+impl SyncContract {
+    /// A node (re)started with this durable hard state.
+    pub fn new(hard_state: replog_core::HardState) -> SyncContract {
+        SyncContract { unsynced: false, saved: (hard_state.term, hard_state.voted_for) }
+    }
+
+    pub fn on_action(&mut self, action: &replog_core::Action) -> Result<(), Broken> {
+        use replog_core::Action;
+        match action {
+            Action::SaveHardState(hard_state) => {
+                // A commit-only change promises nothing (§5.4): it need not be synced first.
+                let promise = (hard_state.term, hard_state.voted_for);
+                if promise != self.saved {
+                    self.saved = promise;
+                    self.unsynced = true;
+                }
+            }
+            Action::TruncateLog { .. } | Action::AppendLog { .. } => self.unsynced = true,
+            Action::Sync => self.unsynced = false,
+            Action::Send(message) if self.unsynced && vouches_for_storage(message) => {
+                return Err((
+                    "sync before vouching",
+                    format!("{message} produced after unsynced storage actions with no Sync between"),
+                ));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// True for the messages `check_durable` judges: they promise something about the sender's disk.
+pub fn vouches_for_storage(message: &Message) -> bool {
+    matches!(
+        message.body,
+        Body::VoteResponse { pre_vote: false, granted: true }
+            | Body::VoteRequest { pre_vote: false, .. }
+            | Body::AppendResponse { outcome: replog_core::AppendOutcome::Accepted { .. }, .. }
+    )
+}
+
 /// A vote, a vote request or an append acknowledgement may leave only once what it vouches
 /// for is durable (§5.2, §5.3, Figure 2: "persistent state ... updated on stable storage before
-/// responding to RPCs").
+/// responding to RPCs"). Checked when the message leaves the driver, which may be long after the
+/// core produced it (it waited for a sync): by then the node may have moved to a later term,
+/// durably, which also makes the old vote or acknowledgement safe (it can never be given again).
 pub fn check_durable(
     message: &Message,
     durable_term: Term,
@@ -192,10 +245,11 @@ pub fn check_durable(
     durable_log: &[Entry],
     node: &Node,
 ) -> Result<(), Broken> {
+    let vote_durable = |voter_for: NodeId| {
+        durable_term > message.term || (durable_term == message.term && durable_vote == Some(voter_for))
+    };
     match &message.body {
-        Body::VoteResponse { pre_vote: false, granted: true }
-            if (durable_term, durable_vote) != (message.term, Some(message.to)) =>
-        {
+        Body::VoteResponse { pre_vote: false, granted: true } if !vote_durable(message.to) => {
             return Err((
                 "durability order",
                 format!(
@@ -204,9 +258,7 @@ pub fn check_durable(
                 ),
             ));
         }
-        Body::VoteRequest { pre_vote: false, .. }
-            if (durable_term, durable_vote) != (message.term, Some(message.from)) =>
-        {
+        Body::VoteRequest { pre_vote: false, .. } if !vote_durable(message.from) => {
             return Err((
                 "durability order",
                 format!("vote request in {} sent before its own vote was durable", message.term),
@@ -217,7 +269,10 @@ pub fn check_durable(
             if index > 0 {
                 let durable = durable_log.get(index - 1).map(|entry| entry.term);
                 let memory = node.entry(*match_index).map(|entry| entry.term);
-                if durable.is_none() || durable != memory {
+                // An acknowledgement from an older term may vouch for an entry the node has
+                // replaced since (in memory; the replacement may not be durable yet).
+                let replaced_since = node.term() > message.term;
+                if durable.is_none() || (durable != memory && !replaced_since) {
                     return Err((
                         "durability order",
                         format!(

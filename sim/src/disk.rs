@@ -1,20 +1,144 @@
-//! A node's simulated disk: writes sit in a volatile buffer until synced. A crash keeps the
-//! synced part, plus any prefix of the unsynced writes (the OS may have flushed some), and the
-//! first write it loses may be torn: part of an append's entries reach the platter.
+//! A node's simulated file system, under the runtime's real storage code
+//! (`replog_runtime::fs::FileSystem`). Writes sit in a volatile layer until synced; a crash
+//! keeps, for each file and for the folder, the synced part plus any prefix of the unsynced
+//! operations, and the first write it loses may be torn (some of its bytes reach the platter).
+//! Syncs may fail. Background syncs (group commit) complete when the world says so.
+//!
+//! The durable bytes are also read back through the runtime's own record parser, so the checker
+//! judges what a message vouches for against what would survive a crash right now.
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Action, Entry, HardState, LogIndex, Recovered};
+use replog_core::{Entry, HardState, LogIndex, Term};
+use replog_runtime::fs::{FileSystem, LogFile};
+use replog_runtime::storage;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, VecDeque};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
-#[derive(Debug, Default)]
-pub struct Disk {
-    hard_state: HardState,
-    log: Vec<Entry>,
-    /// Storage actions not yet durable, in order.
-    pending: Vec<Action>,
+/// The folder every simulated node keeps its data in (each node has its own disk).
+pub const DATA_DIR: &str = "data";
+
+/// A handle on one node's disk; clones share it (the storage code holds one, the world another).
+#[derive(Clone, Debug)]
+pub struct SimDisk {
+    state: Rc<RefCell<DiskState>>,
 }
 
-/// What a crash did to the unsynced writes.
+#[derive(Debug)]
+enum FileOp {
+    Write { at: u64, bytes: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug, Default)]
+struct SimFile {
+    durable: Vec<u8>,
+    volatile: Vec<u8>,
+    /// Operations since the last sync, oldest first; `synced` counts the ones before them.
+    pending: VecDeque<FileOp>,
+    synced: u64,
+}
+
+impl SimFile {
+    fn issued(&self) -> u64 {
+        self.synced + self.pending.len() as u64
+    }
+
+    /// Makes the operations up to `upto` (counted since creation) durable. Returns the lowest
+    /// durable offset they changed.
+    fn sync_to(&mut self, upto: u64) -> Option<u64> {
+        let mut changed = None;
+        while self.synced < upto {
+            let op = self.pending.pop_front().expect("counted");
+            let at = apply(&mut self.durable, &op);
+            changed = Some(changed.map_or(at, |c: u64| c.min(at)));
+            self.synced += 1;
+        }
+        changed
+    }
+}
+
+fn apply(bytes: &mut Vec<u8>, op: &FileOp) -> u64 {
+    match op {
+        FileOp::Write { at, bytes: data } => {
+            let at_usize = *at as usize;
+            if bytes.len() < at_usize + data.len() {
+                bytes.resize(at_usize + data.len(), 0);
+            }
+            bytes[at_usize..at_usize + data.len()].copy_from_slice(data);
+            *at
+        }
+        FileOp::SetLen(len) => {
+            bytes.resize(*len as usize, 0);
+            *len
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum DirOp {
+    Link(PathBuf, usize),
+    Rename(PathBuf, PathBuf),
+}
+
+fn apply_dir(dir: &mut BTreeMap<PathBuf, usize>, op: &DirOp) {
+    match op {
+        DirOp::Link(path, id) => {
+            dir.insert(path.clone(), *id);
+        }
+        DirOp::Rename(from, to) => {
+            if let Some(id) = dir.remove(from) {
+                dir.insert(to.clone(), id);
+            }
+        }
+    }
+}
+
+/// The durable log as the runtime's parser reads it, kept up to date incrementally.
+#[derive(Debug)]
+struct DurableLog {
+    entries: Vec<Entry>,
+    /// Where each entry's record ends (after its newline).
+    ends: Vec<u64>,
+    /// The lowest durable offset changed since the last parse.
+    dirty_from: Option<u64>,
+}
+
+impl Default for DurableLog {
+    fn default() -> DurableLog {
+        DurableLog { entries: Vec::new(), ends: Vec::new(), dirty_from: Some(0) }
+    }
+}
+
+#[derive(Debug)]
+struct DiskState {
+    files: Vec<SimFile>,
+    dir: BTreeMap<PathBuf, usize>,
+    dir_durable: BTreeMap<PathBuf, usize>,
+    dir_pending: Vec<DirOp>,
+    /// Background syncs asked for: (seq, file, operations issued then).
+    requests: VecDeque<(u64, usize, u64)>,
+    synced_seq: u64,
+    failed: bool,
+    /// Handles from before a crash are dead.
+    life: u64,
+    rng: ChaCha8Rng,
+    sync_fail_rate: f64,
+    torn_rate: f64,
+    sync_failures: u64,
+    /// A sync failed in this life: the storage code must stop the node.
+    failed_this_life: bool,
+    log: DurableLog,
+    /// The durable hard state, parsed again only after the metadata may have changed.
+    hard_state: Option<HardState>,
+    log_path: PathBuf,
+    meta_path: PathBuf,
+}
+
+/// What a crash did to the unsynced operations.
 #[derive(Debug, PartialEq, Eq)]
 pub struct CrashLoss {
     pub kept: usize,
@@ -22,103 +146,379 @@ pub struct CrashLoss {
     pub torn: bool,
 }
 
-impl Disk {
-    pub fn write(&mut self, action: Action) {
-        debug_assert!(matches!(
-            action,
-            Action::SaveHardState(_) | Action::TruncateLog { .. } | Action::AppendLog { .. }
-        ));
-        self.pending.push(action);
+impl SimDisk {
+    pub fn new(rng: ChaCha8Rng, sync_fail_rate: f64, torn_rate: f64) -> SimDisk {
+        let state = DiskState {
+            files: Vec::new(),
+            dir: BTreeMap::new(),
+            dir_durable: BTreeMap::new(),
+            dir_pending: Vec::new(),
+            requests: VecDeque::new(),
+            synced_seq: 0,
+            failed: false,
+            life: 0,
+            rng,
+            sync_fail_rate,
+            torn_rate,
+            sync_failures: 0,
+            failed_this_life: false,
+            log: DurableLog::default(),
+            hard_state: None,
+            log_path: Path::new(DATA_DIR).join("log.jsonl"),
+            meta_path: Path::new(DATA_DIR).join("metadata.json"),
+        };
+        SimDisk { state: Rc::new(RefCell::new(state)) }
     }
 
-    pub fn has_pending(&self) -> bool {
-        !self.pending.is_empty()
+    /// No more failed syncs or torn writes (the liveness phase).
+    pub fn calm(&self) {
+        let mut state = self.state.borrow_mut();
+        state.sync_fail_rate = 0.0;
+        state.torn_rate = 0.0;
     }
 
-    /// Makes every pending write durable. Returns the durable commit before and after.
-    pub fn sync(&mut self) -> (LogIndex, LogIndex) {
-        let before = self.hard_state.commit;
-        for action in std::mem::take(&mut self.pending) {
-            self.apply(action);
+    pub fn sync_failures(&self) -> u64 {
+        self.state.borrow().sync_failures
+    }
+
+    /// True if a sync failed since the last crash (an injected fault, which stops the node).
+    pub fn has_failed_sync(&self) -> bool {
+        self.state.borrow().failed_this_life
+    }
+
+    /// The newest background sync asked for and not yet complete, if any.
+    pub fn requested(&self) -> Option<u64> {
+        self.state.borrow().requests.back().map(|&(seq, _, _)| seq)
+    }
+
+    /// Completes the background syncs asked for up to `seq` (one fsync covering them all),
+    /// unless the fsync fails: then every later one reports the failure.
+    pub fn complete_syncs(&self, seq: u64) {
+        let mut state = self.state.borrow_mut();
+        if state.failed || state.requests.is_empty() {
+            return;
         }
-        (before, self.hard_state.commit)
-    }
-
-    fn apply(&mut self, action: Action) {
-        match action {
-            Action::SaveHardState(hard_state) => self.hard_state = hard_state,
-            Action::TruncateLog { from } => self.log.truncate(from.0 as usize - 1),
-            Action::AppendLog { entries } => self.log.extend(entries),
-            _ => unreachable!("not a storage action"),
+        if state.fails() {
+            state.failed = true;
+            return;
+        }
+        while state.requests.front().is_some_and(|&(s, _, _)| s <= seq) {
+            let (s, file, ops) = state.requests.pop_front().expect("front");
+            state.sync_file_to(file, ops);
+            state.synced_seq = s;
         }
     }
 
-    /// Loses the unsynced writes, except a random prefix; the first lost one may be torn.
-    pub fn crash(&mut self, rng: &mut ChaCha8Rng, torn_rate: f64) -> CrashLoss {
-        let pending = std::mem::take(&mut self.pending);
-        let kept = rng.random_range(0..=pending.len());
-        let lost = pending.len() - kept;
-        let mut rest = pending.into_iter();
-        for action in rest.by_ref().take(kept) {
-            self.apply(action);
+    /// Loses the unsynced operations, except a random prefix of each file's and the folder's;
+    /// the first write lost may be torn.
+    pub fn crash(&self, rng: &mut ChaCha8Rng) -> CrashLoss {
+        let mut state = self.state.borrow_mut();
+        let torn_rate = state.torn_rate;
+        let mut loss = CrashLoss { kept: 0, lost: 0, torn: false };
+        let dir_ops = std::mem::take(&mut state.dir_pending);
+        let keep = rng.random_range(0..=dir_ops.len());
+        for op in &dir_ops[..keep] {
+            apply_dir(&mut state.dir_durable, op);
         }
-        let mut torn = false;
-        if let Some(Action::AppendLog { entries }) = rest.next() {
-            if entries.len() > 1 && torn_rate > 0.0 && rng.random_bool(torn_rate) {
-                // Whole records before the tear survive; the torn record is cut at recovery.
-                let survive = rng.random_range(1..entries.len());
-                self.log.extend(entries.into_iter().take(survive));
-                torn = true;
+        for id in 0..state.files.len() {
+            let file = &mut state.files[id];
+            let pending = file.pending.len();
+            let keep = rng.random_range(0..=pending);
+            let mut changed = file.sync_to(file.synced + keep as u64);
+            loss.kept += keep;
+            loss.lost += pending - keep;
+            if let Some(FileOp::Write { at, bytes }) = file.pending.pop_front() {
+                if bytes.len() > 1 && torn_rate > 0.0 && rng.random_bool(torn_rate) {
+                    let part = rng.random_range(1..bytes.len());
+                    let at = apply(&mut file.durable, &FileOp::Write { at, bytes: bytes[..part].to_vec() });
+                    changed = Some(changed.map_or(at, |c| c.min(at)));
+                    loss.torn = true;
+                }
+            }
+            file.pending.clear();
+            file.synced = 0;
+            file.volatile = file.durable.clone();
+            if let Some(at) = changed {
+                state.note_durable_change(id, at);
             }
         }
-        CrashLoss { kept, lost, torn }
+        state.dir = state.dir_durable.clone();
+        state.hard_state = None;
+        state.requests.clear();
+        state.synced_seq = 0;
+        state.failed = false;
+        state.failed_this_life = false;
+        state.life += 1;
+        loss
     }
 
-    pub fn recover(&self) -> Recovered {
-        Recovered { hard_state: self.hard_state, entries: self.log.clone(), applied: LogIndex::ZERO }
+    /// The log that would survive a crash now, read by the runtime's parser.
+    pub fn durable_log(&self) -> std::cell::Ref<'_, [Entry]> {
+        self.state.borrow_mut().parse_durable_log();
+        std::cell::Ref::map(self.state.borrow(), |state| state.log.entries.as_slice())
     }
 
-    pub fn hard_state(&self) -> HardState {
-        self.hard_state
+    /// The durable log's last (term, index).
+    pub fn durable_last(&self) -> (Term, LogIndex) {
+        self.durable_log().last().map_or((Term::ZERO, LogIndex::ZERO), |e| (e.term, e.index))
     }
 
-    pub fn log(&self) -> &[Entry] {
-        &self.log
+    /// Term, vote and commit as `metadata.json` would be read after a crash now.
+    pub fn durable_hard_state(&self) -> HardState {
+        let mut state = self.state.borrow_mut();
+        if let Some(hard_state) = state.hard_state {
+            return hard_state;
+        }
+        let hard_state = state
+            .dir_durable
+            .get(&state.meta_path)
+            .and_then(|&id| storage::decode_metadata(&state.files[id].durable))
+            .unwrap_or_default();
+        state.hard_state = Some(hard_state);
+        hard_state
     }
 
-    pub fn last(&self) -> Option<&Entry> {
-        self.log.last()
+    fn handle(&self) -> Handle {
+        Handle { disk: self.clone(), life: self.state.borrow().life }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use rand_chacha::rand_core::SeedableRng;
-    use replog_core::{Payload, Term};
-
-    fn entries(from: u64, count: u64) -> Vec<Entry> {
-        (from..from + count)
-            .map(|i| Entry { index: LogIndex(i), term: Term(1), payload: Payload::Noop })
-            .collect()
+impl DiskState {
+    fn fails(&mut self) -> bool {
+        let fails = self.sync_fail_rate > 0.0 && self.rng.random_bool(self.sync_fail_rate);
+        self.sync_failures += u64::from(fails);
+        self.failed_this_life |= fails;
+        fails
     }
 
-    #[test]
-    fn sync_makes_writes_durable_and_crash_keeps_a_prefix() {
-        let mut rng = ChaCha8Rng::seed_from_u64(3);
-        for _ in 0..50 {
-            let mut disk = Disk::default();
-            disk.write(Action::AppendLog { entries: entries(1, 2) });
-            disk.sync();
-            disk.write(Action::AppendLog { entries: entries(3, 3) });
-            disk.write(Action::AppendLog { entries: entries(6, 1) });
-            let loss = disk.crash(&mut rng, 1.0);
-            assert_eq!(loss.kept + loss.lost, 2);
-            let len = disk.log().len();
-            assert!(len >= 2, "synced entries survive");
-            for (i, entry) in disk.log().iter().enumerate() {
-                assert_eq!(entry.index, LogIndex(i as u64 + 1), "a prefix, never a hole");
-            }
+    fn sync_file_to(&mut self, id: usize, upto: u64) {
+        if let Some(at) = self.files[id].sync_to(upto) {
+            self.note_durable_change(id, at);
         }
+    }
+
+    fn log_file(&self) -> Option<usize> {
+        self.dir_durable.get(&self.log_path).copied()
+    }
+
+    fn note_durable_change(&mut self, id: usize, at: u64) {
+        if self.log_file() == Some(id) {
+            self.log.dirty_from = Some(self.log.dirty_from.map_or(at, |d| d.min(at)));
+        } else {
+            self.hard_state = None;
+        }
+    }
+
+    fn parse_durable_log(&mut self) {
+        let Some(id) = self.log_file() else {
+            self.log = DurableLog::default();
+            return;
+        };
+        let log = &mut self.log;
+        let Some(from) = log.dirty_from.take() else {
+            return;
+        };
+        // Every record that ends after the change is read again (it may be cut or rewritten).
+        let keep = log.ends.partition_point(|&end| end <= from);
+        log.entries.truncate(keep);
+        log.ends.truncate(keep);
+        let bytes = &self.files[id].durable;
+        let start = log.ends.last().copied().unwrap_or(0);
+        let next = log.entries.len() as u64 + 1;
+        for (entry, end) in storage::scan_records(&bytes[start as usize..], next) {
+            log.entries.push(entry);
+            log.ends.push(start + end as u64);
+        }
+    }
+}
+
+/// The storage code's view of the disk.
+#[derive(Debug)]
+pub struct Handle {
+    disk: SimDisk,
+    life: u64,
+}
+
+fn dead() -> io::Error {
+    io::Error::other("the disk of a crashed node")
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
+}
+
+fn sync_failed() -> io::Error {
+    io::Error::other("fsync failed (simulated)")
+}
+
+impl Handle {
+    fn state(&self) -> io::Result<std::cell::RefMut<'_, DiskState>> {
+        let state = self.disk.state.borrow_mut();
+        if state.life != self.life {
+            return Err(dead());
+        }
+        Ok(state)
+    }
+}
+
+/// The simulated file system, as `replog_runtime`'s storage sees it.
+#[derive(Debug)]
+pub struct SimFs(Handle);
+
+impl SimFs {
+    pub fn new(disk: &SimDisk) -> SimFs {
+        SimFs(disk.handle())
+    }
+}
+
+impl FileSystem for SimFs {
+    type Log = SimLog;
+
+    fn create_dir_all(&mut self, _dir: &Path) -> io::Result<()> {
+        self.0.state().map(drop)
+    }
+
+    fn exists(&mut self, path: &Path) -> bool {
+        self.0.state().is_ok_and(|state| state.dir.contains_key(path))
+    }
+
+    fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
+        let state = self.0.state()?;
+        let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
+        Ok(state.files[id].volatile.clone())
+    }
+
+    fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.0.state()?;
+        let id = match state.dir.get(path) {
+            Some(&id) => {
+                state.files[id].pending.push_back(FileOp::SetLen(0));
+                id
+            }
+            None => state.create(path),
+        };
+        let file = &mut state.files[id];
+        file.volatile.clear();
+        file.volatile.extend_from_slice(bytes);
+        file.pending.push_back(FileOp::Write { at: 0, bytes: bytes.to_vec() });
+        Ok(())
+    }
+
+    fn sync_file(&mut self, path: &Path) -> io::Result<()> {
+        let mut state = self.0.state()?;
+        let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
+        if state.fails() {
+            return Err(sync_failed());
+        }
+        let issued = state.files[id].issued();
+        state.sync_file_to(id, issued);
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut state = self.0.state()?;
+        if !state.dir.contains_key(from) {
+            return Err(not_found(from));
+        }
+        let op = DirOp::Rename(from.to_path_buf(), to.to_path_buf());
+        apply_dir(&mut state.dir, &op);
+        state.dir_pending.push(op);
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, _dir: &Path) -> io::Result<()> {
+        let mut state = self.0.state()?;
+        if state.fails() {
+            return Err(sync_failed());
+        }
+        let ops = std::mem::take(&mut state.dir_pending);
+        state.hard_state = None;
+        let log_before = state.log_file();
+        for op in &ops {
+            apply_dir(&mut state.dir_durable, op);
+        }
+        if state.log_file() != log_before {
+            state.log = DurableLog::default();
+        }
+        Ok(())
+    }
+
+    fn open_log(&mut self, path: &Path) -> io::Result<SimLog> {
+        let mut state = self.0.state()?;
+        let id = match state.dir.get(path) {
+            Some(&id) => id,
+            None => state.create(path),
+        };
+        let end = state.files[id].volatile.len() as u64;
+        drop(state);
+        Ok(SimLog { handle: Handle { disk: self.0.disk.clone(), life: self.0.life }, file: id, end })
+    }
+}
+
+impl DiskState {
+    fn create(&mut self, path: &Path) -> usize {
+        let id = self.files.len();
+        self.files.push(SimFile::default());
+        let op = DirOp::Link(path.to_path_buf(), id);
+        apply_dir(&mut self.dir, &op);
+        self.dir_pending.push(op);
+        id
+    }
+}
+
+/// The log file, with background syncs the world completes.
+#[derive(Debug)]
+pub struct SimLog {
+    handle: Handle,
+    file: usize,
+    end: u64,
+}
+
+impl LogFile for SimLog {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.handle.state()?;
+        let file = &mut state.files[self.file];
+        let op = FileOp::Write { at: self.end, bytes: bytes.to_vec() };
+        apply(&mut file.volatile, &op);
+        file.pending.push_back(op);
+        self.end += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let mut state = self.handle.state()?;
+        let file = &mut state.files[self.file];
+        let op = FileOp::SetLen(len);
+        apply(&mut file.volatile, &op);
+        file.pending.push_back(op);
+        self.end = len;
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let mut state = self.handle.state()?;
+        if state.failed || state.fails() {
+            state.failed = true;
+            return Err(sync_failed());
+        }
+        let issued = state.files[self.file].issued();
+        state.sync_file_to(self.file, issued);
+        Ok(())
+    }
+
+    fn request_sync(&mut self, seq: u64) -> bool {
+        if let Ok(mut state) = self.handle.state() {
+            let issued = state.files[self.file].issued();
+            state.requests.push_back((seq, self.file, issued));
+        }
+        true
+    }
+
+    fn synced(&mut self) -> io::Result<u64> {
+        let state = self.handle.state()?;
+        if state.failed {
+            return Err(sync_failed());
+        }
+        Ok(state.synced_seq)
     }
 }

@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bugs;
 pub mod checker;
 pub mod digest;
 pub mod disk;
@@ -14,15 +15,16 @@ pub mod schedule;
 pub mod shrink;
 pub mod world;
 
+pub use bugs::Planted;
 pub use checker::{Kind, Violation};
 pub use options::Options;
 pub use schedule::Schedule;
 pub use world::{run, RunResult, Summary, Trace};
 
 /// Runs a seed with its own generated schedule.
-pub fn run_seed(seed: u64, bug: Option<&str>, trace: Trace) -> (Options, Schedule, RunResult) {
+pub fn run_seed(seed: u64, bug: Option<Planted>, trace: Trace) -> (Options, Schedule, RunResult) {
     let mut options = Options::from_seed(seed);
-    options.bug = bug.map(str::to_string);
+    options.bug = bug;
     let schedule = Schedule::generate(&options);
     let result = run(&options, &schedule, trace);
     (options, schedule, result)

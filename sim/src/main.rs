@@ -4,7 +4,7 @@
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use sim::world::render_summary;
-use sim::{run, shrink::shrink, Kind, Options, Schedule, Summary, Trace, Violation};
+use sim::{run, shrink::shrink, Kind, Options, Planted, Schedule, Summary, Trace, Violation};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -37,9 +37,9 @@ struct Args {
     /// Override drawn options, e.g. "nodes=5 ticks=10000".
     #[arg(long)]
     set: Option<String>,
-    /// Switch on a deliberate core bug (builds with --features bugs).
-    #[arg(long)]
-    bug: Option<String>,
+    /// Plant a deliberate core or driver bug (builds with --features bugs).
+    #[arg(long, value_parser = Planted::parse)]
+    bug: Option<Planted>,
     /// Worker threads for a sweep (default: every core).
     #[arg(long)]
     jobs: Option<usize>,
@@ -63,13 +63,8 @@ fn main() {
             default_hook(info);
         }
     }));
-    if let Some(bug) = &args.bug {
-        if !cfg!(feature = "bugs") {
-            fail("--bug needs a build with the bugs feature: cargo run -p sim --features bugs -- ...");
-        }
-        if !cfg!(feature = "bugs") || !known_bug(bug) {
-            fail(&format!("unknown bug {bug:?}"));
-        }
+    if args.bug.is_some() && !cfg!(feature = "bugs") {
+        fail("--bug needs a build with the bugs feature: cargo run -p sim --features bugs -- ...");
     }
     let code = if let Some((start, end)) = args.seeds {
         sweep(&args, start, end)
@@ -78,12 +73,10 @@ fn main() {
             .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", path.display())));
         let (options, schedule) =
             Schedule::parse(&text).unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
-        if let Some(bug) = &options.bug {
-            if !known_bug(bug) {
-                fail(&format!(
-                    "the schedule switches on bug {bug:?}: replay it with cargo run -p sim --features bugs"
-                ));
-            }
+        if let Some(bug) = options.bug.filter(|_| !cfg!(feature = "bugs")) {
+            fail(&format!(
+                "the schedule switches on bug {bug}: replay it with cargo run -p sim --features bugs"
+            ));
         }
         single(&args, options, schedule, format!("cargo run -p sim -- --schedule {}", path.display()))
     } else {
@@ -93,16 +86,6 @@ fn main() {
         single(&args, options, schedule, replay_command(&args, seed))
     };
     std::process::exit(code);
-}
-
-#[cfg(feature = "bugs")]
-fn known_bug(name: &str) -> bool {
-    replog_core::Bug::from_name(name).is_some()
-}
-
-#[cfg(not(feature = "bugs"))]
-fn known_bug(_: &str) -> bool {
-    false
 }
 
 fn fail(message: &str) -> ! {
@@ -115,7 +98,7 @@ fn options_for(args: &Args, seed: u64) -> Options {
     if let Some(pairs) = &args.set {
         options.apply(pairs).unwrap_or_else(|e| fail(&e));
     }
-    options.bug = args.bug.clone();
+    options.bug = args.bug;
     options
 }
 

@@ -1,5 +1,6 @@
 //! Every parameter of a run, drawn from its seed, so seeds explore different fault mixes.
 
+use crate::bugs::Planted;
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -47,11 +48,16 @@ pub struct Options {
     /// Flow-control limits handed to the nodes: small ones split catch-up into many messages.
     pub entries_per_message_max: u32,
     pub inflight_messages_max: u32,
-    /// A deliberate core bug (builds with the `bugs` feature only).
-    pub bug: Option<String>,
+    /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
+    pub bug: Option<Planted>,
 }
 
 impl Options {
+    /// The bug to plant: none in builds without the `bugs` feature.
+    pub fn planted(&self) -> Option<Planted> {
+        self.bug.filter(|_| cfg!(feature = "bugs"))
+    }
+
     pub fn from_seed(seed: u64) -> Options {
         // A stream of its own, so options never shift when the run's other draws change.
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_7469_6f6e_7321);
@@ -119,7 +125,7 @@ impl Options {
                 "sync_latency_max" => self.sync_latency_max = int()?.max(1),
                 "entries_per_message_max" => self.entries_per_message_max = int()?.clamp(1, 1 << 20) as u32,
                 "inflight_messages_max" => self.inflight_messages_max = int()?.clamp(1, 1 << 20) as u32,
-                "bug" => self.bug = if value == "none" { None } else { Some(value.to_string()) },
+                "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
         }
@@ -169,7 +175,7 @@ mod tests {
     #[test]
     fn display_round_trips_through_apply() {
         let mut options = Options::from_seed(7);
-        options.bug = Some("quorum-of-half".into());
+        options.bug = Some(Planted::parse("quorum-of-half").unwrap());
         let mut parsed = Options::from_seed(0);
         parsed.apply(&options.to_string()).unwrap();
         assert_eq!(parsed, options);

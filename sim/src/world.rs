@@ -9,7 +9,7 @@
 
 use crate::checker::{self, Broken, Checker, Kind, Violation};
 use crate::digest::{self, Fnv};
-use crate::disk::Disk;
+use crate::disk::{SimDisk, SimFs, DATA_DIR};
 use crate::history::{History, Op, OpKind, Outcome, Tally};
 use crate::network::{Network, NetworkStats};
 use crate::options::{Options, CONVERGENCE_TICKS, LIVENESS_TICKS, TICK};
@@ -17,7 +17,11 @@ use crate::schedule::{Fault, Schedule, Target};
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Action, Body, Bytes, Config, Event, LogIndex, Message, Node, NodeId, Reply, RequestId};
+use replog_core::{
+    Action, Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId,
+};
+use replog_runtime::driver::{Driver, DriverError, Output};
+use replog_runtime::storage::Identity;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt::Write as _;
@@ -87,7 +91,8 @@ impl Trace {
     }
 }
 
-/// How often the interesting paths ran.
+/// How often the interesting paths ran: faults from the world, decisions from the core's own
+/// coverage marks (`replog_core::Marks`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Coverage {
     pub elections: u64,
@@ -99,6 +104,19 @@ pub struct Coverage {
     pub votes_ignored_by_lease: u64,
     pub torn_writes: u64,
     pub fsync_failures: u64,
+}
+
+impl Coverage {
+    /// Adds what a node's marks counted between two moments of one life.
+    fn add(&mut self, before: &Marks, after: &Marks) {
+        self.elections += after.elections - before.elections;
+        self.split_votes += after.split_votes - before.split_votes;
+        self.truncations += after.truncations - before.truncations;
+        self.stale_term_messages += after.stale_term_messages - before.stale_term_messages;
+        self.leader_stepdowns += after.leader_stepdowns - before.leader_stepdowns;
+        self.prevote_rejections += after.pre_vote_rejections_sent - before.pre_vote_rejections_sent;
+        self.votes_ignored_by_lease += after.votes_ignored_by_lease - before.votes_ignored_by_lease;
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -124,17 +142,40 @@ pub struct RunResult {
     pub trace: Trace,
 }
 
+/// One node: the runtime's driver (the core and the real storage code) on a simulated disk.
 struct SimNode {
     id: NodeId,
-    node: Option<Node>,
+    driver: Option<Driver<SimFs>>,
     /// Bumped at every crash and restart; events of an old life are ignored.
     life: u64,
-    disk: Disk,
+    disk: SimDisk,
     paused: bool,
     held: Vec<SimEvent>,
     tick_period: u64,
-    flush_scheduled: bool,
+    /// A completion of the disk's background syncs is scheduled.
+    sync_scheduled: bool,
     applied_len: u64,
+    /// The commit index in the durable metadata: it never goes back.
+    durable_commit: LogIndex,
+    /// The core's Sync placement, checked on its actions.
+    contract: checker::SyncContract,
+}
+
+impl SimNode {
+    fn node(&self) -> Option<&Node> {
+        self.driver.as_ref().map(Driver::node)
+    }
+
+    fn is_up(&self) -> bool {
+        self.driver.is_some()
+    }
+}
+
+/// What a driver call does before the round ends.
+enum Call {
+    Step(Event),
+    /// Background syncs completed.
+    Synced,
 }
 
 struct Client {
@@ -145,15 +186,40 @@ struct Client {
 }
 
 enum SimEvent {
-    Tick { node: usize, life: u64 },
+    Tick {
+        node: usize,
+        life: u64,
+    },
     Deliver(Message),
-    Flush { node: usize, life: u64 },
-    ClientArrive { node: usize, request: RequestId, command: Option<Bytes> },
-    ClientReply { client: usize, request: RequestId, reply: Reply, read_len: u64 },
-    ClientTimeout { client: usize, request: RequestId },
-    ClientNext { client: usize },
+    /// The disk's background syncs asked for up to `upto` complete.
+    SyncDone {
+        node: usize,
+        life: u64,
+        upto: u64,
+    },
+    ClientArrive {
+        node: usize,
+        request: RequestId,
+        command: Option<Bytes>,
+    },
+    ClientReply {
+        client: usize,
+        request: RequestId,
+        reply: Reply,
+        read_len: u64,
+    },
+    ClientTimeout {
+        client: usize,
+        request: RequestId,
+    },
+    ClientNext {
+        client: usize,
+    },
     Fault(usize),
-    CrashNode { node: usize, life: u64 },
+    CrashNode {
+        node: usize,
+        life: u64,
+    },
     Heal,
     LivenessCheck,
     End,
@@ -199,8 +265,6 @@ struct World {
     healed: bool,
     /// Armed by `Fault::Ambush`: crash the next new leader this many units after it wins.
     ambush: Option<u64>,
-    fsync_fail_rate: f64,
-    torn_write_rate: f64,
     rng_net: ChaCha8Rng,
     rng_disk: ChaCha8Rng,
     rng_client: ChaCha8Rng,
@@ -234,14 +298,16 @@ impl World {
         let nodes = (1..=options.nodes)
             .map(|id| SimNode {
                 id: NodeId(id),
-                node: None,
+                driver: None,
                 life: 0,
-                disk: Disk::default(),
+                disk: SimDisk::new(stream(seed, 100 + id), options.fsync_fail_rate, options.torn_write_rate),
                 paused: false,
                 held: Vec::new(),
                 tick_period: rng_setup.random_range(TICK - spread..=TICK + spread),
-                flush_scheduled: false,
+                sync_scheduled: false,
                 applied_len: 0,
+                durable_commit: LogIndex::ZERO,
+                contract: checker::SyncContract::new(replog_core::HardState::default()),
             })
             .collect();
         let clients = (0..options.clients)
@@ -260,8 +326,6 @@ impl World {
             options.latency_max,
         );
         World {
-            fsync_fail_rate: options.fsync_fail_rate,
-            torn_write_rate: options.torn_write_rate,
             options,
             now: 0,
             seq: 0,
@@ -321,7 +385,7 @@ impl World {
             match next.event {
                 SimEvent::Tick { node, life } => self.on_tick(node, life)?,
                 SimEvent::Deliver(message) => self.on_deliver(message)?,
-                SimEvent::Flush { node, life } => self.on_flush(node, life)?,
+                SimEvent::SyncDone { node, life, upto } => self.on_sync_done(node, life, upto)?,
                 SimEvent::ClientArrive { node, request, command } => {
                     self.on_client_arrive(node, request, command)?
                 }
@@ -358,32 +422,59 @@ impl World {
         config.inflight_messages_max = self.options.inflight_messages_max;
         #[cfg(feature = "bugs")]
         {
-            config.bug = self.options.bug.as_deref().and_then(replog_core::Bug::from_name);
+            if let Some(crate::bugs::Planted::Core(bug)) = self.options.planted() {
+                config.bug = Some(bug);
+            }
         }
         config
     }
 
     fn restart(&mut self, index: usize) -> Result<(), Violation> {
-        if self.nodes[index].node.is_some() {
+        if self.nodes[index].is_up() {
             return Ok(());
         }
         self.nodes[index].life += 1;
         let config = self.config(index);
         let sim = &mut self.nodes[index];
         let id = sim.id;
-        let recovered = sim.disk.recover();
-        let node = Node::new(config, recovered)
-            .map_err(|error| self.violation(Kind::Safety, Some(id), ("recovery", error.to_string())))?;
-        let log = self.nodes[index].disk.log().to_vec();
+        let identity = Identity { name: id.to_string(), address: format!("sim:{}", id.0) };
+        let fs = SimFs::new(&sim.disk);
+        let (mut driver, opened) = match Driver::open(config, fs, std::path::Path::new(DATA_DIR), identity) {
+            Ok(opened) => opened,
+            Err(DriverError::Storage(_)) if sim.disk.has_failed_sync() => {
+                // Start-up stops at a failed fsync, as the runtime does; a later restart retries.
+                let loss = sim.disk.crash(&mut self.rng_disk);
+                sim.life += 1;
+                self.note(|| {
+                    format!("{id} failed to start (fsync failed), lost {} unsynced writes", loss.lost)
+                });
+                return Ok(());
+            }
+            Err(error) => {
+                return Err(self.violation(Kind::Safety, Some(id), ("recovery", error.to_string())))
+            }
+        };
+        driver.record();
+        #[cfg(feature = "bugs")]
+        if let Some(crate::bugs::Planted::Driver(bug)) = self.options.planted() {
+            driver.plant(bug);
+        }
+        let node = driver.node();
+        let log = node.entries(LogIndex(1), node.last_index());
+        let commit = node.commit();
+        let contract = checker::SyncContract::new(node.hard_state());
         self.checker.on_start(id, &log).map_err(|broken| self.violation(Kind::Safety, Some(id), broken))?;
         let sim = &mut self.nodes[index];
-        sim.node = Some(node);
-        sim.applied_len = 0;
-        sim.flush_scheduled = false;
+        sim.driver = Some(driver);
+        sim.contract = contract;
+        // The log is the state machine: what was committed before the restart is applied.
+        sim.applied_len = commit.0;
+        sim.sync_scheduled = false;
         let (life, period) = (sim.life, sim.tick_period);
         if life > 1 {
             self.summary.restarts += 1;
-            self.note(|| format!("{id} restarted from disk ({} entries)", log.len()));
+            let repaired = if opened.warnings.is_empty() { "" } else { ", cut a torn record" };
+            self.note(|| format!("{id} restarted from disk ({} entries{repaired})", log.len()));
         }
         let first = self.rng_fault.random_range(1..=period);
         self.schedule(first, SimEvent::Tick { node: index, life });
@@ -392,14 +483,14 @@ impl World {
 
     fn crash(&mut self, index: usize, why: &str) {
         let sim = &mut self.nodes[index];
-        if sim.node.take().is_none() {
+        if sim.driver.take().is_none() {
             return;
         }
-        let loss = sim.disk.crash(&mut self.rng_disk, self.torn_write_rate);
+        let loss = sim.disk.crash(&mut self.rng_disk);
         sim.life += 1;
         sim.paused = false;
         sim.held.clear();
-        sim.flush_scheduled = false;
+        sim.sync_scheduled = false;
         let id = sim.id;
         self.summary.crashes += 1;
         if loss.torn {
@@ -417,20 +508,20 @@ impl World {
 
     fn on_tick(&mut self, index: usize, life: u64) -> Result<(), Violation> {
         let sim = &self.nodes[index];
-        if sim.life != life || sim.node.is_none() {
+        if sim.life != life || !sim.is_up() {
             return Ok(());
         }
         let (period, paused) = (sim.tick_period, sim.paused);
         self.schedule(period, SimEvent::Tick { node: index, life });
         if !paused {
-            self.step(index, Event::Tick)?;
+            self.drive(index, Call::Step(Event::Tick))?;
         }
         Ok(())
     }
 
     fn on_deliver(&mut self, message: Message) -> Result<(), Violation> {
         let index = message.to.0 as usize - 1;
-        if self.network.is_cut(message.from.0, message.to.0) || self.nodes[index].node.is_none() {
+        if self.network.is_cut(message.from.0, message.to.0) || !self.nodes[index].is_up() {
             self.network.stats.dropped += 1;
             return Ok(());
         }
@@ -439,78 +530,63 @@ impl World {
             return Ok(());
         }
         self.network.stats.delivered += 1;
-        self.step(index, Event::Receive(message))
+        self.drive(index, Call::Step(Event::Receive(message)))
     }
 
-    fn on_flush(&mut self, index: usize, life: u64) -> Result<(), Violation> {
+    fn on_sync_done(&mut self, index: usize, life: u64, upto: u64) -> Result<(), Violation> {
         let sim = &mut self.nodes[index];
-        if sim.life != life || sim.node.is_none() {
+        if sim.life != life || !sim.is_up() {
             return Ok(());
         }
         if sim.paused {
-            sim.held.push(SimEvent::Flush { node: index, life });
+            sim.held.push(SimEvent::SyncDone { node: index, life, upto });
             return Ok(());
         }
-        sim.flush_scheduled = false;
-        if !self.sync(index)? {
-            self.crash(index, "stopped after an fsync failure");
-            return Ok(());
-        }
-        self.report_persisted(index)
+        sim.sync_scheduled = false;
+        sim.disk.complete_syncs(upto);
+        self.drive(index, Call::Synced)
     }
 
-    /// One fsync: it may fail, which stops the node (it must never go on as if it succeeded).
-    fn sync(&mut self, index: usize) -> Result<bool, Violation> {
-        if self.fsync_fail_rate > 0.0 && self.rng_disk.random_bool(self.fsync_fail_rate) {
-            self.summary.coverage.fsync_failures += 1;
-            return Ok(false);
-        }
-        let id = self.nodes[index].id;
-        let (before, after) = self.nodes[index].disk.sync();
-        if after < before {
-            let broken = ("commit monotonic", format!("durable commit went back from {before} to {after}"));
-            return Err(self.violation(Kind::Safety, Some(id), broken));
-        }
-        Ok(true)
-    }
-
-    /// Tells a node how far its log is durable, as the driver contract asks.
-    fn report_persisted(&mut self, index: usize) -> Result<(), Violation> {
-        let sim = &self.nodes[index];
-        let (Some(node), Some(last)) = (sim.node.as_ref(), sim.disk.last()) else {
-            return Ok(());
-        };
-        if node.persisted_index() < last.index && node.entry(last.index).map(|e| e.term) == Some(last.term) {
-            let event = Event::LogPersisted { index: last.index, term: last.term };
-            self.step(index, event)?;
-        }
-        Ok(())
-    }
-
-    /// Steps a node and carries out its actions in order, checking safety as it goes.
-    fn step(&mut self, index: usize, event: Event) -> Result<(), Violation> {
-        let Some(mut node) = self.nodes[index].node.take() else {
+    /// One round of the runtime's driver on a node, as its event loop runs it: the call, then
+    /// one sync request for everything written, then whatever completed syncs release. Every
+    /// core step and every released message is checked.
+    fn drive(&mut self, index: usize, call: Call) -> Result<(), Violation> {
+        let Some(node) = self.nodes[index].node() else {
             return Ok(());
         };
         let id = node.id();
-        let (was_leader, term_before, role_before) = (node.is_leader(), node.term(), node.role_name());
-        let commit_before = node.commit();
-        if let Event::Receive(message) = &event {
-            if message.term < term_before {
-                self.summary.coverage.stale_term_messages += 1;
-            }
-        }
-        let ignored_vote = matches!(&event, Event::Receive(m) if matches!(m.body, Body::VoteRequest { .. }) && m.term > term_before);
-        (self.now, id.0, &event).hash(&mut self.digest);
-        if self.trace.on() {
-            let text = describe(&event);
-            self.note(|| format!("{id} {text}"));
-        }
+        let (was_leader, term_before, commit_before, marks_before) =
+            (node.is_leader(), node.term(), node.commit(), *node.marks());
+        // The runtime syncs inline when its round was quiet, on the fsync thread otherwise.
+        let inline = self.rng_disk.random_bool(0.5);
+        let driver = self.nodes[index].driver.as_mut().expect("node is up");
         IN_CORE_STEP.with(|flag| flag.set(true));
-        let stepped = catch_unwind(AssertUnwindSafe(|| node.step(event)));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if let Call::Step(event) = call {
+                driver.step(event)?;
+            }
+            driver.end_round(inline)?;
+            driver.on_synced()
+        }));
         IN_CORE_STEP.with(|flag| flag.set(false));
-        let actions = match stepped {
-            Ok(actions) => actions,
+        let mut outputs = Vec::new();
+        driver.take_output(&mut outputs);
+        let recorded = driver.take_recorded();
+        let is_leader = driver.node().is_leader();
+        for stepped in recorded {
+            self.observe(index, is_leader, stepped.event, stepped.actions)?;
+        }
+        match outcome {
+            Ok(Ok(())) => {}
+            Ok(Err(DriverError::Storage(_))) if self.nodes[index].disk.has_failed_sync() => {
+                // The node stops: nothing the failed round released leaves.
+                self.summary.coverage.fsync_failures += 1;
+                self.crash(index, "stopped after an fsync failure");
+                return Ok(());
+            }
+            Ok(Err(error)) => {
+                return Err(self.violation(Kind::Safety, Some(id), ("driver", error.to_string())))
+            }
             Err(panic) => {
                 let message = panic
                     .downcast_ref::<String>()
@@ -519,67 +595,32 @@ impl World {
                     .unwrap_or_else(|| "unknown panic".into());
                 return Err(self.violation(Kind::Safety, Some(id), ("core invariant", message)));
             }
-        };
-        actions.hash(&mut self.digest);
-        if ignored_vote && actions.is_empty() && node.term() == term_before {
-            self.summary.coverage.votes_ignored_by_lease += 1;
         }
-        let mut applied = Vec::new();
-        for action in actions {
-            if self.trace.on() {
-                let text = format!("         {action}");
-                self.trace.line(text);
-            }
-            match action {
-                Action::SaveHardState(_) => self.nodes[index].disk.write(action),
-                Action::AppendLog { ref entries } => {
-                    self.checker
-                        .on_append(id, entries)
-                        .map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
-                    self.nodes[index].disk.write(action);
-                }
-                Action::TruncateLog { from } => {
-                    self.summary.coverage.truncations += 1;
-                    self.checker
-                        .on_truncate(id, from, node.is_leader())
-                        .map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
-                    self.nodes[index].disk.write(action);
-                }
-                Action::Sync => {
-                    if !self.sync(index)? {
-                        // The node stops: nothing after the failed sync happens.
-                        self.nodes[index].node = Some(node);
-                        self.crash(index, "stopped after an fsync failure");
-                        return Ok(());
-                    }
-                }
-                Action::Send(message) => {
-                    let disk = &self.nodes[index].disk;
-                    let hard = disk.hard_state();
-                    checker::check_durable(&message, hard.term, hard.voted_for, disk.log(), &node)
-                        .map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
-                    if matches!(message.body, Body::VoteResponse { pre_vote: true, granted: false }) {
-                        self.summary.coverage.prevote_rejections += 1;
-                    }
+        let mut applied: Vec<Vec<Entry>> = Vec::new();
+        for output in outputs {
+            match output {
+                Output::Send(message) => {
+                    self.check_durable(index, &message)?;
                     self.transmit(message);
                 }
-                Action::Apply { entries } => {
+                // The core applies before it answers a read: the read sees what was applied.
+                Output::Apply(entries) => {
                     self.nodes[index].applied_len += entries.len() as u64;
                     applied.push(entries);
                 }
-                Action::Reply(reply) => self.route_reply(index, reply),
+                Output::Reply(reply) => self.route_reply(index, reply),
             }
         }
+        let node = self.nodes[index].node().expect("node is up");
         let became_leader = node.is_leader() && (!was_leader || node.term() != term_before);
-        if node.is_leader() && node.commit() > commit_before {
-            self.nodes[index].node = Some(node);
-            let result = self.check_commit_final(index);
-            node = self.nodes[index].node.take().expect("just put back");
-            result?;
-        }
+        let commit_moved = node.is_leader() && node.commit() > commit_before;
+        self.summary.coverage.add(&marks_before, node.marks());
         self.checker
-            .after_step(&node, became_leader)
+            .after_step(node, became_leader)
             .map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
+        if commit_moved {
+            self.check_commit_final(index)?;
+        }
         for entries in &applied {
             self.checker.on_apply(id, entries).map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
         }
@@ -590,38 +631,96 @@ impl World {
                 self.schedule(delay, SimEvent::CrashNode { node: index, life });
             }
         }
-        if was_leader && !node.is_leader() {
-            self.summary.coverage.leader_stepdowns += 1;
+        self.check_durable_commit(index)?;
+        self.schedule_sync(index);
+        Ok(())
+    }
+
+    /// A message that vouches for stored state leaves only once that state would survive a
+    /// crash, judged from the simulated disk through the runtime's own parsers.
+    fn check_durable(&self, index: usize, message: &Message) -> Result<(), Violation> {
+        if !checker::vouches_for_storage(message) {
+            return Ok(());
         }
-        if node.role_name() == "candidate" && node.term() > term_before {
-            self.summary.coverage.elections += 1;
-            if role_before == "candidate" {
-                self.summary.coverage.split_votes += 1;
+        let sim = &self.nodes[index];
+        let hard = sim.disk.durable_hard_state();
+        let log = sim.disk.durable_log();
+        let node = sim.node().expect("node is up");
+        checker::check_durable(message, hard.term, hard.voted_for, &log, node)
+            .map_err(|b| self.violation(Kind::Safety, Some(sim.id), b))
+    }
+
+    /// Traces, fingerprints and checks one core step the driver took.
+    fn observe(
+        &mut self,
+        index: usize,
+        is_leader: bool,
+        event: Event,
+        actions: Vec<Action>,
+    ) -> Result<(), Violation> {
+        let id = self.nodes[index].id;
+        (self.now, id.0, &event).hash(&mut self.digest);
+        actions.hash(&mut self.digest);
+        if self.trace.on() {
+            let text = describe(&event);
+            self.note(|| format!("{id} {text}"));
+            for action in &actions {
+                self.trace.line(format!("         {action}"));
             }
         }
-        self.nodes[index].node = Some(node);
-        if self.nodes[index].disk.has_pending() && !self.nodes[index].flush_scheduled {
-            self.nodes[index].flush_scheduled = true;
-            let delay = self.rng_disk.random_range(1..=self.options.sync_latency_max);
-            let life = self.nodes[index].life;
-            self.schedule(delay, SimEvent::Flush { node: index, life });
+        for action in &actions {
+            let checked = match action {
+                Action::AppendLog { entries } => self.checker.on_append(id, entries),
+                Action::TruncateLog { from } => self.checker.on_truncate(id, *from, is_leader),
+                _ => Ok(()),
+            }
+            .and_then(|()| self.nodes[index].contract.on_action(action));
+            checked.map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
         }
-        self.report_persisted(index)
+        Ok(())
+    }
+
+    /// The commit index on disk never goes back (it is written only up to the durable log).
+    fn check_durable_commit(&mut self, index: usize) -> Result<(), Violation> {
+        let sim = &mut self.nodes[index];
+        let commit = sim.disk.durable_hard_state().commit;
+        if commit < sim.durable_commit {
+            let (id, before) = (sim.id, sim.durable_commit);
+            let broken = ("commit monotonic", format!("durable commit went back from {before} to {commit}"));
+            return Err(self.violation(Kind::Safety, Some(id), broken));
+        }
+        sim.durable_commit = commit;
+        Ok(())
+    }
+
+    /// Background syncs the driver asked for complete after the disk's latency.
+    fn schedule_sync(&mut self, index: usize) {
+        let sim = &self.nodes[index];
+        let Some(upto) = sim.disk.requested() else {
+            return;
+        };
+        if sim.sync_scheduled || !sim.is_up() {
+            return;
+        }
+        let life = sim.life;
+        self.nodes[index].sync_scheduled = true;
+        let delay = self.rng_disk.random_range(1..=self.options.sync_latency_max);
+        self.schedule(delay, SimEvent::SyncDone { node: index, life, upto });
     }
 
     /// See `checker::check_commit_final`; run whenever a leader's commit index moves.
     fn check_commit_final(&self, leader: usize) -> Result<(), Violation> {
-        let node = self.nodes[leader].node.as_ref().expect("leader runs");
+        let node = self.nodes[leader].node().expect("leader runs");
         let index = node.commit();
         let term = node.entry(index).expect("committed entry").term;
         let views: Vec<checker::LogView> = self
             .nodes
             .iter()
             .map(|sim| {
-                let durable =
-                    sim.disk.last().map_or((replog_core::Term::ZERO, LogIndex::ZERO), |e| (e.term, e.index));
-                let durable_has = sim.disk.log().get(index.0 as usize - 1).is_some_and(|e| e.term == term);
-                let memory = sim.node.as_ref().map(|n| {
+                let durable = sim.disk.durable_last();
+                let durable_has =
+                    sim.disk.durable_log().get(index.0 as usize - 1).is_some_and(|e| e.term == term);
+                let memory = sim.node().map(|n| {
                     ((n.last_term(), n.last_index()), n.entry(index).is_some_and(|e| e.term == term))
                 });
                 checker::LogView { id: sim.id, durable, durable_has, memory }
@@ -687,7 +786,7 @@ impl World {
         request: RequestId,
         command: Option<Bytes>,
     ) -> Result<(), Violation> {
-        if self.nodes[node].node.is_none() {
+        if !self.nodes[node].is_up() {
             return Ok(()); // lost; the client times out
         }
         if self.nodes[node].paused {
@@ -698,7 +797,7 @@ impl World {
             Some(command) => Event::Propose { request, commands: vec![command] },
             None => Event::Read { request },
         };
-        self.step(node, event)
+        self.drive(node, Call::Step(event))
     }
 
     fn route_reply(&mut self, node: usize, reply: Reply) {
@@ -777,12 +876,11 @@ impl World {
                     .nodes
                     .iter()
                     .enumerate()
-                    .filter_map(|(i, sim)| sim.node.as_ref().filter(|n| n.is_leader()).map(|n| (n.term(), i)))
+                    .filter_map(|(i, sim)| sim.node().filter(|n| n.is_leader()).map(|n| (n.term(), i)))
                     .max()
                     .map(|(_, i)| i);
                 leader.or_else(|| {
-                    let up: Vec<usize> =
-                        (0..self.nodes.len()).filter(|&i| self.nodes[i].node.is_some()).collect();
+                    let up: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_up()).collect();
                     (!up.is_empty()).then(|| up[self.rng_fault.random_range(0..up.len())])
                 })
             }
@@ -806,7 +904,7 @@ impl World {
             }
             Fault::Pause(target) => {
                 if let Some(node) = self.resolve(target) {
-                    if self.nodes[node].node.is_some() && !self.nodes[node].paused {
+                    if self.nodes[node].is_up() && !self.nodes[node].paused {
                         self.nodes[node].paused = true;
                         self.summary.pauses += 1;
                     }
@@ -853,8 +951,9 @@ impl World {
         self.note(|| "heal: faults stop, every node runs, the network calms".into());
         self.healed = true;
         self.network.calm();
-        self.fsync_fail_rate = 0.0;
-        self.torn_write_rate = 0.0;
+        for sim in &self.nodes {
+            sim.disk.calm();
+        }
         self.ambush = None;
         self.resume_all();
         for node in 0..self.nodes.len() {
@@ -867,12 +966,9 @@ impl World {
     }
 
     fn check_liveness(&mut self) -> Result<(), Violation> {
-        let max_term = self.nodes.iter().filter_map(|s| s.node.as_ref()).map(Node::term).max();
-        let leader = self
-            .nodes
-            .iter()
-            .filter_map(|s| s.node.as_ref())
-            .find(|n| n.is_leader() && Some(n.term()) == max_term);
+        let max_term = self.nodes.iter().filter_map(SimNode::node).map(Node::term).max();
+        let leader =
+            self.nodes.iter().filter_map(SimNode::node).find(|n| n.is_leader() && Some(n.term()) == max_term);
         if leader.is_none() {
             let broken = (
                 "leader elected after heal",
@@ -895,7 +991,7 @@ impl World {
     fn check_end(&mut self) -> Result<(), Violation> {
         let committed = self.checker.committed().len() as u64;
         for sim in &self.nodes {
-            let node = sim.node.as_ref().expect("every node runs after the heal");
+            let node = sim.node().expect("every node runs after the heal");
             if node.commit().0 != committed || node.last_index().0 != committed {
                 let broken = (
                     "convergence",

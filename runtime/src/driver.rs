@@ -1,0 +1,329 @@
+//! The driver: everything between the core and the outside world that decides durability,
+//! with no sockets, clock or threads of its own. The runtime's event loop runs it on real files
+//! and the simulator runs the very same code on its simulated disk.
+//!
+//! It carries out the core's actions in order (the contract in `replog_core`'s crate doc):
+//! storage actions go to [`Storage`] at once (buffered; moving a write earlier is always safe).
+//! An `Action::Sync` sets a barrier: every later send, reply and apply waits, in order, until a
+//! sync covering everything written before the barrier has completed. Group commit: the caller
+//! runs many steps, then [`Driver::end_round`] asks for one sync of everything they wrote; when
+//! syncs complete, [`Driver::on_synced`] releases what waited and tells the core how far its log
+//! is durable (`Event::LogPersisted`). Released actions wait in [`Driver::output`] for the caller
+//! to hand them to the network and clients.
+//!
+//! So a leader's AppendEntries leave while its own write is being synced (dissertation
+//! §10.2.1), the caller keeps serving while the disk works, and no vote, vote request or
+//! acknowledgement leaves before the state it vouches for is on disk.
+
+use crate::fs::FileSystem;
+use crate::storage::{Identity, Storage, StorageError};
+use replog_core::{
+    Action, Config, Entry, Event, LogIndex, Message, Node, Payload, Recovered, Reply, StartError,
+};
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::Path;
+
+/// What the driver has released for the caller, in the order the core produced it.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this message to its peer.
+    Send(Message),
+    /// Answer this client request.
+    Reply(Reply),
+    /// These entries are committed, in order.
+    Apply(Vec<Entry>),
+}
+
+/// Why the driver stopped. Either way the node must stop: after a storage error nothing more
+/// may be written or acknowledged.
+#[derive(Debug)]
+pub enum DriverError {
+    /// Reading, writing or syncing the data folder failed, or it holds bad data.
+    Storage(StorageError),
+    /// The recovered state does not make a valid node.
+    Start(StartError),
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriverError::Storage(error) => write!(f, "storage: {error}"),
+            DriverError::Start(error) => write!(f, "recovered state: {error}"),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+impl From<StorageError> for DriverError {
+    fn from(error: StorageError) -> DriverError {
+        DriverError::Storage(error)
+    }
+}
+
+/// What start-up found in the data folder.
+#[derive(Debug)]
+pub struct Opened {
+    /// Repairs made (a torn tail cut off), for the log.
+    pub warnings: Vec<String>,
+    /// Entries recovered.
+    pub entries: u64,
+    /// No term and no entries: a node that has never been part of a cluster.
+    pub fresh: bool,
+}
+
+/// One core step as the driver saw it (recorded for the simulator's checks and trace).
+#[derive(Clone, Debug)]
+pub struct Stepped {
+    /// The event stepped.
+    pub event: Event,
+    /// The actions the core returned, in order.
+    pub actions: Vec<Action>,
+}
+
+/// Deliberate driver bugs, for the simulator's evidence that it catches them. They can be
+/// planted only in builds with the `bugs` feature; otherwise the checks compile away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriverBug {
+    /// Sends and replies are released without waiting for the sync before them.
+    ReleaseBeforeSync,
+    /// `LogPersisted` reports the log as written, not as synced.
+    PersistedBeforeSync,
+    /// A `Sync` waits only for what was handed to the OS, not for the writes still buffered
+    /// (an off-by-one in the barrier).
+    BarrierMissesBuffered,
+}
+
+impl DriverBug {
+    /// Every driver bug.
+    pub const ALL: [DriverBug; 3] =
+        [DriverBug::ReleaseBeforeSync, DriverBug::PersistedBeforeSync, DriverBug::BarrierMissesBuffered];
+
+    /// The bug's name on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverBug::ReleaseBeforeSync => "release-before-sync",
+            DriverBug::PersistedBeforeSync => "persisted-before-sync",
+            DriverBug::BarrierMissesBuffered => "barrier-misses-buffered",
+        }
+    }
+
+    /// The bug with this name.
+    pub fn from_name(name: &str) -> Option<DriverBug> {
+        DriverBug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
+/// The core, its storage, and the actions waiting for a sync.
+#[derive(Debug)]
+pub struct Driver<F: FileSystem> {
+    node: Node,
+    storage: Storage<F>,
+    /// Actions waiting, in order, for the sync of the write seq they are tagged with.
+    /// Invariant: tags never decrease from front to back.
+    deferred: VecDeque<(u64, Action)>,
+    /// The write seq the latest `Sync` waits for.
+    barrier: u64,
+    /// Released actions, for the caller.
+    output: Vec<Output>,
+    /// Indexes of the leaders' no-op entries, ascending (they are not client commands).
+    noops: Vec<u64>,
+    /// Every core step, when recording (the simulator).
+    recorded: Option<Vec<Stepped>>,
+    #[cfg(feature = "bugs")]
+    bug: Option<DriverBug>,
+}
+
+impl<F: FileSystem> Driver<F> {
+    /// Opens the data folder on `fs`, recovers it, and starts the core on what it holds.
+    pub fn open(
+        config: Config,
+        fs: F,
+        dir: &Path,
+        identity: Identity,
+    ) -> Result<(Driver<F>, Opened), DriverError> {
+        let (storage, recovery) = Storage::open(fs, dir, identity)?;
+        let fresh = recovery.hard_state.term.0 == 0 && recovery.entries.is_empty();
+        let entries = recovery.entries.len() as u64;
+        let noops =
+            recovery.entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0).collect();
+        // The log is the state machine: everything committed before the restart is applied.
+        let applied = recovery.hard_state.commit;
+        let recovered = Recovered { hard_state: recovery.hard_state, entries: recovery.entries, applied };
+        let node = Node::new(config, recovered).map_err(DriverError::Start)?;
+        let driver = Driver {
+            node,
+            storage,
+            deferred: VecDeque::new(),
+            barrier: 0,
+            output: Vec::new(),
+            noops,
+            recorded: None,
+            #[cfg(feature = "bugs")]
+            bug: None,
+        };
+        Ok((driver, Opened { warnings: recovery.warnings, entries, fresh }))
+    }
+
+    /// Records every core step from now on (see [`Driver::take_recorded`]).
+    pub fn record(&mut self) {
+        self.recorded = Some(Vec::new());
+    }
+
+    /// The core steps since the last call, when recording.
+    pub fn take_recorded(&mut self) -> Vec<Stepped> {
+        self.recorded.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Switches on a deliberate bug.
+    #[cfg(feature = "bugs")]
+    pub fn plant(&mut self, bug: DriverBug) {
+        self.bug = Some(bug);
+    }
+
+    #[cfg(feature = "bugs")]
+    fn has_bug(&self, bug: DriverBug) -> bool {
+        self.bug == Some(bug)
+    }
+
+    #[cfg(not(feature = "bugs"))]
+    fn has_bug(&self, _bug: DriverBug) -> bool {
+        false
+    }
+
+    /// Steps the core and carries out its actions.
+    pub fn step(&mut self, event: Event) -> Result<(), DriverError> {
+        if event == Event::Tick {
+            self.storage.on_tick()?;
+        }
+        let recorded_event = self.recorded.is_some().then(|| event.clone());
+        let actions = self.node.step(event);
+        if let (Some(recorded), Some(event)) = (self.recorded.as_mut(), recorded_event) {
+            recorded.push(Stepped { event, actions: actions.clone() });
+        }
+        for action in actions {
+            self.carry_out(action)?;
+        }
+        Ok(())
+    }
+
+    /// Ends a round of steps: asks for one sync of everything they wrote, inline if
+    /// `inline_if_idle` and no other sync is in flight. Call [`Driver::on_synced`] after it and
+    /// whenever a background sync completes.
+    pub fn end_round(&mut self, inline_if_idle: bool) -> Result<(), DriverError> {
+        Ok(self.storage.request_sync(inline_if_idle)?)
+    }
+
+    /// Releases what waited for completed syncs, in order, and tells the core how far its log
+    /// is durable. An error (a failed sync) means the node must stop.
+    pub fn on_synced(&mut self) -> Result<(), DriverError> {
+        loop {
+            let durable = self.storage.durable()?;
+            while self.deferred.front().is_some_and(|(tag, _)| *tag <= durable.seq) {
+                let (_, action) = self.deferred.pop_front().expect("front exists");
+                self.release(action);
+            }
+            let mut last = durable.last;
+            if self.has_bug(DriverBug::PersistedBeforeSync) {
+                last = self.node.last_index();
+            }
+            let Some(term) = self.node.entry(last).map(|entry| entry.term) else {
+                return Ok(());
+            };
+            if self.node.persisted_index() >= last {
+                return Ok(());
+            }
+            self.step(Event::LogPersisted { index: last, term })?;
+        }
+    }
+
+    /// Moves the released actions, oldest first, to the end of `into`; the caller takes them
+    /// after each call.
+    pub fn take_output(&mut self, into: &mut Vec<Output>) {
+        into.append(&mut self.output);
+    }
+
+    /// The core.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Storage<F> {
+        &self.storage
+    }
+
+    /// How far the log is durable.
+    pub fn durable_index(&mut self) -> Result<LogIndex, DriverError> {
+        Ok(self.storage.durable()?.last)
+    }
+
+    /// True while actions wait for a sync.
+    pub fn is_waiting(&self) -> bool {
+        !self.deferred.is_empty()
+    }
+
+    /// A command's position among client commands (the ID users see): its index less the
+    /// leaders' no-ops before it.
+    pub fn command_id(&self, index: LogIndex) -> u64 {
+        index.0 - self.noops.partition_point(|&noop| noop < index.0) as u64
+    }
+
+    /// Makes everything durable, commit index included (clean shutdown).
+    pub fn close(self) -> Result<(), DriverError> {
+        Ok(self.storage.close()?)
+    }
+
+    fn carry_out(&mut self, action: Action) -> Result<(), DriverError> {
+        match action {
+            Action::SaveHardState(hard_state) => self.storage.save_hard_state(hard_state)?,
+            Action::TruncateLog { from } => {
+                self.noops.retain(|&noop| noop < from.0);
+                self.storage.truncate(from)?;
+            }
+            Action::AppendLog { entries } => {
+                self.noops.extend(entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0));
+                self.storage.append(&entries)
+            }
+            Action::Sync => {
+                let mut barrier = self.storage.barrier();
+                if self.has_bug(DriverBug::BarrierMissesBuffered) {
+                    barrier = barrier.saturating_sub(1).max(self.barrier);
+                }
+                debug_assert!(barrier >= self.barrier, "barriers never go back");
+                self.barrier = barrier;
+            }
+            action if self.must_wait(&action) => {
+                debug_assert!(self.deferred.back().is_none_or(|(tag, _)| *tag <= self.barrier));
+                self.deferred.push_back((self.barrier, action))
+            }
+            action => self.release(action),
+        }
+        Ok(())
+    }
+
+    /// An action waits if the sync it follows has not completed, or if anything before it
+    /// waits (actions are released in order).
+    fn must_wait(&self, action: &Action) -> bool {
+        if self.has_bug(DriverBug::ReleaseBeforeSync) && matches!(action, Action::Send(_) | Action::Reply(_))
+        {
+            return false;
+        }
+        !self.deferred.is_empty() || self.barrier > self.storage.durable_known().seq
+    }
+
+    fn release(&mut self, action: Action) {
+        match action {
+            Action::Send(message) => self.output.push(Output::Send(message)),
+            Action::Reply(reply) => self.output.push(Output::Reply(reply)),
+            Action::Apply { entries } => self.output.push(Output::Apply(entries)),
+            Action::SaveHardState(_)
+            | Action::TruncateLog { .. }
+            | Action::AppendLog { .. }
+            | Action::Sync => {
+                unreachable!("storage actions are carried out at once, never deferred")
+            }
+        }
+    }
+}
