@@ -8,7 +8,7 @@ use crate::action::{Action, RejectReason, Reply};
 use crate::bugs::Bug;
 use crate::message::{AppendOutcome, Body};
 use crate::node::{Node, Role, Shared};
-use crate::progress::{Progress, ReplicationState};
+use crate::progress::{Progress, Rejection, ReplicationState};
 use crate::quorum;
 use crate::types::{Bytes, Entry, LogIndex, NodeId, Payload, RequestId, Term};
 use std::collections::{BTreeMap, VecDeque};
@@ -154,6 +154,9 @@ impl LeaderCtx<'_> {
             return Leadership::Keep;
         }
         self.leader.heartbeat_elapsed = 0;
+        // A new round: answers echo it, so a rejection below a follower's acknowledged match
+        // can be told apart as news (the follower lost entries) or an old answer.
+        self.leader.seq += 1;
         for position in 0..self.shared.config.peers.len() {
             let peer = self.shared.config.peers[position];
             let progress = self.leader.progress.get_mut(&peer).expect("peer progress");
@@ -161,17 +164,20 @@ impl LeaderCtx<'_> {
                 && progress.match_index < progress.next_index.prev()
                 && !progress.advanced;
             progress.advanced = false;
+            // Entries are retransmitted only to a follower that answered since the last round;
+            // a silent one (down, cut off) gets an empty probe until it answers.
+            let answered = std::mem::replace(&mut progress.heard, false);
             match progress.state {
                 ReplicationState::Probe { .. } => {
                     // Retry the probe where it stands: the last one may have been lost.
                     progress.state = ReplicationState::Probe { paused: false };
-                    self.send_append(peer, true);
+                    self.send_probe(peer, answered);
                 }
                 ReplicationState::Replicate if stalled => {
                     // Nothing acknowledged for a whole heartbeat interval: something was lost.
                     // Retransmit from the last known match.
                     progress.become_probe();
-                    self.send_append(peer, true);
+                    self.send_probe(peer, answered);
                 }
                 ReplicationState::Replicate => self.send_heartbeat(peer),
             }
@@ -199,6 +205,7 @@ impl LeaderCtx<'_> {
             return;
         };
         progress.recent_active = true;
+        progress.heard = true;
         progress.acked_seq = progress.acked_seq.max(seq);
         match outcome {
             AppendOutcome::Accepted { match_index } => {
@@ -207,14 +214,19 @@ impl LeaderCtx<'_> {
                     match_index <= last_index,
                     "{from} acknowledged {match_index}, past the leader's log {last_index}"
                 );
-                if progress.on_success(match_index) {
+                if progress.on_success(match_index, seq) {
                     self.maybe_commit();
                 }
                 self.send_append(from, false);
             }
             AppendOutcome::Rejected { prev_log_index, .. } => {
-                if progress.on_reject(prev_log_index, hint_next) {
-                    self.send_append(from, true);
+                match progress.on_reject(prev_log_index, hint_next, seq) {
+                    Rejection::Stale => {}
+                    Rejection::Backoff => self.send_append(from, true),
+                    Rejection::Lost => {
+                        self.shared.marks.lost_entries_detected += 1;
+                        self.send_append(from, true);
+                    }
                 }
             }
         }
@@ -254,6 +266,27 @@ impl LeaderCtx<'_> {
             };
             shared.send(to, shared.term, body);
         }
+    }
+
+    /// A probe at `next_index`: with entries (as many as one message takes) or, to a follower
+    /// that has not answered lately, without.
+    fn send_probe(&mut self, to: NodeId, with_entries: bool) {
+        if with_entries {
+            self.send_append(to, true);
+            return;
+        }
+        let shared = &mut *self.shared;
+        let progress = self.leader.progress.get_mut(&to).expect("peer progress");
+        let prev_log_index = progress.next_index.prev();
+        progress.sent(prev_log_index, 0);
+        let body = Body::AppendRequest {
+            prev_log_index,
+            prev_log_term: shared.log.term_at(prev_log_index).expect("no compaction: every index is held"),
+            entries: Vec::new(),
+            leader_commit: shared.commit,
+            seq: self.leader.seq,
+        };
+        shared.send(to, shared.term, body);
     }
 
     /// An empty AppendEntries at the follower's known match point: keeps its timer quiet and

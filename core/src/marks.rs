@@ -30,4 +30,10 @@ pub struct Marks {
     pub leader_stepdowns: u64,
     /// Elections this node won (§5.2).
     pub became_leader: u64,
+    /// As leader: a follower rejected entries it had acknowledged, so it lost them (a disk that
+    /// lied about a sync, bit rot, a cut file, an old backup); it is re-replicated.
+    pub lost_entries_detected: u64,
+    /// Vote requests refused, and elections not started, while this node was repairing a log
+    /// that lost committed entries.
+    pub repair_refusals: u64,
 }

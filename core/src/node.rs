@@ -27,6 +27,12 @@ pub struct Recovered {
     pub entries: Vec<Entry>,
     /// How far the driver's state machine has already applied; the node re-delivers the rest.
     pub applied: LogIndex,
+    /// Storage lost entries this node had (and may have acknowledged) through this index: a
+    /// log shorter than the commit index saved with it, or a damaged record cut off on the
+    /// operator's request. Until its log again reaches this index with entries from a leader,
+    /// the node neither votes nor campaigns, so it can never help elect a leader that lacks what
+    /// it acknowledged (protocol-aware recovery). `LogIndex::ZERO`: nothing lost.
+    pub repair_to: LogIndex,
 }
 
 /// Why a node could not start.
@@ -122,6 +128,8 @@ pub(crate) struct Shared {
     /// This step's actions, in order.
     pub(crate) out: Vec<Action>,
     pub(crate) marks: Marks,
+    /// See `Recovered::repair_to`: while the log ends before it, no votes and no campaigns.
+    pub(crate) repair_to: LogIndex,
 }
 
 impl fmt::Debug for Node {
@@ -141,6 +149,8 @@ impl fmt::Debug for Node {
 /// Facts captured at the start of a step, to check what may not move backwards.
 struct Before {
     term: Term,
+    voted_for: Option<NodeId>,
+    was_leader: bool,
     commit: LogIndex,
     leader_last: Option<(Term, LogIndex)>,
 }
@@ -184,6 +194,7 @@ impl Node {
             unsynced: false,
             out: Vec::new(),
             marks: Marks::default(),
+            repair_to: recovered.repair_to,
         };
         shared.reset_election_timer();
         Ok(Node { shared, role: Role::Follower(Follower { leader: None }) })
@@ -194,6 +205,8 @@ impl Node {
     pub fn step(&mut self, event: Event) -> Vec<Action> {
         let before = Before {
             term: self.shared.term,
+            voted_for: self.shared.voted_for,
+            was_leader: self.is_leader(),
             commit: self.shared.commit,
             leader_last: self.is_leader().then(|| (self.shared.term, self.shared.log.last_index())),
         };
@@ -210,7 +223,9 @@ impl Node {
                 }
             }
             Event::Campaign => {
-                if !self.is_leader() {
+                if self.is_repairing() {
+                    self.shared.marks.repair_refusals += 1;
+                } else if !self.is_leader() {
                     self.campaign(self.shared.config.pre_vote);
                 }
             }
@@ -238,6 +253,12 @@ impl Node {
         }
         self.shared.election_elapsed += 1;
         if self.shared.election_elapsed >= self.shared.election_timeout {
+            if self.is_repairing() {
+                // Lost entries it may have acknowledged: it waits for a leader to restore them.
+                self.shared.marks.repair_refusals += 1;
+                self.shared.reset_election_timer();
+                return;
+            }
             self.campaign(self.shared.config.pre_vote);
         }
     }
@@ -328,15 +349,21 @@ impl Node {
         last_log_term: Term,
     ) {
         let leader = self.leader();
+        let repairing = self.is_repairing();
         let shared = &mut self.shared;
         let up_to_date = shared.log.is_up_to_date(last_log_index, last_log_term)
             || shared.config.has_bug(Bug::VoteWithoutLogCheck);
         let can_vote = shared.voted_for == Some(from)
             || (shared.voted_for.is_none() && leader.is_none())
             || (pre_vote && term > shared.term);
-        let granted = can_vote && up_to_date;
+        if repairing && can_vote && up_to_date {
+            // Its log may lack entries it acknowledged: its vote could elect a leader without them.
+            shared.marks.repair_refusals += 1;
+        }
+        let granted = can_vote && up_to_date && !repairing;
         if granted && !pre_vote {
-            debug_assert_eq!(term, shared.term);
+            // A real vote is given only in the current term (the term step above made it so).
+            assert_eq!(term, shared.term, "{}: vote recorded for another term", shared.config.id);
             shared.voted_for = Some(from);
             shared.reset_election_timer();
         }
@@ -450,6 +477,24 @@ impl Node {
             "{id}: hard state changed but was not handed to the driver"
         );
         shared.log.check();
+        // §5.2: at most one vote per term.
+        if shared.term == before.term && before.voted_for.is_some() {
+            assert_eq!(shared.voted_for, before.voted_for, "{id}: a second vote in {}", shared.term);
+        }
+        // §5.4.2: a leader commits by counting replicas only entries of its own term (earlier
+        // ones commit indirectly, with them).
+        if before.was_leader
+            && self.is_leader()
+            && shared.term == before.term
+            && shared.commit > before.commit
+            && !shared.config.has_bug(Bug::CommitOldTermByCounting)
+        {
+            assert_eq!(
+                shared.log.term_at(shared.commit),
+                Some(shared.term),
+                "{id}: counted an entry of an older term committed"
+            );
+        }
         if let Some((term, last)) = before.leader_last {
             if self.is_leader() && shared.term == term {
                 assert!(shared.log.last_index() >= last, "{id}: leader log shrank");
@@ -483,6 +528,13 @@ impl Node {
     }
 
     // ---- read-only views ----
+
+    /// True while the node repairs a log that lost committed entries (see
+    /// `Recovered::repair_to`): it neither votes nor campaigns until a leader has restored them.
+    #[must_use]
+    pub fn is_repairing(&self) -> bool {
+        self.shared.repair_to > self.shared.log.last_index()
+    }
 
     /// This node's id.
     #[must_use]

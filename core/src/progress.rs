@@ -14,6 +14,17 @@ pub enum ReplicationState {
     Replicate,
 }
 
+/// What a rejection told the leader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// An old answer (reordered or duplicated): nothing changes.
+    Stale,
+    /// The follower's log diverges or ends before `next_index`: probe further back.
+    Backoff,
+    /// The follower no longer holds entries it acknowledged: it lost them.
+    Lost,
+}
+
 /// One follower's replication progress.
 ///
 /// Invariant: `match_index < next_index`; `next_index <= leader.last_index + 1`.
@@ -29,11 +40,17 @@ pub struct Progress {
     inflight_bytes: u64,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// Answered since the last heartbeat round: a retransmission carries entries only to a
+    /// follower that answers, so a dead one costs an empty probe per round, not a window.
+    pub heard: bool,
     /// `match_index` moved since the last heartbeat round (a stalled pipeline falls back to
     /// probing, which retransmits what was lost).
     pub advanced: bool,
     /// The highest heartbeat sequence the follower echoed (confirms leadership for reads).
     pub acked_seq: u64,
+    /// The `seq` of the answer that last raised `match_index`: a rejection below the match
+    /// that answers a later request is news (lost entries), an earlier one is stale.
+    match_seq: u64,
 }
 
 impl Progress {
@@ -45,8 +62,10 @@ impl Progress {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             recent_active: false,
+            heard: true,
             advanced: false,
             acked_seq: 0,
+            match_seq: 0,
         }
     }
 
@@ -75,9 +94,9 @@ impl Progress {
         }
     }
 
-    /// A success answer: the follower stores everything up to `index`. Returns whether this was
-    /// news (a stale or duplicated answer is not).
-    pub fn on_success(&mut self, index: LogIndex) -> bool {
+    /// A success answer to a request of round `seq`: the follower stores everything up to
+    /// `index`. Returns whether this was news (a stale or duplicated answer is not).
+    pub fn on_success(&mut self, index: LogIndex, seq: u64) -> bool {
         if index <= self.match_index {
             // Still unpauses a probe: the follower answered.
             if let ReplicationState::Probe { paused } = &mut self.state {
@@ -86,6 +105,7 @@ impl Progress {
             return false;
         }
         self.match_index = index;
+        self.match_seq = self.match_seq.max(seq);
         self.next_index = self.next_index.max(index.next());
         self.advanced = true;
         match self.state {
@@ -95,21 +115,33 @@ impl Progress {
         true
     }
 
-    /// A rejection of the AppendEntries whose previous index was `rejected_prev`; `hint_next` is
-    /// where the leader's own log and the follower's conflict hint say to retry. Returns whether
-    /// the answer was current (stale rejections are ignored).
-    pub fn on_reject(&mut self, rejected_prev: LogIndex, hint_next: LogIndex) -> bool {
-        // The follower durably holds everything through match: a rejection at or below it is
-        // an old answer. A probe waits for the answer to the one it sent.
-        let stale = rejected_prev <= self.match_index
-            || matches!(self.state, ReplicationState::Probe { .. } if rejected_prev != self.next_index.prev());
-        if stale {
-            return false;
+    /// A rejection of the AppendEntries of round `seq` whose previous index was
+    /// `rejected_prev`; `hint_next` is where the leader's own log and the follower's conflict
+    /// hint say to retry.
+    pub fn on_reject(&mut self, rejected_prev: LogIndex, hint_next: LogIndex, seq: u64) -> Rejection {
+        if rejected_prev <= self.match_index {
+            // The follower acknowledged everything through match, durably. Rejecting a request
+            // sent no later than that acknowledgement is an old answer; rejecting a later one
+            // means it lost what it acknowledged (a disk that lied about a sync, bit rot, a cut
+            // file, an old backup). It no longer counts for those entries: start over from what
+            // it says it holds, so the lost entries are replicated again.
+            if seq <= self.match_seq {
+                return Rejection::Stale;
+            }
+            self.match_index = LogIndex::ZERO;
+            self.match_seq = seq;
+            self.become_probe();
+            self.next_index = hint_next.min(rejected_prev).max(LogIndex(1));
+            return Rejection::Lost;
+        }
+        // A probe waits for the answer to the one it sent.
+        if matches!(self.state, ReplicationState::Probe { .. } if rejected_prev != self.next_index.prev()) {
+            return Rejection::Stale;
         }
         let next = hint_next.min(rejected_prev).max(self.match_index.next());
         self.become_probe();
         self.next_index = next;
-        true
+        Rejection::Backoff
     }
 
     pub fn become_probe(&mut self) {
@@ -162,7 +194,7 @@ mod tests {
         assert!(pr.can_send(4, 100));
         pr.sent(LogIndex(6), 10);
         assert!(!pr.can_send(4, 100));
-        assert!(pr.on_success(LogIndex(6)));
+        assert!(pr.on_success(LogIndex(6), 1));
         assert_eq!(pr.state, ReplicationState::Replicate);
         assert_eq!(pr.next_index, LogIndex(7));
     }
@@ -170,30 +202,45 @@ mod tests {
     #[test]
     fn replicate_pipelines_within_window_and_frees_on_ack() {
         let mut pr = Progress::new(LogIndex(1));
-        pr.on_success(LogIndex(0));
+        pr.on_success(LogIndex(0), 1);
         pr.state = ReplicationState::Replicate;
         pr.sent(LogIndex(2), 40);
         pr.sent(LogIndex(4), 40);
         assert!(!pr.can_send(2, 1000), "message window full");
         assert!(!Progress { inflight_bytes: 80, ..pr.clone() }.can_send(8, 80), "byte window full");
-        assert!(pr.on_success(LogIndex(2)));
+        assert!(pr.on_success(LogIndex(2), 1));
         assert!(pr.can_send(2, 1000));
         assert_eq!(pr.next_index, LogIndex(5));
-        assert!(!pr.on_success(LogIndex(1)), "stale ack is not news");
+        assert!(!pr.on_success(LogIndex(1), 1), "stale ack is not news");
     }
 
     #[test]
     fn reject_backs_off_and_stale_rejects_are_ignored() {
         let mut pr = Progress::new(LogIndex(10));
         // Probe: only a rejection of the probe just sent counts.
-        assert!(!pr.on_reject(LogIndex(5), LogIndex(3)));
-        assert!(pr.on_reject(LogIndex(9), LogIndex(3)));
+        assert_eq!(pr.on_reject(LogIndex(5), LogIndex(3), 1), Rejection::Stale);
+        assert_eq!(pr.on_reject(LogIndex(9), LogIndex(3), 1), Rejection::Backoff);
         assert_eq!(pr.next_index, LogIndex(3));
         // The hint can never move next below match + 1.
-        pr.on_success(LogIndex(2));
+        pr.on_success(LogIndex(2), 2);
         pr.sent(LogIndex(6), 1);
-        assert!(pr.on_reject(LogIndex(6), LogIndex(1)));
+        assert_eq!(pr.on_reject(LogIndex(6), LogIndex(1), 2), Rejection::Backoff);
         assert_eq!(pr.next_index, LogIndex(3));
-        assert!(!pr.on_reject(LogIndex(2), LogIndex(1)), "rejection at or below match is stale");
+        assert_eq!(pr.on_reject(LogIndex(2), LogIndex(1), 2), Rejection::Stale, "an old answer below match");
+    }
+
+    #[test]
+    fn a_later_rejection_below_match_means_the_follower_lost_entries() {
+        let mut pr = Progress::new(LogIndex(1));
+        assert!(pr.on_success(LogIndex(5), 3));
+        assert_eq!(pr.match_index, LogIndex(5));
+        // Answers to requests of round 3 or earlier that reject below match are stale.
+        assert_eq!(pr.on_reject(LogIndex(4), LogIndex(2), 3), Rejection::Stale);
+        assert_eq!(pr.match_index, LogIndex(5));
+        // A request of round 4 found the follower's log ending at 2: it lost 3..=5.
+        assert_eq!(pr.on_reject(LogIndex(5), LogIndex(3), 4), Rejection::Lost);
+        assert_eq!((pr.match_index, pr.next_index), (LogIndex::ZERO, LogIndex(3)));
+        assert!(matches!(pr.state, ReplicationState::Probe { paused: false }));
+        pr.check(LogIndex(5));
     }
 }

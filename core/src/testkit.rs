@@ -113,8 +113,13 @@ impl Cluster {
 
     fn start(&mut self, id: NodeId) {
         let disk = &self.disks[&id];
+        // As a real driver does: a log that ends before its saved commit index lost committed
+        // entries, and the node repairs it from the leader.
+        let last = LogIndex(disk.log.len() as u64);
+        let repair_to = if disk.hard_state.commit > last { disk.hard_state.commit } else { LogIndex::ZERO };
+        let hard_state = HardState { commit: disk.hard_state.commit.min(last), ..disk.hard_state };
         let recovered =
-            Recovered { hard_state: disk.hard_state, entries: disk.log.clone(), applied: LogIndex::ZERO };
+            Recovered { hard_state, entries: disk.log.clone(), applied: LogIndex::ZERO, repair_to };
         let node = Node::new(self.configs[&id].clone(), recovered).expect("recovered state is valid");
         self.nodes.insert(id, Some(node));
         self.applied.insert(id, Vec::new());
@@ -394,6 +399,15 @@ impl Cluster {
     pub fn crash(&mut self, id: NodeId) {
         self.nodes.insert(id, None);
         let _ = writeln!(self.trace, "{id} crashed");
+    }
+
+    /// A storage fault on a crashed node: its disk keeps only the first `keep` log entries, as
+    /// if later writes it had synced (and acknowledged) were lost by a disk that lied, bit rot
+    /// or an operator's cut. The hard state survives.
+    pub fn lose_entries(&mut self, id: NodeId, keep: u64) {
+        assert!(!self.is_up(id), "storage faults are injected into crashed nodes");
+        self.disks.get_mut(&id).expect("disk").log.truncate(keep as usize);
+        let _ = writeln!(self.trace, "{id} lost its log after entry {keep}");
     }
 
     /// Starts a crashed node again from what its disk holds.

@@ -680,12 +680,14 @@ fn recovered_state_is_validated() {
         hard_state: HardState { term: Term(2), voted_for: None, commit: LogIndex(0) },
         entries: vec![entry.clone()],
         applied: LogIndex(0),
+        repair_to: LogIndex(0),
     };
     assert!(matches!(Node::new(config.clone(), ahead), Err(StartError::LogTermAhead { .. })));
     let missing = Recovered {
         hard_state: HardState { term: Term(3), voted_for: None, commit: LogIndex(4) },
         entries: vec![entry],
         applied: LogIndex(0),
+        repair_to: LogIndex(0),
     };
     let error = Node::new(config, missing).unwrap_err();
     assert!(error.to_string().contains("committed entries are missing"), "{error}");

@@ -16,7 +16,7 @@
 //! acknowledgement leaves before the state it vouches for is on disk.
 
 use crate::fs::FileSystem;
-use crate::storage::{Identity, Storage, StorageError};
+use crate::storage::{Identity, OnCorruption, Storage, StorageError};
 use replog_core::{
     Action, Config, Entry, Event, LogIndex, Message, Node, Payload, Recovered, Reply, StartError,
 };
@@ -143,14 +143,27 @@ impl<F: FileSystem> Driver<F> {
         dir: &Path,
         identity: Identity,
     ) -> Result<(Driver<F>, Opened), DriverError> {
-        let (storage, recovery) = Storage::open(fs, dir, identity)?;
+        Driver::open_with(config, fs, dir, identity, OnCorruption::Refuse)
+    }
+
+    /// As `open`, doing `on_corruption` with a damaged record before the log's tail.
+    pub fn open_with(
+        config: Config,
+        fs: F,
+        dir: &Path,
+        identity: Identity,
+        on_corruption: OnCorruption,
+    ) -> Result<(Driver<F>, Opened), DriverError> {
+        let (storage, recovery) = Storage::open_with(fs, dir, identity, on_corruption)?;
         let fresh = recovery.hard_state.term.0 == 0 && recovery.entries.is_empty();
         let entries = recovery.entries.len() as u64;
         let noops =
             recovery.entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0).collect();
         // The log is the state machine: everything committed before the restart is applied.
         let applied = recovery.hard_state.commit;
-        let recovered = Recovered { hard_state: recovery.hard_state, entries: recovery.entries, applied };
+        let repair_to = recovery.repair_to;
+        let recovered =
+            Recovered { hard_state: recovery.hard_state, entries: recovery.entries, applied, repair_to };
         let node = Node::new(config, recovered).map_err(DriverError::Start)?;
         let driver = Driver {
             node,

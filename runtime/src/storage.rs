@@ -60,12 +60,28 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
     move |error| StorageError::Io { path: path.to_path_buf(), error }
 }
 
+/// What to do with a damaged record before the log's tail (a torn tail is always cut: it is a
+/// write a crash interrupted, never acknowledged).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnCorruption {
+    /// Refuse to start, naming the file and line (the default: data is never silently dropped).
+    #[default]
+    Refuse,
+    /// Cut the log at the damaged record and repair it from the cluster (`start --repair`).
+    Repair,
+}
+
 /// What was found on disk at start.
 #[derive(Debug)]
 pub struct Recovery {
+    /// Term, vote and commit as saved; the commit index never exceeds `entries`.
     pub hard_state: HardState,
     pub entries: Vec<Entry>,
-    /// Things recovery repaired (a torn tail), for the log.
+    /// Committed entries this node held were lost through this index (its log ends before the
+    /// commit index saved with it, or a damaged record was cut): the node must get them back
+    /// from a leader before it votes (`replog_core::Recovered::repair_to`). Zero if none.
+    pub repair_to: LogIndex,
+    /// Things recovery repaired (a torn tail, a cut), for the log.
     pub warnings: Vec<String>,
 }
 
@@ -108,17 +124,31 @@ pub struct Storage<F: FileSystem> {
     hard: HardState,
     hard_written: HardState,
     ticks_since_commit_write: u64,
+    /// While the log repairs lost entries, `metadata.json` records through which index
+    /// (`repair_to`), so a restart mid-repair still knows what is missing.
+    repair_floor: LogIndex,
 }
 
 impl<F: FileSystem> Storage<F> {
-    /// Opens (creating if needed) the folder and recovers what it holds.
-    pub fn open(mut fs: F, dir: &Path, identity: Identity) -> Result<(Storage<F>, Recovery), StorageError> {
+    /// Opens (creating if needed) the folder and recovers what it holds; a damaged record
+    /// before the tail is an error.
+    pub fn open(fs: F, dir: &Path, identity: Identity) -> Result<(Storage<F>, Recovery), StorageError> {
+        Storage::open_with(fs, dir, identity, OnCorruption::Refuse)
+    }
+
+    /// Opens the folder, doing `on_corruption` with a damaged record before the tail.
+    pub fn open_with(
+        mut fs: F,
+        dir: &Path,
+        identity: Identity,
+        on_corruption: OnCorruption,
+    ) -> Result<(Storage<F>, Recovery), StorageError> {
         fs.create_dir_all(dir).map_err(io_error(dir))?;
         let log_path = dir.join("log.jsonl");
         let meta_path = dir.join("metadata.json");
         let mut warnings = Vec::new();
         let (entries, offsets, end, cut) = match fs.read(&log_path) {
-            Ok(bytes) => read_log(&log_path, &bytes)?,
+            Ok(bytes) => read_log(&log_path, &bytes, on_corruption)?,
             Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), Vec::new(), 0, None),
             Err(error) => return Err(StorageError::Io { path: log_path, error }),
         };
@@ -138,20 +168,40 @@ impl<F: FileSystem> Storage<F> {
             }
             Err(error) => return Err(StorageError::Io { path: meta_path, error }),
         };
-        let hard_state = meta.unwrap_or_default();
+        let (saved, repairing_to) = meta.unwrap_or_default();
+        let last = LogIndex(entries.len() as u64);
+        let damaged_at = cut.as_ref().filter(|cut| cut.damaged).map(|_| last.next());
+        let repair_to = saved.commit.max(repairing_to).max(damaged_at.unwrap_or(LogIndex::ZERO));
+        let repair_to = if repair_to > last { repair_to } else { LogIndex::ZERO };
+        if repair_to > LogIndex::ZERO {
+            warnings.push(format!(
+                "{}: committed entries {}..={repair_to} are missing (lost or damaged on this disk); \
+                 this node will not vote until a leader has restored them",
+                log_path.display(),
+                last.next()
+            ));
+        }
+        let hard_state = HardState { commit: saved.commit.min(last), ..saved };
         let mut log = fs.open_log(&log_path).map_err(io_error(&log_path))?;
         if cut.is_some() {
-            // Writes go where the good data ends, over the torn record.
+            // Writes go where the good data ends, over the torn or damaged record.
             log.set_len(end).map_err(io_error(&log_path))?;
         }
         // What was read may sit in the page cache only (the process died, the machine did not):
         // it becomes durable before the node vouches for any of it.
         log.sync().map_err(io_error(&log_path))?;
-        if let Some((line, bytes)) = cut {
-            warnings.push(format!(
-                "{}: cut a torn record at line {line} ({bytes} bytes) left by a crash",
-                log_path.display()
-            ));
+        if let Some(Cut { line, bytes, damaged, why }) = &cut {
+            warnings.push(if *damaged {
+                format!(
+                    "{}: cut {bytes} bytes from line {line} on ({why}), as --repair asked",
+                    log_path.display()
+                )
+            } else {
+                format!(
+                    "{}: cut a torn record at line {line} ({bytes} bytes) left by a crash",
+                    log_path.display()
+                )
+            });
         }
         let durable = Durable { seq: 0, last: LogIndex(entries.len() as u64) };
         let mut storage = Storage {
@@ -169,13 +219,14 @@ impl<F: FileSystem> Storage<F> {
             in_flight: VecDeque::new(),
             truncations: Vec::new(),
             hard: hard_state,
-            hard_written: hard_state,
+            hard_written: saved,
             ticks_since_commit_write: 0,
+            repair_floor: repair_to,
         };
         if meta.is_none() {
             storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once
         }
-        Ok((storage, Recovery { hard_state, entries, warnings }))
+        Ok((storage, Recovery { hard_state, entries, repair_to, warnings }))
     }
 
     /// Buffers entries at the end of the log.
@@ -334,6 +385,9 @@ impl<F: FileSystem> Storage<F> {
 
     /// write, fsync, rename, fsync the folder. The commit written never exceeds the durable log.
     fn write_metadata(&mut self, hard_state: HardState) -> Result<(), StorageError> {
+        if self.durable.last >= self.repair_floor {
+            self.repair_floor = LogIndex::ZERO; // repaired
+        }
         let hard_state = HardState { commit: hard_state.commit.min(self.durable.last), ..hard_state };
         let path = self.dir.join("metadata.json");
         let temp = self.dir.join("metadata.json.tmp");
@@ -345,6 +399,9 @@ impl<F: FileSystem> Storage<F> {
             hard_state.voted_for.map_or("null".to_string(), |id| id.0.to_string()),
             hard_state.commit.0
         );
+        if self.repair_floor > LogIndex::ZERO {
+            text.push_str(&format!(",\"repair_to\":{}", self.repair_floor.0));
+        }
         let crc = crc32fast::hash(text.as_bytes());
         text.push_str(&format!(",\"crc\":{crc}}}\n"));
         self.fs.write_file(&temp, text.as_bytes()).map_err(io_error(&temp))?;
@@ -426,11 +483,22 @@ fn decode_record(line: &str) -> Result<Entry, String> {
     Ok(Entry { index: LogIndex(record.index), term: Term(record.term), payload })
 }
 
-type ReadLog = (Vec<Entry>, Vec<u64>, u64, Option<(usize, usize)>);
+/// What recovery cuts from the log's end.
+#[derive(Debug)]
+struct Cut {
+    /// The first line cut, counted from 1.
+    line: usize,
+    bytes: usize,
+    /// A damaged record before the tail (cut only on the operator's request), not a torn one.
+    damaged: bool,
+    why: String,
+}
 
-/// Reads every record; returns entries, their offsets, where good data ends, and the torn tail
-/// that must be cut (line number, bytes), if any.
-fn read_log(path: &Path, bytes: &[u8]) -> Result<ReadLog, StorageError> {
+type ReadLog = (Vec<Entry>, Vec<u64>, u64, Option<Cut>);
+
+/// Reads every record; returns entries, their offsets, where good data ends, and what must be
+/// cut, if anything.
+fn read_log(path: &Path, bytes: &[u8], on_corruption: OnCorruption) -> Result<ReadLog, StorageError> {
     let mut entries = Vec::new();
     let mut offsets = Vec::new();
     let mut position = 0usize;
@@ -458,7 +526,17 @@ fn read_log(path: &Path, bytes: &[u8]) -> Result<ReadLog, StorageError> {
             }
             // The last line, unfinished or damaged: a write the crash interrupted.
             Ok(_) | Err(_) if is_last => {
-                return Ok((entries, offsets, position as u64, Some((line_number, bytes.len() - position))))
+                let cut = Cut {
+                    line: line_number,
+                    bytes: bytes.len() - position,
+                    damaged: false,
+                    why: String::new(),
+                };
+                return Ok((entries, offsets, position as u64, Some(cut)));
+            }
+            Err(why) if on_corruption == OnCorruption::Repair => {
+                let cut = Cut { line: line_number, bytes: bytes.len() - position, damaged: true, why };
+                return Ok((entries, offsets, position as u64, Some(cut)));
             }
             Err(why) => {
                 return Err(StorageError::Corrupt { path: path.to_path_buf(), line: line_number, why })
@@ -487,10 +565,11 @@ pub fn scan_records(bytes: &[u8], next_index: u64) -> Vec<(Entry, usize)> {
     records
 }
 
-/// The hard state in a `metadata.json`, if it is complete and its checksum holds.
-pub fn decode_metadata(bytes: &[u8]) -> Option<HardState> {
+/// What a `metadata.json` holds, if it is complete and its checksum holds: the hard state,
+/// and the index through which lost committed entries are still being repaired (zero if none).
+pub fn decode_metadata(bytes: &[u8]) -> Option<(HardState, LogIndex)> {
     let meta = read_metadata(bytes).ok()?;
-    Some(meta.hard_state())
+    Some((meta.hard_state(), LogIndex(meta.repair_to)))
 }
 
 #[derive(serde::Deserialize)]
@@ -500,6 +579,9 @@ struct Meta {
     term: u64,
     voted_for: Option<u64>,
     commit: u64,
+    /// Present only while a repair is under way.
+    #[serde(default)]
+    repair_to: u64,
 }
 
 impl Meta {
@@ -519,7 +601,11 @@ fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
     serde_json::from_str(line).map_err(|e| format!("unreadable: {e}"))
 }
 
-fn parse_metadata(path: &Path, bytes: &[u8], identity: &Identity) -> Result<HardState, StorageError> {
+fn parse_metadata(
+    path: &Path,
+    bytes: &[u8],
+    identity: &Identity,
+) -> Result<(HardState, LogIndex), StorageError> {
     let meta = read_metadata(bytes).map_err(|why| StorageError::Corrupt {
         path: path.to_path_buf(),
         line: 1,
@@ -534,7 +620,7 @@ fn parse_metadata(path: &Path, bytes: &[u8], identity: &Identity) -> Result<Hard
             ),
         });
     }
-    Ok(meta.hard_state())
+    Ok((meta.hard_state(), LogIndex(meta.repair_to)))
 }
 
 #[cfg(test)]
@@ -664,6 +750,47 @@ mod tests {
         assert!(open(&dir, other).unwrap_err().to_string().contains("belongs to node1"));
         fs::remove_file(dir.join("metadata.json")).unwrap();
         assert!(open(&dir, identity()).unwrap_err().to_string().contains("missing"));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn lost_committed_entries_are_repaired_not_forgotten() {
+        let dir = temp_dir("repair");
+        let (mut storage, _) = open(&dir, identity()).unwrap();
+        let entries: Vec<Entry> = (1..=6).map(|i| entry(i, 1, "x")).collect();
+        storage.append(&entries);
+        storage.request_sync(true).unwrap();
+        storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(6) }).unwrap();
+        storage.close().unwrap();
+        let log = dir.join("log.jsonl");
+        let full = fs::read(&log).unwrap();
+        // A disk that lost the last two (synced, committed) records.
+        let lines: Vec<&[u8]> = full.split_inclusive(|&b| b == b'\n').collect();
+        fs::write(&log, lines[..4].concat()).unwrap();
+        let (mut storage, recovery) = open(&dir, identity()).unwrap();
+        assert_eq!((recovery.entries.len(), recovery.repair_to), (4, LogIndex(6)));
+        assert_eq!(recovery.hard_state.commit, LogIndex(4), "the commit handed on is within the log");
+        // A restart before the repair finished still knows what is missing.
+        storage.save_hard_state(HardState { term: Term(2), voted_for: None, commit: LogIndex(4) }).unwrap();
+        drop(storage);
+        let (mut storage, recovery) = open(&dir, identity()).unwrap();
+        assert_eq!(recovery.repair_to, LogIndex(6));
+        // Restored from the leader: the floor is gone once the log is durable past it.
+        storage.append(&[entry(5, 2, "y"), entry(6, 2, "z")]);
+        storage.request_sync(true).unwrap();
+        storage.save_hard_state(HardState { term: Term(2), voted_for: None, commit: LogIndex(5) }).unwrap();
+        storage.close().unwrap();
+        let (_, recovery) = open(&dir, identity()).unwrap();
+        assert_eq!((recovery.repair_to, recovery.hard_state.commit), (LogIndex::ZERO, LogIndex(5)));
+        // A damaged record in the middle: refused, or cut and repaired on request.
+        let mut damaged = lines.concat();
+        damaged[lines[0].len() + 5] ^= 0x20;
+        fs::write(&log, &damaged).unwrap();
+        assert!(open(&dir, identity()).unwrap_err().to_string().contains("line 2"));
+        let (_, recovery) =
+            Storage::open_with(RealFs::new(), &dir, identity(), OnCorruption::Repair).unwrap();
+        assert_eq!((recovery.entries.len(), recovery.repair_to), (1, LogIndex(5)));
+        assert!(recovery.warnings.iter().any(|w| w.contains("--repair")), "{:?}", recovery.warnings);
         let _ = fs::remove_dir_all(&dir);
     }
 }

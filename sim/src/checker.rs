@@ -94,16 +94,27 @@ impl Checker {
         Ok(())
     }
 
-    pub fn on_truncate(&mut self, id: NodeId, from: LogIndex, is_leader: bool) -> Result<(), Broken> {
+    /// A node in `term` removed its entries from `from` on, on the word of that term's leader.
+    pub fn on_truncate(
+        &mut self,
+        id: NodeId,
+        from: LogIndex,
+        is_leader: bool,
+        term: Term,
+    ) -> Result<(), Broken> {
         if is_leader {
             return Err(("leader append-only", format!("{id} truncated its log from {from} while leader")));
         }
         let prefixes = self.logs.get_mut(&id).expect("node known");
         // Removing a stale entry at a committed index is fine; removing the committed entry
-        // itself (same prefix) loses data.
+        // itself (same prefix) loses data, if the leader that asked is bound to hold it: Leader
+        // Completeness binds the leaders of the committing term and later ones only. A stale
+        // leader of an older term (paused, cut off) may still replace it on a node of its term
+        // that never learned it was committed; a later leader puts it back.
         let at = from.0 as usize - 1;
-        if at < self.committed.len() && prefixes.get(at) == Some(&self.committed_prefix[at]) {
-            return Err(("state machine safety", format!("{id} truncated committed entry {from}")));
+        let bound = self.committed_in.get(at).is_some_and(|&committed_in| term >= committed_in);
+        if at < self.committed.len() && bound && prefixes.get(at) == Some(&self.committed_prefix[at]) {
+            return Err(("state machine safety", format!("{id} truncated committed entry {from} in {term}")));
         }
         prefixes.truncate(at);
         Ok(())
@@ -269,10 +280,12 @@ pub fn check_durable(
             if index > 0 {
                 let durable = durable_log.get(index - 1).map(|entry| entry.term);
                 let memory = node.entry(*match_index).map(|entry| entry.term);
-                // An acknowledgement from an older term may vouch for an entry the node has
-                // replaced since (in memory; the replacement may not be durable yet).
-                let replaced_since = node.term() > message.term;
-                if durable.is_none() || (durable != memory && !replaced_since) {
+                // Once the node has durably moved to a later term, the entry this older
+                // acknowledgement vouched for may have been replaced on that term's leader's
+                // word (as with an answer delayed in the network); it was durable before the
+                // move, since the runtime syncs the log before it writes a new term.
+                let superseded = durable_term > message.term;
+                if !superseded && (durable.is_none() || durable != memory) {
                     return Err((
                         "durability order",
                         format!(
@@ -297,6 +310,8 @@ pub struct LogView {
     pub durable_has: bool,
     /// The same for the in-memory log of a running node.
     pub memory: Option<((Term, LogIndex), bool)>,
+    /// Repairing lost committed entries: it neither votes nor campaigns.
+    pub repairing: bool,
 }
 
 /// Commit finality (the heart of §5.4.3): once an entry is committed, no node lacking it can
@@ -306,7 +321,7 @@ pub struct LogView {
 /// current-term entry always refuses; committing an earlier term's entry by counting (Figure 8)
 /// leaves a window where it does not, and this check catches that window.
 pub fn check_commit_final(views: &[LogView], index: LogIndex, quorum: usize) -> Result<(), Broken> {
-    for candidate in views {
+    for candidate in views.iter().filter(|view| !view.repairing) {
         let mut best: Option<(Term, LogIndex)> = None;
         if !candidate.durable_has {
             best = Some(candidate.durable);
@@ -317,7 +332,10 @@ pub fn check_commit_final(views: &[LogView], index: LogIndex, quorum: usize) -> 
         let Some(log) = best else {
             continue;
         };
-        let granted = views.iter().filter(|voter| voter.id == candidate.id || log >= voter.durable).count();
+        let granted = views
+            .iter()
+            .filter(|voter| voter.id == candidate.id || (!voter.repairing && log >= voter.durable))
+            .count();
         if granted >= quorum {
             return Err((
                 "commit finality",
@@ -332,4 +350,33 @@ pub fn check_commit_final(views: &[LogView], index: LogIndex, quorum: usize) -> 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use replog_core::Payload;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry { index: LogIndex(index), term: Term(term), payload: Payload::Noop }
+    }
+
+    /// A node may replace an entry the cluster committed when the AppendEntries comes from an
+    /// older term than the committing one (a stale leader it still follows); Leader
+    /// Completeness binds only the committing term and later ones.
+    #[test]
+    fn truncating_a_committed_entry_is_judged_by_the_asking_term() {
+        let mut checker = Checker::default();
+        let (a, b) = (NodeId(1), NodeId(2));
+        checker.on_start(a, &[entry(1, 1), entry(2, 2)]).unwrap();
+        checker.on_start(b, &[entry(1, 1), entry(2, 2)]).unwrap();
+        // Entry 2 (of term 2) is committed in term 4.
+        checker.committed = vec![entry(1, 1), entry(2, 2)];
+        checker.committed_prefix = checker.logs[&a].clone();
+        checker.committed_in = vec![Term(4), Term(4)];
+        assert!(checker.on_truncate(a, LogIndex(2), false, Term(3)).is_ok(), "a stale term-3 leader may");
+        let error = checker.on_truncate(b, LogIndex(2), false, Term(4)).unwrap_err();
+        assert_eq!(error.0, "state machine safety");
+        assert_eq!(checker.on_truncate(b, LogIndex(2), true, Term(3)).unwrap_err().0, "leader append-only");
+    }
 }

@@ -133,7 +133,7 @@ struct DiskState {
     failed_this_life: bool,
     log: DurableLog,
     /// The durable hard state, parsed again only after the metadata may have changed.
-    hard_state: Option<HardState>,
+    metadata: Option<(HardState, LogIndex)>,
     log_path: PathBuf,
     meta_path: PathBuf,
 }
@@ -163,7 +163,7 @@ impl SimDisk {
             sync_failures: 0,
             failed_this_life: false,
             log: DurableLog::default(),
-            hard_state: None,
+            metadata: None,
             log_path: Path::new(DATA_DIR).join("log.jsonl"),
             meta_path: Path::new(DATA_DIR).join("metadata.json"),
         };
@@ -243,13 +243,50 @@ impl SimDisk {
             }
         }
         state.dir = state.dir_durable.clone();
-        state.hard_state = None;
+        state.metadata = None;
         state.requests.clear();
         state.synced_seq = 0;
         state.failed = false;
         state.failed_this_life = false;
         state.life += 1;
         loss
+    }
+
+    /// A storage fault on synced data (the node must be down): the log file keeps only its
+    /// first `keep` records, as if a disk that lied about syncs, or an operator, lost the rest.
+    pub fn lose_records(&self, keep: usize) {
+        let mut state = self.state.borrow_mut();
+        let Some(id) = state.log_file() else {
+            return;
+        };
+        let ends = record_ends(&state.files[id].durable);
+        let Some(&cut) = keep.checked_sub(1).map_or(Some(&0), |i| ends.get(i)) else {
+            return;
+        };
+        let file = &mut state.files[id];
+        file.durable.truncate(cut);
+        file.volatile = file.durable.clone();
+        state.note_durable_change(id, cut as u64);
+    }
+
+    /// A storage fault on synced data (the node must be down): one byte inside record
+    /// `record` (from 0) flips, as bit rot would.
+    pub fn flip_byte_in_record(&self, record: usize) {
+        let mut state = self.state.borrow_mut();
+        let Some(id) = state.log_file() else {
+            return;
+        };
+        let ends = record_ends(&state.files[id].durable);
+        let Some(&end) = ends.get(record) else {
+            return;
+        };
+        let start = record.checked_sub(1).map_or(0, |i| ends[i]);
+        // The middle of the record: inside its JSON, never its newline.
+        let at = start + (end - start) / 2;
+        let file = &mut state.files[id];
+        file.durable[at] ^= 0x04;
+        file.volatile = file.durable.clone();
+        state.note_durable_change(id, at as u64);
     }
 
     /// The log that would survive a crash now, read by the runtime's parser.
@@ -265,17 +302,26 @@ impl SimDisk {
 
     /// Term, vote and commit as `metadata.json` would be read after a crash now.
     pub fn durable_hard_state(&self) -> HardState {
+        self.durable_metadata().0
+    }
+
+    /// The index through which the durable metadata says lost entries are being repaired.
+    pub fn durable_repair_to(&self) -> LogIndex {
+        self.durable_metadata().1
+    }
+
+    fn durable_metadata(&self) -> (HardState, LogIndex) {
         let mut state = self.state.borrow_mut();
-        if let Some(hard_state) = state.hard_state {
-            return hard_state;
+        if let Some(metadata) = state.metadata {
+            return metadata;
         }
-        let hard_state = state
+        let metadata = state
             .dir_durable
             .get(&state.meta_path)
             .and_then(|&id| storage::decode_metadata(&state.files[id].durable))
             .unwrap_or_default();
-        state.hard_state = Some(hard_state);
-        hard_state
+        state.metadata = Some(metadata);
+        metadata
     }
 
     fn handle(&self) -> Handle {
@@ -305,7 +351,7 @@ impl DiskState {
         if self.log_file() == Some(id) {
             self.log.dirty_from = Some(self.log.dirty_from.map_or(at, |d| d.min(at)));
         } else {
-            self.hard_state = None;
+            self.metadata = None;
         }
     }
 
@@ -330,6 +376,11 @@ impl DiskState {
             log.ends.push(start + end as u64);
         }
     }
+}
+
+/// Where each line of `bytes` ends (after its newline).
+fn record_ends(bytes: &[u8]) -> Vec<usize> {
+    bytes.iter().enumerate().filter(|(_, &b)| b == b'\n').map(|(i, _)| i + 1).collect()
 }
 
 /// The storage code's view of the disk.
@@ -432,7 +483,7 @@ impl FileSystem for SimFs {
             return Err(sync_failed());
         }
         let ops = std::mem::take(&mut state.dir_pending);
-        state.hard_state = None;
+        state.metadata = None;
         let log_before = state.log_file();
         for op in &ops {
             apply_dir(&mut state.dir_durable, op);

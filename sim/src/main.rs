@@ -294,7 +294,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         let total = outcomes.iter().map(|o| f(&o.summary)).sum();
         (seeds, total)
     };
-    let rows: [(&str, Metric); 16] = [
+    let rows: [(&str, Metric); 19] = [
         ("crash", |s| s.crashes),
         ("restart", |s| s.restarts),
         ("pause", |s| s.pauses),
@@ -311,6 +311,9 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         ("leader step-down", |s| s.coverage.leader_stepdowns),
         ("pre-vote rejected", |s| s.coverage.prevote_rejections),
         ("vote ignored by lease", |s| s.coverage.votes_ignored_by_lease),
+        ("storage fault (synced data)", |s| s.coverage.storage_faults),
+        ("lost entries detected", |s| s.coverage.lost_entries_detected),
+        ("vote refused while repairing", |s| s.coverage.repair_refusals),
     ];
     let mut out = String::from("coverage (seeds where it happened / total occurrences):");
     for (name, f) in rows {

@@ -48,6 +48,9 @@ pub struct Options {
     /// Flow-control limits handed to the nodes: small ones split catch-up into many messages.
     pub entries_per_message_max: u32,
     pub inflight_messages_max: u32,
+    /// Mean ticks between storage faults on synced data (lost records, flipped bits); 0
+    /// disables.
+    pub damage_every_ticks: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -83,6 +86,8 @@ impl Options {
             sync_latency_max: rng.random_range(10..=500),
             entries_per_message_max: [1, 2, 3, 8, 64][rng.random_range(0..5usize)],
             inflight_messages_max: [1, 2, 8, 64][rng.random_range(0..4usize)],
+            // Drawn last: the options above keep their values for every seed.
+            damage_every_ticks: [0, 300, 600, 1200][rng.random_range(0..4usize)],
             bug: None,
         }
     }
@@ -125,6 +130,7 @@ impl Options {
                 "sync_latency_max" => self.sync_latency_max = int()?.max(1),
                 "entries_per_message_max" => self.entries_per_message_max = int()?.clamp(1, 1 << 20) as u32,
                 "inflight_messages_max" => self.inflight_messages_max = int()?.clamp(1, 1 << 20) as u32,
+                "damage_every" => self.damage_every_ticks = int()?,
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -139,7 +145,7 @@ impl fmt::Display for Options {
             f,
             "seed={} nodes={} clients={} ticks={} pre_vote={} check_quorum={} drop={} dup={} delay={} replay={} \
              latency_max={} crash_every={} pause_every={} partition_every={} torn={} fsync_fail={} drift_pct={} \
-             sync_latency_max={} entries_per_message_max={} inflight_messages_max={}",
+             sync_latency_max={} entries_per_message_max={} inflight_messages_max={} damage_every={}",
             self.seed,
             self.nodes,
             self.clients,
@@ -160,6 +166,7 @@ impl fmt::Display for Options {
             self.sync_latency_max,
             self.entries_per_message_max,
             self.inflight_messages_max,
+            self.damage_every_ticks,
         )?;
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;

@@ -34,6 +34,17 @@ pub enum Fault {
     Heal,
     /// Change a node's tick period (clock drift), in units per tick.
     Drift(u64, u64),
+    /// A storage fault on data the node synced (it is stopped first): see `Damage`.
+    Damage(u64, Damage),
+}
+
+/// What a storage fault does to a node's synced log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// The last this many records are gone (a disk that lied about syncs, a cut file).
+    LoseTail(u64),
+    /// A bit flips in the record this many from the end (bit rot); 1 is the last.
+    Flip(u64),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -124,6 +135,20 @@ impl Schedule {
             let spread = TICK * options.clock_drift_pct / 100;
             push(at, Fault::Drift(rng.random_range(1..=n), rng.random_range(TICK - spread..=TICK + spread)));
         }
+        // Drawn last, so the faults above stay the same for every seed.
+        if options.damage_every_ticks > 0 {
+            let mut at = gap(&mut rng, options.damage_every_ticks);
+            while at < end {
+                let damage = if rng.random_bool(0.5) {
+                    Damage::LoseTail(rng.random_range(1..=8))
+                } else {
+                    Damage::Flip(rng.random_range(1..=8))
+                };
+                push(at, Fault::Damage(rng.random_range(1..=n), damage));
+                push(at + rng.random_range(20..=300) * TICK, Fault::Restart);
+                at += gap(&mut rng, options.damage_every_ticks);
+            }
+        }
         faults.sort_by_key(|timed| timed.at); // stable: equal times keep generation order
         Schedule { faults }
     }
@@ -167,6 +192,16 @@ impl Schedule {
                     let period =
                         words.get(4).and_then(|p| p.parse().ok()).ok_or_else(|| fail("bad period"))?;
                     Fault::Drift(node(arg)?, period)
+                }
+                "damage" => {
+                    let count: u64 =
+                        words.get(5).and_then(|c| c.parse().ok()).ok_or_else(|| fail("bad record count"))?;
+                    let damage = match words.get(4).copied() {
+                        Some("lose") => Damage::LoseTail(count),
+                        Some("flip") => Damage::Flip(count),
+                        _ => return Err(fail("damage is `lose N` or `flip N`")),
+                    };
+                    Fault::Damage(node(arg)?, damage)
                 }
                 "cut" => {
                     let mut links = Vec::new();
@@ -223,6 +258,8 @@ impl fmt::Display for Fault {
             }
             Fault::Heal => write!(f, "heal"),
             Fault::Drift(node, period) => write!(f, "drift n{node} {period}"),
+            Fault::Damage(node, Damage::LoseTail(count)) => write!(f, "damage n{node} lose {count}"),
+            Fault::Damage(node, Damage::Flip(count)) => write!(f, "damage n{node} flip {count}"),
         }
     }
 }

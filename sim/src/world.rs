@@ -13,7 +13,7 @@ use crate::disk::{SimDisk, SimFs, DATA_DIR};
 use crate::history::{History, Op, OpKind, Outcome, Tally};
 use crate::network::{Network, NetworkStats};
 use crate::options::{Options, CONVERGENCE_TICKS, LIVENESS_TICKS, TICK};
-use crate::schedule::{Fault, Schedule, Target};
+use crate::schedule::{Damage, Fault, Schedule, Target};
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -21,7 +21,7 @@ use replog_core::{
     Action, Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId,
 };
 use replog_runtime::driver::{Driver, DriverError, Output};
-use replog_runtime::storage::Identity;
+use replog_runtime::storage::{Identity, OnCorruption};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::fmt::Write as _;
@@ -104,6 +104,9 @@ pub struct Coverage {
     pub votes_ignored_by_lease: u64,
     pub torn_writes: u64,
     pub fsync_failures: u64,
+    pub storage_faults: u64,
+    pub lost_entries_detected: u64,
+    pub repair_refusals: u64,
 }
 
 impl Coverage {
@@ -116,6 +119,8 @@ impl Coverage {
         self.leader_stepdowns += after.leader_stepdowns - before.leader_stepdowns;
         self.prevote_rejections += after.pre_vote_rejections_sent - before.pre_vote_rejections_sent;
         self.votes_ignored_by_lease += after.votes_ignored_by_lease - before.votes_ignored_by_lease;
+        self.lost_entries_detected += after.lost_entries_detected - before.lost_entries_detected;
+        self.repair_refusals += after.repair_refusals - before.repair_refusals;
     }
 }
 
@@ -159,6 +164,9 @@ struct SimNode {
     durable_commit: LogIndex,
     /// The core's Sync placement, checked on its actions.
     contract: checker::SyncContract,
+    /// A storage fault hit its disk: a damaged record is cut at the next start, as an
+    /// operator's `start --repair` would.
+    damaged: bool,
 }
 
 impl SimNode {
@@ -308,6 +316,7 @@ impl World {
                 applied_len: 0,
                 durable_commit: LogIndex::ZERO,
                 contract: checker::SyncContract::new(replog_core::HardState::default()),
+                damaged: false,
             })
             .collect();
         let clients = (0..options.clients)
@@ -439,7 +448,10 @@ impl World {
         let id = sim.id;
         let identity = Identity { name: id.to_string(), address: format!("sim:{}", id.0) };
         let fs = SimFs::new(&sim.disk);
-        let (mut driver, opened) = match Driver::open(config, fs, std::path::Path::new(DATA_DIR), identity) {
+        // After a storage fault the operator starts it with --repair; otherwise damage is refused.
+        let on_corruption = if sim.damaged { OnCorruption::Repair } else { OnCorruption::Refuse };
+        let opened = Driver::open_with(config, fs, std::path::Path::new(DATA_DIR), identity, on_corruption);
+        let (mut driver, opened) = match opened {
             Ok(opened) => opened,
             Err(DriverError::Storage(_)) if sim.disk.has_failed_sync() => {
                 // Start-up stops at a failed fsync, as the runtime does; a later restart retries.
@@ -467,6 +479,7 @@ impl World {
         let sim = &mut self.nodes[index];
         sim.driver = Some(driver);
         sim.contract = contract;
+        sim.damaged = false;
         // The log is the state machine: what was committed before the restart is applied.
         sim.applied_len = commit.0;
         sim.sync_scheduled = false;
@@ -572,9 +585,9 @@ impl World {
         let mut outputs = Vec::new();
         driver.take_output(&mut outputs);
         let recorded = driver.take_recorded();
-        let is_leader = driver.node().is_leader();
+        let (is_leader, term) = (driver.node().is_leader(), driver.node().term());
         for stepped in recorded {
-            self.observe(index, is_leader, stepped.event, stepped.actions)?;
+            self.observe(index, (is_leader, term), stepped.event, stepped.actions)?;
         }
         match outcome {
             Ok(Ok(())) => {}
@@ -654,7 +667,7 @@ impl World {
     fn observe(
         &mut self,
         index: usize,
-        is_leader: bool,
+        (is_leader, term): (bool, replog_core::Term),
         event: Event,
         actions: Vec<Action>,
     ) -> Result<(), Violation> {
@@ -671,7 +684,7 @@ impl World {
         for action in &actions {
             let checked = match action {
                 Action::AppendLog { entries } => self.checker.on_append(id, entries),
-                Action::TruncateLog { from } => self.checker.on_truncate(id, *from, is_leader),
+                Action::TruncateLog { from } => self.checker.on_truncate(id, *from, is_leader, term),
                 _ => Ok(()),
             }
             .and_then(|()| self.nodes[index].contract.on_action(action));
@@ -683,7 +696,9 @@ impl World {
     /// The commit index on disk never goes back (it is written only up to the durable log).
     fn check_durable_commit(&mut self, index: usize) -> Result<(), Violation> {
         let sim = &mut self.nodes[index];
-        let commit = sim.disk.durable_hard_state().commit;
+        // Counted within the durable log: after a storage fault cut the log, the commit index
+        // rewritten to fit it is not a step back.
+        let commit = sim.disk.durable_hard_state().commit.min(sim.disk.durable_last().1);
         if commit < sim.durable_commit {
             let (id, before) = (sim.id, sim.durable_commit);
             let broken = ("commit monotonic", format!("durable commit went back from {before} to {commit}"));
@@ -716,14 +731,16 @@ impl World {
         let views: Vec<checker::LogView> = self
             .nodes
             .iter()
-            .map(|sim| {
+            .enumerate()
+            .map(|(position, sim)| {
                 let durable = sim.disk.durable_last();
                 let durable_has =
                     sim.disk.durable_log().get(index.0 as usize - 1).is_some_and(|e| e.term == term);
                 let memory = sim.node().map(|n| {
                     ((n.last_term(), n.last_index()), n.entry(index).is_some_and(|e| e.term == term))
                 });
-                checker::LogView { id: sim.id, durable, durable_has, memory }
+                let repairing = self.is_repairing(position);
+                checker::LogView { id: sim.id, durable, durable_has, memory, repairing }
             })
             .collect();
         let quorum = self.nodes.len() / 2 + 1;
@@ -930,8 +947,71 @@ impl World {
                     sim.tick_period = period.max(1);
                 }
             }
+            Fault::Damage(node, damage) => {
+                if (1..=self.nodes.len() as u64).contains(&node) {
+                    self.damage(node as usize - 1, damage);
+                }
+            }
         }
         Ok(())
+    }
+
+    /// A storage fault on synced data: the node stops, and its log loses a suffix (cut, or a
+    /// flipped bit that `start --repair` will cut). Only a suffix that a majority of the other
+    /// nodes hold durably, and none of them is repairing, may go: Raft promises nothing for an
+    /// entry that a majority no longer keeps, so the checks could not tell a bug from bad luck.
+    fn damage(&mut self, index: usize, damage: Damage) {
+        self.crash(index, "stopped for a storage fault");
+        let (len, last) = {
+            let log = self.nodes[index].disk.durable_log();
+            (log.len(), log.last().map(|e| (e.index, e.term)))
+        };
+        let Some((last_index, last_term)) = last else {
+            return;
+        };
+        let holders = (0..self.nodes.len())
+            .filter(|&other| other != index && !self.is_repairing(other))
+            .filter(|&other| {
+                let log = self.nodes[other].disk.durable_log();
+                log.get(last_index.0 as usize - 1).is_some_and(|e| e.term == last_term)
+            })
+            .count();
+        let id = self.nodes[index].id;
+        if holders < self.nodes.len() / 2 + 1 {
+            self.note(|| format!("{id} storage fault skipped: its tail is not on a majority of the others"));
+            return;
+        }
+        let disk = &self.nodes[index].disk;
+        let what = match damage {
+            Damage::LoseTail(count) => {
+                let keep = len.saturating_sub(count as usize);
+                disk.lose_records(keep);
+                format!("lost its synced log after entry {keep}")
+            }
+            Damage::Flip(count) => {
+                let record = len.saturating_sub(count as usize);
+                disk.flip_byte_in_record(record);
+                format!("a bit flipped in entry {}", record + 1)
+            }
+        };
+        self.nodes[index].damaged = true;
+        // The log on disk is shorter now: a fault, not a storage bug.
+        self.nodes[index].durable_commit = LogIndex::ZERO;
+        self.summary.coverage.storage_faults += 1;
+        self.note(|| format!("{id} storage fault: {what}"));
+    }
+
+    /// True if the node is (or, restarted, would be) repairing lost committed entries: it
+    /// neither votes nor campaigns.
+    fn is_repairing(&self, index: usize) -> bool {
+        let sim = &self.nodes[index];
+        match sim.node() {
+            Some(node) => node.is_repairing(),
+            None => {
+                let last = sim.disk.durable_last().1;
+                sim.disk.durable_hard_state().commit > last || sim.disk.durable_repair_to() > last
+            }
+        }
     }
 
     fn resume_all(&mut self) {

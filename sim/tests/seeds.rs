@@ -55,11 +55,20 @@ fn same_seed_same_trace_byte_for_byte() {
 #[test]
 fn regression_seeds_pass() {
     let list = std::fs::read_to_string(fixtures().join("regression-seeds.txt")).unwrap();
-    let seeds: Vec<u64> =
-        list.lines().filter_map(|line| line.split('#').next()?.trim().parse().ok()).collect();
-    assert!(seeds.len() >= 3, "regression seeds: {seeds:?}");
-    for seed in seeds {
-        let (options, _, result) = run_seed(seed, None, Trace::Off);
+    // `SEED [key=value ...] # why`: the overrides pin a run that later option draws would change.
+    let runs: Vec<(u64, String)> = list
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split('#').next()?.split_whitespace();
+            let seed = words.next()?.parse().ok()?;
+            Some((seed, words.collect::<Vec<_>>().join(" ")))
+        })
+        .collect();
+    assert!(runs.len() >= 3, "regression seeds: {runs:?}");
+    for (seed, overrides) in runs {
+        let mut options = Options::from_seed(seed);
+        options.apply(&overrides).unwrap();
+        let result = run(&options, &Schedule::generate(&options), Trace::Off);
         assert!(result.violation.is_none(), "seed {seed} ({options}): {}", result.violation.unwrap());
     }
 }
