@@ -17,17 +17,44 @@ pub enum Bug {
     QuorumOfHalf,
     /// Acknowledge appended entries before they are durable.
     AckBeforePersist,
+    /// Election: a candidate counts a granted vote answer from an earlier term (§5.1: stale
+    /// answers must be ignored).
+    StaleVoteCounted,
+    /// Replication: a follower acknowledges its last log index instead of the last index the
+    /// AppendEntries covered (§5.3: only the checked prefix is known to match).
+    AckLastIndex,
+    /// Commit: a follower takes the leader's commit index without capping it at the last entry
+    /// the message covered (§5.3 step 5), so it may commit entries that differ from the leader's.
+    FollowerCommitPastMatch,
+    /// Reads: a leader answers a linearizable read at once, without confirming with a quorum
+    /// that it still leads (dissertation §6.4).
+    ReadWithoutQuorum,
+    /// Reads: a new leader answers reads before committing an entry of its own term, so its
+    /// commit index may still lag (dissertation §6.4 step 1).
+    ReadBeforeOwnTermCommit,
+    /// Availability: a pre-vote round raises the real term (dissertation §9.6: pre-vote must
+    /// change nobody's term).
+    PreVoteRaisesTerm,
+    /// Availability: election timeouts are not randomized (§5.2: randomization breaks ties).
+    FixedElectionTimeout,
 }
 
 impl Bug {
     /// Every bug, in a fixed order (the simulator's `--bug` choices and the CI check).
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 13] = [
         Bug::VoteWithoutLogCheck,
         Bug::VoteNotPersisted,
         Bug::CommitOldTermByCounting,
         Bug::AppendWithoutConsistencyCheck,
         Bug::QuorumOfHalf,
         Bug::AckBeforePersist,
+        Bug::StaleVoteCounted,
+        Bug::AckLastIndex,
+        Bug::FollowerCommitPastMatch,
+        Bug::ReadWithoutQuorum,
+        Bug::ReadBeforeOwnTermCommit,
+        Bug::PreVoteRaisesTerm,
+        Bug::FixedElectionTimeout,
     ];
 
     /// Its kebab-case name, as the simulator's `--bug` takes it.
@@ -40,6 +67,13 @@ impl Bug {
             Bug::AppendWithoutConsistencyCheck => "append-without-consistency-check",
             Bug::QuorumOfHalf => "quorum-of-half",
             Bug::AckBeforePersist => "ack-before-persist",
+            Bug::StaleVoteCounted => "stale-vote-counted",
+            Bug::AckLastIndex => "ack-last-index",
+            Bug::FollowerCommitPastMatch => "follower-commit-past-match",
+            Bug::ReadWithoutQuorum => "read-without-quorum",
+            Bug::ReadBeforeOwnTermCommit => "read-before-own-term-commit",
+            Bug::PreVoteRaisesTerm => "pre-vote-raises-term",
+            Bug::FixedElectionTimeout => "fixed-election-timeout",
         }
     }
 

@@ -1,5 +1,6 @@
 //! The candidate (and pre-candidate): asks for votes and counts them (§5.2, dissertation §9.6).
 
+use crate::bugs::Bug;
 use crate::message::Body;
 use crate::node::{Node, Role};
 use crate::quorum::{VoteResult, VoteTally};
@@ -24,6 +25,10 @@ impl Node {
         }
         if pre_vote {
             shared.marks.pre_vote_campaigns += 1;
+            if shared.config.has_bug(Bug::PreVoteRaisesTerm) {
+                shared.term = shared.term.next();
+                shared.voted_for = None;
+            }
         } else {
             shared.term = shared.term.next();
             shared.voted_for = Some(shared.config.id);

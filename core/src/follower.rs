@@ -93,11 +93,20 @@ impl Node {
             self.shared.append_entries(entries);
         }
         // §5.3 step 5: commit = min(leaderCommit, index of last new entry), never backwards.
-        let commit = leader_commit.min(last_new);
+        let commit = if self.shared.config.has_bug(Bug::FollowerCommitPastMatch) {
+            leader_commit.min(self.shared.log.last_index())
+        } else {
+            leader_commit.min(last_new)
+        };
         if commit > self.shared.commit {
             self.shared.commit = commit;
         }
-        let outcome = AppendOutcome::Accepted { match_index: last_new };
+        let match_index = if self.shared.config.has_bug(Bug::AckLastIndex) {
+            self.shared.log.last_index()
+        } else {
+            last_new
+        };
+        let outcome = AppendOutcome::Accepted { match_index };
         self.shared.send(from, self.shared.term, Body::AppendResponse { outcome, seq });
     }
 

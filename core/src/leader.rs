@@ -335,12 +335,16 @@ impl LeaderCtx<'_> {
         }
         // §6.4: a read is safe once the leader has committed an entry of its own term and a
         // majority confirmed it is still leader after the read arrived.
-        let own_term_committed = shared.log.term_at(commit) == Some(term);
+        let own_term_committed =
+            shared.log.term_at(commit) == Some(term) || shared.config.has_bug(Bug::ReadBeforeOwnTermCommit);
         if own_term_committed && !leader.reads.is_empty() {
             let mut seqs: Vec<u64> = leader.progress.values().map(|p| p.acked_seq).collect();
             seqs.push(leader.seq);
             debug_assert_eq!(shared.cluster_size(), seqs.len());
-            let confirmed = quorum::quorum_value(&mut seqs, shared.config.quorum());
+            let mut confirmed = quorum::quorum_value(&mut seqs, shared.config.quorum());
+            if shared.config.has_bug(Bug::ReadWithoutQuorum) {
+                confirmed = leader.seq;
+            }
             while leader.reads.front().is_some_and(|read| read.seq <= confirmed) {
                 let read = leader.reads.pop_front().expect("front exists");
                 shared.out.push(Action::Reply(Reply::ReadReady { request: read.request, index: commit }));

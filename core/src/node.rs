@@ -283,6 +283,12 @@ impl Node {
                 _ => self.become_follower(message.term, None),
             }
         } else if message.term < self.shared.term {
+            if let Body::VoteResponse { pre_vote: false, granted: true } = message.body {
+                if self.shared.config.has_bug(Bug::StaleVoteCounted) {
+                    self.on_vote_response(message.from, message.term, false, true);
+                    return;
+                }
+            }
             let shared = &mut self.shared;
             shared.marks.stale_term_messages += 1;
             match message.body {
@@ -723,6 +729,9 @@ impl Shared {
         let span = u64::from(self.config.election_ticks_max - min);
         self.election_elapsed = 0;
         self.election_timeout = min + (self.rng.next_u64() % span) as u32;
+        if self.config.has_bug(Bug::FixedElectionTimeout) {
+            self.election_timeout = min;
+        }
     }
 
     pub(crate) fn cluster_size(&self) -> usize {

@@ -127,6 +127,9 @@ pub struct Storage<F: FileSystem> {
     /// While the log repairs lost entries, `metadata.json` records through which index
     /// (`repair_to`), so a restart mid-repair still knows what is missing.
     repair_floor: LogIndex,
+    /// The commit index found on disk at start. It stays known committed even while a repair
+    /// has the core start lower (its log was cut below it), so what is written never goes back.
+    commit_known: LogIndex,
 }
 
 impl<F: FileSystem> Storage<F> {
@@ -222,6 +225,7 @@ impl<F: FileSystem> Storage<F> {
             hard_written: saved,
             ticks_since_commit_write: 0,
             repair_floor: repair_to,
+            commit_known: saved.commit,
         };
         if meta.is_none() {
             storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once
@@ -388,7 +392,8 @@ impl<F: FileSystem> Storage<F> {
         if self.durable.last >= self.repair_floor {
             self.repair_floor = LogIndex::ZERO; // repaired
         }
-        let hard_state = HardState { commit: hard_state.commit.min(self.durable.last), ..hard_state };
+        let commit = hard_state.commit.max(self.commit_known).min(self.durable.last);
+        let hard_state = HardState { commit, ..hard_state };
         let path = self.dir.join("metadata.json");
         let temp = self.dir.join("metadata.json.tmp");
         let mut text = format!(

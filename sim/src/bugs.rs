@@ -30,6 +30,11 @@ impl Planted {
         }
     }
 
+    /// Bugs that cost availability rather than safety: caught as liveness failures.
+    pub fn is_availability(self) -> bool {
+        matches!(self, Planted::Core(Bug::PreVoteRaisesTerm | Bug::FixedElectionTimeout))
+    }
+
     /// The bug with this name, or an error listing the known ones.
     pub fn parse(name: &str) -> Result<Planted, String> {
         Planted::all().into_iter().find(|bug| bug.name() == name).ok_or_else(|| {

@@ -11,6 +11,7 @@ pub mod disk;
 pub mod history;
 pub mod network;
 pub mod options;
+pub mod provenance;
 pub mod schedule;
 pub mod shrink;
 pub mod world;

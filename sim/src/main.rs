@@ -43,6 +43,10 @@ struct Args {
     /// Worker threads for a sweep (default: every core).
     #[arg(long)]
     jobs: Option<usize>,
+    /// Seeds-to-detection of every planted bug, from each of these seed offsets (e.g.
+    /// "0,10000,20000"); builds with the bugs feature.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["seed", "seeds", "schedule", "bug"])]
+    bug_table: Option<Vec<u64>>,
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
@@ -66,7 +70,12 @@ fn main() {
     if args.bug.is_some() && !cfg!(feature = "bugs") {
         fail("--bug needs a build with the bugs feature: cargo run -p sim --features bugs -- ...");
     }
-    let code = if let Some((start, end)) = args.seeds {
+    let code = if let Some(offsets) = &args.bug_table {
+        if !cfg!(feature = "bugs") {
+            fail("--bug-table needs a build with the bugs feature: cargo run -p sim --features bugs -- ...");
+        }
+        bug_table(&args, offsets)
+    } else if let Some((start, end)) = args.seeds {
         sweep(&args, start, end)
     } else if let Some(path) = &args.schedule {
         let text = std::fs::read_to_string(path)
@@ -185,6 +194,69 @@ struct SeedOutcome {
     summary: Summary,
     violation: Option<Violation>,
     nondeterministic: bool,
+}
+
+/// Seeds run until each planted bug is caught, from each offset (at most `BUG_TABLE_SEEDS_MAX`).
+fn bug_table(args: &Args, offsets: &[u64]) -> i32 {
+    const BUG_TABLE_SEEDS_MAX: u64 = 2000;
+    let jobs =
+        args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
+    let cases: Vec<(Planted, u64)> =
+        Planted::all().into_iter().flat_map(|bug| offsets.iter().map(move |&offset| (bug, offset))).collect();
+    let next = AtomicU64::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let case = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(&(bug, offset)) = cases.get(case) else {
+                    return;
+                };
+                let found = (offset..offset + BUG_TABLE_SEEDS_MAX).find_map(|seed| {
+                    let (_, _, result) = sim::run_seed(seed, Some(bug), Trace::Off);
+                    result.violation.map(|violation| (seed - offset + 1, violation.property))
+                });
+                results.lock().expect("no panics while held").push((case, found));
+            });
+        }
+    });
+    let mut results = results.into_inner().expect("threads done");
+    results.sort_by_key(|(case, _)| *case);
+    let mut counts = Vec::new();
+    let mut missed = 0;
+    println!(
+        "{:<30} {}",
+        "bug",
+        offsets.iter().map(|o| format!("from {o:>6}")).collect::<Vec<_>>().join("  ")
+    );
+    for row in results.chunks(offsets.len()) {
+        let bug = cases[row[0].0].0;
+        let cells: Vec<String> = row
+            .iter()
+            .map(|(_, found)| match found {
+                Some((seeds, property)) => {
+                    counts.push(*seeds);
+                    format!("{seeds:>5} ({property})")
+                }
+                None => {
+                    missed += 1;
+                    format!("missed in {BUG_TABLE_SEEDS_MAX}")
+                }
+            })
+            .collect();
+        println!("{:<30} {}", bug.name(), cells.join("  "));
+    }
+    counts.sort_unstable();
+    let at =
+        |q: f64| counts.get(((counts.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(0);
+    println!(
+        "seeds to detection over {} runs: median {}, p90 {}, max {}, missed {missed}",
+        counts.len(),
+        at(0.5),
+        at(0.9),
+        at(1.0)
+    );
+    i32::from(missed > 0)
 }
 
 fn sweep(args: &Args, start: u64, end: u64) -> i32 {

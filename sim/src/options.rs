@@ -13,6 +13,22 @@ pub const TICK: u64 = 1000;
 /// every client must get a fresh append acknowledged (the liveness bound).
 pub const LIVENESS_TICKS: u64 = 1500;
 
+/// Availability: after the heal a leader must hold office, in the highest term, within this
+/// many election timeouts (of the core's default `election_ticks_max`); from then on, with the
+/// network healthy, no term may grow and no other node may lead.
+pub const SETTLE_ELECTION_TIMEOUTS: u64 = 6;
+
+/// Availability: once settled, a follower is cut off for this many election timeouts and
+/// rejoins (with pre-vote and check-quorum on); it must not depose the healthy leader.
+pub const REJOIN_ELECTION_TIMEOUTS: u64 = 3;
+
+/// Availability: this many election timeouts after settling, the leader crashes (it restarts
+/// once the others settled); a new leader must settle within `SETTLE_ELECTION_TIMEOUTS`, using
+/// at most `FAILOVER_TERMS_MAX` terms. `FAILOVERS` times in a row.
+pub const FAILOVER_ELECTION_TIMEOUTS: u64 = 4;
+pub const FAILOVER_TERMS_MAX: u64 = 4;
+pub const FAILOVERS: u32 = 4;
+
 /// After the liveness checks clients stop; within this many more ticks every node must hold the
 /// same committed log.
 pub const CONVERGENCE_TICKS: u64 = 500;

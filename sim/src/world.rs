@@ -12,13 +12,17 @@ use crate::digest::{self, Fnv};
 use crate::disk::{SimDisk, SimFs, DATA_DIR};
 use crate::history::{History, Op, OpKind, Outcome, Tally};
 use crate::network::{Network, NetworkStats};
-use crate::options::{Options, CONVERGENCE_TICKS, LIVENESS_TICKS, TICK};
+use crate::options::{
+    Options, CONVERGENCE_TICKS, FAILOVERS, FAILOVER_ELECTION_TIMEOUTS, FAILOVER_TERMS_MAX, LIVENESS_TICKS,
+    REJOIN_ELECTION_TIMEOUTS, SETTLE_ELECTION_TIMEOUTS, TICK,
+};
+use crate::provenance::Provenance;
 use crate::schedule::{Damage, Fault, Schedule, Target};
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{
-    Action, Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId,
+    Action, Body, Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId,
 };
 use replog_runtime::driver::{Driver, DriverError, Output};
 use replog_runtime::storage::{Identity, OnCorruption};
@@ -230,6 +234,14 @@ enum SimEvent {
     },
     Heal,
     LivenessCheck,
+    /// Availability: a leader must hold office now, and keep it while the network is healthy.
+    Settled,
+    /// Availability: a cut-off follower rejoins.
+    Rejoin,
+    /// Availability: the settled leader crashes; another must settle in time.
+    Failover,
+    /// Start this node again (the crashed leader of a failover).
+    RestartNode(usize),
     End,
 }
 
@@ -266,11 +278,19 @@ struct World {
     clients_stopped: bool,
     network: Network,
     checker: Checker,
+    provenance: Provenance,
     history: History,
     requests: BTreeMap<RequestId, (usize, usize)>,
     next_request: u64,
     faults: Vec<crate::schedule::Timed>,
     healed: bool,
+    /// Availability: the leader and term that must stand while the network is healthy.
+    stable: Option<(replog_core::Term, NodeId)>,
+    /// Leader failovers so far in the availability phase.
+    failovers: u32,
+    failed_leader: Option<NodeId>,
+    /// The highest term when the current failover began.
+    failover_term: Option<replog_core::Term>,
     /// Armed by `Fault::Ambush`: crash the next new leader this many units after it wins.
     ambush: Option<u64>,
     rng_net: ChaCha8Rng,
@@ -344,11 +364,16 @@ impl World {
             clients_stopped: false,
             network,
             checker: Checker::default(),
+            provenance: Provenance::default(),
             history: History::default(),
             requests: BTreeMap::new(),
             next_request: 1,
             faults: schedule.faults,
             healed: false,
+            stable: None,
+            failovers: 0,
+            failed_leader: None,
+            failover_term: None,
             ambush: None,
             rng_net: stream(seed, 2),
             rng_disk: stream(seed, 3),
@@ -412,6 +437,13 @@ impl World {
                 }
                 SimEvent::Heal => self.on_heal()?,
                 SimEvent::LivenessCheck => self.check_liveness()?,
+                SimEvent::Settled => self.on_settled()?,
+                SimEvent::Rejoin => {
+                    self.note(|| "availability: the cut-off follower rejoins".into());
+                    self.network.heal();
+                }
+                SimEvent::Failover => self.on_failover(),
+                SimEvent::RestartNode(node) => self.restart(node)?,
                 SimEvent::End => return self.check_end(),
             }
         }
@@ -543,6 +575,7 @@ impl World {
             return Ok(());
         }
         self.network.stats.delivered += 1;
+        self.provenance.on_deliver(&message);
         self.drive(index, Call::Step(Event::Receive(message)))
     }
 
@@ -621,7 +654,14 @@ impl World {
                     self.nodes[index].applied_len += entries.len() as u64;
                     applied.push(entries);
                 }
-                Output::Reply(reply) => self.route_reply(index, reply),
+                Output::Reply(reply) => {
+                    if let Reply::ReadReady { request, .. } = reply {
+                        self.provenance
+                            .on_read_ready(request, id, self.quorum())
+                            .map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
+                    }
+                    self.route_reply(index, reply)
+                }
             }
         }
         let node = self.nodes[index].node().expect("node is up");
@@ -631,7 +671,14 @@ impl World {
         self.checker
             .after_step(node, became_leader)
             .map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
+        if became_leader {
+            let term = node.term();
+            self.provenance
+                .on_elected(id, term, self.quorum())
+                .map_err(|b| self.violation(Kind::Safety, Some(id), b))?;
+        }
         if commit_moved {
+            self.check_commit_provenance(index)?;
             self.check_commit_final(index)?;
         }
         for entries in &applied {
@@ -645,6 +692,7 @@ impl World {
             }
         }
         self.check_durable_commit(index)?;
+        self.check_stable(index)?;
         self.schedule_sync(index);
         Ok(())
     }
@@ -672,6 +720,15 @@ impl World {
         actions: Vec<Action>,
     ) -> Result<(), Violation> {
         let id = self.nodes[index].id;
+        if let (Event::Read { request }, true) = (&event, is_leader) {
+            let round = actions.iter().find_map(|action| match action {
+                Action::Send(Message { body: Body::AppendRequest { seq, .. }, .. }) => Some(*seq),
+                _ => None,
+            });
+            if let Some(seq) = round {
+                self.provenance.on_read(*request, id, term, seq);
+            }
+        }
         (self.now, id.0, &event).hash(&mut self.digest);
         actions.hash(&mut self.digest);
         if self.trace.on() {
@@ -721,6 +778,22 @@ impl World {
         self.nodes[index].sync_scheduled = true;
         let delay = self.rng_disk.random_range(1..=self.options.sync_latency_max);
         self.schedule(delay, SimEvent::SyncDone { node: index, life, upto });
+    }
+
+    fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// See `Provenance::on_commit`; run whenever a leader's commit index moves.
+    fn check_commit_provenance(&self, leader: usize) -> Result<(), Violation> {
+        let sim = &self.nodes[leader];
+        let node = sim.node().expect("leader runs");
+        let (commit, term) = (node.commit(), node.term());
+        let entry_term = node.entry(commit).map(|e| e.term);
+        let self_durable = sim.disk.durable_log().get(commit.0 as usize - 1).map(|e| e.term) == entry_term;
+        self.provenance
+            .on_commit(node.id(), term, commit, self_durable, self.quorum())
+            .map_err(|b| self.violation(Kind::Safety, Some(node.id()), b))
     }
 
     /// See `checker::check_commit_final`; run whenever a leader's commit index moves.
@@ -1042,6 +1115,102 @@ impl World {
         // Faults scheduled past the phase end never fire.
         self.faults.retain(|timed| timed.at < self.options.ticks * TICK);
         self.schedule(LIVENESS_TICKS * TICK, SimEvent::LivenessCheck);
+        self.schedule(self.election_timeout_ticks() * SETTLE_ELECTION_TIMEOUTS * TICK, SimEvent::Settled);
+        Ok(())
+    }
+
+    fn election_timeout_ticks(&self) -> u64 {
+        u64::from(Config::new(NodeId(1), vec![]).election_ticks_max)
+    }
+
+    /// Availability after the heal: a leader holds office in the highest term. From now on the
+    /// network stays healthy, so terms must stand still and the leader must stay; with pre-vote
+    /// and check-quorum, a follower cut off for a while must rejoin without deposing it.
+    fn on_settled(&mut self) -> Result<(), Violation> {
+        let max_term = self.nodes.iter().filter_map(SimNode::node).map(Node::term).max();
+        let leader =
+            self.nodes.iter().filter_map(SimNode::node).find(|n| n.is_leader() && Some(n.term()) == max_term);
+        let Some(leader) = leader else {
+            let broken = (
+                "availability",
+                format!(
+                    "no leader in the highest term {max_term:?} {} ticks ({SETTLE_ELECTION_TIMEOUTS} election timeouts) after the heal",
+                    self.election_timeout_ticks() * SETTLE_ELECTION_TIMEOUTS
+                ),
+            );
+            return Err(self.violation(Kind::Liveness, None, broken));
+        };
+        let (term, id) = (leader.term(), leader.id());
+        if let Some(before) = self.failover_term.take() {
+            // §5.2: randomized timeouts make split votes rare, so an election after a leader
+            // fails takes one term, rarely two or three. Identical timeouts split again and again.
+            let terms = term.0 - before.0;
+            if terms > FAILOVER_TERMS_MAX {
+                let broken = (
+                    "availability",
+                    format!("electing a new leader after {} failed took {terms} terms (at most {FAILOVER_TERMS_MAX})", self.failed_leader.map_or("?".into(), |l| l.to_string())),
+                );
+                return Err(self.violation(Kind::Liveness, Some(id), broken));
+            }
+        }
+        self.stable = Some((term, id));
+        self.note(|| format!("availability: {id} leads {term}; terms must stand still from now on"));
+        if self.failovers < FAILOVERS {
+            self.schedule(
+                self.election_timeout_ticks() * FAILOVER_ELECTION_TIMEOUTS * TICK,
+                SimEvent::Failover,
+            );
+        }
+        if self.failovers > 0 {
+            return Ok(());
+        }
+        if self.options.pre_vote && self.options.check_quorum && self.nodes.len() >= 3 {
+            let followers: Vec<u64> = (1..=self.nodes.len() as u64).filter(|&n| n != id.0).collect();
+            let cut = followers[self.rng_fault.random_range(0..followers.len())];
+            let others: Vec<u64> = (1..=self.nodes.len() as u64).filter(|&o| o != cut).collect();
+            self.network.cut(others.iter().flat_map(|&o| [(cut, o), (o, cut)]));
+            self.note(|| {
+                format!("availability: n{cut} is cut off for {REJOIN_ELECTION_TIMEOUTS} election timeouts")
+            });
+            self.schedule(self.election_timeout_ticks() * REJOIN_ELECTION_TIMEOUTS * TICK, SimEvent::Rejoin);
+        }
+        Ok(())
+    }
+
+    /// The settled leader crashes: the others must elect a new one within the settle bound
+    /// (election timeouts that are not randomized split the vote again and again).
+    fn on_failover(&mut self) {
+        let Some((_, leader)) = self.stable.take() else {
+            return;
+        };
+        self.failovers += 1;
+        self.failed_leader = Some(leader);
+        let index = leader.0 as usize - 1;
+        self.failover_term = self.nodes.iter().filter_map(SimNode::node).map(Node::term).max();
+        self.crash(index, "crashed (availability: leader failover)");
+        // It stays down until the others settled: it must not break their ties.
+        let settle = self.election_timeout_ticks() * SETTLE_ELECTION_TIMEOUTS;
+        self.schedule(settle * TICK, SimEvent::Settled);
+        self.schedule((settle + 1) * TICK, SimEvent::RestartNode(index));
+    }
+
+    /// While settled, no term grows and nobody else leads.
+    fn check_stable(&self, index: usize) -> Result<(), Violation> {
+        let (Some((term, leader)), Some(node)) = (self.stable, self.nodes[index].node()) else {
+            return Ok(());
+        };
+        if node.term() > term || (node.is_leader() && node.id() != leader) {
+            let broken = (
+                "availability",
+                format!(
+                    "{} is {} in {} while {leader} led {term} on a healthy network",
+                    node.id(),
+                    node.role(),
+                    node.term()
+                ),
+            );
+            return Err(self.violation(Kind::Liveness, Some(node.id()), broken));
+        }
         Ok(())
     }
 
