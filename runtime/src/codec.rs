@@ -58,12 +58,47 @@ pub enum AppendResult {
     Failed { reason: String, retry: bool },
 }
 
+/// Why a payload could not be decoded. Any of them means the sender cannot be trusted: the
+/// connection closes.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CodecError(pub &'static str);
+pub enum CodecError {
+    /// The payload ends inside a field.
+    Truncated,
+    /// A flag byte is neither 0 nor 1.
+    BadFlag,
+    /// A text field is not UTF-8.
+    NotUtf8,
+    /// A count of entries that the rest of the payload could not hold.
+    EntryCountExceedsPayload,
+    /// An entry kind other than no-op (0) or command (1).
+    UnknownEntryKind,
+    /// Bytes left over after the frame.
+    TrailingBytes,
+    /// A first byte naming no frame.
+    UnknownFrameKind,
+    /// An append result tag naming no result.
+    UnknownAppendResult,
+    /// An AppendEntries answer tag naming no outcome.
+    UnknownAppendOutcome,
+    /// A Raft message tag naming no body.
+    UnknownMessageBody,
+}
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed payload: {}", self.0)
+        let what = match self {
+            CodecError::Truncated => "truncated",
+            CodecError::BadFlag => "flag is neither 0 nor 1",
+            CodecError::NotUtf8 => "text is not UTF-8",
+            CodecError::EntryCountExceedsPayload => "entry count exceeds the payload",
+            CodecError::UnknownEntryKind => "unknown entry kind",
+            CodecError::TrailingBytes => "trailing bytes",
+            CodecError::UnknownFrameKind => "unknown frame kind",
+            CodecError::UnknownAppendResult => "unknown append result",
+            CodecError::UnknownAppendOutcome => "unknown append outcome",
+            CodecError::UnknownMessageBody => "unknown message body",
+        };
+        write!(f, "malformed payload: {what}")
     }
 }
 
@@ -222,7 +257,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.bytes.len() < n {
-            return Err(CodecError("truncated"));
+            return Err(CodecError::Truncated);
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -237,7 +272,7 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(CodecError("flag is neither 0 nor 1")),
+            _ => Err(CodecError::BadFlag),
         }
     }
 
@@ -255,13 +290,13 @@ impl<'a> Reader<'a> {
     }
 
     fn text(&mut self) -> Result<String, CodecError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CodecError("text is not UTF-8"))
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CodecError::NotUtf8)
     }
 
     fn entries(&mut self) -> Result<Vec<Entry>, CodecError> {
         let count = self.u32()? as usize;
         if count.saturating_mul(ENTRY_BYTES_MIN) > self.bytes.len() {
-            return Err(CodecError("entry count exceeds the payload"));
+            return Err(CodecError::EntryCountExceedsPayload);
         }
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
@@ -273,7 +308,7 @@ impl<'a> Reader<'a> {
                     Payload::Noop
                 }
                 1 => Payload::Command(Bytes::from(self.bytes()?)),
-                _ => return Err(CodecError("unknown entry kind")),
+                _ => return Err(CodecError::UnknownEntryKind),
             };
             entries.push(Entry { index, term, payload });
         }
@@ -284,7 +319,7 @@ impl<'a> Reader<'a> {
         if self.bytes.is_empty() {
             Ok(value)
         } else {
-            Err(CodecError("trailing bytes"))
+            Err(CodecError::TrailingBytes)
         }
     }
 }
@@ -313,7 +348,7 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     let retry = reader.flag()?;
                     AppendResult::Failed { retry, reason: reader.text()? }
                 }
-                _ => return Err(CodecError("unknown append result")),
+                _ => return Err(CodecError::UnknownAppendResult),
             };
             Frame::AppendResult { request, result }
         }
@@ -323,7 +358,7 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
             entries: reader.entries()?,
         },
         STATUS_RESULT => Frame::StatusResult { json: reader.text()? },
-        _ => return Err(CodecError("unknown frame kind")),
+        _ => return Err(CodecError::UnknownFrameKind),
     };
     reader.finish(frame)
 }
@@ -367,11 +402,11 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
                         conflict_term: has_term.then_some(term),
                     }
                 }
-                _ => return Err(CodecError("unknown append outcome")),
+                _ => return Err(CodecError::UnknownAppendOutcome),
             };
             Body::AppendResponse { outcome, seq }
         }
-        _ => return Err(CodecError("unknown message body")),
+        _ => return Err(CodecError::UnknownMessageBody),
     };
     Ok(Message { from, to, term, body })
 }
@@ -441,7 +476,7 @@ mod tests {
         let mut out = vec![QUERY_RESULT];
         out.extend_from_slice(&[0; 16]);
         out.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(decode(&out), Err(CodecError("entry count exceeds the payload")));
-        assert_eq!(decode(&[99]), Err(CodecError("unknown frame kind")));
+        assert_eq!(decode(&out), Err(CodecError::EntryCountExceedsPayload));
+        assert_eq!(decode(&[99]), Err(CodecError::UnknownFrameKind));
     }
 }

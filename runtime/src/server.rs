@@ -10,7 +10,7 @@
 //! acknowledgement leaves before the state it vouches for is on disk.
 
 use crate::codec::{AppendResult, Frame};
-use crate::connection::{Closed, Connection};
+use crate::connection::{Caller, Closed, Connection, Violation};
 use crate::driver::{Driver, DriverError, Output};
 use crate::fs::RealFs;
 use crate::storage::{Identity, StorageError};
@@ -117,18 +117,10 @@ struct Peer {
     dropped: u64,
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Kind {
-    /// No frame yet: a peer's hello or a client's first request decides.
-    Unknown,
-    Peer(NodeId),
-    Client,
-}
-
 #[derive(Debug)]
 struct Accepted {
     link: Connection,
-    kind: Kind,
+    caller: Caller,
 }
 
 /// Clients waiting on one proposal: (connection, client's request id), one per command.
@@ -530,8 +522,10 @@ impl Server {
                         .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
                         .is_ok()
                     {
-                        self.accepted
-                            .insert(token, Accepted { link: Connection::new(stream), kind: Kind::Unknown });
+                        self.accepted.insert(
+                            token,
+                            Accepted { link: Connection::new(stream), caller: Caller::Unknown },
+                        );
                     }
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -583,8 +577,8 @@ impl Server {
             let accepted = self.accepted.get_mut(&token).expect("present");
             match accepted.link.next_frame() {
                 Ok(Some(frame)) => {
-                    if let Err(why) = self.on_frame(token, frame)? {
-                        return Ok(Err(Closed::Protocol(why)));
+                    if let Err(violation) = self.on_frame(token, frame)? {
+                        return Ok(Err(Closed::Protocol(violation)));
                     }
                 }
                 Ok(None) => return Ok(Ok(())),
@@ -599,7 +593,7 @@ impl Server {
             let who = accepted.link.stream.peer_addr().map_or("?".into(), |a| a.to_string());
             match why {
                 Closed::Protocol(reason) => warn!("closing connection from {who}: {reason}"),
-                _ if matches!(accepted.kind, Kind::Peer(_)) => {
+                _ if matches!(accepted.caller, Caller::Peer(_)) => {
                     info!("peer connection from {who} closed: {why}")
                 }
                 _ => debug!("connection from {who} closed: {why}"),
@@ -608,36 +602,33 @@ impl Server {
     }
 
     /// Handles one frame; `Ok(Err(why))` closes the connection for a protocol violation.
-    fn on_frame(&mut self, token: Token, frame: Frame) -> Result<Result<(), String>, RuntimeError> {
-        let kind = &self.accepted[&token].kind;
-        match (kind, frame) {
-            (Kind::Unknown, Frame::Hello { address, name }) => {
+    fn on_frame(&mut self, token: Token, frame: Frame) -> Result<Result<(), Violation>, RuntimeError> {
+        let caller = self.accepted[&token].caller;
+        match (caller, frame) {
+            (Caller::Unknown, Frame::Hello { address, name }) => {
                 let Ok(address) = address.parse::<SocketAddr>() else {
-                    return Ok(Err(format!("hello with a bad address {address:?}")));
+                    return Ok(Err(Violation::BadHelloAddress(address)));
                 };
                 let id = node_id(&address);
                 let Some(peer) = self.peers.get_mut(&id) else {
-                    return Ok(Err(format!("{name} at {address} is not one of this node's peers")));
+                    return Ok(Err(Violation::UnknownPeer { name, address }));
                 };
                 peer.name = Some(name.clone());
                 info!("peer {name} ({address}) connected");
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Peer(id);
+                self.accepted.get_mut(&token).expect("present").caller = Caller::Peer(id);
             }
-            (Kind::Peer(id), Frame::Raft(message)) => {
-                if message.from != *id || message.to != self.id {
-                    return Ok(Err(format!(
-                        "message from {} to {} on the link of {}",
-                        message.from, message.to, id
-                    )));
+            (Caller::Peer(link), Frame::Raft(message)) => {
+                if message.from != link || message.to != self.id {
+                    return Ok(Err(Violation::Misaddressed { from: message.from, to: message.to, link }));
                 }
                 self.step(Event::Receive(message))?;
             }
-            (Kind::Unknown | Kind::Client, Frame::Append { request, command }) => {
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
+            (Caller::Unknown | Caller::Client, Frame::Append { request, command }) => {
+                self.accepted.get_mut(&token).expect("present").caller = Caller::Client;
                 self.batch.push((token, request, Bytes::from(command)));
             }
-            (Kind::Unknown | Kind::Client, Frame::Query { from, max, linearizable }) => {
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
+            (Caller::Unknown | Caller::Client, Frame::Query { from, max, linearizable }) => {
+                self.accepted.get_mut(&token).expect("present").caller = Caller::Client;
                 if linearizable {
                     // ReadIndex (dissertation §6.4): answered once leadership is confirmed.
                     let request = RequestId(self.next_request);
@@ -649,13 +640,13 @@ impl Server {
                     self.accepted.get_mut(&token).expect("present").link.queue(&answer);
                 }
             }
-            (Kind::Unknown | Kind::Client, Frame::Status) => {
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
+            (Caller::Unknown | Caller::Client, Frame::Status) => {
+                self.accepted.get_mut(&token).expect("present").caller = Caller::Client;
                 let json = self.status_json();
                 self.accepted.get_mut(&token).expect("present").link.queue(&Frame::StatusResult { json });
             }
-            (kind, frame) => {
-                return Ok(Err(format!("unexpected {} frame on a {kind:?} connection", frame_name(&frame))))
+            (caller, frame) => {
+                return Ok(Err(Violation::UnexpectedFrame { frame: frame_name(&frame), caller }))
             }
         }
         Ok(Ok(()))
@@ -669,7 +660,7 @@ impl Server {
             .peers
             .iter()
             .map(|(id, peer)| {
-                let inbound = self.accepted.values().any(|a| a.kind == Kind::Peer(*id));
+                let inbound = self.accepted.values().any(|a| a.caller == Caller::Peer(*id));
                 let mut value = serde_json::json!({
                     "address": peer.address.to_string(),
                     "name": peer.name,
