@@ -165,7 +165,7 @@ pub fn query(target: &str, timeout: Duration, linearizable: bool) -> Result<(u64
     let started = Instant::now();
     let home = resolve(target)?;
     let mut address = home;
-    let max = crate::server::QUERY_ENTRIES_MAX;
+    let max = crate::clients::QUERY_ENTRIES_MAX;
     let (mut connection, first) = loop {
         let mut connection = Connection::open(address, timeout)
             .map_err(|e| ClientError::Io(format!("cannot connect to {address}: {e}")))?;

@@ -1,0 +1,360 @@
+//! Accepted connections: peers' inbound links and clients, told apart by their first frame.
+//! A peer's Raft messages become events for the loop to step. Clients are served here: appends
+//! gathered into one batch a round, proposals and linearizable reads waiting for the core's
+//! replies, query pages and status answers.
+
+use crate::codec::{AppendResult, Frame};
+use crate::connection::{Caller, Closed, Connection, Violation};
+use crate::driver::Driver;
+use crate::fs::RealFs;
+use crate::members::{node_id, Members};
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+use replog_core::{Bytes, Event, LogIndex, NodeId, Reply, RequestId};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use tracing::{debug, info, warn};
+
+/// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
+const CONNECTIONS_MAX: usize = 4096;
+/// Most entries one query answer carries.
+pub const QUERY_ENTRIES_MAX: u32 = 10_000;
+
+/// What a connection's frames ask of the loop, in the order they arrived.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Step this event: a peer's Raft message, or a linearizable read to confirm.
+    Step(Event),
+    /// A peer said hello under this name.
+    Hello {
+        /// The peer.
+        peer: NodeId,
+        /// The name it gave.
+        name: String,
+    },
+    /// A client asked for the node's status: answer with [`Clients::answer_status`].
+    Status(Token),
+}
+
+#[derive(Debug)]
+struct Accepted {
+    connection: Connection,
+    caller: Caller,
+}
+
+/// Clients waiting on one proposal: (connection, client's request id), one per command.
+type Waiting = Vec<(Token, u64)>;
+
+/// A linearizable query waiting for its read to be confirmed.
+#[derive(Debug)]
+struct PendingRead {
+    token: Token,
+    from: u64,
+    max: u32,
+}
+
+/// The listener and everything it accepted.
+#[derive(Debug)]
+pub struct Clients {
+    listener: TcpListener,
+    accepted: BTreeMap<Token, Accepted>,
+    next_token: usize,
+    /// Appends received this round, proposed together at its end (group commit).
+    batch: Vec<(Token, u64, Bytes)>,
+    proposals: BTreeMap<RequestId, Waiting>,
+    reads: BTreeMap<RequestId, PendingRead>,
+    next_request: u64,
+}
+
+impl Clients {
+    /// Serves connections accepted on `listener` (already registered by the loop), giving
+    /// them tokens from `first_token` on.
+    pub fn new(listener: TcpListener, first_token: Token) -> Clients {
+        Clients {
+            listener,
+            accepted: BTreeMap::new(),
+            next_token: first_token.0,
+            batch: Vec::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_request: 1,
+        }
+    }
+
+    /// Accepts every waiting connection, up to the limit.
+    pub fn accept(&mut self, registry: &Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, from)) => {
+                    if self.accepted.len() >= CONNECTIONS_MAX {
+                        warn!("refusing a connection from {from}: {CONNECTIONS_MAX} connections are open");
+                        continue; // dropping the stream closes it
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_ok()
+                    {
+                        let accepted =
+                            Accepted { connection: Connection::new(stream), caller: Caller::Unknown };
+                        self.accepted.insert(token, accepted);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    warn!("accept: {error}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads everything the connection has and handles its frames: client requests are
+    /// served or batched here; what the loop must do is pushed to `inbound`, in order. A
+    /// broken connection is closed after the complete frames before the break are handled.
+    pub fn on_event(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        members: &Members,
+        driver: &Driver<RealFs>,
+        inbound: &mut Vec<Inbound>,
+    ) {
+        let outcome = self.serve(token, members, driver, inbound);
+        let Some(accepted) = self.accepted.get_mut(&token) else {
+            return;
+        };
+        if let Err(closed) = outcome.and_then(|()| accepted.connection.flush()) {
+            self.close(token, registry, &closed);
+        }
+    }
+
+    /// The appends gathered this round as one proposal, if there were any.
+    pub fn take_proposal(&mut self) -> Option<Event> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        let request = self.new_request();
+        let mut waiting = Vec::with_capacity(self.batch.len());
+        let mut commands = Vec::with_capacity(self.batch.len());
+        for (token, client_request, command) in self.batch.drain(..) {
+            waiting.push((token, client_request));
+            commands.push(command);
+        }
+        self.proposals.insert(request, waiting);
+        Some(Event::Propose { request, commands })
+    }
+
+    /// Answers the clients waiting on a reply of the core.
+    pub fn on_reply(&mut self, reply: Reply, members: &Members, driver: &Driver<RealFs>) {
+        let leader_address =
+            |leader: Option<NodeId>| leader.and_then(|id| members.address_of(id)).map(|a| a.to_string());
+        if let Some(read) = self.reads.remove(&reply.request()) {
+            let answer = match reply {
+                // The node has applied through `index` (the core applies before it replies).
+                Reply::ReadReady { .. } => query_page(driver, read.from, read.max),
+                Reply::NotLeader { leader, .. } => Frame::Redirect { leader: leader_address(leader) },
+                _ => Frame::Redirect { leader: None },
+            };
+            self.queue(read.token, &answer);
+            return;
+        }
+        let Some(waiting) = self.proposals.remove(&reply.request()) else {
+            return;
+        };
+        for (position, (token, client_request)) in waiting.into_iter().enumerate() {
+            let result = match &reply {
+                Reply::Committed { first, term, .. } => {
+                    let index = first.0 + position as u64;
+                    AppendResult::Committed { index, term: term.0, id: driver.command_id(LogIndex(index)) }
+                }
+                Reply::NotLeader { leader, .. } => AppendResult::NotLeader { leader: leader_address(*leader) },
+                Reply::Rejected { reason, .. } => AppendResult::Failed {
+                    reason: format!("rejected by the leader: {reason:?}; retry later"),
+                    retry: true,
+                },
+                Reply::Indeterminate { .. } => AppendResult::Failed {
+                    reason: "leadership changed before the entry committed: it may or may not be in the log; query to check"
+                        .into(),
+                    retry: false,
+                },
+                Reply::ReadReady { .. } => continue,
+            };
+            self.queue(token, &Frame::AppendResult { request: client_request, result });
+        }
+    }
+
+    /// Answers a status request.
+    pub fn answer_status(&mut self, token: Token, json: String) {
+        self.queue(token, &Frame::StatusResult { json });
+    }
+
+    /// Whether the peer's own link to this node is up (it said hello here).
+    pub fn has_peer(&self, id: NodeId) -> bool {
+        self.accepted.values().any(|accepted| accepted.caller == Caller::Peer(id))
+    }
+
+    /// Writes what every connection has queued, as far as the sockets take it.
+    pub fn flush(&mut self, registry: &Registry) {
+        let mut failed = Vec::new();
+        for (&token, accepted) in self.accepted.iter_mut() {
+            if accepted.connection.has_outbound() {
+                if let Err(closed) = accepted.connection.flush() {
+                    failed.push((token, closed));
+                }
+            }
+        }
+        for (token, closed) in failed {
+            self.close(token, registry, &closed);
+        }
+    }
+
+    /// Reads and handles frames until the socket has nothing more.
+    fn serve(
+        &mut self,
+        token: Token,
+        members: &Members,
+        driver: &Driver<RealFs>,
+        inbound: &mut Vec<Inbound>,
+    ) -> Result<(), Closed> {
+        loop {
+            let Some(accepted) = self.accepted.get_mut(&token) else {
+                return Ok(());
+            };
+            let more = match accepted.connection.read() {
+                Ok(more) => more,
+                Err(closed) => {
+                    // Still act on the complete frames that arrived before the close.
+                    self.handle_frames(token, members, driver, inbound).ok();
+                    return Err(closed);
+                }
+            };
+            self.handle_frames(token, members, driver, inbound)?;
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+
+    fn handle_frames(
+        &mut self,
+        token: Token,
+        members: &Members,
+        driver: &Driver<RealFs>,
+        inbound: &mut Vec<Inbound>,
+    ) -> Result<(), Closed> {
+        loop {
+            let accepted = self.accepted.get_mut(&token).expect("present");
+            let Some(frame) = accepted.connection.next_frame()? else {
+                return Ok(());
+            };
+            self.on_frame(token, frame, members, driver, inbound).map_err(Closed::Protocol)?;
+        }
+    }
+
+    /// Handles one frame; a violation closes the connection.
+    fn on_frame(
+        &mut self,
+        token: Token,
+        frame: Frame,
+        members: &Members,
+        driver: &Driver<RealFs>,
+        inbound: &mut Vec<Inbound>,
+    ) -> Result<(), Violation> {
+        let accepted = self.accepted.get_mut(&token).expect("present");
+        match (accepted.caller, frame) {
+            (Caller::Unknown, Frame::Hello { address, name }) => {
+                let Ok(address) = address.parse::<SocketAddr>() else {
+                    return Err(Violation::BadHelloAddress(address));
+                };
+                let peer = node_id(&address);
+                if !members.is_peer(peer) {
+                    return Err(Violation::UnknownPeer { name, address });
+                }
+                info!("peer {name} ({address}) connected");
+                accepted.caller = Caller::Peer(peer);
+                inbound.push(Inbound::Hello { peer, name });
+            }
+            (Caller::Peer(link), Frame::Raft(message)) => {
+                if message.from != link || message.to != members.id() {
+                    return Err(Violation::Misaddressed { from: message.from, to: message.to, link });
+                }
+                inbound.push(Inbound::Step(Event::Receive(message)));
+            }
+            (Caller::Unknown | Caller::Client, Frame::Append { request, command }) => {
+                accepted.caller = Caller::Client;
+                self.batch.push((token, request, Bytes::from(command)));
+            }
+            (Caller::Unknown | Caller::Client, Frame::Query { from, max, linearizable }) => {
+                accepted.caller = Caller::Client;
+                if linearizable {
+                    // ReadIndex (dissertation §6.4): answered once leadership is confirmed.
+                    let request = self.new_request();
+                    self.reads.insert(request, PendingRead { token, from, max });
+                    inbound.push(Inbound::Step(Event::Read { request }));
+                } else {
+                    accepted.connection.queue(&query_page(driver, from, max));
+                }
+            }
+            (Caller::Unknown | Caller::Client, Frame::Status) => {
+                accepted.caller = Caller::Client;
+                inbound.push(Inbound::Status(token));
+            }
+            (caller, frame) => return Err(Violation::UnexpectedFrame { frame: frame_name(&frame), caller }),
+        }
+        Ok(())
+    }
+
+    fn new_request(&mut self) -> RequestId {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        request
+    }
+
+    fn queue(&mut self, token: Token, frame: &Frame) {
+        if let Some(accepted) = self.accepted.get_mut(&token) {
+            accepted.connection.queue(frame);
+        }
+    }
+
+    fn close(&mut self, token: Token, registry: &Registry, why: &Closed) {
+        let Some(mut accepted) = self.accepted.remove(&token) else {
+            return;
+        };
+        let _ = registry.deregister(&mut accepted.connection.stream);
+        let who = accepted.connection.stream.peer_addr().map_or("?".into(), |a| a.to_string());
+        match why {
+            Closed::Protocol(violation) => warn!("closing connection from {who}: {violation}"),
+            _ if matches!(accepted.caller, Caller::Peer(_)) => {
+                info!("peer connection from {who} closed: {why}")
+            }
+            _ => debug!("connection from {who} closed: {why}"),
+        }
+    }
+}
+
+/// Up to `max` entries from `from` on, with the commit index and the last index.
+fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
+    let node = driver.node();
+    let from = LogIndex(from.max(1));
+    let to = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
+    Frame::QueryResult {
+        commit: node.commit().0,
+        last_index: node.last_index().0,
+        entries: node.entries(from, to),
+    }
+}
+
+fn frame_name(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Hello { .. } => "hello",
+        Frame::Raft(_) => "raft",
+        Frame::Append { .. } => "append",
+        Frame::Query { .. } => "query",
+        Frame::Status => "status",
+        Frame::Redirect { .. } => "redirect",
+        Frame::AppendResult { .. } => "append-result",
+        Frame::QueryResult { .. } => "query-result",
+        Frame::StatusResult { .. } => "status-result",
+    }
+}
