@@ -179,9 +179,8 @@ fn report(
 fn find_leader(home: SocketAddr) -> Result<SocketAddr, String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if let Ok(json) = replog_runtime::client::status(&home.to_string(), CALL_TIMEOUT) {
-            let status: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
-            if let Some(leader) = status["leader"].as_str().and_then(|a| a.parse().ok()) {
+        if let Ok(status) = replog_runtime::client::status(&home.to_string(), CALL_TIMEOUT) {
+            if let Some(leader) = status.leader {
                 return Ok(leader);
             }
         }

@@ -216,46 +216,35 @@ fn query(target: &str, linearizable: bool) -> Result<(), String> {
 }
 
 fn status(target: &str, raw: bool) -> Result<(), String> {
-    let json = client::status(target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let status = client::status(target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     if raw {
-        println!("{json}");
+        println!("{}", status.to_json());
         return Ok(());
     }
-    let status: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| format!("bad status answer: {e}"))?;
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-    println!(
-        "{} at {}: {} in term {}",
-        text(&status["name"]),
-        text(&status["address"]),
-        text(&status["role"]),
-        status["term"]
-    );
+    println!("{} at {}: {} in term {}", status.name, status.address, status.role, status.term.0);
     println!(
         "leader {}  commit {}  last index {}  durable {}",
-        if status["leader"].is_null() { "unknown".into() } else { text(&status["leader"]) },
-        status["commit"],
-        status["last_index"],
-        status["durable_index"]
+        status.leader.map_or_else(|| "unknown".to_string(), |leader| leader.to_string()),
+        status.commit.0,
+        status.last_index.0,
+        status.durable_index.0
     );
-    for peer in status["peers"].as_array().into_iter().flatten() {
-        let link = match (peer["outbound_connected"].as_bool(), peer["inbound_connected"].as_bool()) {
-            (Some(true), Some(true)) => "connected",
-            (Some(true), _) | (_, Some(true)) => "half-connected",
-            _ => "disconnected",
+    for peer in &status.peers {
+        let link = match (peer.outbound_connected, peer.inbound_connected) {
+            (true, true) => "connected",
+            (true, false) | (false, true) => "half-connected",
+            (false, false) => "disconnected",
         };
-        let progress = if peer["match_index"].is_null() {
-            String::new()
-        } else {
+        let progress = peer.replication.map_or_else(String::new, |replication| {
             format!(
                 "  match {} next {} {}",
-                peer["match_index"],
-                peer["next_index"],
-                if peer["replicating"].as_bool() == Some(true) { "replicating" } else { "probing" }
+                replication.match_index.0,
+                replication.next_index.0,
+                if replication.replicating { "replicating" } else { "probing" }
             )
-        };
-        let name = if peer["name"].is_null() { String::new() } else { format!(" ({})", text(&peer["name"])) };
-        println!("  peer {}{name}: {link}{progress}", text(&peer["address"]));
+        });
+        let name = peer.name.as_ref().map_or_else(String::new, |name| format!(" ({name})"));
+        println!("  peer {}{name}: {link}{progress}", peer.address);
     }
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use crate::codec::{self, AppendResult, Frame};
 use crate::frame::{self, Inbox};
+use crate::status::StatusReport;
 use replog_core::Entry;
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -211,13 +212,13 @@ pub fn query(target: &str, timeout: Duration, linearizable: bool) -> Result<(u64
     }
 }
 
-/// The node's status, as JSON.
-pub fn status(target: &str, timeout: Duration) -> Result<String, ClientError> {
+/// The node's status.
+pub fn status(target: &str, timeout: Duration) -> Result<StatusReport, ClientError> {
     let address = resolve(target)?;
     let mut connection = Connection::open(address, timeout)
         .map_err(|e| ClientError::Io(format!("cannot connect to {address}: {e}")))?;
     match connection.call(&Frame::Status).map_err(|e| ClientError::Io(format!("asking {address}: {e}")))? {
-        Frame::StatusResult { json } => Ok(json),
+        Frame::StatusResult(report) => Ok(report),
         _ => Err(ClientError::Failed(format!("unexpected answer from {address}"))),
     }
 }

@@ -8,6 +8,7 @@ use crate::connection::{Caller, Closed, Connection, Violation};
 use crate::driver::Driver;
 use crate::fs::RealFs;
 use crate::members::{node_id, Members};
+use crate::status::StatusReport;
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 use replog_core::{Bytes, Event, LogIndex, NodeId, Reply, RequestId};
@@ -185,8 +186,8 @@ impl Clients {
     }
 
     /// Answers a status request.
-    pub fn answer_status(&mut self, token: Token, json: String) {
-        self.queue(token, &Frame::StatusResult { json });
+    pub fn answer_status(&mut self, token: Token, report: StatusReport) {
+        self.queue(token, &Frame::StatusResult(report));
     }
 
     /// Whether the peer's own link to this node is up (it said hello here).

@@ -2,6 +2,7 @@
 //! a compact binary form. Decoding checks every length against what is left, so a malformed
 //! payload is an error, never a panic or a huge allocation.
 
+use crate::status::StatusReport;
 use replog_core::{AppendOutcome, Body, Bytes, Entry, LogIndex, Message, NodeId, Payload, Term};
 use std::fmt;
 
@@ -43,9 +44,8 @@ pub enum Frame {
         last_index: u64,
         entries: Vec<Entry>,
     },
-    StatusResult {
-        json: String,
-    },
+    /// The answer to `Status`, as JSON on the wire.
+    StatusResult(StatusReport),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,23 +82,26 @@ pub enum CodecError {
     UnknownAppendOutcome,
     /// A Raft message tag naming no body.
     UnknownMessageBody,
+    /// A status answer that is not a status report (serde's reason).
+    BadStatus(String),
 }
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self {
-            CodecError::Truncated => "truncated",
-            CodecError::BadFlag => "flag is neither 0 nor 1",
-            CodecError::NotUtf8 => "text is not UTF-8",
-            CodecError::EntryCountExceedsPayload => "entry count exceeds the payload",
-            CodecError::UnknownEntryKind => "unknown entry kind",
-            CodecError::TrailingBytes => "trailing bytes",
-            CodecError::UnknownFrameKind => "unknown frame kind",
-            CodecError::UnknownAppendResult => "unknown append result",
-            CodecError::UnknownAppendOutcome => "unknown append outcome",
-            CodecError::UnknownMessageBody => "unknown message body",
-        };
-        write!(f, "malformed payload: {what}")
+        f.write_str("malformed payload: ")?;
+        match self {
+            CodecError::Truncated => f.write_str("truncated"),
+            CodecError::BadFlag => f.write_str("flag is neither 0 nor 1"),
+            CodecError::NotUtf8 => f.write_str("text is not UTF-8"),
+            CodecError::EntryCountExceedsPayload => f.write_str("entry count exceeds the payload"),
+            CodecError::UnknownEntryKind => f.write_str("unknown entry kind"),
+            CodecError::TrailingBytes => f.write_str("trailing bytes"),
+            CodecError::UnknownFrameKind => f.write_str("unknown frame kind"),
+            CodecError::UnknownAppendResult => f.write_str("unknown append result"),
+            CodecError::UnknownAppendOutcome => f.write_str("unknown append outcome"),
+            CodecError::UnknownMessageBody => f.write_str("unknown message body"),
+            CodecError::BadStatus(why) => write!(f, "bad status report: {why}"),
+        }
     }
 }
 
@@ -171,9 +174,9 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_u64(out, *last_index);
             put_entries(out, entries);
         }
-        Frame::StatusResult { json } => {
+        Frame::StatusResult(report) => {
             out.push(STATUS_RESULT);
-            put_bytes(out, json.as_bytes());
+            put_bytes(out, report.to_json().as_bytes());
         }
     }
 }
@@ -357,7 +360,9 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
             last_index: reader.u64()?,
             entries: reader.entries()?,
         },
-        STATUS_RESULT => Frame::StatusResult { json: reader.text()? },
+        STATUS_RESULT => Frame::StatusResult(
+            StatusReport::from_json(&reader.text()?).map_err(|e| CodecError::BadStatus(e.to_string()))?,
+        ),
         _ => return Err(CodecError::UnknownFrameKind),
     };
     reader.finish(frame)
@@ -468,7 +473,17 @@ mod tests {
             result: AppendResult::Failed { reason: "x".into(), retry: true },
         });
         round_trip(Frame::QueryResult { commit: 1, last_index: 2, entries: vec![entry(1, 1, Some("a"))] });
-        round_trip(Frame::StatusResult { json: "{}".into() });
+        round_trip(Frame::StatusResult(StatusReport {
+            name: "node1".into(),
+            address: "127.0.0.1:8080".parse().unwrap(),
+            role: replog_core::RoleKind::Candidate,
+            term: Term(2),
+            leader: None,
+            commit: LogIndex(1),
+            last_index: LogIndex(2),
+            durable_index: LogIndex(2),
+            peers: Vec::new(),
+        }));
     }
 
     #[test]
@@ -478,5 +493,8 @@ mod tests {
         out.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(decode(&out), Err(CodecError::EntryCountExceedsPayload));
         assert_eq!(decode(&[99]), Err(CodecError::UnknownFrameKind));
+        let mut out = vec![STATUS_RESULT];
+        put_bytes(&mut out, b"{}");
+        assert!(matches!(decode(&out), Err(CodecError::BadStatus(_))));
     }
 }

@@ -14,6 +14,7 @@ pub mod fs;
 pub mod members;
 mod peers;
 pub mod server;
+pub mod status;
 pub mod storage;
 
 pub use members::node_id;

@@ -17,11 +17,11 @@ use crate::driver::{Driver, DriverError, Output};
 use crate::fs::RealFs;
 use crate::members::{Members, MembersError};
 use crate::peers::Peers;
+use crate::status::{PeerReport, Replication, StatusReport};
 use crate::storage::{Identity, StorageError};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use replog_core::{Config, Event, NodeId, Term};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -278,8 +278,8 @@ impl Server {
                 }
                 Inbound::Hello { peer, name } => self.peers.named(peer, name),
                 Inbound::Status(token) => {
-                    let json = self.status_json();
-                    self.clients.answer_status(token, json);
+                    let report = self.status_report();
+                    self.clients.answer_status(token, report);
                 }
             }
         }
@@ -313,40 +313,35 @@ impl Server {
         self.last_leader = Some(now);
     }
 
-    fn status_json(&self) -> String {
+    /// The status: the core's view, each peer link's state, and how far the log is durable.
+    fn status_report(&self) -> StatusReport {
         let status = self.driver.node().status();
-        let progress: BTreeMap<NodeId, &replog_core::PeerStatus> =
-            status.peers.iter().map(|p| (p.id, p)).collect();
-        let peers: Vec<serde_json::Value> = self
+        let peers = self
             .peers
             .states()
-            .map(|link| {
-                let mut value = serde_json::json!({
-                    "address": link.address.to_string(),
-                    "name": link.name,
-                    "outbound_connected": link.connected,
-                    "inbound_connected": self.clients.has_peer(link.id),
-                    "messages_dropped": link.messages_dropped,
-                });
-                if let Some(p) = progress.get(&link.id) {
-                    value["match_index"] = p.match_index.0.into();
-                    value["next_index"] = p.next_index.0.into();
-                    value["replicating"] = p.replicating.into();
-                }
-                value
+            .map(|link| PeerReport {
+                address: link.address,
+                name: link.name.map(str::to_string),
+                outbound_connected: link.connected,
+                inbound_connected: self.clients.has_peer(link.id),
+                messages_dropped: link.messages_dropped,
+                replication: status.peers.iter().find(|p| p.id == link.id).map(|p| Replication {
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    replicating: p.replicating,
+                }),
             })
             .collect();
-        serde_json::json!({
-            "name": self.name,
-            "address": self.members.address().to_string(),
-            "role": status.role,
-            "term": status.term.0,
-            "leader": status.leader.and_then(|id| self.members.address_of(id)).map(|a| a.to_string()),
-            "commit": status.commit.0,
-            "last_index": status.last_index.0,
-            "durable_index": self.driver.storage().durable_known().last.0,
-            "peers": peers,
-        })
-        .to_string()
+        StatusReport {
+            name: self.name.clone(),
+            address: self.members.address(),
+            role: status.role,
+            term: status.term,
+            leader: status.leader.and_then(|id| self.members.address_of(id)),
+            commit: status.commit,
+            last_index: status.last_index,
+            durable_index: self.driver.storage().durable_known().last,
+            peers,
+        }
     }
 }

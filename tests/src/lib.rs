@@ -2,6 +2,7 @@
 //! temporary folder. Only processes it started are ever signalled, by PID, and every wait is
 //! bounded.
 
+use replog_core::RoleKind;
 use replog_runtime::client;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -171,9 +172,8 @@ impl TestCluster {
                 if node.child.is_none() {
                     continue;
                 }
-                if let Ok(json) = client::status(&node.address.to_string(), Duration::from_millis(500)) {
-                    let status: serde_json::Value = serde_json::from_str(&json).expect("status json");
-                    if status["role"] == "leader" {
+                if let Ok(status) = client::status(&node.address.to_string(), Duration::from_millis(500)) {
+                    if status.role == RoleKind::Leader {
                         return Some(k);
                     }
                 }
