@@ -6,9 +6,9 @@ mod cluster;
 
 use clap::{Parser, Subcommand};
 use replog_core::Payload;
-use replog_runtime::client;
 use replog_runtime::NodeOptions;
-use std::net::{SocketAddr, ToSocketAddrs};
+use replog_runtime::{address, client};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -143,10 +143,7 @@ fn init_logging() {
 }
 
 fn parse_address(flag: &str, text: &str) -> Result<SocketAddr, String> {
-    text.to_socket_addrs()
-        .ok()
-        .and_then(|mut all| all.next())
-        .ok_or_else(|| format!("{flag} {text:?} is not an address like 127.0.0.1:8080"))
+    address::parse(text).map_err(|error| format!("{flag} {error}"))
 }
 
 fn start(

@@ -301,7 +301,7 @@ impl Clients {
                 accepted.caller = Caller::Client;
                 inbound.push(Inbound::Status(token));
             }
-            (caller, frame) => return Err(Violation::UnexpectedFrame { frame: frame_name(&frame), caller }),
+            (caller, frame) => return Err(Violation::UnexpectedFrame { frame: frame.name(), caller }),
         }
         Ok(())
     }
@@ -343,19 +343,5 @@ fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
         commit: node.commit().0,
         last_index: node.last_index().0,
         entries: node.entries(from, to),
-    }
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello { .. } => "hello",
-        Frame::Raft(_) => "raft",
-        Frame::Append { .. } => "append",
-        Frame::Query { .. } => "query",
-        Frame::Status => "status",
-        Frame::Redirect { .. } => "redirect",
-        Frame::AppendResult { .. } => "append-result",
-        Frame::QueryResult { .. } => "query-result",
-        Frame::StatusResult { .. } => "status-result",
     }
 }

@@ -48,6 +48,23 @@ pub enum Frame {
     StatusResult(StatusReport),
 }
 
+impl Frame {
+    /// The frame's kind, for messages about it (`append`, `query-result`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Raft(_) => "raft",
+            Frame::Append { .. } => "append",
+            Frame::Query { .. } => "query",
+            Frame::Status => "status",
+            Frame::Redirect { .. } => "redirect",
+            Frame::AppendResult { .. } => "append-result",
+            Frame::QueryResult { .. } => "query-result",
+            Frame::StatusResult { .. } => "status-result",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AppendResult {
     /// Committed at Raft `index` in `term`; `id` is its position among client commands.

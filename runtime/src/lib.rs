@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod client;
 mod clients;
 pub mod codec;
