@@ -190,23 +190,24 @@ fn append(target: &str, command: &str, timeout: f64) -> Result<(), String> {
 fn query(target: &str, linearizable: bool) -> Result<(), String> {
     let (commit, entries) =
         client::query(target, Duration::from_secs(5), linearizable).map_err(|e| e.to_string())?;
-    // Client commands only: the leaders' no-op entries are Raft's bookkeeping.
+    // Client commands only (the entries with an ID): the leaders' no-op entries are Raft's
+    // bookkeeping.
     let commands: Vec<_> = entries
         .iter()
-        .filter_map(|entry| match &entry.payload {
-            Payload::Command(data) => Some((entry, data)),
-            Payload::Noop => None,
+        .filter_map(|queried| match (&queried.entry.payload, queried.id) {
+            (Payload::Command(data), Some(id)) => Some((&queried.entry, id, data)),
+            _ => None,
         })
         .collect();
     println!("📋 Log entries ({} total):", commands.len());
-    for (position, (entry, data)) in commands.iter().enumerate() {
+    for (position, (entry, id, data)) in commands.iter().enumerate() {
         let text = String::from_utf8_lossy(data.as_slice());
         println!(
-            "  {n}. ID:{n} Term:{} Committed:{} Command:Operation {{ data: {:?} }}",
+            "  {}. ID:{id} Term:{} Committed:{} Command:Operation {{ data: {:?} }}",
+            position + 1,
             entry.term.0,
             entry.index.0 <= commit,
             text,
-            n = position + 1
         );
     }
     Ok(())

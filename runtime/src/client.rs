@@ -4,12 +4,11 @@
 //! many clients on their own mio loop (`replog bench`).
 
 use crate::address::{self, AddressError};
-use crate::codec::{self, AppendResult, Frame};
+use crate::codec::{self, AppendResult, Frame, QueriedEntry};
 use crate::connection::{self, Closed};
 use crate::frame::{self, Inbox};
 use crate::status::StatusReport;
 use mio::{Interest, Registry, Token};
-use replog_core::Entry;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -200,10 +199,15 @@ pub fn append(target: &str, command: &[u8], deadline: Duration) -> Result<Append
     Err(ClientError::NoLeader { target: target.to_string(), waited: deadline, last: last.map(Box::new) })
 }
 
-/// The node's whole log as it sees it, with its commit index. A linearizable query goes to
-/// the leader (following redirects until `timeout`) and reflects every append acknowledged
-/// before it started; a plain one is that node's local view.
-pub fn query(target: &str, timeout: Duration, linearizable: bool) -> Result<(u64, Vec<Entry>), ClientError> {
+/// The node's whole log as it sees it, with its commit index; each client command carries the
+/// ID the node gave it. A linearizable query goes to the leader (following redirects until
+/// `timeout`) and reflects every append acknowledged before it started; a plain one is that
+/// node's local view.
+pub fn query(
+    target: &str,
+    timeout: Duration,
+    linearizable: bool,
+) -> Result<(u64, Vec<QueriedEntry>), ClientError> {
     let started = Instant::now();
     let home = address::parse(target)?;
     let mut address = home;

@@ -3,7 +3,7 @@
 //! gathered into one batch a round, proposals and linearizable reads waiting for the core's
 //! replies, query pages and status answers.
 
-use crate::codec::{AppendResult, Frame};
+use crate::codec::{AppendResult, Frame, QueriedEntry};
 use crate::connection::{Caller, Closed, Connection, Violation};
 use crate::driver::Driver;
 use crate::fs::RealFs;
@@ -11,7 +11,7 @@ use crate::members::{node_id, Members};
 use crate::status::StatusReport;
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
-use replog_core::{Bytes, Event, LogIndex, NodeId, Reply, RequestId};
+use replog_core::{Bytes, Event, LogIndex, NodeId, Payload, Reply, RequestId};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -334,14 +334,19 @@ impl Clients {
     }
 }
 
-/// Up to `max` entries from `from` on, with the commit index and the last index.
+/// Up to `max` entries from `from` on, with the commit index and the last index, each command
+/// with its ID.
 fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
     let node = driver.node();
     let from = LogIndex(from.max(1));
     let to = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
-    Frame::QueryResult {
-        commit: node.commit().0,
-        last_index: node.last_index().0,
-        entries: node.entries(from, to),
-    }
+    let entries = node
+        .entries(from, to)
+        .into_iter()
+        .map(|entry| {
+            let id = matches!(entry.payload, Payload::Command(_)).then(|| driver.command_id(entry.index));
+            QueriedEntry { entry, id }
+        })
+        .collect();
+    Frame::QueryResult { commit: node.commit().0, last_index: node.last_index().0, entries }
 }

@@ -39,10 +39,11 @@ pub enum Frame {
         request: u64,
         result: AppendResult,
     },
+    /// The answer to `Query`: the node's commit and last index, and a page of its log.
     QueryResult {
         commit: u64,
         last_index: u64,
-        entries: Vec<Entry>,
+        entries: Vec<QueriedEntry>,
     },
     /// The answer to `Status`, as JSON on the wire.
     StatusResult(StatusReport),
@@ -63,6 +64,16 @@ impl Frame {
             Frame::StatusResult { .. } => "status-result",
         }
     }
+}
+
+/// One entry of a query answer, with the ID users see for a client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueriedEntry {
+    /// The entry.
+    pub entry: Entry,
+    /// Its position among client commands (`query`'s `ID:`), computed by the node that holds
+    /// the log; `None` exactly for the leaders' no-op entries, which are not client commands.
+    pub id: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -99,6 +110,8 @@ pub enum CodecError {
     UnknownAppendOutcome,
     /// A Raft message tag naming no body.
     UnknownMessageBody,
+    /// A query answer's command ID that is missing for a command or present for a no-op.
+    CommandIdMismatch,
     /// A status answer that is not a status report (serde's reason).
     BadStatus(String),
 }
@@ -117,6 +130,7 @@ impl fmt::Display for CodecError {
             CodecError::UnknownAppendResult => f.write_str("unknown append result"),
             CodecError::UnknownAppendOutcome => f.write_str("unknown append outcome"),
             CodecError::UnknownMessageBody => f.write_str("unknown message body"),
+            CodecError::CommandIdMismatch => f.write_str("command id does not match the entry kind"),
             CodecError::BadStatus(why) => write!(f, "bad status report: {why}"),
         }
     }
@@ -136,6 +150,8 @@ const REDIRECT: u8 = 23;
 
 /// Smallest encoding of one entry (index, term, kind, length): bounds a claimed count.
 const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
+/// Smallest encoding of one entry of a query answer: the entry and its command ID.
+const QUERIED_ENTRY_BYTES_MIN: usize = ENTRY_BYTES_MIN + 8;
 
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
@@ -189,7 +205,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(QUERY_RESULT);
             put_u64(out, *commit);
             put_u64(out, *last_index);
-            put_entries(out, entries);
+            put_queried_entries(out, entries);
         }
         Frame::StatusResult(report) => {
             out.push(STATUS_RESULT);
@@ -254,17 +270,30 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 fn put_entries(out: &mut Vec<u8>, entries: &[Entry]) {
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for entry in entries {
-        put_u64(out, entry.index.0);
-        put_u64(out, entry.term.0);
-        match &entry.payload {
-            Payload::Noop => {
-                out.push(0);
-                put_bytes(out, &[]);
-            }
-            Payload::Command(data) => {
-                out.push(1);
-                put_bytes(out, data.as_slice());
-            }
+        put_entry(out, entry);
+    }
+}
+
+/// Each entry followed by its command ID (0 for a no-op: IDs start at 1).
+fn put_queried_entries(out: &mut Vec<u8>, entries: &[QueriedEntry]) {
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for QueriedEntry { entry, id } in entries {
+        put_entry(out, entry);
+        put_u64(out, id.unwrap_or(0));
+    }
+}
+
+fn put_entry(out: &mut Vec<u8>, entry: &Entry) {
+    put_u64(out, entry.index.0);
+    put_u64(out, entry.term.0);
+    match &entry.payload {
+        Payload::Noop => {
+            out.push(0);
+            put_bytes(out, &[]);
+        }
+        Payload::Command(data) => {
+            out.push(1);
+            put_bytes(out, data.as_slice());
         }
     }
 }
@@ -314,25 +343,47 @@ impl<'a> Reader<'a> {
     }
 
     fn entries(&mut self) -> Result<Vec<Entry>, CodecError> {
-        let count = self.u32()? as usize;
-        if count.saturating_mul(ENTRY_BYTES_MIN) > self.bytes.len() {
-            return Err(CodecError::EntryCountExceedsPayload);
-        }
+        let count = self.count(ENTRY_BYTES_MIN)?;
+        (0..count).map(|_| self.entry()).collect()
+    }
+
+    fn queried_entries(&mut self) -> Result<Vec<QueriedEntry>, CodecError> {
+        let count = self.count(QUERIED_ENTRY_BYTES_MIN)?;
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
-            let index = LogIndex(self.u64()?);
-            let term = Term(self.u64()?);
-            let payload = match self.u8()? {
-                0 => {
-                    self.bytes()?;
-                    Payload::Noop
-                }
-                1 => Payload::Command(Bytes::from(self.bytes()?)),
-                _ => return Err(CodecError::UnknownEntryKind),
+            let entry = self.entry()?;
+            let id = match (&entry.payload, self.u64()?) {
+                (Payload::Noop, 0) => None,
+                (Payload::Command(_), id) if id > 0 => Some(id),
+                _ => return Err(CodecError::CommandIdMismatch),
             };
-            entries.push(Entry { index, term, payload });
+            entries.push(QueriedEntry { entry, id });
         }
         Ok(entries)
+    }
+
+    /// A count of items that each take at least `bytes_min`, checked against what is left
+    /// before anything is allocated for them.
+    fn count(&mut self, bytes_min: usize) -> Result<usize, CodecError> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(bytes_min) > self.bytes.len() {
+            return Err(CodecError::EntryCountExceedsPayload);
+        }
+        Ok(count)
+    }
+
+    fn entry(&mut self) -> Result<Entry, CodecError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let payload = match self.u8()? {
+            0 => {
+                self.bytes()?;
+                Payload::Noop
+            }
+            1 => Payload::Command(Bytes::from(self.bytes()?)),
+            _ => return Err(CodecError::UnknownEntryKind),
+        };
+        Ok(Entry { index, term, payload })
     }
 
     fn finish<T>(self, value: T) -> Result<T, CodecError> {
@@ -375,7 +426,7 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
         QUERY_RESULT => Frame::QueryResult {
             commit: reader.u64()?,
             last_index: reader.u64()?,
-            entries: reader.entries()?,
+            entries: reader.queried_entries()?,
         },
         STATUS_RESULT => Frame::StatusResult(
             StatusReport::from_json(&reader.text()?).map_err(|e| CodecError::BadStatus(e.to_string()))?,
@@ -489,7 +540,18 @@ mod tests {
             request: 7,
             result: AppendResult::Failed { reason: "x".into(), retry: true },
         });
-        round_trip(Frame::QueryResult { commit: 1, last_index: 2, entries: vec![entry(1, 1, Some("a"))] });
+        round_trip(Frame::QueryResult {
+            commit: 1,
+            last_index: 2,
+            entries: vec![
+                QueriedEntry { entry: entry(1, 1, None), id: None },
+                QueriedEntry { entry: entry(2, 1, Some("a")), id: Some(1) },
+            ],
+        });
+        let mut out = Vec::new();
+        let noop_with_id = QueriedEntry { entry: entry(1, 1, None), id: Some(1) };
+        encode(&Frame::QueryResult { commit: 1, last_index: 1, entries: vec![noop_with_id] }, &mut out);
+        assert_eq!(decode(&out), Err(CodecError::CommandIdMismatch));
         round_trip(Frame::StatusResult(StatusReport {
             name: "node1".into(),
             address: "127.0.0.1:8080".parse().unwrap(),

@@ -199,6 +199,7 @@ impl TestCluster {
             client::query(&self.address(k), Duration::from_secs(5), false).expect("query");
         let commands = entries
             .into_iter()
+            .map(|queried| queried.entry)
             .filter_map(|e| match e.payload {
                 replog_core::Payload::Command(data) => {
                     Some((e.index.0, String::from_utf8_lossy(data.as_slice()).into_owned()))

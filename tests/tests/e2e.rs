@@ -282,6 +282,7 @@ fn linearizable_query_sees_every_acknowledged_append_and_needs_a_quorum() {
         let (commit, entries) = client::query(&cluster.address(follower), 5 * SECOND, true).unwrap();
         let index = entries
             .iter()
+            .map(|queried| &queried.entry)
             .find(|e| matches!(&e.payload, replog_core::Payload::Command(d) if d.as_slice() == command.as_bytes()))
             .map(|e| e.index.0)
             .expect("the acknowledged append is in a linearizable query");
@@ -300,4 +301,28 @@ fn linearizable_query_sees_every_acknowledged_append_and_needs_a_quorum() {
     let (code, out, _) = cluster.cli(&["query", "-t", &cluster.address(leader)]);
     assert_eq!(code, 0);
     assert!(out.contains("(20 total)"), "{out}");
+}
+
+#[test]
+fn query_ids_count_client_commands_across_leader_changes() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("ids", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    for command in ["one", "two"] {
+        client::append(&cluster.address(leader), command.as_bytes(), 5 * SECOND).expect("append");
+    }
+    // The next leader appends its own no-op: log indexes and command IDs part ways.
+    cluster.kill(leader);
+    let survivor = cluster.address((leader + 1) % 3);
+    let (code, out, err) = cluster.cli(&["append", "-t", &survivor, "-c", "three"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ID:3 ") && !out.contains("(log index 3,"), "{out}");
+    cluster.start_node(leader, false);
+    cluster.wait_converged(10 * SECOND);
+    let (code, out, err) = cluster.cli(&["query", "-t", &cluster.address(leader)]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<&str> =
+        out.lines().skip(1).map(|line| line.split_whitespace().nth(1).unwrap_or("")).collect();
+    assert_eq!(ids, ["ID:1", "ID:2", "ID:3"], "{out}");
+    assert!(out.starts_with("📋 Log entries (3 total):\n  1. ID:1 Term:1 "), "{out}");
 }
