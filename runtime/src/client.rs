@@ -7,6 +7,7 @@ use crate::address::{self, AddressError};
 use crate::codec::{self, AppendResult, Frame, QueriedEntry};
 use crate::connection::{self, Closed};
 use crate::frame::{self, Inbox};
+use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX};
 use crate::status::StatusReport;
 use mio::{Interest, Registry, Token};
 use std::fmt;
@@ -24,6 +25,14 @@ const READ_CHUNK_BYTES: usize = 16 * 1024;
 pub enum ClientError {
     /// The target is not an address.
     Address(AddressError),
+    /// The command is larger than one frame can carry to the followers; refused before it
+    /// is sent, or by the node.
+    CommandTooLarge {
+        /// The command's size.
+        bytes: u64,
+        /// The most a command may hold.
+        limit: u64,
+    },
     /// Talking to a node failed: `doing` names the step ("cannot connect to", "querying", ...).
     Io {
         /// The step, as the start of the message.
@@ -98,6 +107,9 @@ impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ClientError::Address(error) => write!(f, "{error}"),
+            ClientError::CommandTooLarge { bytes, limit } => {
+                write!(f, "a command of {bytes} bytes exceeds the {limit}-byte limit")
+            }
             ClientError::Io { doing, address, error } => write!(f, "{doing} {address}: {error}"),
             ClientError::Closed { address, closed } => write!(f, "connection to {address}: {closed}"),
             ClientError::NotLeader { address, leader: Some(_) } => write!(f, "{address} is not the leader"),
@@ -162,6 +174,7 @@ pub struct Appended {
 /// `deadline`. A connection lost after the request was sent makes the outcome unknown: that
 /// is reported, never retried (a retry could append the command twice).
 pub fn append(target: &str, command: &[u8], deadline: Duration) -> Result<Appended, ClientError> {
+    check_size(command)?;
     let started = Instant::now();
     let home = address::parse(target)?;
     let mut address = home;
@@ -211,7 +224,7 @@ pub fn query(
     let started = Instant::now();
     let home = address::parse(target)?;
     let mut address = home;
-    let max = crate::clients::QUERY_ENTRIES_MAX;
+    let max = QUERY_ENTRIES_MAX;
     let querying = |address| move |error| ClientError::Io { doing: "querying", address, error };
     let (mut session, first) = loop {
         let mut session = Session::open(address, timeout)?;
@@ -297,6 +310,7 @@ impl Session {
     /// the log untouched ([`ClientError::Io`]); a connection lost after sending makes the
     /// outcome unknown.
     pub fn append(&mut self, command: &[u8]) -> Result<Appended, ClientError> {
+        check_size(command)?;
         let address = self.address;
         let request = self.next_request;
         self.next_request += 1;
@@ -372,6 +386,7 @@ impl Pipelined {
 
     /// Queues an append; it leaves with the next [`Pipelined::flush`].
     pub fn queue_append(&mut self, command: Vec<u8>) -> Result<(), ClientError> {
+        check_size(&command)?;
         let request = self.next_request;
         self.next_request += 1;
         if self.connection.queue(&Frame::Append { request, command }) {
@@ -419,5 +434,17 @@ fn appended(result: AppendResult, address: SocketAddr) -> Result<Appended, Clien
         AppendResult::Failed { reason, retry: false } => {
             Err(ClientError::OutcomeUnknown(Uncertain::Reported(reason)))
         }
+        AppendResult::TooLarge { bytes, limit } => Err(ClientError::CommandTooLarge { bytes, limit }),
     }
+}
+
+/// Refuses a command no frame could carry to the followers, before it is sent.
+fn check_size(command: &[u8]) -> Result<(), ClientError> {
+    if command.len() > COMMAND_BYTES_MAX {
+        return Err(ClientError::CommandTooLarge {
+            bytes: command.len() as u64,
+            limit: COMMAND_BYTES_MAX as u64,
+        });
+    }
+    Ok(())
 }

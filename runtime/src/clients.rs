@@ -7,11 +7,12 @@ use crate::codec::{AppendResult, Frame, QueriedEntry};
 use crate::connection::{Caller, Closed, Connection, Violation};
 use crate::driver::Driver;
 use crate::fs::RealFs;
+use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
 use crate::members::{node_id, Members};
 use crate::status::StatusReport;
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
-use replog_core::{Bytes, Event, LogIndex, NodeId, Payload, Reply, RequestId};
+use replog_core::{Bytes, Entry, Event, LogIndex, Node, NodeId, Payload, Reply, RequestId};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -19,8 +20,6 @@ use tracing::{debug, info, warn};
 
 /// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
 const CONNECTIONS_MAX: usize = 4096;
-/// Most entries one query answer carries.
-pub const QUERY_ENTRIES_MAX: u32 = 10_000;
 
 /// What a connection's frames ask of the loop, in the order they arrived.
 #[derive(Debug)]
@@ -284,7 +283,16 @@ impl Clients {
             }
             (Caller::Unknown | Caller::Client, Frame::Append { request, command }) => {
                 accepted.caller = Caller::Client;
-                self.batch.push((token, request, Bytes::from(command)));
+                if command.len() > COMMAND_BYTES_MAX {
+                    // No AppendEntries frame could carry it to the followers.
+                    let result = AppendResult::TooLarge {
+                        bytes: command.len() as u64,
+                        limit: COMMAND_BYTES_MAX as u64,
+                    };
+                    accepted.connection.queue(&Frame::AppendResult { request, result });
+                } else {
+                    self.batch.push((token, request, Bytes::from(command)));
+                }
             }
             (Caller::Unknown | Caller::Client, Frame::Query { from, max, linearizable }) => {
                 accepted.caller = Caller::Client;
@@ -334,14 +342,11 @@ impl Clients {
     }
 }
 
-/// Up to `max` entries from `from` on, with the commit index and the last index, each command
-/// with its ID.
+/// A page of the log from `from` on (see [`page`]), with the commit index and the last index,
+/// each command with its ID.
 fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
     let node = driver.node();
-    let from = LogIndex(from.max(1));
-    let to = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
-    let entries = node
-        .entries(from, to)
+    let entries = page(node, LogIndex(from.max(1)), max)
         .into_iter()
         .map(|entry| {
             let id = matches!(entry.payload, Payload::Command(_)).then(|| driver.command_id(entry.index));
@@ -349,4 +354,77 @@ fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
         })
         .collect();
     Frame::QueryResult { commit: node.commit().0, last_index: node.last_index().0, entries }
+}
+
+/// Entries from `from` on: at most `max` (and `QUERY_ENTRIES_MAX`) of them, encoding to at
+/// most `QUERY_PAGE_BYTES_MAX` so the answer fits a frame, and at least one while the log
+/// reaches `from`, so a client paging through always moves on.
+fn page(node: &Node, from: LogIndex, max: u32) -> Vec<Entry> {
+    let last = node.last_index().min(from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1));
+    let mut to = LogIndex(from.0 - 1);
+    let mut bytes = 0;
+    while to < last {
+        bytes += QueriedEntry::encoded_bytes(node.entry(to.next()).expect("within the log"));
+        if bytes > QUERY_PAGE_BYTES_MAX && to >= from {
+            break;
+        }
+        to = to.next();
+    }
+    node.entries(from, to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::limits::FRAME_BYTES_MAX;
+    use replog_core::{Config, HardState, Recovered, Term};
+
+    fn node_with_commands(sizes: &[usize]) -> Node {
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Entry {
+                index: LogIndex(i as u64 + 1),
+                term: Term(1),
+                payload: Payload::Command(Bytes::from(vec![b'x'; size])),
+            })
+            .collect();
+        let hard_state = HardState { term: Term(1), voted_for: None, commit: LogIndex(0) };
+        let recovered = Recovered { hard_state, entries, applied: LogIndex(0) };
+        Node::new(Config::new(NodeId(1), Vec::new()), recovered).expect("a valid node")
+    }
+
+    /// Pages through the whole log as the client does, checking each answer fits a frame.
+    fn page_through(node: &Node, max: u32) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut from = LogIndex(1);
+        while from <= node.last_index() {
+            let entries = page(node, from, max);
+            assert!(!entries.is_empty(), "a page always moves on");
+            assert_eq!(entries[0].index, from);
+            let queried =
+                entries.iter().map(|entry| QueriedEntry { entry: entry.clone(), id: Some(1) }).collect();
+            let mut payload = Vec::new();
+            codec::encode(&Frame::QueryResult { commit: 0, last_index: 0, entries: queried }, &mut payload);
+            assert!(payload.len() <= FRAME_BYTES_MAX, "a page of {} bytes", payload.len());
+            from = from.plus(entries.len() as u64);
+            sizes.push(entries.len());
+        }
+        sizes
+    }
+
+    #[test]
+    fn pages_are_cut_by_bytes_to_fit_a_frame() {
+        let node = node_with_commands(&[1024 * 1024; 20]);
+        assert_eq!(page_through(&node, QUERY_ENTRIES_MAX), [15, 5]);
+    }
+
+    #[test]
+    fn pages_are_cut_by_count_and_the_largest_command_goes_alone() {
+        assert_eq!(page_through(&node_with_commands(&[10; 7]), 3), [3, 3, 1]);
+        let node = node_with_commands(&[10, COMMAND_BYTES_MAX, 10]);
+        assert_eq!(page_through(&node, QUERY_ENTRIES_MAX), [1, 1, 1]);
+        assert!(page(&node, LogIndex(4), 10).is_empty(), "nothing past the log");
+    }
 }

@@ -84,6 +84,8 @@ pub enum AppendResult {
     NotLeader { leader: Option<String> },
     /// Refused or uncertain; the text says which and what to do.
     Failed { reason: String, retry: bool },
+    /// Refused for good: the command is larger than `limit` bytes, the most one frame carries.
+    TooLarge { bytes: u64, limit: u64 },
 }
 
 /// Why a payload could not be decoded. Any of them means the sender cannot be trusted: the
@@ -148,10 +150,29 @@ const QUERY_RESULT: u8 = 21;
 const STATUS_RESULT: u8 = 22;
 const REDIRECT: u8 = 23;
 
-/// Smallest encoding of one entry (index, term, kind, length): bounds a claimed count.
-const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
-/// Smallest encoding of one entry of a query answer: the entry and its command ID.
-const QUERIED_ENTRY_BYTES_MIN: usize = ENTRY_BYTES_MIN + 8;
+/// What one entry's encoding adds to its command: index, term, kind and length. Also its
+/// smallest encoding (a no-op), which bounds a claimed count.
+pub const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
+/// What one entry of a query answer adds to its command: the entry's and its command ID's.
+pub const QUERIED_ENTRY_BYTES_MIN: usize = ENTRY_BYTES_MIN + 8;
+/// An AppendEntries payload besides its entries: frame kind, from, to, term, body kind,
+/// previous index and term, leader commit, sequence number, entry count.
+pub const APPEND_ENTRIES_HEADER_BYTES: usize = 1 + 8 * 3 + 1 + 8 * 4 + 4;
+/// A client's append payload besides its command: frame kind, request id, length.
+pub const APPEND_HEADER_BYTES: usize = 1 + 8 + 4;
+/// A query answer's payload besides its entries: frame kind, commit, last index, entry count.
+pub const QUERY_RESULT_HEADER_BYTES: usize = 1 + 8 + 8 + 4;
+
+impl QueriedEntry {
+    /// How many bytes `entry` takes in a query answer.
+    pub fn encoded_bytes(entry: &Entry) -> usize {
+        QUERIED_ENTRY_BYTES_MIN
+            + match &entry.payload {
+                Payload::Noop => 0,
+                Payload::Command(data) => data.len(),
+            }
+    }
+}
 
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
@@ -198,6 +219,11 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
                     out.push(2);
                     out.push(u8::from(*retry));
                     put_bytes(out, reason.as_bytes());
+                }
+                AppendResult::TooLarge { bytes, limit } => {
+                    out.push(3);
+                    put_u64(out, *bytes);
+                    put_u64(out, *limit);
                 }
             }
         }
@@ -419,6 +445,7 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     let retry = reader.flag()?;
                     AppendResult::Failed { retry, reason: reader.text()? }
                 }
+                3 => AppendResult::TooLarge { bytes: reader.u64()?, limit: reader.u64()? },
                 _ => return Err(CodecError::UnknownAppendResult),
             };
             Frame::AppendResult { request, result }
@@ -540,6 +567,7 @@ mod tests {
             request: 7,
             result: AppendResult::Failed { reason: "x".into(), retry: true },
         });
+        round_trip(Frame::AppendResult { request: 7, result: AppendResult::TooLarge { bytes: 9, limit: 8 } });
         round_trip(Frame::QueryResult {
             commit: 1,
             last_index: 2,
@@ -563,6 +591,36 @@ mod tests {
             durable_index: LogIndex(2),
             peers: Vec::new(),
         }));
+    }
+
+    #[test]
+    fn header_constants_match_the_encoding() {
+        let entry =
+            Entry { index: LogIndex(1), term: Term(1), payload: Payload::Command(Bytes::from("abc")) };
+        let mut out = Vec::new();
+        let append_entries = |entries| {
+            Frame::Raft(Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(1),
+                body: Body::AppendRequest {
+                    prev_log_index: LogIndex(0),
+                    prev_log_term: Term(0),
+                    entries,
+                    leader_commit: LogIndex(0),
+                    seq: 1,
+                },
+            })
+        };
+        encode(&append_entries(vec![entry.clone()]), &mut out);
+        assert_eq!(out.len(), APPEND_ENTRIES_HEADER_BYTES + ENTRY_BYTES_MIN + 3);
+        out.clear();
+        encode(&Frame::Append { request: 1, command: b"abc".to_vec() }, &mut out);
+        assert_eq!(out.len(), APPEND_HEADER_BYTES + 3);
+        out.clear();
+        let queried = QueriedEntry { entry: entry.clone(), id: Some(1) };
+        encode(&Frame::QueryResult { commit: 1, last_index: 1, entries: vec![queried] }, &mut out);
+        assert_eq!(out.len(), QUERY_RESULT_HEADER_BYTES + QueriedEntry::encoded_bytes(&entry));
     }
 
     #[test]

@@ -5,9 +5,11 @@
 use crate::codec::{self, CodecError, Frame};
 use std::fmt;
 
-/// The largest payload accepted: room for a full AppendEntries batch (the core's default
-/// `message_bytes_max` is 1 MiB) with ample margin.
+/// The largest payload accepted. Every other size limit on the wire derives from it
+/// (`limits.rs`): a full AppendEntries (1 MiB of entries) fits with ample margin, and so does
+/// the largest single command.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The frame header: length and checksum.
 pub const HEADER_BYTES: usize = 8;
 
 #[derive(Debug, PartialEq, Eq)]

@@ -12,6 +12,7 @@ pub mod connection;
 pub mod driver;
 pub mod frame;
 pub mod fs;
+pub mod limits;
 pub mod members;
 mod peers;
 pub mod server;

@@ -15,6 +15,7 @@
 use crate::clients::{Clients, Inbound};
 use crate::driver::{Driver, DriverError, Output};
 use crate::fs::RealFs;
+use crate::limits;
 use crate::members::{Members, MembersError};
 use crate::peers::Peers;
 use crate::status::{PeerReport, Replication, StatusReport};
@@ -142,6 +143,7 @@ impl Server {
         let members = Members::new(options.address, &options.peers).map_err(RuntimeError::Members)?;
         let mut config = Config::new(members.id(), members.peers().map(|(id, _)| id).collect());
         config.seed = members.id().0 ^ u64::from(std::process::id());
+        config.message_bytes_max = limits::MESSAGE_BYTES_MAX;
         let poll = Poll::new().map_err(|e| RuntimeError::Io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), SYNCED)
             .map_err(|e| RuntimeError::Io("creating the waker", e))?;
