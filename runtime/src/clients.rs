@@ -109,24 +109,35 @@ impl Clients {
         }
     }
 
-    /// Reads everything the connection has and handles its frames: client requests are
-    /// served or batched here; what the loop must do is pushed to `inbound`, in order. A
-    /// broken connection is closed after the complete frames before the break are handled.
-    pub fn on_event(
+    /// Reads one round from the connection (at most `connection::READ_ROUND_BYTES`) and
+    /// handles its frames: client requests are served or batched here; what the loop must do
+    /// is pushed to `inbound`, in order. Returns true if more may be waiting: readiness is
+    /// edge-triggered, so the loop calls again once it has done what `inbound` asked. A broken
+    /// connection is closed after the complete frames before the break are handled.
+    pub fn on_ready(
         &mut self,
         token: Token,
         registry: &Registry,
         members: &Members,
         driver: &Driver<RealFs>,
         inbound: &mut Vec<Inbound>,
-    ) {
-        let outcome = self.serve(token, members, driver, inbound);
+    ) -> bool {
         let Some(accepted) = self.accepted.get_mut(&token) else {
-            return;
+            return false;
         };
-        if let Err(closed) = outcome.and_then(|()| accepted.connection.flush()) {
+        let read = accepted.connection.read();
+        // Act on the complete frames even when the read ended in a close.
+        let handled = self.handle_frames(token, members, driver, inbound);
+        let accepted = self.accepted.get_mut(&token).expect("present");
+        let outcome = match (read, handled) {
+            (Err(closed), _) | (Ok(_), Err(closed)) => Err(closed),
+            (Ok(true), Ok(())) => Ok(true),
+            (Ok(false), Ok(())) => accepted.connection.flush().map(|()| false),
+        };
+        outcome.unwrap_or_else(|closed| {
             self.close(token, registry, &closed);
-        }
+            false
+        })
     }
 
     /// The appends gathered this round as one proposal, if there were any.
@@ -206,33 +217,6 @@ impl Clients {
         }
         for (token, closed) in failed {
             self.close(token, registry, &closed);
-        }
-    }
-
-    /// Reads and handles frames until the socket has nothing more.
-    fn serve(
-        &mut self,
-        token: Token,
-        members: &Members,
-        driver: &Driver<RealFs>,
-        inbound: &mut Vec<Inbound>,
-    ) -> Result<(), Closed> {
-        loop {
-            let Some(accepted) = self.accepted.get_mut(&token) else {
-                return Ok(());
-            };
-            let more = match accepted.connection.read() {
-                Ok(more) => more,
-                Err(closed) => {
-                    // Still act on the complete frames that arrived before the close.
-                    self.handle_frames(token, members, driver, inbound).ok();
-                    return Err(closed);
-                }
-            };
-            self.handle_frames(token, members, driver, inbound)?;
-            if !more {
-                return Ok(());
-            }
         }
     }
 

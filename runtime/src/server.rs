@@ -265,29 +265,32 @@ impl Server {
         self.log_leadership();
     }
 
-    /// Serves an accepted connection, then does what its frames asked of the loop, in order.
+    /// Serves an accepted connection round by round, doing what each round's frames asked of
+    /// the loop, in order, before reading more.
     fn on_accepted_event(&mut self, token: Token) -> Result<(), RuntimeError> {
         let mut inbound = std::mem::take(&mut self.inbound);
-        self.clients.on_event(token, self.poll.registry(), &self.members, &self.driver, &mut inbound);
         let mut result = Ok(());
-        for item in inbound.drain(..) {
-            match item {
-                Inbound::Step(event) => {
-                    result = self.step(event);
-                    if result.is_err() {
-                        break;
-                    }
-                }
-                Inbound::Hello { peer, name } => self.peers.named(peer, name),
-                Inbound::Status(token) => {
-                    let report = self.status_report();
-                    self.clients.answer_status(token, report);
-                }
-            }
+        let mut more = true;
+        while more && result.is_ok() {
+            more =
+                self.clients.on_ready(token, self.poll.registry(), &self.members, &self.driver, &mut inbound);
+            // On an error the drain drops what is left: the node stops.
+            result = inbound.drain(..).try_for_each(|item| self.on_inbound(item));
         }
-        inbound.clear();
         self.inbound = inbound;
         result
+    }
+
+    fn on_inbound(&mut self, item: Inbound) -> Result<(), RuntimeError> {
+        match item {
+            Inbound::Step(event) => self.step(event)?,
+            Inbound::Hello { peer, name } => self.peers.named(peer, name),
+            Inbound::Status(token) => {
+                let report = self.status_report();
+                self.clients.answer_status(token, report);
+            }
+        }
+        Ok(())
     }
 
     fn flush(&mut self) {
