@@ -4,18 +4,17 @@
 //! the cores with the nodes it measures.
 
 use hdrhistogram::Histogram;
-use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Token};
-use replog_runtime::codec::{AppendResult, Frame};
-use replog_runtime::connection::Connection;
-use std::net::{SocketAddr, ToSocketAddrs};
+use mio::{Events, Poll, Token};
+use replog_runtime::client::{Pipelined, Session};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const LATENCY_MAX_US: u64 = 60_000_000;
 
+/// One closed-loop client: at most one append in flight.
 struct Client {
-    link: Connection,
+    link: Pipelined,
     sent_at: Instant,
     sequence: u64,
 }
@@ -26,11 +25,7 @@ pub fn run(target: &str, clients: u32, duration: f64, size: usize, json: bool) -
             "need --clients in 1..=4096, --duration in 0.1..=3600 seconds, --size in 1..=1048576".into()
         );
     }
-    let home: SocketAddr = target
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("bad --target {target:?}"))?;
+    let home = crate::parse_address("--target", target)?;
     let leader = find_leader(home)?;
     let run_for = Duration::from_secs_f64(duration);
     if clients == 1 {
@@ -42,18 +37,13 @@ pub fn run(target: &str, clients: u32, duration: f64, size: usize, json: bool) -
     let mut poll = Poll::new().map_err(|e| format!("creating the poller: {e}"))?;
     let mut connections = Vec::with_capacity(clients as usize);
     for client in 0..clients as usize {
-        let stream = std::net::TcpStream::connect_timeout(&leader, CALL_TIMEOUT)
-            .and_then(|stream| stream.set_nonblocking(true).map(|()| stream))
-            .map_err(|e| format!("connecting to {leader}: {e}"))?;
-        let mut stream = TcpStream::from_std(stream);
-        poll.registry()
-            .register(&mut stream, Token(client), Interest::READABLE | Interest::WRITABLE)
-            .map_err(|e| format!("registering: {e}"))?;
-        connections.push(Client { link: Connection::new(stream), sent_at: Instant::now(), sequence: 0 });
+        let link = Pipelined::connect(leader, CALL_TIMEOUT, poll.registry(), Token(client))
+            .map_err(|e| e.to_string())?;
+        connections.push(Client { link, sent_at: Instant::now(), sequence: 0 });
     }
     let started = Instant::now();
     for (client, state) in connections.iter_mut().enumerate() {
-        send_next(client, state, size);
+        send_next(client, state, size)?;
     }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds");
     let mut events = Events::with_capacity(1024);
@@ -63,19 +53,12 @@ pub fn run(target: &str, clients: u32, duration: f64, size: usize, json: bool) -
         for event in events.iter() {
             let client = event.token().0;
             let state = &mut connections[client];
-            state.link.read().map_err(|e| format!("client {client}: {e}"))?;
-            while let Some(frame) = state.link.next_frame().map_err(|e| format!("client {client}: {e}"))? {
-                match frame {
-                    Frame::AppendResult { result: AppendResult::Committed { .. }, .. } => {
-                        let micros =
-                            state.sent_at.elapsed().as_micros().clamp(1, u128::from(LATENCY_MAX_US)) as u64;
-                        histogram.record(micros).expect("within bounds");
-                        if started.elapsed() < run_for {
-                            send_next(client, state, size);
-                        }
-                    }
-                    Frame::AppendResult { result, .. } => return Err(format!("append refused: {result:?}")),
-                    other => return Err(format!("unexpected answer {other:?}")),
+            state.link.receive().map_err(|e| format!("client {client}: {e}"))?;
+            while state.link.next_answer().map_err(|e| format!("client {client}: append: {e}"))?.is_some() {
+                let micros = state.sent_at.elapsed().as_micros().clamp(1, u128::from(LATENCY_MAX_US)) as u64;
+                histogram.record(micros).expect("within bounds");
+                if started.elapsed() < run_for {
+                    send_next(client, state, size)?;
                 }
             }
             state.link.flush().map_err(|e| format!("client {client}: {e}"))?;
@@ -104,8 +87,7 @@ fn single_client(
     json: bool,
 ) -> Result<(Histogram<u64>, f64), String> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds");
-    let mut link = replog_runtime::client::Connection::open(leader, CALL_TIMEOUT)
-        .map_err(|e| format!("connecting to {leader}: {e}"))?;
+    let mut session = Session::open(leader, CALL_TIMEOUT).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut sequence = 0u64;
@@ -114,14 +96,9 @@ fn single_client(
         command.resize(size, b'x');
         sequence += 1;
         let sent_at = Instant::now();
-        match link.call(&Frame::Append { request: sequence, command }).map_err(|e| format!("append: {e}"))? {
-            Frame::AppendResult { result: AppendResult::Committed { .. }, .. } => {
-                let micros = sent_at.elapsed().as_micros().clamp(1, u128::from(LATENCY_MAX_US)) as u64;
-                histogram.record(micros).expect("within bounds");
-            }
-            Frame::AppendResult { result, .. } => return Err(format!("append refused: {result:?}")),
-            other => return Err(format!("unexpected answer {other:?}")),
-        }
+        session.append(&command).map_err(|e| format!("append: {e}"))?;
+        let micros = sent_at.elapsed().as_micros().clamp(1, u128::from(LATENCY_MAX_US)) as u64;
+        histogram.record(micros).expect("within bounds");
         if !json && last_report.elapsed() >= Duration::from_secs(1) {
             eprint!("\r{:>5.1}s  {:>9} appends   ", started.elapsed().as_secs_f64(), histogram.len());
             last_report = Instant::now();
@@ -133,13 +110,16 @@ fn single_client(
     Ok((histogram, started.elapsed().as_secs_f64()))
 }
 
-fn send_next(client: usize, state: &mut Client, size: usize) {
+/// Queues the client's next append and sends it at once (a closed loop: one in flight).
+fn send_next(client: usize, state: &mut Client, size: usize) -> Result<(), String> {
     let mut command = format!("bench-{client}-{}-", state.sequence).into_bytes();
     command.resize(size, b'x');
     state.sequence += 1;
     state.sent_at = Instant::now();
-    state.link.queue(&Frame::Append { request: state.sequence, command });
+    state.link.queue_append(command).map_err(|e| format!("client {client}: {e}"))?;
+    // A failed write shows again, with its reason, at the connection's next event.
     let _ = state.link.flush();
+    Ok(())
 }
 
 fn report(
@@ -179,9 +159,8 @@ fn report(
 fn find_leader(home: SocketAddr) -> Result<SocketAddr, String> {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        if let Ok(json) = replog_runtime::client::status(&home.to_string(), CALL_TIMEOUT) {
-            let status: serde_json::Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
-            if let Some(leader) = status["leader"].as_str().and_then(|a| a.parse().ok()) {
+        if let Ok(status) = replog_runtime::client::status(&home.to_string(), CALL_TIMEOUT) {
+            if let Some(leader) = status.leader {
                 return Ok(leader);
             }
         }

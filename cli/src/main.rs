@@ -6,9 +6,9 @@ mod cluster;
 
 use clap::{Parser, Subcommand};
 use replog_core::Payload;
-use replog_runtime::client;
 use replog_runtime::NodeOptions;
-use std::net::{SocketAddr, ToSocketAddrs};
+use replog_runtime::{address, client};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -143,10 +143,7 @@ fn init_logging() {
 }
 
 fn parse_address(flag: &str, text: &str) -> Result<SocketAddr, String> {
-    text.to_socket_addrs()
-        .ok()
-        .and_then(|mut all| all.next())
-        .ok_or_else(|| format!("{flag} {text:?} is not an address like 127.0.0.1:8080"))
+    address::parse(text).map_err(|error| format!("{flag} {error}"))
 }
 
 fn start(
@@ -193,69 +190,59 @@ fn append(target: &str, command: &str, timeout: f64) -> Result<(), String> {
 fn query(target: &str, linearizable: bool) -> Result<(), String> {
     let (commit, entries) =
         client::query(target, Duration::from_secs(5), linearizable).map_err(|e| e.to_string())?;
-    // Client commands only: the leaders' no-op entries are Raft's bookkeeping.
+    // Client commands only (the entries with an ID): the leaders' no-op entries are Raft's
+    // bookkeeping.
     let commands: Vec<_> = entries
         .iter()
-        .filter_map(|entry| match &entry.payload {
-            Payload::Command(data) => Some((entry, data)),
-            Payload::Noop => None,
+        .filter_map(|queried| match (&queried.entry.payload, queried.id) {
+            (Payload::Command(data), Some(id)) => Some((&queried.entry, id, data)),
+            _ => None,
         })
         .collect();
     println!("📋 Log entries ({} total):", commands.len());
-    for (position, (entry, data)) in commands.iter().enumerate() {
+    for (position, (entry, id, data)) in commands.iter().enumerate() {
         let text = String::from_utf8_lossy(data.as_slice());
         println!(
-            "  {n}. ID:{n} Term:{} Committed:{} Command:Operation {{ data: {:?} }}",
+            "  {}. ID:{id} Term:{} Committed:{} Command:Operation {{ data: {:?} }}",
+            position + 1,
             entry.term.0,
             entry.index.0 <= commit,
             text,
-            n = position + 1
         );
     }
     Ok(())
 }
 
 fn status(target: &str, raw: bool) -> Result<(), String> {
-    let json = client::status(target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    let status = client::status(target, Duration::from_secs(5)).map_err(|e| e.to_string())?;
     if raw {
-        println!("{json}");
+        println!("{}", status.to_json());
         return Ok(());
     }
-    let status: serde_json::Value =
-        serde_json::from_str(&json).map_err(|e| format!("bad status answer: {e}"))?;
-    let text = |v: &serde_json::Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
-    println!(
-        "{} at {}: {} in term {}",
-        text(&status["name"]),
-        text(&status["address"]),
-        text(&status["role"]),
-        status["term"]
-    );
+    println!("{} at {}: {} in term {}", status.name, status.address, status.role, status.term.0);
     println!(
         "leader {}  commit {}  last index {}  durable {}",
-        if status["leader"].is_null() { "unknown".into() } else { text(&status["leader"]) },
-        status["commit"],
-        status["last_index"],
-        status["durable_index"]
+        status.leader.map_or_else(|| "unknown".to_string(), |leader| leader.to_string()),
+        status.commit.0,
+        status.last_index.0,
+        status.durable_index.0
     );
-    for peer in status["peers"].as_array().into_iter().flatten() {
-        let link = match (peer["outbound_connected"].as_bool(), peer["inbound_connected"].as_bool()) {
-            (Some(true), Some(true)) => "connected",
-            (Some(true), _) | (_, Some(true)) => "half-connected",
-            _ => "disconnected",
+    for peer in &status.peers {
+        let link = match (peer.outbound_connected, peer.inbound_connected) {
+            (true, true) => "connected",
+            (true, false) | (false, true) => "half-connected",
+            (false, false) => "disconnected",
         };
-        let progress = if peer["match_index"].is_null() {
-            String::new()
-        } else {
+        let progress = peer.replication.map_or_else(String::new, |replication| {
             format!(
                 "  match {} next {} {}",
-                peer["match_index"],
-                peer["next_index"],
-                if peer["replicating"].as_bool() == Some(true) { "replicating" } else { "probing" }
+                replication.match_index.0,
+                replication.next_index.0,
+                if replication.replicating { "replicating" } else { "probing" }
             )
-        };
-        let name = if peer["name"].is_null() { String::new() } else { format!(" ({})", text(&peer["name"])) };
-        println!("  peer {}{name}: {link}{progress}", text(&peer["address"]));
+        });
+        let name = peer.name.as_ref().map_or_else(String::new, |name| format!(" ({name})"));
+        println!("  peer {}{name}: {link}{progress}", peer.address);
     }
     Ok(())
 }

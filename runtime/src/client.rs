@@ -1,11 +1,18 @@
-//! A blocking client of the node protocol, for the CLI (`append`, `query`, `status`, `bench`).
+//! The client side of the node protocol. Blocking calls for the CLI and the tests ([`append`],
+//! [`query`], [`status`]) that follow leaders and retry within a deadline; a blocking
+//! [`Session`] with one node; and [`Pipelined`], a non-blocking connection for callers that run
+//! many clients on their own mio loop (`replog bench`).
 
-use crate::codec::{self, AppendResult, Frame};
+use crate::address::{self, AddressError};
+use crate::codec::{self, AppendResult, Frame, QueriedEntry};
+use crate::connection::{self, Closed};
 use crate::frame::{self, Inbox};
-use replog_core::Entry;
+use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX};
+use crate::status::StatusReport;
+use mio::{Interest, Registry, Token};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -13,80 +20,140 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 const READ_CHUNK_BYTES: usize = 16 * 1024;
 
+/// Why a client call failed. `Display` gives the one-line message the CLI prints.
 #[derive(Debug)]
 pub enum ClientError {
-    /// Could not reach a leader before the deadline.
-    Unavailable(String),
-    /// The request may or may not have taken effect.
-    Indeterminate(String),
-    /// The node refused, for a reason that retrying will not fix.
-    Failed(String),
-    Io(String),
+    /// The target is not an address.
+    Address(AddressError),
+    /// The command is larger than one frame can carry to the followers; refused before it
+    /// is sent, or by the node.
+    CommandTooLarge {
+        /// The command's size.
+        bytes: u64,
+        /// The most a command may hold.
+        limit: u64,
+    },
+    /// Talking to a node failed: `doing` names the step ("cannot connect to", "querying", ...).
+    Io {
+        /// The step, as the start of the message.
+        doing: &'static str,
+        /// The node.
+        address: SocketAddr,
+        /// What the OS said.
+        error: io::Error,
+    },
+    /// A non-blocking connection closed.
+    Closed {
+        /// The node.
+        address: SocketAddr,
+        /// Why.
+        closed: Closed,
+    },
+    /// The node does not lead; it names the leader when it knows one.
+    NotLeader {
+        /// The node asked.
+        address: SocketAddr,
+        /// The leader's address, as the node gave it.
+        leader: Option<String>,
+    },
+    /// The leader refused the append for now (too many uncommitted entries, ...); a retry
+    /// may succeed.
+    Rejected {
+        /// The leader's words.
+        reason: String,
+    },
+    /// No leader accepted the append before the deadline.
+    NoLeader {
+        /// The node the call started at.
+        target: String,
+        /// How long it tried.
+        waited: Duration,
+        /// What went wrong last, if anything answered at all.
+        last: Option<Box<ClientError>>,
+    },
+    /// No leader confirmed a linearizable query before the deadline.
+    ReadUnconfirmed {
+        /// The node the call started at.
+        target: String,
+        /// How long it tried.
+        waited: Duration,
+    },
+    /// The append may or may not be in the log; it is never retried blindly.
+    OutcomeUnknown(Uncertain),
+    /// The node answered with a frame that does not answer the request.
+    UnexpectedAnswer {
+        /// The node.
+        address: SocketAddr,
+        /// The frame's kind.
+        frame: &'static str,
+    },
+}
+
+/// Why an append's outcome is unknown.
+#[derive(Debug)]
+pub enum Uncertain {
+    /// The node said so (leadership changed before the entry committed), in its words.
+    Reported(String),
+    /// The connection broke after the request was sent.
+    ConnectionLost {
+        /// The node.
+        address: SocketAddr,
+        /// How it broke.
+        error: io::Error,
+    },
 }
 
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Unavailable(why) => write!(f, "{why}"),
-            ClientError::Indeterminate(why) => write!(f, "outcome unknown: {why}"),
-            ClientError::Failed(why) => write!(f, "{why}"),
-            ClientError::Io(why) => write!(f, "{why}"),
+            ClientError::Address(error) => write!(f, "{error}"),
+            ClientError::CommandTooLarge { bytes, limit } => {
+                write!(f, "a command of {bytes} bytes exceeds the {limit}-byte limit")
+            }
+            ClientError::Io { doing, address, error } => write!(f, "{doing} {address}: {error}"),
+            ClientError::Closed { address, closed } => write!(f, "connection to {address}: {closed}"),
+            ClientError::NotLeader { address, leader: Some(_) } => write!(f, "{address} is not the leader"),
+            ClientError::NotLeader { address, leader: None } => {
+                write!(f, "{address} knows no leader (election in progress?)")
+            }
+            ClientError::Rejected { reason } => write!(f, "{reason}"),
+            ClientError::NoLeader { target, waited, last } => {
+                write!(f, "no leader reachable within {:.1}s via {target}: ", waited.as_secs_f64())?;
+                match last {
+                    Some(last) => write!(f, "{last}"),
+                    None => write!(f, "no answer"),
+                }
+            }
+            ClientError::ReadUnconfirmed { target, waited } => write!(
+                f,
+                "no leader could confirm a linearizable query within {:.1}s via {target}",
+                waited.as_secs_f64()
+            ),
+            ClientError::OutcomeUnknown(uncertain) => write!(f, "outcome unknown: {uncertain}"),
+            ClientError::UnexpectedAnswer { address, frame } => {
+                write!(f, "unexpected answer from {address} (a {frame} frame)")
+            }
+        }
+    }
+}
+
+impl fmt::Display for Uncertain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uncertain::Reported(reason) => write!(f, "{reason}"),
+            Uncertain::ConnectionLost { address, error } => write!(
+                f,
+                "lost the connection to {address} after sending ({error}); the command may or may not be in the log: query to check"
+            ),
         }
     }
 }
 
 impl std::error::Error for ClientError {}
 
-fn resolve(target: &str) -> Result<SocketAddr, ClientError> {
-    target
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addresses| addresses.next())
-        .ok_or_else(|| ClientError::Io(format!("{target:?} is not an address like 127.0.0.1:8080")))
-}
-
-/// One connection to one node.
-#[derive(Debug)]
-pub struct Connection {
-    pub address: SocketAddr,
-    stream: TcpStream,
-    inbox: Inbox,
-    out: Vec<u8>,
-}
-
-impl Connection {
-    pub fn open(address: SocketAddr, timeout: Duration) -> io::Result<Connection> {
-        let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT.min(timeout))?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        Ok(Connection { address, stream, inbox: Inbox::default(), out: Vec::new() })
-    }
-
-    pub fn send(&mut self, request: &Frame) -> io::Result<()> {
-        self.out.clear();
-        frame::encode_with(&mut self.out, |out| codec::encode(request, out));
-        self.stream.write_all(&self.out)
-    }
-
-    pub fn receive(&mut self) -> io::Result<Frame> {
-        loop {
-            if let Some(frame) =
-                self.inbox.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-            {
-                return Ok(frame);
-            }
-            let n = self.stream.read(self.inbox.room(READ_CHUNK_BYTES))?;
-            if n == 0 {
-                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the node closed the connection"));
-            }
-            self.inbox.filled(n);
-        }
-    }
-
-    pub fn call(&mut self, request: &Frame) -> io::Result<Frame> {
-        self.send(request)?;
-        self.receive()
+impl From<AddressError> for ClientError {
+    fn from(error: AddressError) -> ClientError {
+        ClientError::Address(error)
     }
 }
 
@@ -97,7 +164,9 @@ pub struct Appended {
     pub id: u64,
     /// Raft log index (which also counts the leaders' no-op entries).
     pub index: u64,
+    /// The term it was appended in.
     pub term: u64,
+    /// The leader that committed it.
     pub leader: SocketAddr,
 }
 
@@ -105,90 +174,75 @@ pub struct Appended {
 /// `deadline`. A connection lost after the request was sent makes the outcome unknown: that
 /// is reported, never retried (a retry could append the command twice).
 pub fn append(target: &str, command: &[u8], deadline: Duration) -> Result<Appended, ClientError> {
+    check_size(command)?;
     let started = Instant::now();
-    let home = resolve(target)?;
+    let home = address::parse(target)?;
     let mut address = home;
-    let mut last_problem = String::from("no answer");
+    let mut last = None;
     while started.elapsed() < deadline {
         let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        let mut connection = match Connection::open(address, remaining) {
-            Ok(connection) => connection,
+        let mut session = match Session::open(address, remaining) {
+            Ok(session) => session,
             Err(error) => {
-                last_problem = format!("cannot connect to {address}: {error}");
+                last = Some(error);
                 address = home;
                 sleep(RETRY_PAUSE);
                 continue;
             }
         };
-        if let Err(error) = connection.send(&Frame::Append { request: 1, command: command.to_vec() }) {
-            last_problem = format!("sending to {address}: {error}");
-            sleep(RETRY_PAUSE);
-            continue;
-        }
-        match connection.receive() {
-            Ok(Frame::AppendResult { result: AppendResult::Committed { index, term, id }, .. }) => {
-                return Ok(Appended { index, term, id, leader: address })
+        match session.append(command) {
+            Ok(appended) => return Ok(appended),
+            Err(ClientError::NotLeader { address: asked, leader: Some(leader) }) => {
+                address = address::parse(&leader)?;
+                last = Some(ClientError::NotLeader { address: asked, leader: Some(leader) });
             }
-            Ok(Frame::AppendResult { result: AppendResult::NotLeader { leader: Some(leader) }, .. }) => {
-                last_problem = format!("{address} is not the leader");
-                address = resolve(&leader)?;
-            }
-            Ok(Frame::AppendResult { result: AppendResult::NotLeader { leader: None }, .. }) => {
-                last_problem = format!("{address} knows no leader (election in progress?)");
+            // Nothing was appended: no leader known yet, the leader pushed back, or the
+            // request never left.
+            Err(
+                error @ (ClientError::NotLeader { .. }
+                | ClientError::Rejected { .. }
+                | ClientError::Io { .. }),
+            ) => {
+                last = Some(error);
                 sleep(RETRY_PAUSE);
             }
-            Ok(Frame::AppendResult { result: AppendResult::Failed { reason, retry: true }, .. }) => {
-                last_problem = reason;
-                sleep(RETRY_PAUSE);
-            }
-            Ok(Frame::AppendResult { result: AppendResult::Failed { reason, retry: false }, .. }) => {
-                return Err(ClientError::Indeterminate(reason))
-            }
-            Ok(other) => return Err(ClientError::Failed(format!("unexpected answer from {address}: {other:?}"))),
-            Err(error) => {
-                return Err(ClientError::Indeterminate(format!(
-                    "lost the connection to {address} after sending ({error}); the command may or may not be in the log: query to check"
-                )))
-            }
+            Err(error) => return Err(error),
         }
     }
-    Err(ClientError::Unavailable(format!(
-        "no leader reachable within {:.1}s via {target}: {last_problem}",
-        deadline.as_secs_f64()
-    )))
+    Err(ClientError::NoLeader { target: target.to_string(), waited: deadline, last: last.map(Box::new) })
 }
 
-/// The node's whole log as it sees it, with its commit index. A linearizable query goes to
-/// the leader (following redirects until `timeout`) and reflects every append acknowledged
-/// before it started; a plain one is that node's local view.
-pub fn query(target: &str, timeout: Duration, linearizable: bool) -> Result<(u64, Vec<Entry>), ClientError> {
+/// The node's whole log as it sees it, with its commit index; each client command carries the
+/// ID the node gave it. A linearizable query goes to the leader (following redirects until
+/// `timeout`) and reflects every append acknowledged before it started; a plain one is that
+/// node's local view.
+pub fn query(
+    target: &str,
+    timeout: Duration,
+    linearizable: bool,
+) -> Result<(u64, Vec<QueriedEntry>), ClientError> {
     let started = Instant::now();
-    let home = resolve(target)?;
+    let home = address::parse(target)?;
     let mut address = home;
-    let max = crate::server::QUERY_ENTRIES_MAX;
-    let (mut connection, first) = loop {
-        let mut connection = Connection::open(address, timeout)
-            .map_err(|e| ClientError::Io(format!("cannot connect to {address}: {e}")))?;
-        let answer = connection
-            .call(&Frame::Query { from: 1, max, linearizable })
-            .map_err(|e| ClientError::Io(format!("querying {address}: {e}")))?;
+    let max = QUERY_ENTRIES_MAX;
+    let querying = |address| move |error| ClientError::Io { doing: "querying", address, error };
+    let (mut session, first) = loop {
+        let mut session = Session::open(address, timeout)?;
+        let answer = session.call(&Frame::Query { from: 1, max, linearizable }).map_err(querying(address))?;
         match answer {
             Frame::Redirect { leader } => {
                 if started.elapsed() >= timeout {
-                    return Err(ClientError::Unavailable(format!(
-                        "no leader could confirm a linearizable query within {:.1}s via {target}",
-                        timeout.as_secs_f64()
-                    )));
+                    return Err(ClientError::ReadUnconfirmed { target: target.to_string(), waited: timeout });
                 }
                 match leader {
-                    Some(leader) => address = resolve(&leader)?,
+                    Some(leader) => address = address::parse(&leader)?,
                     None => {
                         address = home;
                         sleep(RETRY_PAUSE);
                     }
                 }
             }
-            answer => break (connection, answer),
+            answer => break (session, answer),
         }
     };
     let mut entries = Vec::new();
@@ -196,7 +250,7 @@ pub fn query(target: &str, timeout: Duration, linearizable: bool) -> Result<(u64
     let mut answer = first;
     loop {
         let Frame::QueryResult { commit: c, last_index, entries: page } = answer else {
-            return Err(ClientError::Failed(format!("unexpected answer from {address}")));
+            return Err(ClientError::UnexpectedAnswer { address, frame: answer.name() });
         };
         commit = commit.max(c);
         let got = page.len();
@@ -205,19 +259,192 @@ pub fn query(target: &str, timeout: Duration, linearizable: bool) -> Result<(u64
             return Ok((commit, entries));
         }
         // Later pages only extend what the first (confirmed) one established.
-        answer = connection
+        answer = session
             .call(&Frame::Query { from: entries.len() as u64 + 1, max, linearizable: false })
-            .map_err(|e| ClientError::Io(format!("querying {address}: {e}")))?;
+            .map_err(querying(address))?;
     }
 }
 
-/// The node's status, as JSON.
-pub fn status(target: &str, timeout: Duration) -> Result<String, ClientError> {
-    let address = resolve(target)?;
-    let mut connection = Connection::open(address, timeout)
-        .map_err(|e| ClientError::Io(format!("cannot connect to {address}: {e}")))?;
-    match connection.call(&Frame::Status).map_err(|e| ClientError::Io(format!("asking {address}: {e}")))? {
-        Frame::StatusResult { json } => Ok(json),
-        _ => Err(ClientError::Failed(format!("unexpected answer from {address}"))),
+/// The node's status.
+pub fn status(target: &str, timeout: Duration) -> Result<StatusReport, ClientError> {
+    let address = address::parse(target)?;
+    let mut session = Session::open(address, timeout)?;
+    match session.call(&Frame::Status).map_err(|error| ClientError::Io { doing: "asking", address, error })? {
+        Frame::StatusResult(report) => Ok(report),
+        other => Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
     }
+}
+
+/// A blocking connection to one node: each call waits for its answer. It follows no
+/// redirects and retries nothing.
+#[derive(Debug)]
+pub struct Session {
+    address: SocketAddr,
+    stream: TcpStream,
+    inbox: Inbox,
+    out: Vec<u8>,
+    next_request: u64,
+}
+
+impl Session {
+    /// Connects to the node at `address`; every later call gives up after `timeout`.
+    pub fn open(address: SocketAddr, timeout: Duration) -> Result<Session, ClientError> {
+        let connect = || -> io::Result<TcpStream> {
+            let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT.min(timeout))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(timeout))?;
+            stream.set_write_timeout(Some(timeout))?;
+            Ok(stream)
+        };
+        let stream =
+            connect().map_err(|error| ClientError::Io { doing: "cannot connect to", address, error })?;
+        Ok(Session { address, stream, inbox: Inbox::default(), out: Vec::new(), next_request: 1 })
+    }
+
+    /// The node's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Appends one command at this node and waits for the commit. A failure to send leaves
+    /// the log untouched ([`ClientError::Io`]); a connection lost after sending makes the
+    /// outcome unknown.
+    pub fn append(&mut self, command: &[u8]) -> Result<Appended, ClientError> {
+        check_size(command)?;
+        let address = self.address;
+        let request = self.next_request;
+        self.next_request += 1;
+        self.send(&Frame::Append { request, command: command.to_vec() })
+            .map_err(|error| ClientError::Io { doing: "sending to", address, error })?;
+        match self.receive() {
+            Ok(Frame::AppendResult { result, .. }) => appended(result, address),
+            Ok(other) => Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
+            Err(error) => Err(ClientError::OutcomeUnknown(Uncertain::ConnectionLost { address, error })),
+        }
+    }
+
+    fn call(&mut self, request: &Frame) -> io::Result<Frame> {
+        self.send(request)?;
+        self.receive()
+    }
+
+    fn send(&mut self, request: &Frame) -> io::Result<()> {
+        self.out.clear();
+        frame::encode_with(&mut self.out, |out| codec::encode(request, out));
+        self.stream.write_all(&self.out)
+    }
+
+    fn receive(&mut self) -> io::Result<Frame> {
+        loop {
+            let next = self.inbox.next_frame().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            if let Some(frame) = next {
+                return Ok(frame);
+            }
+            let n = self.stream.read(self.inbox.room(READ_CHUNK_BYTES))?;
+            if n == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the node closed the connection"));
+            }
+            self.inbox.filled(n);
+        }
+    }
+}
+
+/// A non-blocking connection to one node, for a caller that runs many of them on its own mio
+/// loop: appends are queued without waiting, and their answers arrive in the order sent. On
+/// each readiness event of its token, call [`Pipelined::receive`], take the answers with
+/// [`Pipelined::next_answer`] until `None`, and [`Pipelined::flush`]. It follows no redirects.
+#[derive(Debug)]
+pub struct Pipelined {
+    address: SocketAddr,
+    connection: connection::Connection,
+    next_request: u64,
+}
+
+impl Pipelined {
+    /// Connects to the node at `address` (waiting up to `timeout`) and registers the
+    /// connection with `registry` under `token`.
+    pub fn connect(
+        address: SocketAddr,
+        timeout: Duration,
+        registry: &Registry,
+        token: Token,
+    ) -> Result<Pipelined, ClientError> {
+        let stream = TcpStream::connect_timeout(&address, timeout)
+            .and_then(|stream| stream.set_nonblocking(true).map(|()| stream))
+            .map_err(|error| ClientError::Io { doing: "cannot connect to", address, error })?;
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        registry
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .map_err(|error| ClientError::Io { doing: "registering the connection to", address, error })?;
+        Ok(Pipelined { address, connection: connection::Connection::new(stream), next_request: 1 })
+    }
+
+    /// The node's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Queues an append; it leaves with the next [`Pipelined::flush`].
+    pub fn queue_append(&mut self, command: Vec<u8>) -> Result<(), ClientError> {
+        check_size(&command)?;
+        let request = self.next_request;
+        self.next_request += 1;
+        if self.connection.queue(&Frame::Append { request, command }) {
+            return Ok(());
+        }
+        let error = io::Error::new(io::ErrorKind::WouldBlock, "the send queue is full");
+        Err(ClientError::Io { doing: "queueing for", address: self.address, error })
+    }
+
+    /// Writes what is queued, as far as the socket takes it.
+    pub fn flush(&mut self) -> Result<(), ClientError> {
+        self.connection.flush().map_err(|closed| ClientError::Closed { address: self.address, closed })
+    }
+
+    /// Reads everything the socket holds.
+    pub fn receive(&mut self) -> Result<(), ClientError> {
+        loop {
+            match self.connection.read() {
+                Ok(true) => continue, // stopped at the per-call limit: more may wait
+                Ok(false) => return Ok(()),
+                Err(closed) => return Err(ClientError::Closed { address: self.address, closed }),
+            }
+        }
+    }
+
+    /// The next answer received, in the order the appends were queued; `None` until another
+    /// has fully arrived.
+    pub fn next_answer(&mut self) -> Result<Option<Appended>, ClientError> {
+        let address = self.address;
+        match self.connection.next_frame() {
+            Ok(None) => Ok(None),
+            Ok(Some(Frame::AppendResult { result, .. })) => appended(result, address).map(Some),
+            Ok(Some(other)) => Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
+            Err(closed) => Err(ClientError::Closed { address, closed }),
+        }
+    }
+}
+
+/// What an append's answer means for the caller.
+fn appended(result: AppendResult, address: SocketAddr) -> Result<Appended, ClientError> {
+    match result {
+        AppendResult::Committed { index, term, id } => Ok(Appended { id, index, term, leader: address }),
+        AppendResult::NotLeader { leader } => Err(ClientError::NotLeader { address, leader }),
+        AppendResult::Failed { reason, retry: true } => Err(ClientError::Rejected { reason }),
+        AppendResult::Failed { reason, retry: false } => {
+            Err(ClientError::OutcomeUnknown(Uncertain::Reported(reason)))
+        }
+        AppendResult::TooLarge { bytes, limit } => Err(ClientError::CommandTooLarge { bytes, limit }),
+    }
+}
+
+/// Refuses a command no frame could carry to the followers, before it is sent.
+fn check_size(command: &[u8]) -> Result<(), ClientError> {
+    if command.len() > COMMAND_BYTES_MAX {
+        return Err(ClientError::CommandTooLarge {
+            bytes: command.len() as u64,
+            limit: COMMAND_BYTES_MAX as u64,
+        });
+    }
+    Ok(())
 }

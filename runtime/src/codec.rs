@@ -2,6 +2,7 @@
 //! a compact binary form. Decoding checks every length against what is left, so a malformed
 //! payload is an error, never a panic or a huge allocation.
 
+use crate::status::StatusReport;
 use replog_core::{AppendOutcome, Body, Bytes, Entry, LogIndex, Message, NodeId, Payload, Term};
 use std::fmt;
 
@@ -38,14 +39,41 @@ pub enum Frame {
         request: u64,
         result: AppendResult,
     },
+    /// The answer to `Query`: the node's commit and last index, and a page of its log.
     QueryResult {
         commit: u64,
         last_index: u64,
-        entries: Vec<Entry>,
+        entries: Vec<QueriedEntry>,
     },
-    StatusResult {
-        json: String,
-    },
+    /// The answer to `Status`, as JSON on the wire.
+    StatusResult(StatusReport),
+}
+
+impl Frame {
+    /// The frame's kind, for messages about it (`append`, `query-result`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Frame::Hello { .. } => "hello",
+            Frame::Raft(_) => "raft",
+            Frame::Append { .. } => "append",
+            Frame::Query { .. } => "query",
+            Frame::Status => "status",
+            Frame::Redirect { .. } => "redirect",
+            Frame::AppendResult { .. } => "append-result",
+            Frame::QueryResult { .. } => "query-result",
+            Frame::StatusResult { .. } => "status-result",
+        }
+    }
+}
+
+/// One entry of a query answer, with the ID users see for a client command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueriedEntry {
+    /// The entry.
+    pub entry: Entry,
+    /// Its position among client commands (`query`'s `ID:`), computed by the node that holds
+    /// the log; `None` exactly for the leaders' no-op entries, which are not client commands.
+    pub id: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,14 +84,57 @@ pub enum AppendResult {
     NotLeader { leader: Option<String> },
     /// Refused or uncertain; the text says which and what to do.
     Failed { reason: String, retry: bool },
+    /// Refused for good: the command is larger than `limit` bytes, the most one frame carries.
+    TooLarge { bytes: u64, limit: u64 },
 }
 
+/// Why a payload could not be decoded. Any of them means the sender cannot be trusted: the
+/// connection closes.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CodecError(pub &'static str);
+pub enum CodecError {
+    /// The payload ends inside a field.
+    Truncated,
+    /// A flag byte is neither 0 nor 1.
+    BadFlag,
+    /// A text field is not UTF-8.
+    NotUtf8,
+    /// A count of entries that the rest of the payload could not hold.
+    EntryCountExceedsPayload,
+    /// An entry kind other than no-op (0) or command (1).
+    UnknownEntryKind,
+    /// Bytes left over after the frame.
+    TrailingBytes,
+    /// A first byte naming no frame.
+    UnknownFrameKind,
+    /// An append result tag naming no result.
+    UnknownAppendResult,
+    /// An AppendEntries answer tag naming no outcome.
+    UnknownAppendOutcome,
+    /// A Raft message tag naming no body.
+    UnknownMessageBody,
+    /// A query answer's command ID that is missing for a command or present for a no-op.
+    CommandIdMismatch,
+    /// A status answer that is not a status report (serde's reason).
+    BadStatus(String),
+}
 
 impl fmt::Display for CodecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "malformed payload: {}", self.0)
+        f.write_str("malformed payload: ")?;
+        match self {
+            CodecError::Truncated => f.write_str("truncated"),
+            CodecError::BadFlag => f.write_str("flag is neither 0 nor 1"),
+            CodecError::NotUtf8 => f.write_str("text is not UTF-8"),
+            CodecError::EntryCountExceedsPayload => f.write_str("entry count exceeds the payload"),
+            CodecError::UnknownEntryKind => f.write_str("unknown entry kind"),
+            CodecError::TrailingBytes => f.write_str("trailing bytes"),
+            CodecError::UnknownFrameKind => f.write_str("unknown frame kind"),
+            CodecError::UnknownAppendResult => f.write_str("unknown append result"),
+            CodecError::UnknownAppendOutcome => f.write_str("unknown append outcome"),
+            CodecError::UnknownMessageBody => f.write_str("unknown message body"),
+            CodecError::CommandIdMismatch => f.write_str("command id does not match the entry kind"),
+            CodecError::BadStatus(why) => write!(f, "bad status report: {why}"),
+        }
     }
 }
 
@@ -79,8 +150,29 @@ const QUERY_RESULT: u8 = 21;
 const STATUS_RESULT: u8 = 22;
 const REDIRECT: u8 = 23;
 
-/// Smallest encoding of one entry (index, term, kind, length): bounds a claimed count.
-const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
+/// What one entry's encoding adds to its command: index, term, kind and length. Also its
+/// smallest encoding (a no-op), which bounds a claimed count.
+pub const ENTRY_BYTES_MIN: usize = 8 + 8 + 1 + 4;
+/// What one entry of a query answer adds to its command: the entry's and its command ID's.
+pub const QUERIED_ENTRY_BYTES_MIN: usize = ENTRY_BYTES_MIN + 8;
+/// An AppendEntries payload besides its entries: frame kind, from, to, term, body kind,
+/// previous index and term, leader commit, sequence number, entry count.
+pub const APPEND_ENTRIES_HEADER_BYTES: usize = 1 + 8 * 3 + 1 + 8 * 4 + 4;
+/// A client's append payload besides its command: frame kind, request id, length.
+pub const APPEND_HEADER_BYTES: usize = 1 + 8 + 4;
+/// A query answer's payload besides its entries: frame kind, commit, last index, entry count.
+pub const QUERY_RESULT_HEADER_BYTES: usize = 1 + 8 + 8 + 4;
+
+impl QueriedEntry {
+    /// How many bytes `entry` takes in a query answer.
+    pub fn encoded_bytes(entry: &Entry) -> usize {
+        QUERIED_ENTRY_BYTES_MIN
+            + match &entry.payload {
+                Payload::Noop => 0,
+                Payload::Command(data) => data.len(),
+            }
+    }
+}
 
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
@@ -128,17 +220,22 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
                     out.push(u8::from(*retry));
                     put_bytes(out, reason.as_bytes());
                 }
+                AppendResult::TooLarge { bytes, limit } => {
+                    out.push(3);
+                    put_u64(out, *bytes);
+                    put_u64(out, *limit);
+                }
             }
         }
         Frame::QueryResult { commit, last_index, entries } => {
             out.push(QUERY_RESULT);
             put_u64(out, *commit);
             put_u64(out, *last_index);
-            put_entries(out, entries);
+            put_queried_entries(out, entries);
         }
-        Frame::StatusResult { json } => {
+        Frame::StatusResult(report) => {
             out.push(STATUS_RESULT);
-            put_bytes(out, json.as_bytes());
+            put_bytes(out, report.to_json().as_bytes());
         }
     }
 }
@@ -199,17 +296,30 @@ fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
 fn put_entries(out: &mut Vec<u8>, entries: &[Entry]) {
     out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for entry in entries {
-        put_u64(out, entry.index.0);
-        put_u64(out, entry.term.0);
-        match &entry.payload {
-            Payload::Noop => {
-                out.push(0);
-                put_bytes(out, &[]);
-            }
-            Payload::Command(data) => {
-                out.push(1);
-                put_bytes(out, data.as_slice());
-            }
+        put_entry(out, entry);
+    }
+}
+
+/// Each entry followed by its command ID (0 for a no-op: IDs start at 1).
+fn put_queried_entries(out: &mut Vec<u8>, entries: &[QueriedEntry]) {
+    out.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    for QueriedEntry { entry, id } in entries {
+        put_entry(out, entry);
+        put_u64(out, id.unwrap_or(0));
+    }
+}
+
+fn put_entry(out: &mut Vec<u8>, entry: &Entry) {
+    put_u64(out, entry.index.0);
+    put_u64(out, entry.term.0);
+    match &entry.payload {
+        Payload::Noop => {
+            out.push(0);
+            put_bytes(out, &[]);
+        }
+        Payload::Command(data) => {
+            out.push(1);
+            put_bytes(out, data.as_slice());
         }
     }
 }
@@ -222,7 +332,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], CodecError> {
         if self.bytes.len() < n {
-            return Err(CodecError("truncated"));
+            return Err(CodecError::Truncated);
         }
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
@@ -237,7 +347,7 @@ impl<'a> Reader<'a> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            _ => Err(CodecError("flag is neither 0 nor 1")),
+            _ => Err(CodecError::BadFlag),
         }
     }
 
@@ -255,36 +365,58 @@ impl<'a> Reader<'a> {
     }
 
     fn text(&mut self) -> Result<String, CodecError> {
-        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CodecError("text is not UTF-8"))
+        String::from_utf8(self.bytes()?.to_vec()).map_err(|_| CodecError::NotUtf8)
     }
 
     fn entries(&mut self) -> Result<Vec<Entry>, CodecError> {
-        let count = self.u32()? as usize;
-        if count.saturating_mul(ENTRY_BYTES_MIN) > self.bytes.len() {
-            return Err(CodecError("entry count exceeds the payload"));
-        }
+        let count = self.count(ENTRY_BYTES_MIN)?;
+        (0..count).map(|_| self.entry()).collect()
+    }
+
+    fn queried_entries(&mut self) -> Result<Vec<QueriedEntry>, CodecError> {
+        let count = self.count(QUERIED_ENTRY_BYTES_MIN)?;
         let mut entries = Vec::with_capacity(count);
         for _ in 0..count {
-            let index = LogIndex(self.u64()?);
-            let term = Term(self.u64()?);
-            let payload = match self.u8()? {
-                0 => {
-                    self.bytes()?;
-                    Payload::Noop
-                }
-                1 => Payload::Command(Bytes::from(self.bytes()?)),
-                _ => return Err(CodecError("unknown entry kind")),
+            let entry = self.entry()?;
+            let id = match (&entry.payload, self.u64()?) {
+                (Payload::Noop, 0) => None,
+                (Payload::Command(_), id) if id > 0 => Some(id),
+                _ => return Err(CodecError::CommandIdMismatch),
             };
-            entries.push(Entry { index, term, payload });
+            entries.push(QueriedEntry { entry, id });
         }
         Ok(entries)
+    }
+
+    /// A count of items that each take at least `bytes_min`, checked against what is left
+    /// before anything is allocated for them.
+    fn count(&mut self, bytes_min: usize) -> Result<usize, CodecError> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(bytes_min) > self.bytes.len() {
+            return Err(CodecError::EntryCountExceedsPayload);
+        }
+        Ok(count)
+    }
+
+    fn entry(&mut self) -> Result<Entry, CodecError> {
+        let index = LogIndex(self.u64()?);
+        let term = Term(self.u64()?);
+        let payload = match self.u8()? {
+            0 => {
+                self.bytes()?;
+                Payload::Noop
+            }
+            1 => Payload::Command(Bytes::from(self.bytes()?)),
+            _ => return Err(CodecError::UnknownEntryKind),
+        };
+        Ok(Entry { index, term, payload })
     }
 
     fn finish<T>(self, value: T) -> Result<T, CodecError> {
         if self.bytes.is_empty() {
             Ok(value)
         } else {
-            Err(CodecError("trailing bytes"))
+            Err(CodecError::TrailingBytes)
         }
     }
 }
@@ -313,17 +445,20 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     let retry = reader.flag()?;
                     AppendResult::Failed { retry, reason: reader.text()? }
                 }
-                _ => return Err(CodecError("unknown append result")),
+                3 => AppendResult::TooLarge { bytes: reader.u64()?, limit: reader.u64()? },
+                _ => return Err(CodecError::UnknownAppendResult),
             };
             Frame::AppendResult { request, result }
         }
         QUERY_RESULT => Frame::QueryResult {
             commit: reader.u64()?,
             last_index: reader.u64()?,
-            entries: reader.entries()?,
+            entries: reader.queried_entries()?,
         },
-        STATUS_RESULT => Frame::StatusResult { json: reader.text()? },
-        _ => return Err(CodecError("unknown frame kind")),
+        STATUS_RESULT => Frame::StatusResult(
+            StatusReport::from_json(&reader.text()?).map_err(|e| CodecError::BadStatus(e.to_string()))?,
+        ),
+        _ => return Err(CodecError::UnknownFrameKind),
     };
     reader.finish(frame)
 }
@@ -367,11 +502,11 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
                         conflict_term: has_term.then_some(term),
                     }
                 }
-                _ => return Err(CodecError("unknown append outcome")),
+                _ => return Err(CodecError::UnknownAppendOutcome),
             };
             Body::AppendResponse { outcome, seq }
         }
-        _ => return Err(CodecError("unknown message body")),
+        _ => return Err(CodecError::UnknownMessageBody),
     };
     Ok(Message { from, to, term, body })
 }
@@ -432,8 +567,60 @@ mod tests {
             request: 7,
             result: AppendResult::Failed { reason: "x".into(), retry: true },
         });
-        round_trip(Frame::QueryResult { commit: 1, last_index: 2, entries: vec![entry(1, 1, Some("a"))] });
-        round_trip(Frame::StatusResult { json: "{}".into() });
+        round_trip(Frame::AppendResult { request: 7, result: AppendResult::TooLarge { bytes: 9, limit: 8 } });
+        round_trip(Frame::QueryResult {
+            commit: 1,
+            last_index: 2,
+            entries: vec![
+                QueriedEntry { entry: entry(1, 1, None), id: None },
+                QueriedEntry { entry: entry(2, 1, Some("a")), id: Some(1) },
+            ],
+        });
+        let mut out = Vec::new();
+        let noop_with_id = QueriedEntry { entry: entry(1, 1, None), id: Some(1) };
+        encode(&Frame::QueryResult { commit: 1, last_index: 1, entries: vec![noop_with_id] }, &mut out);
+        assert_eq!(decode(&out), Err(CodecError::CommandIdMismatch));
+        round_trip(Frame::StatusResult(StatusReport {
+            name: "node1".into(),
+            address: "127.0.0.1:8080".parse().unwrap(),
+            role: replog_core::RoleKind::Candidate,
+            term: Term(2),
+            leader: None,
+            commit: LogIndex(1),
+            last_index: LogIndex(2),
+            durable_index: LogIndex(2),
+            peers: Vec::new(),
+        }));
+    }
+
+    #[test]
+    fn header_constants_match_the_encoding() {
+        let entry =
+            Entry { index: LogIndex(1), term: Term(1), payload: Payload::Command(Bytes::from("abc")) };
+        let mut out = Vec::new();
+        let append_entries = |entries| {
+            Frame::Raft(Message {
+                from: NodeId(1),
+                to: NodeId(2),
+                term: Term(1),
+                body: Body::AppendRequest {
+                    prev_log_index: LogIndex(0),
+                    prev_log_term: Term(0),
+                    entries,
+                    leader_commit: LogIndex(0),
+                    seq: 1,
+                },
+            })
+        };
+        encode(&append_entries(vec![entry.clone()]), &mut out);
+        assert_eq!(out.len(), APPEND_ENTRIES_HEADER_BYTES + ENTRY_BYTES_MIN + 3);
+        out.clear();
+        encode(&Frame::Append { request: 1, command: b"abc".to_vec() }, &mut out);
+        assert_eq!(out.len(), APPEND_HEADER_BYTES + 3);
+        out.clear();
+        let queried = QueriedEntry { entry: entry.clone(), id: Some(1) };
+        encode(&Frame::QueryResult { commit: 1, last_index: 1, entries: vec![queried] }, &mut out);
+        assert_eq!(out.len(), QUERY_RESULT_HEADER_BYTES + QueriedEntry::encoded_bytes(&entry));
     }
 
     #[test]
@@ -441,7 +628,10 @@ mod tests {
         let mut out = vec![QUERY_RESULT];
         out.extend_from_slice(&[0; 16]);
         out.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(decode(&out), Err(CodecError("entry count exceeds the payload")));
-        assert_eq!(decode(&[99]), Err(CodecError("unknown frame kind")));
+        assert_eq!(decode(&out), Err(CodecError::EntryCountExceedsPayload));
+        assert_eq!(decode(&[99]), Err(CodecError::UnknownFrameKind));
+        let mut out = vec![STATUS_RESULT];
+        put_bytes(&mut out, b"{}");
+        assert!(matches!(decode(&out), Err(CodecError::BadStatus(_))));
     }
 }

@@ -2,9 +2,12 @@
 //! drained as the socket accepts it.
 
 use crate::codec::{self, Frame};
-use crate::frame::{self, Inbox};
+use crate::frame::{self, DecodeError, Inbox};
 use mio::net::TcpStream;
+use replog_core::NodeId;
+use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::SocketAddr;
 
 /// A connection whose unsent bytes exceed this is dropped (peers) or closed (clients): a slow
 /// reader may not grow our memory without bound.
@@ -24,17 +27,82 @@ pub struct Connection {
 /// Why a connection must close.
 #[derive(Debug)]
 pub enum Closed {
+    /// The other side closed it.
     Eof,
+    /// Reading or writing failed.
     Io(io::Error),
-    Protocol(String),
+    /// The other side broke the protocol.
+    Protocol(Violation),
 }
 
-impl std::fmt::Display for Closed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Closed::Eof => write!(f, "closed by the other side"),
             Closed::Io(error) => write!(f, "{error}"),
-            Closed::Protocol(why) => write!(f, "{why}"),
+            Closed::Protocol(violation) => write!(f, "{violation}"),
+        }
+    }
+}
+
+/// Who is on the other end of an accepted connection, as far as its frames have told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// No frame yet: a peer's hello or a client's first request decides.
+    Unknown,
+    /// A configured peer, after its hello.
+    Peer(NodeId),
+    /// A client (`append`, `query`, `status`, `bench`).
+    Client,
+}
+
+/// How the other side broke the protocol. The connection closes with a logged reason; the
+/// node keeps serving everyone else.
+#[derive(Debug)]
+pub enum Violation {
+    /// Bytes that are not a frame, or a frame whose payload does not decode.
+    Undecodable(DecodeError),
+    /// A hello whose address does not parse.
+    BadHelloAddress(String),
+    /// A hello from an address that is not one of this node's peers.
+    UnknownPeer {
+        /// The name the caller gave.
+        name: String,
+        /// The address it claimed.
+        address: SocketAddr,
+    },
+    /// A Raft message whose sender or receiver is not the link's.
+    Misaddressed {
+        /// The message's sender.
+        from: NodeId,
+        /// The message's receiver.
+        to: NodeId,
+        /// The peer whose link carried it.
+        link: NodeId,
+    },
+    /// A frame this caller may not send (a client request on a peer link, a second hello...).
+    UnexpectedFrame {
+        /// The frame's name (`append`, `hello`, ...).
+        frame: &'static str,
+        /// Who sent it.
+        caller: Caller,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Violation::Undecodable(error) => write!(f, "{error}"),
+            Violation::BadHelloAddress(address) => write!(f, "hello with a bad address {address:?}"),
+            Violation::UnknownPeer { name, address } => {
+                write!(f, "{name} at {address} is not one of this node's peers")
+            }
+            Violation::Misaddressed { from, to, link } => {
+                write!(f, "message from {from} to {to} on the link of {link}")
+            }
+            Violation::UnexpectedFrame { frame, caller } => {
+                write!(f, "unexpected {frame} frame on a {caller:?} connection")
+            }
         }
     }
 }
@@ -67,7 +135,7 @@ impl Connection {
 
     /// The next complete frame, decoded; `Ok(None)` when none has fully arrived.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, Closed> {
-        self.inbound.next_frame().map_err(Closed::Protocol)
+        self.inbound.next_frame().map_err(|error| Closed::Protocol(Violation::Undecodable(error)))
     }
 
     /// Queues a frame; false if the queue is over its limit (the frame is not queued).

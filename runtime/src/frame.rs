@@ -2,11 +2,14 @@
 //! longer than `FRAME_BYTES_MAX` or whose checksum does not match is an error that closes the
 //! connection; nothing in a bad frame is acted on.
 
+use crate::codec::{self, CodecError, Frame};
 use std::fmt;
 
-/// The largest payload accepted: room for a full AppendEntries batch (the core's default
-/// `message_bytes_max` is 1 MiB) with ample margin.
+/// The largest payload accepted. Every other size limit on the wire derives from it
+/// (`limits.rs`): a full AppendEntries (1 MiB of entries) fits with ample margin, and so does
+/// the largest single command.
 pub const FRAME_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// The frame header: length and checksum.
 pub const HEADER_BYTES: usize = 8;
 
 #[derive(Debug, PartialEq, Eq)]
@@ -29,6 +32,27 @@ impl fmt::Display for FrameError {
 }
 
 impl std::error::Error for FrameError {}
+
+/// Why received bytes did not give a frame: bad framing or a malformed payload. Either way the
+/// stream cannot be trusted any more.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The length or checksum is wrong.
+    Frame(FrameError),
+    /// The frame is sound but its payload does not decode.
+    Payload(CodecError),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Frame(error) => write!(f, "{error}"),
+            DecodeError::Payload(error) => write!(f, "{error}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
 
 /// Received bytes waiting to be cut into frames: `bytes[start..filled]` hold data, and the
 /// vector's length is its zeroed capacity, so reads never pay to clear memory again. Shared by
@@ -61,12 +85,12 @@ impl Inbox {
 
     /// The next complete frame, decoded; `Ok(None)` until one has fully arrived. An error
     /// (checksum, size, malformed payload) means the stream cannot be trusted any more.
-    pub fn next_frame(&mut self) -> Result<Option<crate::codec::Frame>, String> {
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, DecodeError> {
         let pending = &self.bytes[self.start..self.filled];
-        let Some((range, used)) = decode(pending).map_err(|e| e.to_string())? else {
+        let Some((range, used)) = decode(pending).map_err(DecodeError::Frame)? else {
             return Ok(None);
         };
-        let frame = crate::codec::decode(&pending[range]).map_err(|e| e.to_string())?;
+        let frame = codec::decode(&pending[range]).map_err(DecodeError::Payload)?;
         self.start += used;
         if self.start == self.filled {
             (self.start, self.filled) = (0, 0);
@@ -122,7 +146,6 @@ mod tests {
 
     #[test]
     fn inbox_cuts_frames_arriving_in_pieces_and_reuses_its_room() {
-        use crate::codec::{self, Frame};
         let mut wire = Vec::new();
         for request in 0..50u64 {
             encode_with(&mut wire, |out| {
@@ -146,7 +169,7 @@ mod tests {
         let room = inbox.room(9);
         room[..9].copy_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 9]);
         inbox.filled(9);
-        assert!(inbox.next_frame().unwrap_err().contains("checksum"));
+        assert!(matches!(inbox.next_frame(), Err(DecodeError::Frame(FrameError::Checksum { .. }))));
     }
 
     #[test]

@@ -4,13 +4,20 @@
 
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod client;
+mod clients;
 pub mod codec;
 pub mod connection;
 pub mod driver;
 pub mod frame;
 pub mod fs;
+pub mod limits;
+pub mod members;
+mod peers;
 pub mod server;
+pub mod status;
 pub mod storage;
 
-pub use server::{node_id, run, NodeOptions, RuntimeError};
+pub use members::node_id;
+pub use server::{run, NodeOptions, RuntimeError};

@@ -1,4 +1,7 @@
 //! The node's event loop: sockets, files and the clock in; the core's actions out, in order.
+//! It owns the driver and two transport parts, and dispatches between them: what connections
+//! bring in (`clients.rs` decides what each frame asks for) is stepped through the driver, and
+//! what the driver releases goes out, messages to `peers.rs` and replies to `clients.rs`.
 //!
 //! Group commit: every frame that arrived in one poll round is stepped through the core and
 //! its storage actions are written at once (to the page cache). At the end of the round one
@@ -9,15 +12,17 @@
 //! (dissertation §10.2.1), the loop keeps serving while the disk works, and no vote or
 //! acknowledgement leaves before the state it vouches for is on disk.
 
-use crate::codec::{AppendResult, Frame};
-use crate::connection::{Closed, Connection};
+use crate::clients::{Clients, Inbound};
 use crate::driver::{Driver, DriverError, Output};
 use crate::fs::RealFs;
+use crate::limits;
+use crate::members::{Members, MembersError};
+use crate::peers::Peers;
+use crate::status::{PeerReport, Replication, StatusReport};
 use crate::storage::{Identity, StorageError};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use replog_core::{Bytes, Config, Event, LogIndex, Message, NodeId, Reply, RequestId};
-use std::collections::BTreeMap;
+use replog_core::{Config, Event, NodeId, Term};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -33,36 +38,43 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// A fresh node started without `--leader` waits this long before its election clock starts,
 /// so the seed's walkthrough (node1 with `--leader` first) elects node1.
 const FRESH_FOLLOWER_GRACE: Duration = Duration::from_secs(1);
-const RECONNECT_MIN: Duration = Duration::from_millis(20);
-const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// A round with at most this many readiness events counts as quiet: its fsync runs inline
 /// (lowest latency); busier rounds hand it to the fsync thread and keep serving.
 const QUIET_ROUND_EVENTS_MAX: usize = 2;
-/// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
-const CONNECTIONS_MAX: usize = 4096;
-/// Most entries one query answer carries.
-pub const QUERY_ENTRIES_MAX: u32 = 10_000;
 
 const LISTENER: Token = Token(0);
+/// Outbound peer links use tokens from here up to `SYNCED`.
+const FIRST_PEER: Token = Token(1);
 /// The fsync thread wakes the loop with this token.
-const SYNCED: Token = Token(FIRST_ACCEPTED - 1);
-/// Outbound peer connections use tokens 1..=peers; accepted connections start here.
-const FIRST_ACCEPTED: usize = 1 << 20;
+const SYNCED: Token = Token(FIRST_ACCEPTED.0 - 1);
+/// Accepted connections use tokens from here on.
+const FIRST_ACCEPTED: Token = Token(1 << 20);
 
+/// What a node is started with.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
+    /// The node's name (`-i`): in logs, hellos and the status.
     pub name: String,
+    /// Where peers and clients reach it; also its identity in the cluster.
     pub address: SocketAddr,
+    /// The other members' addresses.
     pub peers: Vec<SocketAddr>,
     /// Start an election at once (`--leader`).
     pub bootstrap: bool,
+    /// The node's own data folder.
     pub data_dir: PathBuf,
 }
 
+/// Why a node stopped or could not start.
 #[derive(Debug)]
 pub enum RuntimeError {
+    /// The options or the data folder's state make no valid node.
     Config(String),
+    /// The peers make no cluster.
+    Members(MembersError),
+    /// Reading, writing or syncing the data folder failed.
     Storage(StorageError),
+    /// A socket or the poller failed, doing what the text says.
     Io(&'static str, io::Error),
 }
 
@@ -70,6 +82,7 @@ impl fmt::Display for RuntimeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RuntimeError::Config(why) => write!(f, "{why}"),
+            RuntimeError::Members(error) => write!(f, "{error}"),
             RuntimeError::Storage(error) => write!(f, "storage: {error}"),
             RuntimeError::Io(what, error) => write!(f, "{what}: {error}"),
         }
@@ -93,67 +106,24 @@ impl From<DriverError> for RuntimeError {
     }
 }
 
-/// A node's Raft id is derived from its address: every node knows every member's address from
-/// its flags, so membership needs no extra exchange. FNV-1a, stable everywhere.
-pub fn node_id(address: &SocketAddr) -> NodeId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in address.to_string().bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    NodeId(hash)
-}
-
-#[derive(Debug)]
-struct Peer {
-    address: SocketAddr,
-    name: Option<String>,
-    token: Token,
-    link: Option<Connection>,
-    /// The outbound connection finished connecting and sent its hello.
-    ready: bool,
-    next_attempt: Instant,
-    backoff: Duration,
-    dropped: u64,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Kind {
-    /// No frame yet: a peer's hello or a client's first request decides.
-    Unknown,
-    Peer(NodeId),
-    Client,
-}
-
-#[derive(Debug)]
-struct Accepted {
-    link: Connection,
-    kind: Kind,
-}
-
-/// Clients waiting on one proposal: (connection, client's request id), one per command.
-type Waiting = Vec<(Token, u64)>;
-
+/// The loop's state: the driver, the two transport parts, and the clock.
 struct Server {
-    options: NodeOptions,
-    id: NodeId,
+    name: String,
+    bootstrap: bool,
+    members: Members,
     poll: Poll,
-    listener: TcpListener,
     driver: Driver<RealFs>,
+    peers: Peers,
+    clients: Clients,
     /// What the driver released, being dispatched (kept to reuse its allocation).
     outputs: Vec<Output>,
-    peers: BTreeMap<NodeId, Peer>,
-    accepted: BTreeMap<Token, Accepted>,
-    next_token: usize,
-    /// Appends received this round, proposed together at its end.
-    batch: Vec<(Token, u64, Bytes)>,
-    proposals: BTreeMap<RequestId, Waiting>,
-    /// Linearizable queries waiting for their read to be confirmed: (connection, from, max).
-    reads: BTreeMap<RequestId, (Token, u64, u32)>,
-    next_request: u64,
+    /// What a connection's frames asked for, being handled (kept likewise).
+    inbound: Vec<Inbound>,
     started: Instant,
+    /// Started with no term and no log: waits `FRESH_FOLLOWER_GRACE` unless bootstrapping.
     fresh: bool,
-    last_leader: Option<(replog_core::Term, Option<NodeId>)>,
+    /// The leadership last logged.
+    last_leader: Option<(Term, Option<NodeId>)>,
 }
 
 /// Runs a node until `shutdown` is set (Ctrl-C, SIGTERM) or a fatal error (storage, fsync).
@@ -162,42 +132,18 @@ pub fn run(options: NodeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Runtim
     // On an error the caller reports it; storage is not closed (after an fsync failure
     // nothing more may be written).
     server.serve(&shutdown)?;
-    let Server { driver, options, .. } = server;
+    let Server { driver, name, .. } = server;
     driver.close()?;
-    info!("{} stopped cleanly", options.name);
+    info!("{name} stopped cleanly");
     Ok(())
 }
 
 impl Server {
     fn start(options: NodeOptions) -> Result<Server, RuntimeError> {
-        let id = node_id(&options.address);
-        let mut peer_ids = Vec::new();
-        let mut peers = BTreeMap::new();
-        for (i, &address) in options.peers.iter().enumerate() {
-            let peer = node_id(&address);
-            if address == options.address {
-                return Err(RuntimeError::Config(format!("--peers lists this node's own address {address}")));
-            }
-            if peers.contains_key(&peer) {
-                return Err(RuntimeError::Config(format!("--peers lists {address} twice")));
-            }
-            peer_ids.push(peer);
-            peers.insert(
-                peer,
-                Peer {
-                    address,
-                    name: None,
-                    token: Token(i + 1),
-                    link: None,
-                    ready: false,
-                    next_attempt: Instant::now(),
-                    backoff: RECONNECT_MIN,
-                    dropped: 0,
-                },
-            );
-        }
-        let mut config = Config::new(id, peer_ids);
-        config.seed = id.0 ^ u64::from(std::process::id());
+        let members = Members::new(options.address, &options.peers).map_err(RuntimeError::Members)?;
+        let mut config = Config::new(members.id(), members.peers().map(|(id, _)| id).collect());
+        config.seed = members.id().0 ^ u64::from(std::process::id());
+        config.message_bytes_max = limits::MESSAGE_BYTES_MAX;
         let poll = Poll::new().map_err(|e| RuntimeError::Io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), SYNCED)
             .map_err(|e| RuntimeError::Io("creating the waker", e))?;
@@ -227,19 +173,15 @@ impl Server {
             .map_err(|e| RuntimeError::Io("registering", e))?;
         info!("{} listening on {} with peers {:?}", options.name, options.address, options.peers);
         Ok(Server {
-            options,
-            id,
+            peers: Peers::new(&members, &options.name, FIRST_PEER),
+            clients: Clients::new(listener, FIRST_ACCEPTED),
+            name: options.name,
+            bootstrap: options.bootstrap,
+            members,
             poll,
-            listener,
             driver,
             outputs: Vec::new(),
-            peers,
-            accepted: BTreeMap::new(),
-            next_token: FIRST_ACCEPTED,
-            batch: Vec::new(),
-            proposals: BTreeMap::new(),
-            reads: BTreeMap::new(),
-            next_request: 1,
+            inbound: Vec::new(),
             started: Instant::now(),
             fresh: opened.fresh,
             last_leader: None,
@@ -249,7 +191,7 @@ impl Server {
     fn serve(&mut self, shutdown: &AtomicBool) -> Result<(), RuntimeError> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
-        if self.options.bootstrap {
+        if self.bootstrap {
             self.step(Event::Campaign)?;
         }
         while !shutdown.load(Ordering::Relaxed) {
@@ -263,9 +205,9 @@ impl Server {
             let busy = events.iter().count() > QUIET_ROUND_EVENTS_MAX;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.clients.accept(self.poll.registry()),
                     SYNCED => self.on_synced()?,
-                    token if token.0 < FIRST_ACCEPTED => self.on_peer_event(token),
+                    token if token < FIRST_ACCEPTED => self.peers.on_event(token, self.poll.registry()),
                     token => self.on_accepted_event(token)?,
                 }
             }
@@ -274,25 +216,24 @@ impl Server {
                 if Instant::now() > next_tick + TICK * 10 {
                     next_tick = Instant::now() + TICK; // far behind (paused?): do not burst
                 }
-                let waiting =
-                    self.fresh && !self.options.bootstrap && self.started.elapsed() < FRESH_FOLLOWER_GRACE;
+                let waiting = self.fresh && !self.bootstrap && self.started.elapsed() < FRESH_FOLLOWER_GRACE;
                 if !waiting {
                     self.step(Event::Tick)?;
                 }
-                self.reconnect_peers();
+                self.peers.reconnect(self.poll.registry());
             }
-            self.propose_batch()?;
+            if let Some(proposal) = self.clients.take_proposal() {
+                self.step(proposal)?;
+            }
             // Messages first (a follower's fsync is on the commit path too), then one fsync
             // request for everything the round wrote, then what completed syncs released.
-            self.flush_all();
+            self.flush();
             self.driver.end_round(!busy)?;
             self.on_synced()?;
-            self.flush_all();
+            self.flush();
         }
         Ok(())
     }
-
-    // ---- the core ----
 
     fn step(&mut self, event: Event) -> Result<(), RuntimeError> {
         self.driver.step(event)?;
@@ -314,8 +255,8 @@ impl Server {
         self.driver.take_output(&mut outputs);
         for output in outputs.drain(..) {
             match output {
-                Output::Send(message) => self.send(message),
-                Output::Reply(reply) => self.reply(reply),
+                Output::Send(message) => self.peers.send(message),
+                Output::Reply(reply) => self.clients.on_reply(reply, &self.members, &self.driver),
                 // The log is the state machine: applying needs no work beyond the commit index.
                 Output::Apply(_) => {}
             }
@@ -324,419 +265,88 @@ impl Server {
         self.log_leadership();
     }
 
-    fn propose_batch(&mut self) -> Result<(), RuntimeError> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::take(&mut self.batch);
-        let request = RequestId(self.next_request);
-        self.next_request += 1;
-        let mut waiting = Vec::with_capacity(batch.len());
-        let mut commands = Vec::with_capacity(batch.len());
-        for (token, client_request, command) in batch {
-            waiting.push((token, client_request));
-            commands.push(command);
-        }
-        self.proposals.insert(request, waiting);
-        self.step(Event::Propose { request, commands })
-    }
-
-    fn query_page(&self, from: u64, max: u32) -> Frame {
-        let from = LogIndex(from.max(1));
-        let to = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
-        Frame::QueryResult {
-            commit: self.driver.node().commit().0,
-            last_index: self.driver.node().last_index().0,
-            entries: self.driver.node().entries(from, to),
-        }
-    }
-
-    fn reply(&mut self, reply: Reply) {
-        if let Some((token, from, max)) = self.reads.remove(&reply.request()) {
-            let answer = match reply {
-                // The node has applied through `index` (the core applies before it replies).
-                Reply::ReadReady { .. } => self.query_page(from, max),
-                Reply::NotLeader { leader, .. } => Frame::Redirect {
-                    leader: leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()),
-                },
-                _ => Frame::Redirect { leader: None },
-            };
-            if let Some(accepted) = self.accepted.get_mut(&token) {
-                accepted.link.queue(&answer);
-            }
-            return;
-        }
-        let Some(waiting) = self.proposals.remove(&reply.request()) else {
-            return;
-        };
-        for (position, (token, client_request)) in waiting.into_iter().enumerate() {
-            let result = match &reply {
-                Reply::Committed { first, term, .. } => {
-                    let index = first.0 + position as u64;
-                    AppendResult::Committed { index, term: term.0, id: self.driver.command_id(LogIndex(index)) }
-                }
-                Reply::NotLeader { leader, .. } => {
-                    AppendResult::NotLeader { leader: leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()) }
-                }
-                Reply::Rejected { reason, .. } => {
-                    AppendResult::Failed { reason: format!("rejected by the leader: {reason:?}; retry later"), retry: true }
-                }
-                Reply::Indeterminate { .. } => AppendResult::Failed {
-                    reason: "leadership changed before the entry committed: it may or may not be in the log; query to check"
-                        .into(),
-                    retry: false,
-                },
-                Reply::ReadReady { .. } => continue,
-            };
-            if let Some(accepted) = self.accepted.get_mut(&token) {
-                accepted.link.queue(&Frame::AppendResult { request: client_request, result });
-            }
-        }
-    }
-
-    fn address_of(&self, id: NodeId) -> Option<SocketAddr> {
-        if id == self.id {
-            return Some(self.options.address);
-        }
-        self.peers.get(&id).map(|peer| peer.address)
-    }
-
-    fn log_leadership(&mut self) {
-        let now = (self.driver.node().term(), self.driver.node().leader());
-        if self.last_leader == Some(now) {
-            return;
-        }
-        let name = |server: &Server, id: Option<NodeId>| match id {
-            Some(id) if id == server.id => server.options.name.clone(),
-            Some(id) => server
-                .peers
-                .get(&id)
-                .and_then(|p| p.name.clone().or(Some(p.address.to_string())))
-                .unwrap_or_default(),
-            None => "none".into(),
-        };
-        match now.1 {
-            Some(leader) if leader == self.id => {
-                info!("{} is leader in term {}", self.options.name, now.0 .0)
-            }
-            Some(_) => info!("term {}: leader is {}", now.0 .0, name(self, now.1)),
-            None if self.last_leader.is_some_and(|(_, l)| l.is_some()) => {
-                info!("term {}: no leader known ({})", now.0 .0, self.driver.node().role_name())
-            }
-            None => debug!("term {}: {}", now.0 .0, self.driver.node().role_name()),
-        }
-        self.last_leader = Some(now);
-    }
-
-    // ---- peers ----
-
-    fn send(&mut self, message: Message) {
-        let Some(peer) = self.peers.get_mut(&message.to) else {
-            return;
-        };
-        match (&mut peer.link, peer.ready) {
-            (Some(link), true) => {
-                if !link.queue(&Frame::Raft(message)) {
-                    peer.dropped += 1; // over the queue limit: Raft retransmits
-                }
-            }
-            _ => peer.dropped += 1, // not connected: Raft retransmits once it is
-        }
-    }
-
-    fn reconnect_peers(&mut self) {
-        let now = Instant::now();
-        for peer in self.peers.values_mut() {
-            if peer.link.is_some() || now < peer.next_attempt {
-                continue;
-            }
-            peer.next_attempt = now + peer.backoff;
-            peer.backoff = (peer.backoff * 2).min(RECONNECT_MAX);
-            match TcpStream::connect(peer.address) {
-                Ok(mut stream) => {
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, peer.token, Interest::READABLE | Interest::WRITABLE)
-                        .is_ok()
-                    {
-                        peer.link = Some(Connection::new(stream));
-                        peer.ready = false;
-                    }
-                }
-                Err(error) => debug!("connecting to {}: {error}", peer.address),
-            }
-        }
-    }
-
-    fn on_peer_event(&mut self, token: Token) {
-        let Some((&id, _)) = self.peers.iter().find(|(_, p)| p.token == token) else {
-            return;
-        };
-        let hello =
-            Frame::Hello { address: self.options.address.to_string(), name: self.options.name.clone() };
-        let peer = self.peers.get_mut(&id).expect("found above");
-        let Some(link) = peer.link.as_mut() else {
-            return;
-        };
-        if !peer.ready {
-            match link.stream.take_error() {
-                Ok(None) if link.stream.peer_addr().is_ok() => {
-                    peer.ready = true;
-                    peer.backoff = RECONNECT_MIN;
-                    link.queue(&hello);
-                    info!("connected to peer {}", peer.address);
-                }
-                Ok(None) => return, // still connecting
-                _ => {
-                    self.drop_peer(id, "connect failed");
-                    return;
-                }
-            }
-        }
-        // Peers answer on their own connections; anything readable here is the close.
-        let result = link.read().and_then(|_| link.flush());
-        if let Err(closed) = result {
-            self.drop_peer(id, &closed.to_string());
-        }
-    }
-
-    fn drop_peer(&mut self, id: NodeId, why: &str) {
-        let peer = self.peers.get_mut(&id).expect("known peer");
-        if let Some(mut link) = peer.link.take() {
-            let _ = self.poll.registry().deregister(&mut link.stream);
-            if peer.ready {
-                info!("lost connection to peer {}: {why}", peer.address);
-            }
-        }
-        peer.ready = false;
-    }
-
-    // ---- accepted connections: peers' inbound links and clients ----
-
-    fn accept(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, from)) => {
-                    if self.accepted.len() >= CONNECTIONS_MAX {
-                        warn!("refusing a connection from {from}: {CONNECTIONS_MAX} connections are open");
-                        continue; // dropping the stream closes it
-                    }
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
-                        .is_ok()
-                    {
-                        self.accepted
-                            .insert(token, Accepted { link: Connection::new(stream), kind: Kind::Unknown });
-                    }
-                }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    warn!("accept: {error}");
-                    return;
-                }
-            }
-        }
-    }
-
+    /// Serves an accepted connection round by round, doing what each round's frames asked of
+    /// the loop, in order, before reading more.
     fn on_accepted_event(&mut self, token: Token) -> Result<(), RuntimeError> {
-        let outcome = self.serve_connection(token)?;
-        let Some(accepted) = self.accepted.get_mut(&token) else {
-            return Ok(());
-        };
-        let outcome = outcome.and_then(|()| accepted.link.flush());
-        if let Err(closed) = outcome {
-            self.close(token, &closed);
+        let mut inbound = std::mem::take(&mut self.inbound);
+        let mut result = Ok(());
+        let mut more = true;
+        while more && result.is_ok() {
+            more =
+                self.clients.on_ready(token, self.poll.registry(), &self.members, &self.driver, &mut inbound);
+            // On an error the drain drops what is left: the node stops.
+            result = inbound.drain(..).try_for_each(|item| self.on_inbound(item));
+        }
+        self.inbound = inbound;
+        result
+    }
+
+    fn on_inbound(&mut self, item: Inbound) -> Result<(), RuntimeError> {
+        match item {
+            Inbound::Step(event) => self.step(event)?,
+            Inbound::Hello { peer, name } => self.peers.named(peer, name),
+            Inbound::Status(token) => {
+                let report = self.status_report();
+                self.clients.answer_status(token, report);
+            }
         }
         Ok(())
     }
 
-    /// Reads and handles frames until the socket has nothing more.
-    fn serve_connection(&mut self, token: Token) -> Result<Result<(), Closed>, RuntimeError> {
-        loop {
-            let Some(accepted) = self.accepted.get_mut(&token) else {
-                return Ok(Ok(()));
-            };
-            let more = match accepted.link.read() {
-                Ok(more) => more,
-                Err(closed) => {
-                    // Still act on the complete frames that arrived before the close.
-                    self.handle_frames(token)?.ok();
-                    return Ok(Err(closed));
-                }
-            };
-            if let Err(closed) = self.handle_frames(token)? {
-                return Ok(Err(closed));
-            }
-            if !more {
-                return Ok(Ok(()));
-            }
-        }
+    fn flush(&mut self) {
+        self.peers.flush(self.poll.registry());
+        self.clients.flush(self.poll.registry());
     }
 
-    fn handle_frames(&mut self, token: Token) -> Result<Result<(), Closed>, RuntimeError> {
-        loop {
-            let accepted = self.accepted.get_mut(&token).expect("present");
-            match accepted.link.next_frame() {
-                Ok(Some(frame)) => {
-                    if let Err(why) = self.on_frame(token, frame)? {
-                        return Ok(Err(Closed::Protocol(why)));
-                    }
-                }
-                Ok(None) => return Ok(Ok(())),
-                Err(closed) => return Ok(Err(closed)),
-            }
+    fn log_leadership(&mut self) {
+        let node = self.driver.node();
+        let now = (node.term(), node.leader());
+        if self.last_leader == Some(now) {
+            return;
         }
+        let (term, leader) = now;
+        match leader {
+            Some(leader) if leader == self.members.id() => {
+                info!("{} is leader in term {}", self.name, term.0)
+            }
+            Some(leader) => info!("term {}: leader is {}", term.0, self.peers.display_name(leader)),
+            None if self.last_leader.is_some_and(|(_, l)| l.is_some()) => {
+                info!("term {}: no leader known ({})", term.0, node.role_name())
+            }
+            None => debug!("term {}: {}", term.0, node.role_name()),
+        }
+        self.last_leader = Some(now);
     }
 
-    fn close(&mut self, token: Token, why: &Closed) {
-        if let Some(mut accepted) = self.accepted.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut accepted.link.stream);
-            let who = accepted.link.stream.peer_addr().map_or("?".into(), |a| a.to_string());
-            match why {
-                Closed::Protocol(reason) => warn!("closing connection from {who}: {reason}"),
-                _ if matches!(accepted.kind, Kind::Peer(_)) => {
-                    info!("peer connection from {who} closed: {why}")
-                }
-                _ => debug!("connection from {who} closed: {why}"),
-            }
-        }
-    }
-
-    /// Handles one frame; `Ok(Err(why))` closes the connection for a protocol violation.
-    fn on_frame(&mut self, token: Token, frame: Frame) -> Result<Result<(), String>, RuntimeError> {
-        let kind = &self.accepted[&token].kind;
-        match (kind, frame) {
-            (Kind::Unknown, Frame::Hello { address, name }) => {
-                let Ok(address) = address.parse::<SocketAddr>() else {
-                    return Ok(Err(format!("hello with a bad address {address:?}")));
-                };
-                let id = node_id(&address);
-                let Some(peer) = self.peers.get_mut(&id) else {
-                    return Ok(Err(format!("{name} at {address} is not one of this node's peers")));
-                };
-                peer.name = Some(name.clone());
-                info!("peer {name} ({address}) connected");
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Peer(id);
-            }
-            (Kind::Peer(id), Frame::Raft(message)) => {
-                if message.from != *id || message.to != self.id {
-                    return Ok(Err(format!(
-                        "message from {} to {} on the link of {}",
-                        message.from, message.to, id
-                    )));
-                }
-                self.step(Event::Receive(message))?;
-            }
-            (Kind::Unknown | Kind::Client, Frame::Append { request, command }) => {
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
-                self.batch.push((token, request, Bytes::from(command)));
-            }
-            (Kind::Unknown | Kind::Client, Frame::Query { from, max, linearizable }) => {
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
-                if linearizable {
-                    // ReadIndex (dissertation §6.4): answered once leadership is confirmed.
-                    let request = RequestId(self.next_request);
-                    self.next_request += 1;
-                    self.reads.insert(request, (token, from, max));
-                    self.step(Event::Read { request })?;
-                } else {
-                    let answer = self.query_page(from, max);
-                    self.accepted.get_mut(&token).expect("present").link.queue(&answer);
-                }
-            }
-            (Kind::Unknown | Kind::Client, Frame::Status) => {
-                self.accepted.get_mut(&token).expect("present").kind = Kind::Client;
-                let json = self.status_json();
-                self.accepted.get_mut(&token).expect("present").link.queue(&Frame::StatusResult { json });
-            }
-            (kind, frame) => {
-                return Ok(Err(format!("unexpected {} frame on a {kind:?} connection", frame_name(&frame))))
-            }
-        }
-        Ok(Ok(()))
-    }
-
-    fn status_json(&self) -> String {
+    /// The status: the core's view, each peer link's state, and how far the log is durable.
+    fn status_report(&self) -> StatusReport {
         let status = self.driver.node().status();
-        let progress: BTreeMap<NodeId, &replog_core::PeerStatus> =
-            status.peers.iter().map(|p| (p.id, p)).collect();
-        let peers: Vec<serde_json::Value> = self
+        let peers = self
             .peers
-            .iter()
-            .map(|(id, peer)| {
-                let inbound = self.accepted.values().any(|a| a.kind == Kind::Peer(*id));
-                let mut value = serde_json::json!({
-                    "address": peer.address.to_string(),
-                    "name": peer.name,
-                    "outbound_connected": peer.ready,
-                    "inbound_connected": inbound,
-                    "messages_dropped": peer.dropped,
-                });
-                if let Some(p) = progress.get(id) {
-                    value["match_index"] = p.match_index.0.into();
-                    value["next_index"] = p.next_index.0.into();
-                    value["replicating"] = p.replicating.into();
-                }
-                value
+            .states()
+            .map(|link| PeerReport {
+                address: link.address,
+                name: link.name.map(str::to_string),
+                outbound_connected: link.connected,
+                inbound_connected: self.clients.has_peer(link.id),
+                messages_dropped: link.messages_dropped,
+                replication: status.peers.iter().find(|p| p.id == link.id).map(|p| Replication {
+                    match_index: p.match_index,
+                    next_index: p.next_index,
+                    replicating: p.replicating,
+                }),
             })
             .collect();
-        serde_json::json!({
-            "name": self.options.name,
-            "address": self.options.address.to_string(),
-            "role": status.role,
-            "term": status.term.0,
-            "leader": status.leader.and_then(|id| self.address_of(id)).map(|a| a.to_string()),
-            "commit": status.commit.0,
-            "last_index": status.last_index.0,
-            "durable_index": self.driver.storage().durable_known().last.0,
-            "peers": peers,
-        })
-        .to_string()
-    }
-
-    fn flush_all(&mut self) {
-        let mut failed_peers = Vec::new();
-        for (&id, peer) in self.peers.iter_mut() {
-            if let (Some(link), true) = (peer.link.as_mut(), peer.ready) {
-                if link.has_outbound() {
-                    if let Err(closed) = link.flush() {
-                        failed_peers.push((id, closed.to_string()));
-                    }
-                }
-            }
+        StatusReport {
+            name: self.name.clone(),
+            address: self.members.address(),
+            role: status.role,
+            term: status.term,
+            leader: status.leader.and_then(|id| self.members.address_of(id)),
+            commit: status.commit,
+            last_index: status.last_index,
+            durable_index: self.driver.storage().durable_known().last,
+            peers,
         }
-        for (id, why) in failed_peers {
-            self.drop_peer(id, &why);
-        }
-        let mut failed = Vec::new();
-        for (&token, accepted) in self.accepted.iter_mut() {
-            if accepted.link.has_outbound() {
-                if let Err(closed) = accepted.link.flush() {
-                    failed.push((token, closed));
-                }
-            }
-        }
-        for (token, closed) in failed {
-            self.close(token, &closed);
-        }
-    }
-}
-
-fn frame_name(frame: &Frame) -> &'static str {
-    match frame {
-        Frame::Hello { .. } => "hello",
-        Frame::Raft(_) => "raft",
-        Frame::Append { .. } => "append",
-        Frame::Query { .. } => "query",
-        Frame::Status => "status",
-        Frame::Redirect { .. } => "redirect",
-        Frame::AppendResult { .. } => "append-result",
-        Frame::QueryResult { .. } => "query-result",
-        Frame::StatusResult { .. } => "status-result",
     }
 }

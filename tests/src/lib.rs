@@ -2,6 +2,7 @@
 //! temporary folder. Only processes it started are ever signalled, by PID, and every wait is
 //! bounded.
 
+use replog_core::RoleKind;
 use replog_runtime::client;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -171,9 +172,8 @@ impl TestCluster {
                 if node.child.is_none() {
                     continue;
                 }
-                if let Ok(json) = client::status(&node.address.to_string(), Duration::from_millis(500)) {
-                    let status: serde_json::Value = serde_json::from_str(&json).expect("status json");
-                    if status["role"] == "leader" {
+                if let Ok(status) = client::status(&node.address.to_string(), Duration::from_millis(500)) {
+                    if status.role == RoleKind::Leader {
                         return Some(k);
                     }
                 }
@@ -199,6 +199,7 @@ impl TestCluster {
             client::query(&self.address(k), Duration::from_secs(5), false).expect("query");
         let commands = entries
             .into_iter()
+            .map(|queried| queried.entry)
             .filter_map(|e| match e.payload {
                 replog_core::Payload::Command(data) => {
                     Some((e.index.0, String::from_utf8_lossy(data.as_slice()).into_owned()))

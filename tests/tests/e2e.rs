@@ -282,6 +282,7 @@ fn linearizable_query_sees_every_acknowledged_append_and_needs_a_quorum() {
         let (commit, entries) = client::query(&cluster.address(follower), 5 * SECOND, true).unwrap();
         let index = entries
             .iter()
+            .map(|queried| &queried.entry)
             .find(|e| matches!(&e.payload, replog_core::Payload::Command(d) if d.as_slice() == command.as_bytes()))
             .map(|e| e.index.0)
             .expect("the acknowledged append is in a linearizable query");
@@ -300,4 +301,96 @@ fn linearizable_query_sees_every_acknowledged_append_and_needs_a_quorum() {
     let (code, out, _) = cluster.cli(&["query", "-t", &cluster.address(leader)]);
     assert_eq!(code, 0);
     assert!(out.contains("(20 total)"), "{out}");
+}
+
+#[test]
+fn query_ids_count_client_commands_across_leader_changes() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("ids", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    for command in ["one", "two"] {
+        client::append(&cluster.address(leader), command.as_bytes(), 5 * SECOND).expect("append");
+    }
+    // The next leader appends its own no-op: log indexes and command IDs part ways.
+    cluster.kill(leader);
+    let survivor = cluster.address((leader + 1) % 3);
+    let (code, out, err) = cluster.cli(&["append", "-t", &survivor, "-c", "three"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("ID:3 ") && !out.contains("(log index 3,"), "{out}");
+    cluster.start_node(leader, false);
+    cluster.wait_converged(10 * SECOND);
+    let (code, out, err) = cluster.cli(&["query", "-t", &cluster.address(leader)]);
+    assert_eq!(code, 0, "{err}");
+    let ids: Vec<&str> =
+        out.lines().skip(1).map(|line| line.split_whitespace().nth(1).unwrap_or("")).collect();
+    assert_eq!(ids, ["ID:1", "ID:2", "ID:3"], "{out}");
+    assert!(out.starts_with("📋 Log entries (3 total):\n  1. ID:1 Term:1 "), "{out}");
+}
+
+#[test]
+fn query_pages_large_commands_and_oversized_commands_are_refused_clearly() {
+    let _serial = serial();
+    let cluster = TestCluster::start("large", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    // 150 commands of 120 KB: 18 MB, more than one 16 MiB frame can carry.
+    let command = |i: usize| {
+        let mut command = format!("{i:04}-").into_bytes();
+        command.resize(120_000, b'x');
+        command
+    };
+    for i in 1..=150 {
+        client::append(&cluster.address(leader), &command(i), 5 * SECOND).expect("append");
+    }
+    cluster.wait_converged(10 * SECOND);
+    let follower = cluster.address((leader + 1) % 3);
+    let plain = ["query", "-t", follower.as_str()];
+    let linearizable = ["query", "--linearizable", "-t", follower.as_str()];
+    for args in [&plain[..], &linearizable[..]] {
+        let (code, out, err) = cluster.cli(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "📋 Log entries (150 total):", "{args:?}");
+        assert_eq!(lines.len(), 151, "{args:?}");
+        for (i, line) in lines[1..].iter().enumerate() {
+            let prefix = format!(
+                "  {n}. ID:{n} Term:1 Committed:true Command:Operation {{ data: \"{n:04}-xxx",
+                n = i + 1
+            );
+            assert!(line.starts_with(&prefix) && line.len() > 120_000, "{args:?} line {}", i + 1);
+        }
+    }
+    // Bigger than a frame can carry to the followers: the client refuses before sending...
+    let limit = replog_runtime::limits::COMMAND_BYTES_MAX;
+    let error = client::append(&cluster.address(leader), &vec![b'x'; limit + 1], 5 * SECOND).unwrap_err();
+    assert_eq!(error.to_string(), format!("a command of {} bytes exceeds the {limit}-byte limit", limit + 1));
+    // ...and so does the node, for a client that does not check.
+    let mut wire = Vec::new();
+    replog_runtime::frame::encode_with(&mut wire, |out| {
+        replog_runtime::codec::encode(
+            &replog_runtime::codec::Frame::Append { request: 7, command: vec![b'x'; limit + 1] },
+            out,
+        )
+    });
+    let mut stream = TcpStream::connect(cluster.address(leader)).unwrap();
+    stream.set_read_timeout(Some(5 * SECOND)).unwrap();
+    stream.write_all(&wire).unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 256];
+    while replog_runtime::frame::decode(&answer).unwrap().is_none() {
+        let n = stream.read(&mut buffer).expect("an answer");
+        assert!(n > 0, "the node closed the connection");
+        answer.extend_from_slice(&buffer[..n]);
+    }
+    let (payload, _) = replog_runtime::frame::decode(&answer).unwrap().unwrap();
+    assert_eq!(
+        replog_runtime::codec::decode(&answer[payload]),
+        Ok(replog_runtime::codec::Frame::AppendResult {
+            request: 7,
+            result: replog_runtime::codec::AppendResult::TooLarge {
+                bytes: limit as u64 + 1,
+                limit: limit as u64
+            },
+        })
+    );
+    client::append(&cluster.address(leader), b"still-serving", 5 * SECOND).expect("the node keeps serving");
 }

@@ -1,0 +1,414 @@
+//! Accepted connections: peers' inbound links and clients, told apart by their first frame.
+//! A peer's Raft messages become events for the loop to step. Clients are served here: appends
+//! gathered into one batch a round, proposals and linearizable reads waiting for the core's
+//! replies, query pages and status answers.
+
+use crate::codec::{AppendResult, Frame, QueriedEntry};
+use crate::connection::{Caller, Closed, Connection, Violation};
+use crate::driver::Driver;
+use crate::fs::RealFs;
+use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
+use crate::members::{node_id, Members};
+use crate::status::StatusReport;
+use mio::net::TcpListener;
+use mio::{Interest, Registry, Token};
+use replog_core::{Bytes, Entry, Event, LogIndex, Node, NodeId, Payload, Reply, RequestId};
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use tracing::{debug, info, warn};
+
+/// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
+const CONNECTIONS_MAX: usize = 4096;
+
+/// What a connection's frames ask of the loop, in the order they arrived.
+#[derive(Debug)]
+pub enum Inbound {
+    /// Step this event: a peer's Raft message, or a linearizable read to confirm.
+    Step(Event),
+    /// A peer said hello under this name.
+    Hello {
+        /// The peer.
+        peer: NodeId,
+        /// The name it gave.
+        name: String,
+    },
+    /// A client asked for the node's status: answer with [`Clients::answer_status`].
+    Status(Token),
+}
+
+#[derive(Debug)]
+struct Accepted {
+    connection: Connection,
+    caller: Caller,
+}
+
+/// Clients waiting on one proposal: (connection, client's request id), one per command.
+type Waiting = Vec<(Token, u64)>;
+
+/// A linearizable query waiting for its read to be confirmed.
+#[derive(Debug)]
+struct PendingRead {
+    token: Token,
+    from: u64,
+    max: u32,
+}
+
+/// The listener and everything it accepted.
+#[derive(Debug)]
+pub struct Clients {
+    listener: TcpListener,
+    accepted: BTreeMap<Token, Accepted>,
+    next_token: usize,
+    /// Appends received this round, proposed together at its end (group commit).
+    batch: Vec<(Token, u64, Bytes)>,
+    proposals: BTreeMap<RequestId, Waiting>,
+    reads: BTreeMap<RequestId, PendingRead>,
+    next_request: u64,
+}
+
+impl Clients {
+    /// Serves connections accepted on `listener` (already registered by the loop), giving
+    /// them tokens from `first_token` on.
+    pub fn new(listener: TcpListener, first_token: Token) -> Clients {
+        Clients {
+            listener,
+            accepted: BTreeMap::new(),
+            next_token: first_token.0,
+            batch: Vec::new(),
+            proposals: BTreeMap::new(),
+            reads: BTreeMap::new(),
+            next_request: 1,
+        }
+    }
+
+    /// Accepts every waiting connection, up to the limit.
+    pub fn accept(&mut self, registry: &Registry) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, from)) => {
+                    if self.accepted.len() >= CONNECTIONS_MAX {
+                        warn!("refusing a connection from {from}: {CONNECTIONS_MAX} connections are open");
+                        continue; // dropping the stream closes it
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    if registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_ok()
+                    {
+                        let accepted =
+                            Accepted { connection: Connection::new(stream), caller: Caller::Unknown };
+                        self.accepted.insert(token, accepted);
+                    }
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    warn!("accept: {error}");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads one round from the connection (at most `connection::READ_ROUND_BYTES`) and
+    /// handles its frames: client requests are served or batched here; what the loop must do
+    /// is pushed to `inbound`, in order. Returns true if more may be waiting: readiness is
+    /// edge-triggered, so the loop calls again once it has done what `inbound` asked. A broken
+    /// connection is closed after the complete frames before the break are handled.
+    pub fn on_ready(
+        &mut self,
+        token: Token,
+        registry: &Registry,
+        members: &Members,
+        driver: &Driver<RealFs>,
+        inbound: &mut Vec<Inbound>,
+    ) -> bool {
+        let Some(accepted) = self.accepted.get_mut(&token) else {
+            return false;
+        };
+        let read = accepted.connection.read();
+        // Act on the complete frames even when the read ended in a close.
+        let handled = self.handle_frames(token, members, driver, inbound);
+        let accepted = self.accepted.get_mut(&token).expect("present");
+        let outcome = match (read, handled) {
+            (Err(closed), _) | (Ok(_), Err(closed)) => Err(closed),
+            (Ok(true), Ok(())) => Ok(true),
+            (Ok(false), Ok(())) => accepted.connection.flush().map(|()| false),
+        };
+        outcome.unwrap_or_else(|closed| {
+            self.close(token, registry, &closed);
+            false
+        })
+    }
+
+    /// The appends gathered this round as one proposal, if there were any.
+    pub fn take_proposal(&mut self) -> Option<Event> {
+        if self.batch.is_empty() {
+            return None;
+        }
+        let request = self.new_request();
+        let mut waiting = Vec::with_capacity(self.batch.len());
+        let mut commands = Vec::with_capacity(self.batch.len());
+        for (token, client_request, command) in self.batch.drain(..) {
+            waiting.push((token, client_request));
+            commands.push(command);
+        }
+        self.proposals.insert(request, waiting);
+        Some(Event::Propose { request, commands })
+    }
+
+    /// Answers the clients waiting on a reply of the core.
+    pub fn on_reply(&mut self, reply: Reply, members: &Members, driver: &Driver<RealFs>) {
+        let leader_address =
+            |leader: Option<NodeId>| leader.and_then(|id| members.address_of(id)).map(|a| a.to_string());
+        if let Some(read) = self.reads.remove(&reply.request()) {
+            let answer = match reply {
+                // The node has applied through `index` (the core applies before it replies).
+                Reply::ReadReady { .. } => query_page(driver, read.from, read.max),
+                Reply::NotLeader { leader, .. } => Frame::Redirect { leader: leader_address(leader) },
+                _ => Frame::Redirect { leader: None },
+            };
+            self.queue(read.token, &answer);
+            return;
+        }
+        let Some(waiting) = self.proposals.remove(&reply.request()) else {
+            return;
+        };
+        for (position, (token, client_request)) in waiting.into_iter().enumerate() {
+            let result = match &reply {
+                Reply::Committed { first, term, .. } => {
+                    let index = first.0 + position as u64;
+                    AppendResult::Committed { index, term: term.0, id: driver.command_id(LogIndex(index)) }
+                }
+                Reply::NotLeader { leader, .. } => AppendResult::NotLeader { leader: leader_address(*leader) },
+                Reply::Rejected { reason, .. } => AppendResult::Failed {
+                    reason: format!("rejected by the leader: {reason:?}; retry later"),
+                    retry: true,
+                },
+                Reply::Indeterminate { .. } => AppendResult::Failed {
+                    reason: "leadership changed before the entry committed: it may or may not be in the log; query to check"
+                        .into(),
+                    retry: false,
+                },
+                Reply::ReadReady { .. } => continue,
+            };
+            self.queue(token, &Frame::AppendResult { request: client_request, result });
+        }
+    }
+
+    /// Answers a status request.
+    pub fn answer_status(&mut self, token: Token, report: StatusReport) {
+        self.queue(token, &Frame::StatusResult(report));
+    }
+
+    /// Whether the peer's own link to this node is up (it said hello here).
+    pub fn has_peer(&self, id: NodeId) -> bool {
+        self.accepted.values().any(|accepted| accepted.caller == Caller::Peer(id))
+    }
+
+    /// Writes what every connection has queued, as far as the sockets take it.
+    pub fn flush(&mut self, registry: &Registry) {
+        let mut failed = Vec::new();
+        for (&token, accepted) in self.accepted.iter_mut() {
+            if accepted.connection.has_outbound() {
+                if let Err(closed) = accepted.connection.flush() {
+                    failed.push((token, closed));
+                }
+            }
+        }
+        for (token, closed) in failed {
+            self.close(token, registry, &closed);
+        }
+    }
+
+    fn handle_frames(
+        &mut self,
+        token: Token,
+        members: &Members,
+        driver: &Driver<RealFs>,
+        inbound: &mut Vec<Inbound>,
+    ) -> Result<(), Closed> {
+        loop {
+            let accepted = self.accepted.get_mut(&token).expect("present");
+            let Some(frame) = accepted.connection.next_frame()? else {
+                return Ok(());
+            };
+            self.on_frame(token, frame, members, driver, inbound).map_err(Closed::Protocol)?;
+        }
+    }
+
+    /// Handles one frame; a violation closes the connection.
+    fn on_frame(
+        &mut self,
+        token: Token,
+        frame: Frame,
+        members: &Members,
+        driver: &Driver<RealFs>,
+        inbound: &mut Vec<Inbound>,
+    ) -> Result<(), Violation> {
+        let accepted = self.accepted.get_mut(&token).expect("present");
+        match (accepted.caller, frame) {
+            (Caller::Unknown, Frame::Hello { address, name }) => {
+                let Ok(address) = address.parse::<SocketAddr>() else {
+                    return Err(Violation::BadHelloAddress(address));
+                };
+                let peer = node_id(&address);
+                if !members.is_peer(peer) {
+                    return Err(Violation::UnknownPeer { name, address });
+                }
+                info!("peer {name} ({address}) connected");
+                accepted.caller = Caller::Peer(peer);
+                inbound.push(Inbound::Hello { peer, name });
+            }
+            (Caller::Peer(link), Frame::Raft(message)) => {
+                if message.from != link || message.to != members.id() {
+                    return Err(Violation::Misaddressed { from: message.from, to: message.to, link });
+                }
+                inbound.push(Inbound::Step(Event::Receive(message)));
+            }
+            (Caller::Unknown | Caller::Client, Frame::Append { request, command }) => {
+                accepted.caller = Caller::Client;
+                if command.len() > COMMAND_BYTES_MAX {
+                    // No AppendEntries frame could carry it to the followers.
+                    let result = AppendResult::TooLarge {
+                        bytes: command.len() as u64,
+                        limit: COMMAND_BYTES_MAX as u64,
+                    };
+                    accepted.connection.queue(&Frame::AppendResult { request, result });
+                } else {
+                    self.batch.push((token, request, Bytes::from(command)));
+                }
+            }
+            (Caller::Unknown | Caller::Client, Frame::Query { from, max, linearizable }) => {
+                accepted.caller = Caller::Client;
+                if linearizable {
+                    // ReadIndex (dissertation §6.4): answered once leadership is confirmed.
+                    let request = self.new_request();
+                    self.reads.insert(request, PendingRead { token, from, max });
+                    inbound.push(Inbound::Step(Event::Read { request }));
+                } else {
+                    accepted.connection.queue(&query_page(driver, from, max));
+                }
+            }
+            (Caller::Unknown | Caller::Client, Frame::Status) => {
+                accepted.caller = Caller::Client;
+                inbound.push(Inbound::Status(token));
+            }
+            (caller, frame) => return Err(Violation::UnexpectedFrame { frame: frame.name(), caller }),
+        }
+        Ok(())
+    }
+
+    fn new_request(&mut self) -> RequestId {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        request
+    }
+
+    fn queue(&mut self, token: Token, frame: &Frame) {
+        if let Some(accepted) = self.accepted.get_mut(&token) {
+            accepted.connection.queue(frame);
+        }
+    }
+
+    fn close(&mut self, token: Token, registry: &Registry, why: &Closed) {
+        let Some(mut accepted) = self.accepted.remove(&token) else {
+            return;
+        };
+        let _ = registry.deregister(&mut accepted.connection.stream);
+        let who = accepted.connection.stream.peer_addr().map_or("?".into(), |a| a.to_string());
+        match why {
+            Closed::Protocol(violation) => warn!("closing connection from {who}: {violation}"),
+            _ if matches!(accepted.caller, Caller::Peer(_)) => {
+                info!("peer connection from {who} closed: {why}")
+            }
+            _ => debug!("connection from {who} closed: {why}"),
+        }
+    }
+}
+
+/// A page of the log from `from` on (see [`page`]), with the commit index and the last index,
+/// each command with its ID.
+fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
+    let node = driver.node();
+    let entries = page(node, LogIndex(from.max(1)), max)
+        .into_iter()
+        .map(|entry| {
+            let id = matches!(entry.payload, Payload::Command(_)).then(|| driver.command_id(entry.index));
+            QueriedEntry { entry, id }
+        })
+        .collect();
+    Frame::QueryResult { commit: node.commit().0, last_index: node.last_index().0, entries }
+}
+
+/// Entries from `from` on: at most `max` (and `QUERY_ENTRIES_MAX`) of them, encoding to at
+/// most `QUERY_PAGE_BYTES_MAX` so the answer fits a frame, and at least one while the log
+/// reaches `from`, so a client paging through always moves on.
+fn page(node: &Node, from: LogIndex, max: u32) -> Vec<Entry> {
+    let last = node.last_index().min(from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1));
+    let mut to = LogIndex(from.0 - 1);
+    let mut bytes = 0;
+    while to < last {
+        bytes += QueriedEntry::encoded_bytes(node.entry(to.next()).expect("within the log"));
+        if bytes > QUERY_PAGE_BYTES_MAX && to >= from {
+            break;
+        }
+        to = to.next();
+    }
+    node.entries(from, to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::limits::FRAME_BYTES_MAX;
+    use replog_core::{Config, HardState, Recovered, Term};
+
+    fn node_with_commands(sizes: &[usize]) -> Node {
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Entry {
+                index: LogIndex(i as u64 + 1),
+                term: Term(1),
+                payload: Payload::Command(Bytes::from(vec![b'x'; size])),
+            })
+            .collect();
+        let hard_state = HardState { term: Term(1), voted_for: None, commit: LogIndex(0) };
+        let recovered = Recovered { hard_state, entries, applied: LogIndex(0) };
+        Node::new(Config::new(NodeId(1), Vec::new()), recovered).expect("a valid node")
+    }
+
+    /// Pages through the whole log as the client does, checking each answer fits a frame.
+    fn page_through(node: &Node, max: u32) -> Vec<usize> {
+        let mut sizes = Vec::new();
+        let mut from = LogIndex(1);
+        while from <= node.last_index() {
+            let entries = page(node, from, max);
+            assert!(!entries.is_empty(), "a page always moves on");
+            assert_eq!(entries[0].index, from);
+            let queried =
+                entries.iter().map(|entry| QueriedEntry { entry: entry.clone(), id: Some(1) }).collect();
+            let mut payload = Vec::new();
+            codec::encode(&Frame::QueryResult { commit: 0, last_index: 0, entries: queried }, &mut payload);
+            assert!(payload.len() <= FRAME_BYTES_MAX, "a page of {} bytes", payload.len());
+            from = from.plus(entries.len() as u64);
+            sizes.push(entries.len());
+        }
+        sizes
+    }
+
+    #[test]
+    fn pages_are_cut_by_bytes_to_fit_a_frame() {
+        let node = node_with_commands(&[1024 * 1024; 20]);
+        assert_eq!(page_through(&node, QUERY_ENTRIES_MAX), [15, 5]);
+    }
+
+    #[test]
+    fn pages_are_cut_by_count_and_the_largest_command_goes_alone() {
+        assert_eq!(page_through(&node_with_commands(&[10; 7]), 3), [3, 3, 1]);
+        let node = node_with_commands(&[10, COMMAND_BYTES_MAX, 10]);
+        assert_eq!(page_through(&node, QUERY_ENTRIES_MAX), [1, 1, 1]);
+        assert!(page(&node, LogIndex(4), 10).is_empty(), "nothing past the log");
+    }
+}

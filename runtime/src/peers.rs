@@ -1,0 +1,205 @@
+//! Outbound peer links: one connection a peer, opened by this node, that carries this node's
+//! Raft messages. It opens with a hello naming this node; a lost link is reopened with backoff.
+//! Peers answer on their own outbound links (accepted in `clients.rs`), so nothing arrives here
+//! but the close.
+
+use crate::codec::Frame;
+use crate::connection::Connection;
+use crate::members::Members;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use replog_core::{Message, NodeId};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tracing::{debug, info};
+
+const RECONNECT_MIN: Duration = Duration::from_millis(20);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+
+/// Every peer's outbound link.
+#[derive(Debug)]
+pub struct Peers {
+    links: BTreeMap<NodeId, Link>,
+    /// The first frame of every link: who is calling.
+    hello: Frame,
+}
+
+#[derive(Debug)]
+struct Link {
+    address: SocketAddr,
+    /// The name the peer gave in its own hello, once it has called.
+    name: Option<String>,
+    token: Token,
+    connection: Option<Connection>,
+    /// The connection finished connecting and sent its hello.
+    ready: bool,
+    next_attempt: Instant,
+    backoff: Duration,
+    /// Messages dropped because the link was down or its queue full (Raft retransmits).
+    dropped: u64,
+}
+
+/// One link as the status reports it.
+#[derive(Debug)]
+pub struct LinkState<'a> {
+    /// The peer.
+    pub id: NodeId,
+    /// Its address.
+    pub address: SocketAddr,
+    /// The name it gave in its hello, once it has called.
+    pub name: Option<&'a str>,
+    /// Connected, hello sent.
+    pub connected: bool,
+    /// Messages dropped so far.
+    pub messages_dropped: u64,
+}
+
+impl Peers {
+    /// A link for each of `members`' peers, on tokens from `first_token` on; `name` goes in
+    /// the hello.
+    pub fn new(members: &Members, name: &str, first_token: Token) -> Peers {
+        let links = members
+            .peers()
+            .enumerate()
+            .map(|(i, (id, address))| {
+                let link = Link {
+                    address,
+                    name: None,
+                    token: Token(first_token.0 + i),
+                    connection: None,
+                    ready: false,
+                    next_attempt: Instant::now(),
+                    backoff: RECONNECT_MIN,
+                    dropped: 0,
+                };
+                (id, link)
+            })
+            .collect();
+        let hello = Frame::Hello { address: members.address().to_string(), name: name.to_string() };
+        Peers { links, hello }
+    }
+
+    /// Queues a Raft message for its peer, or counts it dropped: Raft retransmits what is lost.
+    pub fn send(&mut self, message: Message) {
+        let Some(link) = self.links.get_mut(&message.to) else {
+            return;
+        };
+        match (&mut link.connection, link.ready) {
+            (Some(connection), true) => {
+                if !connection.queue(&Frame::Raft(message)) {
+                    link.dropped += 1; // over the queue limit
+                }
+            }
+            _ => link.dropped += 1, // not connected yet
+        }
+    }
+
+    /// Starts connecting every link that is down and whose backoff has passed.
+    pub fn reconnect(&mut self, registry: &Registry) {
+        let now = Instant::now();
+        for link in self.links.values_mut() {
+            if link.connection.is_some() || now < link.next_attempt {
+                continue;
+            }
+            link.next_attempt = now + link.backoff;
+            link.backoff = (link.backoff * 2).min(RECONNECT_MAX);
+            match TcpStream::connect(link.address) {
+                Ok(mut stream) => {
+                    if registry
+                        .register(&mut stream, link.token, Interest::READABLE | Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        link.connection = Some(Connection::new(stream));
+                        link.ready = false;
+                    }
+                }
+                Err(error) => debug!("connecting to {}: {error}", link.address),
+            }
+        }
+    }
+
+    /// Handles readiness on a link's token: the connect completing (then the hello goes
+    /// out), queued messages draining, or the close.
+    pub fn on_event(&mut self, token: Token, registry: &Registry) {
+        let Some((&id, link)) = self.links.iter_mut().find(|(_, link)| link.token == token) else {
+            return;
+        };
+        let Some(connection) = link.connection.as_mut() else {
+            return;
+        };
+        if !link.ready {
+            match connection.stream.take_error() {
+                Ok(None) if connection.stream.peer_addr().is_ok() => {
+                    link.ready = true;
+                    link.backoff = RECONNECT_MIN;
+                    connection.queue(&self.hello);
+                    info!("connected to peer {}", link.address);
+                }
+                Ok(None) => return, // still connecting
+                _ => {
+                    self.drop_link(id, registry, "connect failed");
+                    return;
+                }
+            }
+        }
+        // Anything readable here is the close.
+        let result = connection.read().and_then(|_| connection.flush());
+        if let Err(closed) = result {
+            self.drop_link(id, registry, &closed.to_string());
+        }
+    }
+
+    /// Writes what every connected link has queued, as far as the sockets take it.
+    pub fn flush(&mut self, registry: &Registry) {
+        let mut failed = Vec::new();
+        for (&id, link) in self.links.iter_mut() {
+            if let (Some(connection), true) = (link.connection.as_mut(), link.ready) {
+                if connection.has_outbound() {
+                    if let Err(closed) = connection.flush() {
+                        failed.push((id, closed.to_string()));
+                    }
+                }
+            }
+        }
+        for (id, why) in failed {
+            self.drop_link(id, registry, &why);
+        }
+    }
+
+    /// Remembers the name a peer gave in its hello.
+    pub fn named(&mut self, id: NodeId, name: String) {
+        if let Some(link) = self.links.get_mut(&id) {
+            link.name = Some(name);
+        }
+    }
+
+    /// The peer's name if it has called, else its address.
+    pub fn display_name(&self, id: NodeId) -> String {
+        self.links
+            .get(&id)
+            .map_or_else(String::new, |link| link.name.clone().unwrap_or_else(|| link.address.to_string()))
+    }
+
+    /// Every link's state, in id order.
+    pub fn states(&self) -> impl Iterator<Item = LinkState<'_>> {
+        self.links.iter().map(|(&id, link)| LinkState {
+            id,
+            address: link.address,
+            name: link.name.as_deref(),
+            connected: link.ready,
+            messages_dropped: link.dropped,
+        })
+    }
+
+    fn drop_link(&mut self, id: NodeId, registry: &Registry, why: &str) {
+        let link = self.links.get_mut(&id).expect("known peer");
+        if let Some(mut connection) = link.connection.take() {
+            let _ = registry.deregister(&mut connection.stream);
+            if link.ready {
+                info!("lost connection to peer {}: {why}", link.address);
+            }
+        }
+        link.ready = false;
+    }
+}
