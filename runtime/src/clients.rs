@@ -375,7 +375,7 @@ mod tests {
             })
             .collect();
         let hard_state = HardState { term: Term(1), voted_for: None, commit: LogIndex(0) };
-        let recovered = Recovered { hard_state, entries, applied: LogIndex(0) };
+        let recovered = Recovered { hard_state, entries, applied: LogIndex(0), repair_to: LogIndex(0) };
         Node::new(Config::new(NodeId(1), Vec::new()), recovered).expect("a valid node")
     }
 
