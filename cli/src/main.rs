@@ -45,6 +45,10 @@ enum Command {
         /// Folder holding every node's data folder
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Cut a damaged log record (and everything after it) and fetch the lost entries from
+        /// the leader, instead of refusing to start; the node votes again once repaired
+        #[arg(long)]
+        repair: bool,
     },
     /// Append a command to the log; returns once it is committed.
     Append {
@@ -113,8 +117,8 @@ fn main() {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Start { id, address, peers, leader, data_dir } => {
-            start(id, address, peers, leader, data_dir)
+        Command::Start { id, address, peers, leader, data_dir, repair } => {
+            start(id, address, peers, leader, data_dir, repair)
         }
         Command::Append { target, command, timeout } => append(&target, &command, timeout),
         Command::Query { target, linearizable } => query(&target, linearizable),
@@ -152,6 +156,7 @@ fn start(
     peers: Vec<String>,
     leader: bool,
     data_dir: PathBuf,
+    repair: bool,
 ) -> Result<(), String> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(format!("--id {id:?} must be letters, digits, '-' or '_' (it names the data folder)"));
@@ -173,7 +178,8 @@ fn start(
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .map_err(|e| format!("installing signal handlers: {e}"))?;
     }
-    let options = NodeOptions { data_dir: data_dir.join(&id), name: id, address, peers, bootstrap: leader };
+    let options =
+        NodeOptions { data_dir: data_dir.join(&id), name: id, address, peers, bootstrap: leader, repair };
     replog_runtime::run(options, shutdown).map_err(|e| e.to_string())
 }
 

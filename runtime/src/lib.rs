@@ -10,6 +10,7 @@ mod clients;
 pub mod codec;
 pub mod connection;
 pub mod driver;
+pub mod fnv;
 pub mod frame;
 pub mod fs;
 pub mod limits;

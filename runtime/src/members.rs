@@ -10,12 +10,7 @@ use std::net::SocketAddr;
 /// The Raft id of the node listening at `address`: FNV-1a of the address text, stable on every
 /// machine and Rust version (std's hasher promises neither).
 pub fn node_id(address: &SocketAddr) -> NodeId {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in address.to_string().bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    NodeId(hash)
+    NodeId(crate::fnv::of_bytes(address.to_string().as_bytes()))
 }
 
 /// This node and its peers, by id.

@@ -19,7 +19,7 @@ use crate::limits;
 use crate::members::{Members, MembersError};
 use crate::peers::Peers;
 use crate::status::{PeerReport, Replication, StatusReport};
-use crate::storage::{Identity, StorageError};
+use crate::storage::{Identity, OnCorruption, StorageError};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use replog_core::{Config, Event, NodeId, Term};
@@ -63,6 +63,9 @@ pub struct NodeOptions {
     pub bootstrap: bool,
     /// The node's own data folder.
     pub data_dir: PathBuf,
+    /// A damaged record before the log's tail is cut and repaired from the cluster instead of
+    /// stopping the node (`--repair`).
+    pub repair: bool,
 }
 
 /// Why a node stopped or could not start.
@@ -149,8 +152,9 @@ impl Server {
             .map_err(|e| RuntimeError::Io("creating the waker", e))?;
         let identity = Identity { name: options.name.clone(), address: options.address.to_string() };
         let fs = RealFs::with_background_sync(Arc::new(waker));
-        let (driver, opened) =
-            Driver::open(config, fs, &options.data_dir, identity).map_err(|error| match error {
+        let on_corruption = if options.repair { OnCorruption::Repair } else { OnCorruption::Refuse };
+        let (driver, opened) = Driver::open_with(config, fs, &options.data_dir, identity, on_corruption)
+            .map_err(|error| match error {
                 DriverError::Start(e) => RuntimeError::Config(format!("{}: {e}", options.data_dir.display())),
                 error => error.into(),
             })?;

@@ -46,7 +46,7 @@ impl fmt::Display for StorageError {
             StorageError::Io { path, error } => write!(f, "{}: {error}", path.display()),
             StorageError::Corrupt { path, line, why } => write!(
                 f,
-                "{} line {line}: {why}; refusing to start (restore the file, or remove the node's data folder to rejoin empty)",
+                "{} line {line}: {why}; refusing to start (restore the file, or start with --repair to cut the log there and fetch the rest from the leader)",
                 path.display()
             ),
             StorageError::Mismatch { path, why } => write!(f, "{}: {why}", path.display()),

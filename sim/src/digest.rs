@@ -1,29 +1,8 @@
-//! FNV-1a: a small, stable hash, the same on every machine and Rust version (std's hasher
-//! promises neither), for trace digests and log-prefix fingerprints.
+//! Trace digests and log-prefix fingerprints, with the runtime's FNV-1a (stable on every
+//! machine and Rust version).
 
+pub use replog_runtime::fnv::Fnv;
 use std::hash::{Hash, Hasher};
-
-#[derive(Clone, Copy, Debug)]
-pub struct Fnv(pub u64);
-
-impl Default for Fnv {
-    fn default() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Hasher for Fnv {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 ^= u64::from(byte);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
 
 /// The hash of one value.
 pub fn of<T: Hash + ?Sized>(value: &T) -> u64 {

@@ -90,6 +90,11 @@ impl TestCluster {
     }
 
     pub fn start_node(&mut self, k: usize, leader: bool) {
+        self.start_node_with(k, leader, &[]);
+    }
+
+    /// Starts node `k` with extra `start` flags (e.g. `--repair`).
+    pub fn start_node_with(&mut self, k: usize, leader: bool, extra: &[&str]) {
         let node = &mut self.nodes[k];
         assert!(node.child.is_none(), "{} already running", node.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
@@ -112,6 +117,7 @@ impl TestCluster {
         if leader {
             command.arg("--leader");
         }
+        command.args(extra);
         node.child = Some(command.spawn().expect("spawning replog start"));
     }
 
