@@ -304,11 +304,14 @@ impl<F: FileSystem> Driver<F> {
                 if self.has_bug(DriverBug::BarrierMissesBuffered) {
                     barrier = barrier.saturating_sub(1).max(self.barrier);
                 }
-                debug_assert!(barrier >= self.barrier, "barriers never go back");
+                assert!(barrier >= self.barrier, "barriers never go back");
                 self.barrier = barrier;
             }
             action if self.must_wait(&action) => {
-                debug_assert!(self.deferred.back().is_none_or(|(tag, _)| *tag <= self.barrier));
+                assert!(
+                    self.deferred.back().is_none_or(|(tag, _)| *tag <= self.barrier),
+                    "deferred actions wait in order"
+                );
                 self.deferred.push_back((self.barrier, action))
             }
             action => self.release(action),

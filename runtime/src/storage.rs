@@ -330,7 +330,7 @@ impl<F: FileSystem> Storage<F> {
             let oldest = self.in_flight.front().map_or(u64::MAX, |(seq, _)| *seq);
             self.truncations.retain(|(at, _)| *at > oldest.min(self.durable.seq));
         }
-        debug_assert!(self.durable.last.0 <= self.offsets.len() as u64, "durable within the log");
+        assert!(self.durable.last.0 <= self.offsets.len() as u64, "durable within the log");
         Ok(self.durable)
     }
 
@@ -372,7 +372,7 @@ impl<F: FileSystem> Storage<F> {
     fn sync_now(&mut self) -> Result<(), StorageError> {
         self.log.sync().map_err(io_error(&self.log_path))?;
         self.log_dirty = false;
-        debug_assert!(self.in_flight.is_empty(), "an inline sync never overtakes background ones");
+        assert!(self.in_flight.is_empty(), "an inline sync never overtakes background ones");
         self.durable = Durable { seq: self.write_seq, last: LogIndex(self.offsets.len() as u64) };
         Ok(())
     }
