@@ -328,6 +328,20 @@ fn s5_3_append_ack_is_durable_before_it_is_sent() {
 }
 
 #[test]
+fn s5_3_ack_covers_only_what_the_message_covered() {
+    // n2 holds five entries of term 1; a message vouching for entries through 2 only is
+    // acknowledged as matching through 2, not through n2's last index (5): entries 3..=5 were
+    // never checked against the leader's log.
+    let mut cluster = Cluster::from_logs(&[&[], &[1, 1, 1, 1, 1]], plain);
+    let actions = cluster.step(n(2), message(1, 2, 1, append((1, 1), &[1], 0)));
+    let ack = sent(&actions).into_iter().find_map(|m| match m.body {
+        Body::AppendResponse { outcome: AppendOutcome::Accepted { match_index }, .. } => Some(match_index),
+        _ => None,
+    });
+    assert_eq!(ack, Some(LogIndex(2)));
+}
+
+#[test]
 fn s5_3_follower_commit_is_min_of_leader_commit_and_last_new_entry() {
     let mut cluster = Cluster::from_logs(&[&[], &[1, 1, 1, 1, 1]], plain);
     // The leader says commit=5 but only vouches for entries through 2 in this message.
@@ -489,6 +503,63 @@ fn s9_6_pre_vote_does_not_change_the_voters_term() {
     assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { pre_vote: true, granted: true }));
     assert_eq!(cluster.node(n(2)).term(), Term(0));
     assert!(!actions.iter().any(|a| matches!(a, Action::SaveHardState(_) | Action::Sync)));
+}
+
+#[test]
+fn s9_6_rejected_pre_candidate_keeps_its_term() {
+    // n3's log is behind: its pre-vote is refused by both, and it must not raise its own term.
+    let mut cluster = elected(3, |_| {});
+    cluster.propose(n(1), &["x"]);
+    cluster.isolate(&[n(3)]);
+    cluster.deliver_all();
+    cluster.heal();
+    let before = cluster.node(n(3)).term();
+    cluster.campaign(n(3));
+    cluster.deliver_all();
+    assert_eq!(cluster.node(n(3)).term(), before, "a refused pre-vote leaves the term alone");
+    assert_eq!(cluster.leader(), Some(n(1)));
+}
+
+#[test]
+fn s9_6_pre_vote_for_a_term_no_later_than_ours_is_refused_once_we_voted() {
+    // n2 votes for n3 in term 1. A pre-vote asks about the term after the candidate's: one for
+    // term 1 comes from a node that is not ahead of n2's election and is refused; one for term 2
+    // is granted (logs are equally up to date).
+    let mut cluster = Cluster::from_logs(&[&[1], &[1], &[1]], |_| {});
+    let vote = Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(1), last_log_term: Term(1) };
+    let actions = cluster.step(n(2), message(3, 2, 1, vote));
+    assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { pre_vote: false, granted: true }));
+    let pre_vote =
+        || Body::VoteRequest { pre_vote: true, last_log_index: LogIndex(1), last_log_term: Term(1) };
+    let actions = cluster.step(n(2), message(1, 2, 1, pre_vote()));
+    assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { pre_vote: true, granted: false }));
+    let actions = cluster.step(n(2), message(1, 2, 2, pre_vote()));
+    assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { pre_vote: true, granted: true }));
+    assert_eq!(cluster.node(n(2)).term(), Term(1), "pre-votes change nobody's term");
+}
+
+#[test]
+fn s4_2_3_lease_lasts_exactly_the_minimum_election_timeout() {
+    let mut cluster = elected(3, no_pre_vote);
+    let lease = cluster.node(n(2)).config().election_ticks_min;
+    let request = || {
+        message(
+            3,
+            2,
+            9,
+            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(5), last_log_term: Term(1) },
+        )
+    };
+    // n2 last heard from n1 just now; after lease-1 ticks it still ignores the request...
+    for _ in 0..lease - 1 {
+        let _ = cluster.step(n(2), Event::Tick);
+    }
+    assert!(cluster.step(n(2), request()).is_empty(), "inside the lease");
+    // ...and after the full lease it hears it out.
+    let _ = cluster.step(n(2), Event::Tick);
+    assert_eq!(cluster.node(n(2)).leader(), Some(n(1)));
+    assert!(!cluster.step(n(2), request()).is_empty(), "the lease has run out");
+    assert_eq!(cluster.node(n(2)).term(), Term(9));
 }
 
 #[test]
