@@ -4,16 +4,25 @@
 
 #![forbid(unsafe_code)]
 
+mod availability;
 pub mod bugs;
 pub mod checker;
+mod cluster;
 pub mod digest;
 pub mod disk;
+mod faults;
 pub mod history;
 pub mod network;
+mod node;
 pub mod options;
 pub mod provenance;
+mod safety;
 pub mod schedule;
 pub mod shrink;
+mod summary;
+mod timeline;
+mod trace;
+mod workload;
 pub mod world;
 
 pub use bugs::Planted;

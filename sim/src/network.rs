@@ -59,6 +59,12 @@ impl Network {
         self.cut.extend(links);
     }
 
+    /// Cuts every link between `node` and the other nodes of `1..=nodes`, both ways.
+    pub fn isolate(&mut self, node: u64, nodes: u64) {
+        let others: Vec<u64> = (1..=nodes).filter(|&other| other != node).collect();
+        self.cut(others.iter().flat_map(|&other| [(node, other), (other, node)]));
+    }
+
     pub fn heal(&mut self) {
         self.cut.clear();
     }

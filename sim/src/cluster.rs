@@ -1,0 +1,445 @@
+//! The cluster: every simulated node, started, crashed, paused, damaged and driven through
+//! driver rounds, with the safety checks that watch every round. What a round releases (messages,
+//! client replies) goes back to the world, which hands it to the network and the clients.
+
+use crate::checker::{Kind, Violation};
+use crate::disk::SimDisk;
+use crate::node::{Call, Failure, SimNode};
+use crate::options::{Options, TICK};
+use crate::safety::Safety;
+use crate::schedule::Damage;
+use crate::summary::Coverage;
+use crate::timeline::{SimEvent, Timeline};
+use crate::world::stream;
+use rand::RngExt;
+use rand_chacha::ChaCha8Rng;
+use replog_core::{
+    Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId, Term,
+};
+use replog_runtime::driver::{DriverError, Output};
+
+pub(crate) struct Cluster {
+    options: Options,
+    nodes: Vec<SimNode>,
+    safety: Safety,
+    /// What a crash keeps, inline or background syncs, and sync latency.
+    rng_disk: ChaCha8Rng,
+    pub(crate) crashes: u64,
+    pub(crate) restarts: u64,
+    pub(crate) leader_changes: u64,
+    pub(crate) coverage: Coverage,
+}
+
+/// A node before a round, to tell what the round changed.
+pub(crate) struct Before {
+    was_leader: bool,
+    term: Term,
+    commit: LogIndex,
+    marks: Marks,
+}
+
+impl Cluster {
+    /// Every node down, with an empty disk; `rng_setup` draws each node's tick period.
+    pub(crate) fn new(options: &Options, rng_setup: &mut ChaCha8Rng, rng_disk: ChaCha8Rng) -> Cluster {
+        let spread = TICK * options.clock_drift_pct / 100;
+        let nodes = (1..=options.nodes)
+            .map(|id| {
+                let disk = SimDisk::new(
+                    stream(options.seed, 100 + id),
+                    options.fsync_fail_rate,
+                    options.torn_write_rate,
+                );
+                SimNode::new(NodeId(id), disk, rng_setup.random_range(TICK - spread..=TICK + spread))
+            })
+            .collect::<Vec<_>>();
+        Cluster {
+            options: options.clone(),
+            safety: Safety::new(nodes.len()),
+            nodes,
+            rng_disk,
+            crashes: 0,
+            restarts: 0,
+            leader_changes: 0,
+            coverage: Coverage::default(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn nodes(&self) -> &[SimNode] {
+        &self.nodes
+    }
+
+    /// The core of a running node.
+    pub(crate) fn node(&self, index: usize) -> Option<&Node> {
+        self.nodes[index].node()
+    }
+
+    pub(crate) fn is_up(&self, index: usize) -> bool {
+        self.nodes[index].is_up()
+    }
+
+    pub(crate) fn life(&self, index: usize) -> u64 {
+        self.nodes[index].life()
+    }
+
+    /// The longest committed log any node reported.
+    pub(crate) fn committed(&self) -> &[Entry] {
+        self.safety.committed()
+    }
+
+    /// The highest term of a running node.
+    pub(crate) fn max_term(&self) -> Option<Term> {
+        self.nodes.iter().filter_map(SimNode::node).map(Node::term).max()
+    }
+
+    /// The highest term of a running node, and a leader in that term if there is one.
+    pub(crate) fn leader(&self) -> (Option<Term>, Option<&Node>) {
+        let max_term = self.max_term();
+        let leader =
+            self.nodes.iter().filter_map(SimNode::node).find(|n| n.is_leader() && Some(n.term()) == max_term);
+        (max_term, leader)
+    }
+
+    fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    fn config(&self, index: usize) -> Config {
+        let id = self.nodes[index].id;
+        let peers = self.nodes.iter().map(|n| n.id).filter(|&peer| peer != id).collect();
+        let mut config = Config::new(id, peers);
+        config.pre_vote = self.options.pre_vote;
+        config.check_quorum = self.options.check_quorum;
+        config.seed = crate::digest::of(&(self.options.seed, id.0, self.nodes[index].life()));
+        config.entries_per_message_max = self.options.entries_per_message_max;
+        config.inflight_messages_max = self.options.inflight_messages_max;
+        #[cfg(feature = "bugs")]
+        {
+            if let Some(crate::bugs::Planted::Core(bug)) = self.options.planted() {
+                config.bug = Some(bug);
+            }
+        }
+        config
+    }
+
+    // ---- lives ----
+
+    /// Starts every node that is down, from its disk.
+    pub(crate) fn start_all(
+        &mut self,
+        rng_fault: &mut ChaCha8Rng,
+        t: &mut Timeline,
+    ) -> Result<(), Violation> {
+        for index in 0..self.nodes.len() {
+            self.restart(index, rng_fault, t)?;
+        }
+        Ok(())
+    }
+
+    /// Starts node `index` from its disk, if it is down; `rng_fault` draws its first tick.
+    pub(crate) fn restart(
+        &mut self,
+        index: usize,
+        rng_fault: &mut ChaCha8Rng,
+        t: &mut Timeline,
+    ) -> Result<(), Violation> {
+        if self.nodes[index].is_up() {
+            return Ok(());
+        }
+        self.nodes[index].begin_life();
+        let config = self.config(index);
+        let sim = &mut self.nodes[index];
+        let id = sim.id;
+        let (mut driver, opened) = match sim.open(config) {
+            Ok(opened) => opened,
+            Err(DriverError::Storage(_)) if sim.disk.has_failed_sync() => {
+                // Start-up stops at a failed fsync, as the runtime does; a later restart retries.
+                let loss = sim.fail_start(&mut self.rng_disk);
+                t.note(|| format!("{id} failed to start (fsync failed), lost {} unsynced writes", loss.lost));
+                return Ok(());
+            }
+            Err(error) => return Err(t.violation(Kind::Safety, Some(id), ("recovery", error.to_string()))),
+        };
+        driver.record();
+        #[cfg(feature = "bugs")]
+        if let Some(crate::bugs::Planted::Driver(bug)) = self.options.planted() {
+            driver.plant(bug);
+        }
+        let node = driver.node();
+        let log = node.entries(LogIndex(1), node.last_index());
+        self.safety.on_start(index, id, &log, node.hard_state()).map_err(t.unsafe_at(id))?;
+        let sim = &mut self.nodes[index];
+        sim.start(driver);
+        let (life, period) = (sim.life(), sim.tick_period());
+        if life > 1 {
+            self.restarts += 1;
+            let repaired = if opened.warnings.is_empty() { "" } else { ", cut a torn record" };
+            t.note(|| format!("{id} restarted from disk ({} entries{repaired})", log.len()));
+        }
+        let first = rng_fault.random_range(1..=period);
+        t.schedule(first, SimEvent::Tick { node: index, life });
+        Ok(())
+    }
+
+    /// Stops node `index` if it runs; its disk keeps what was synced (and maybe some of the rest).
+    pub(crate) fn crash(&mut self, index: usize, why: &str, t: &mut Timeline) {
+        let sim = &mut self.nodes[index];
+        let Some(loss) = sim.crash(&mut self.rng_disk) else {
+            return;
+        };
+        let id = sim.id;
+        self.crashes += 1;
+        if loss.torn {
+            self.coverage.torn_writes += 1;
+        }
+        t.note(|| {
+            format!(
+                "{id} {why}: kept {} unsynced writes, lost {}{}",
+                loss.kept,
+                loss.lost,
+                if loss.torn { ", tore one" } else { "" }
+            )
+        });
+    }
+
+    /// True if node `index` paused now (it was up and running).
+    pub(crate) fn pause(&mut self, index: usize) -> bool {
+        self.nodes[index].pause()
+    }
+
+    /// Every paused node runs again and gets what it held.
+    pub(crate) fn resume_all(&mut self, t: &mut Timeline) {
+        for sim in &mut self.nodes {
+            for event in sim.resume() {
+                t.schedule(0, event);
+            }
+        }
+    }
+
+    /// Clock drift: node `index` (if it exists) ticks every `period` units.
+    pub(crate) fn drift(&mut self, index: usize, period: u64) {
+        if let Some(sim) = self.nodes.get_mut(index) {
+            sim.set_tick_period(period);
+        }
+    }
+
+    /// The end of the fault phase: disks stop failing, every node runs.
+    pub(crate) fn heal(&mut self, rng_fault: &mut ChaCha8Rng, t: &mut Timeline) -> Result<(), Violation> {
+        for sim in &self.nodes {
+            sim.disk.calm();
+        }
+        self.resume_all(t);
+        self.start_all(rng_fault, t)
+    }
+
+    /// A storage fault on synced data: the node stops, and its log loses a suffix (cut, or a
+    /// flipped bit that `start --repair` will cut). Only a suffix that a majority of the other
+    /// nodes hold durably, and none of them is repairing, may go: Raft promises nothing for an
+    /// entry that a majority no longer keeps, so the checks could not tell a bug from bad luck.
+    pub(crate) fn damage(&mut self, index: usize, damage: Damage, t: &mut Timeline) {
+        self.crash(index, "stopped for a storage fault", t);
+        let (len, last) = {
+            let log = self.nodes[index].disk.durable_log();
+            (log.len(), log.last().map(|e| (e.index, e.term)))
+        };
+        let Some((last_index, last_term)) = last else {
+            return;
+        };
+        let holders = (0..self.nodes.len())
+            .filter(|&other| other != index && !self.nodes[other].is_repairing())
+            .filter(|&other| {
+                let log = self.nodes[other].disk.durable_log();
+                log.get(last_index.0 as usize - 1).is_some_and(|e| e.term == last_term)
+            })
+            .count();
+        let id = self.nodes[index].id;
+        if holders < self.quorum() {
+            t.note(|| format!("{id} storage fault skipped: its tail is not on a majority of the others"));
+            return;
+        }
+        let disk = &self.nodes[index].disk;
+        let what = match damage {
+            Damage::LoseTail(count) => {
+                let keep = len.saturating_sub(count as usize);
+                disk.lose_records(keep);
+                format!("lost its synced log after entry {keep}")
+            }
+            Damage::Flip(count) => {
+                let record = len.saturating_sub(count as usize);
+                disk.flip_byte_in_record(record);
+                format!("a bit flipped in entry {}", record + 1)
+            }
+        };
+        self.nodes[index].mark_damaged();
+        self.safety.on_damage(index);
+        self.coverage.storage_faults += 1;
+        t.note(|| format!("{id} storage fault: {what}"));
+    }
+
+    // ---- what arrives at a node: the call to drive it with, if it runs ----
+
+    /// A tick of this life: the next one is scheduled, even while paused.
+    pub(crate) fn on_tick(&mut self, index: usize, life: u64, t: &mut Timeline) -> Option<Call> {
+        let sim = &self.nodes[index];
+        if !sim.lives(life) {
+            return None;
+        }
+        t.schedule(sim.tick_period(), SimEvent::Tick { node: index, life });
+        (!sim.is_paused()).then_some(Call::Step(Event::Tick))
+    }
+
+    /// A message the network delivers to node `index`, which is up.
+    pub(crate) fn on_deliver(&mut self, index: usize, message: Message) -> Option<Call> {
+        let sim = &mut self.nodes[index];
+        if sim.is_paused() {
+            sim.hold(SimEvent::Deliver(message));
+            return None;
+        }
+        self.safety.on_deliver(&message);
+        Some(Call::Step(Event::Receive(message)))
+    }
+
+    /// The disk's background syncs completed, for this life.
+    pub(crate) fn on_sync_done(&mut self, index: usize, life: u64, upto: u64) -> Option<Call> {
+        let sim = &mut self.nodes[index];
+        if !sim.lives(life) {
+            return None;
+        }
+        if sim.is_paused() {
+            sim.hold(SimEvent::SyncDone { node: index, life, upto });
+            return None;
+        }
+        sim.on_synced(upto);
+        Some(Call::Synced)
+    }
+
+    /// A client's append (`command`) or read arrives.
+    pub(crate) fn on_request(
+        &mut self,
+        index: usize,
+        request: RequestId,
+        command: Option<Bytes>,
+    ) -> Option<Call> {
+        let sim = &mut self.nodes[index];
+        if !sim.is_up() {
+            return None; // lost; the client times out
+        }
+        if sim.is_paused() {
+            sim.hold(SimEvent::ClientArrive { node: index, request, command });
+            return None;
+        }
+        Some(Call::Step(match command {
+            Some(command) => Event::Propose { request, commands: vec![command] },
+            None => Event::Read { request },
+        }))
+    }
+
+    // ---- a driver round, in the order the world runs it ----
+
+    /// Runs a driver round on node `index`, tracing and checking every core step it took.
+    /// Returns what it released, in order; nothing if the node is down or stopped for an fsync
+    /// failure (then nothing the failed round released leaves).
+    pub(crate) fn begin_round(
+        &mut self,
+        index: usize,
+        call: Call,
+        t: &mut Timeline,
+    ) -> Result<Option<(Before, Vec<Output>)>, Violation> {
+        let Some(node) = self.nodes[index].node() else {
+            return Ok(None);
+        };
+        let id = node.id();
+        let before = Before {
+            was_leader: node.is_leader(),
+            term: node.term(),
+            commit: node.commit(),
+            marks: *node.marks(),
+        };
+        // The runtime syncs inline when its round was quiet, on the fsync thread otherwise.
+        let inline = self.rng_disk.random_bool(0.5);
+        let round = self.nodes[index].round(call, inline);
+        for step in round.steps {
+            t.record_step(id, &step.event, &step.actions);
+            self.safety
+                .on_step(index, id, round.role, &step.event, &step.actions)
+                .map_err(t.unsafe_at(id))?;
+        }
+        match round.ended {
+            Ok(()) => {}
+            Err(Failure::Driver(DriverError::Storage(_))) if self.nodes[index].disk.has_failed_sync() => {
+                // The node stops: nothing the failed round released leaves.
+                self.coverage.fsync_failures += 1;
+                self.crash(index, "stopped after an fsync failure", t);
+                return Ok(None);
+            }
+            Err(Failure::Driver(error)) => {
+                return Err(t.violation(Kind::Safety, Some(id), ("driver", error.to_string())))
+            }
+            Err(Failure::Panic(message)) => {
+                return Err(t.violation(Kind::Safety, Some(id), ("core invariant", message)))
+            }
+        }
+        Ok(Some((before, round.outputs)))
+    }
+
+    /// A message node `index` released may leave: what it vouches for is on its disk.
+    pub(crate) fn check_send(&self, index: usize, message: &Message, t: &Timeline) -> Result<(), Violation> {
+        let sim = &self.nodes[index];
+        self.safety.on_send(sim, message).map_err(t.unsafe_at(sim.id))
+    }
+
+    /// Node `index` applied these entries.
+    pub(crate) fn on_apply(&mut self, index: usize, entries: &[Entry]) {
+        self.nodes[index].on_applied(entries.len() as u64);
+    }
+
+    /// A reply node `index` released may go to its client; returns how much of the log the node
+    /// applied, which is what a read sees.
+    pub(crate) fn check_reply(
+        &mut self,
+        index: usize,
+        reply: &Reply,
+        t: &Timeline,
+    ) -> Result<u64, Violation> {
+        let sim = &self.nodes[index];
+        self.safety.on_reply(sim.id, reply).map_err(t.unsafe_at(sim.id))?;
+        Ok(sim.applied_len())
+    }
+
+    /// The checks after node `index`'s round, given what it applied. True if it won an election.
+    pub(crate) fn end_round(
+        &mut self,
+        index: usize,
+        before: Before,
+        applied: &[Vec<Entry>],
+        t: &Timeline,
+    ) -> Result<bool, Violation> {
+        let node = self.nodes[index].node().expect("node is up");
+        let id = node.id();
+        let became_leader = node.is_leader() && (!before.was_leader || node.term() != before.term);
+        let commit_moved = node.is_leader() && node.commit() > before.commit;
+        self.coverage.add(&before.marks, node.marks());
+        self.safety
+            .after_round(&self.nodes, index, became_leader, commit_moved, applied)
+            .map_err(t.unsafe_at(id))?;
+        if became_leader {
+            self.leader_changes += 1;
+        }
+        self.safety.check_durable_commit(index, &self.nodes[index]).map_err(t.unsafe_at(id))?;
+        Ok(became_leader)
+    }
+
+    /// Background syncs the driver asked for complete after the disk's latency.
+    pub(crate) fn schedule_sync(&mut self, index: usize, t: &mut Timeline) {
+        let sim = &mut self.nodes[index];
+        let Some(upto) = sim.sync_due() else {
+            return;
+        };
+        let life = sim.life();
+        let delay = self.rng_disk.random_range(1..=self.options.sync_latency_max);
+        t.schedule(delay, SimEvent::SyncDone { node: index, life, upto });
+    }
+}

@@ -1,0 +1,101 @@
+//! What a run reports: its counters, the coverage of interesting paths, and the verdict.
+
+use crate::checker::Violation;
+use crate::history::Tally;
+use crate::network::NetworkStats;
+use crate::trace::Trace;
+use replog_core::Marks;
+use std::fmt::Write as _;
+
+/// How often the interesting paths ran: faults from the world, decisions from the core's own
+/// coverage marks (`replog_core::Marks`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Coverage {
+    pub elections: u64,
+    pub split_votes: u64,
+    pub truncations: u64,
+    pub stale_term_messages: u64,
+    pub leader_stepdowns: u64,
+    pub prevote_rejections: u64,
+    pub votes_ignored_by_lease: u64,
+    pub torn_writes: u64,
+    pub fsync_failures: u64,
+    pub storage_faults: u64,
+    pub lost_entries_detected: u64,
+    pub repair_refusals: u64,
+}
+
+impl Coverage {
+    /// Adds what a node's marks counted between two moments of one life.
+    pub(crate) fn add(&mut self, before: &Marks, after: &Marks) {
+        self.elections += after.elections - before.elections;
+        self.split_votes += after.split_votes - before.split_votes;
+        self.truncations += after.truncations - before.truncations;
+        self.stale_term_messages += after.stale_term_messages - before.stale_term_messages;
+        self.leader_stepdowns += after.leader_stepdowns - before.leader_stepdowns;
+        self.prevote_rejections += after.pre_vote_rejections_sent - before.pre_vote_rejections_sent;
+        self.votes_ignored_by_lease += after.votes_ignored_by_lease - before.votes_ignored_by_lease;
+        self.lost_entries_detected += after.lost_entries_detected - before.lost_entries_detected;
+        self.repair_refusals += after.repair_refusals - before.repair_refusals;
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub ticks: u64,
+    pub network: NetworkStats,
+    pub crashes: u64,
+    pub restarts: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    pub leader_changes: u64,
+    pub committed: u64,
+    pub clients: Tally,
+    pub coverage: Coverage,
+    /// Fingerprint of every event and action, in order: equal runs have equal digests.
+    pub digest: u64,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub summary: Summary,
+    pub violation: Option<Violation>,
+    pub trace: Trace,
+}
+
+/// A one-paragraph summary of a run.
+pub fn render_summary(summary: &Summary) -> String {
+    let mut out = String::new();
+    let net = &summary.network;
+    let c = &summary.coverage;
+    let _ = writeln!(
+        out,
+        "ticks={} messages: sent={} delivered={} dropped={} duplicated={} delayed={} replayed={}",
+        summary.ticks, net.sent, net.delivered, net.dropped, net.duplicated, net.delayed, net.replayed
+    );
+    let _ = writeln!(
+        out,
+        "faults: crashes={} restarts={} pauses={} partitions={} torn_writes={} fsync_failures={}",
+        summary.crashes,
+        summary.restarts,
+        summary.pauses,
+        summary.partitions,
+        c.torn_writes,
+        c.fsync_failures
+    );
+    let _ = writeln!(
+        out,
+        "raft: elections={} leader_changes={} split_votes={} truncations={} stale_term_messages={} stepdowns={} prevote_rejections={} lease_ignored_votes={} committed={}",
+        c.elections, summary.leader_changes, c.split_votes, c.truncations, c.stale_term_messages, c.leader_stepdowns, c.prevote_rejections, c.votes_ignored_by_lease, summary.committed
+    );
+    let _ = write!(
+        out,
+        "clients: acknowledged={} failed={} indeterminate={} reads={} digest={:016x}",
+        summary.clients.acked,
+        summary.clients.failed,
+        summary.clients.indeterminate,
+        summary.clients.reads,
+        summary.digest
+    );
+    out
+}
