@@ -2,6 +2,8 @@
 //! temporary folder. Only processes it started are ever signalled, by PID, and every wait is
 //! bounded.
 
+pub mod netns;
+
 use replog_core::RoleKind;
 use replog_runtime::client;
 use std::net::{SocketAddr, TcpListener};
