@@ -644,6 +644,11 @@ fn leader_refuses_proposals_beyond_uncommitted_limit() {
     );
     let empty = cluster.propose(n(1), &[]);
     assert_eq!(cluster.reply(empty), Some(&Reply::Rejected { request: empty, reason: RejectReason::Empty }));
+    // Exactly at the limit is still accepted: two uncommitted, one more makes three.
+    let last = cluster.propose(n(1), &["e"]);
+    assert_eq!(cluster.reply(last), None, "the limit itself is allowed");
+    let over = cluster.propose(n(1), &["f"]);
+    assert_eq!(cluster.reply(over), Some(&Reply::Rejected { request: over, reason: RejectReason::Overloaded }));
 }
 
 #[test]
