@@ -40,6 +40,23 @@ pub fn replog_binary() -> &'static Path {
 }
 
 /// Free loopback ports (bound and released; the OS does not hand them out again at once).
+/// The arguments of `replog start` for a node (without `--leader` or extra flags).
+pub fn start_args(
+    name: &str,
+    address: SocketAddr,
+    peers: &[SocketAddr],
+    data: &Path,
+) -> Vec<std::ffi::OsString> {
+    let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    let mut args: Vec<std::ffi::OsString> =
+        ["start", "-i", name, "-a", &address.to_string(), "-p", &peers.join(","), "--data-dir"]
+            .iter()
+            .map(Into::into)
+            .collect();
+    args.push(data.into());
+    args
+}
+
 pub fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> =
         (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
@@ -100,20 +117,9 @@ impl TestCluster {
         let node = &mut self.nodes[k];
         assert!(node.child.is_none(), "{} already running", node.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
-        let peers: Vec<String> = node.peers.iter().map(|p| p.to_string()).collect();
         let mut command = Command::new(replog_binary());
         command
-            .args([
-                "start",
-                "-i",
-                &node.name,
-                "-a",
-                &node.address.to_string(),
-                "-p",
-                &peers.join(","),
-                "--data-dir",
-            ])
-            .arg(self.dir.join("data"))
+            .args(start_args(&node.name, node.address, &node.peers, &self.dir.join("data")))
             .stdout(Stdio::null())
             .stderr(log);
         if leader {

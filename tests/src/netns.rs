@@ -448,22 +448,11 @@ impl NsCluster {
         let node = &mut self.nodes[k];
         assert!(node.child.is_none(), "{} already running", node.name);
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log).expect("log file");
-        let peers: Vec<String> = node.peers.iter().map(|p| p.to_string()).collect();
         let mut command = Command::new("ip");
         command
             .args(["netns", "exec", &ns])
             .arg(replog_binary())
-            .args([
-                "start",
-                "-i",
-                &node.name,
-                "-a",
-                &node.address.to_string(),
-                "-p",
-                &peers.join(","),
-                "--data-dir",
-            ])
-            .arg(self.dir.join("data"))
+            .args(crate::start_args(&node.name, node.address, &node.peers, &self.dir.join("data")))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);

@@ -143,29 +143,6 @@ fn torn_tail_is_cut_with_a_warning_and_the_node_catches_up() {
 }
 
 #[test]
-fn corrupted_record_before_the_tail_stops_the_node_naming_file_and_line() {
-    let _serial = serial();
-    let mut cluster = TestCluster::start("corrupt", 3);
-    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
-    for command in ["a", "b", "c"] {
-        client::append(&cluster.address(leader), command.as_bytes(), 5 * SECOND).unwrap();
-    }
-    cluster.wait_converged(5 * SECOND);
-    let victim = (leader + 1) % 3;
-    assert!(cluster.stop(victim), "clean stop");
-    let log = cluster.data_dir(victim).join("log.jsonl");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let corrupted = text.replacen("\"data\":\"a\"", "\"data\":\"A\"", 1);
-    assert_ne!(text, corrupted);
-    std::fs::write(&log, corrupted).unwrap();
-    cluster.start_node(victim, false);
-    let code = cluster.wait_exit(victim, 5 * SECOND).expect("the node must stop by itself");
-    assert_ne!(code, 0);
-    let output = cluster.log_text(victim);
-    assert!(output.contains("log.jsonl line 2") && output.contains("checksum mismatch"), "{output}");
-}
-
-#[test]
 fn garbage_and_oversized_frames_close_the_connection_not_the_node() {
     let _serial = serial();
     let cluster = TestCluster::start("garbage", 3);

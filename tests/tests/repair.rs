@@ -71,7 +71,8 @@ fn start_with_repair_cuts_a_damaged_record_and_fetches_the_rest_from_the_leader(
     cluster.start_node(victim, false);
     assert_ne!(cluster.wait_exit(victim, 5 * SECOND).expect("it stops by itself"), 0);
     let output = cluster.log_text(victim);
-    assert!(output.contains("log.jsonl line 2") && output.contains("--repair"), "{output}");
+    assert!(output.contains("log.jsonl line 2") && output.contains("checksum mismatch"), "{output}");
+    assert!(output.contains("--repair"), "the error says what to do: {output}");
     // With --repair it cuts the log there and gets every entry back from the leader.
     cluster.start_node_with(victim, false, &["--repair"]);
     wait_same_log(&cluster, victim, leader, 10 * SECOND);
