@@ -207,7 +207,7 @@ impl<F: FileSystem> Driver<F> {
 
     /// Steps the core and carries out its actions.
     pub fn step(&mut self, event: Event) -> Result<(), DriverError> {
-        if event == Event::Tick {
+        if matches!(event, Event::Tick) {
             self.storage.on_tick()?;
         }
         let recorded_event = self.recorded.is_some().then(|| event.clone());
