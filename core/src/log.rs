@@ -193,6 +193,19 @@ mod tests {
     }
 
     #[test]
+    fn slice_stops_past_the_byte_limit_not_at_it() {
+        let log = Log::recover(entries(&[1, 1, 1, 1])).unwrap();
+        let each = log.entry(LogIndex(1)).unwrap().size_bytes();
+        let all = LogIndex(4);
+        // Exactly three entries' bytes: three fit, the fourth would go past.
+        assert_eq!(log.slice(LogIndex(1), all, 10, 3 * each).len(), 3);
+        assert_eq!(log.slice(LogIndex(1), all, 10, 3 * each - 1).len(), 2);
+        // The first entry always moves, however small the limit; the count limit holds too.
+        assert_eq!(log.slice(LogIndex(1), all, 10, 1).len(), 1);
+        assert_eq!(log.slice(LogIndex(2), all, 2, u64::MAX).len(), 2);
+    }
+
+    #[test]
     fn recover_rejects_gaps_and_falling_terms() {
         let mut bad = entries(&[1, 1, 2]);
         bad[2].index = LogIndex(4);
