@@ -563,6 +563,29 @@ fn s4_2_3_lease_lasts_exactly_the_minimum_election_timeout() {
 }
 
 #[test]
+fn s9_6_stale_pre_vote_is_answered_with_our_term() {
+    // A pre-vote from a term behind ours is refused at once, carrying our term, so the
+    // pre-candidate learns it is behind instead of waiting for its timeout.
+    let mut cluster = Cluster::from_logs(&[&[1], &[1, 3]], |_| {});
+    let request = Body::VoteRequest { pre_vote: true, last_log_index: LogIndex(1), last_log_term: Term(1) };
+    let actions = cluster.step(n(2), message(1, 2, 2, request));
+    let answer = sent(&actions)[0];
+    assert!(matches!(answer.body, Body::VoteResponse { pre_vote: true, granted: false }));
+    assert_eq!(answer.term, Term(3));
+}
+
+#[test]
+fn messages_from_strangers_or_for_others_are_ignored() {
+    let mut cluster = Cluster::new(3, plain);
+    let request =
+        || Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(0), last_log_term: Term(0) };
+    // n9 is no member; the second message is addressed to n3, not n2.
+    assert!(cluster.step(n(2), message(9, 2, 5, request())).is_empty());
+    assert!(cluster.step(n(2), message(1, 3, 5, request())).is_empty());
+    assert_eq!(cluster.node(n(2)).term(), Term(0));
+}
+
+#[test]
 fn s4_2_3_vote_requests_ignored_while_leader_is_heard() {
     let mut cluster = elected(3, no_pre_vote);
     // n3 campaigns with a higher term while n2 hears from n1 regularly: n2 ignores it.
@@ -648,7 +671,10 @@ fn leader_refuses_proposals_beyond_uncommitted_limit() {
     let last = cluster.propose(n(1), &["e"]);
     assert_eq!(cluster.reply(last), None, "the limit itself is allowed");
     let over = cluster.propose(n(1), &["f"]);
-    assert_eq!(cluster.reply(over), Some(&Reply::Rejected { request: over, reason: RejectReason::Overloaded }));
+    assert_eq!(
+        cluster.reply(over),
+        Some(&Reply::Rejected { request: over, reason: RejectReason::Overloaded })
+    );
 }
 
 #[test]
