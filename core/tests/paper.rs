@@ -575,6 +575,21 @@ fn s9_6_stale_pre_vote_is_answered_with_our_term() {
 }
 
 #[test]
+fn leader_status_shows_each_followers_progress() {
+    let mut cluster = elected(3, plain);
+    cluster.propose(n(1), &["x"]);
+    cluster.deliver_all();
+    let status = cluster.node(n(1)).status();
+    assert_eq!(status.role, RoleKind::Leader);
+    assert_eq!(status.peers.len(), 2);
+    for peer in &status.peers {
+        assert!(peer.replicating, "{peer:?}: a follower that answered streams entries");
+        assert_eq!((peer.match_index, peer.next_index), (LogIndex(2), LogIndex(3)), "{peer:?}");
+    }
+    assert!(cluster.node(n(2)).status().peers.is_empty(), "only a leader tracks progress");
+}
+
+#[test]
 fn messages_from_strangers_or_for_others_are_ignored() {
     let mut cluster = Cluster::new(3, plain);
     let request =
