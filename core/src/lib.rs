@@ -93,4 +93,7 @@ pub use marks::Marks;
 pub use message::{AppendOutcome, Body, Message};
 pub use node::{Node, Recovered, StartError};
 pub use status::{PeerStatus, RoleKind, Status};
-pub use types::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, RequestId, Term, ENTRY_OVERHEAD_BYTES};
+pub use types::{
+    checksum, Bytes, Entry, HardState, LogIndex, NodeId, PartialSnapshot, Payload, RequestId, Snapshot,
+    SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES,
+};

@@ -172,6 +172,60 @@ impl Entry {
     }
 }
 
+/// What a snapshot covers (§7, Figure 13): the last entry it replaces, and that entry's term,
+/// so the consistency check at the log's new start still works (§5.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    /// The last index the snapshot covers; the log continues at the next one.
+    pub index: LogIndex,
+    /// The term of the entry at `index`.
+    pub term: Term,
+}
+
+/// A state-machine image through `meta.index` (§7). `data` is the driver's: the core carries it
+/// to followers in chunks and hands it back on install, never looking inside.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// What it covers.
+    pub meta: SnapshotMeta,
+    /// The state machine's image, as the driver encoded it.
+    pub data: Bytes,
+}
+
+impl Snapshot {
+    /// FNV-1a (64-bit) of `data`: a follower checks the assembled chunks against it, so a
+    /// corrupted transfer is refused and fetched again instead of installed.
+    #[must_use]
+    pub fn checksum(&self) -> u64 {
+        checksum(self.data.as_slice())
+    }
+}
+
+/// The first bytes of a snapshot a follower is receiving (a transfer in progress). Kept across
+/// a leader change or a restart, so the transfer resumes at `data.len()` instead of starting over.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PartialSnapshot {
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// Its full length in bytes.
+    pub total: u64,
+    /// Its [`Snapshot::checksum`]: identifies the transfer, and is checked once it is complete.
+    pub checksum: u64,
+    /// The bytes received so far, from offset 0.
+    pub data: Vec<u8>,
+}
+
+/// FNV-1a, 64-bit: the same on every machine (std's hasher promises no such thing).
+#[must_use]
+pub fn checksum(bytes: &[u8]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for &byte in bytes {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
 /// What must survive a crash besides the log (Figure 2, "Persistent state on all servers").
 /// `commit` is not needed for safety; it is kept so a restarted node does not show committed
 /// entries as uncommitted.
