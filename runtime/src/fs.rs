@@ -5,7 +5,7 @@
 //!
 //! What the storage code may assume, and no more (so a simulated disk may do anything else):
 //! - a write is durable only after a sync of its file that started after the write;
-//! - a directory change (create, rename) is durable only after a sync of the directory;
+//! - a directory change (create, rename, remove) is durable only after a sync of the directory;
 //! - a crash keeps, for each file, any prefix of its writes since its last sync, and the first
 //!   write it loses may be partly kept (a torn record).
 
@@ -29,11 +29,18 @@ pub trait FileSystem: fmt::Debug {
     fn read(&mut self, path: &Path) -> io::Result<Vec<u8>>;
     /// Creates `path` (or empties it) and writes `bytes`; durable only after `sync_file`.
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Writes `bytes` at the end of an existing file; durable only after `sync_file`.
+    fn append_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     /// Makes the file's contents durable.
     fn sync_file(&mut self, path: &Path) -> io::Result<()>;
     /// Renames atomically, replacing `to`; durable only after `sync_dir`.
     fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()>;
-    /// Makes the folder's entries (creations, renames) durable.
+    /// Removes the file; durable only after `sync_dir`. An error of kind `NotFound` if it does
+    /// not exist.
+    fn remove_file(&mut self, path: &Path) -> io::Result<()>;
+    /// The names of the files in `dir`, sorted.
+    fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Makes the folder's entries (creations, renames, removals) durable.
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
     /// Opens the log file for appending at its end, creating it if missing.
     fn open_log(&mut self, path: &Path) -> io::Result<Self::Log>;
@@ -93,12 +100,35 @@ impl FileSystem for RealFs {
         File::create(path)?.write_all(bytes)
     }
 
+    fn append_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        OpenOptions::new().append(true).open(path)?.write_all(bytes)
+    }
+
     fn sync_file(&mut self, path: &Path) -> io::Result<()> {
         OpenOptions::new().write(true).open(path)?.sync_all()
     }
 
     fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
         fs::rename(from, to)
+    }
+
+    fn remove_file(&mut self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+
+    fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                // A name that is not UTF-8 is none of ours.
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
     }
 
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()> {

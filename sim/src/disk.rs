@@ -82,6 +82,7 @@ fn apply(bytes: &mut Vec<u8>, op: &FileOp) -> u64 {
 enum DirOp {
     Link(PathBuf, usize),
     Rename(PathBuf, PathBuf),
+    Unlink(PathBuf),
 }
 
 fn apply_dir(dir: &mut BTreeMap<PathBuf, usize>, op: &DirOp) {
@@ -93,6 +94,9 @@ fn apply_dir(dir: &mut BTreeMap<PathBuf, usize>, op: &DirOp) {
             if let Some(id) = dir.remove(from) {
                 dir.insert(to.clone(), id);
             }
+        }
+        DirOp::Unlink(path) => {
+            dir.remove(path);
         }
     }
 }
@@ -455,6 +459,16 @@ impl FileSystem for SimFs {
         Ok(())
     }
 
+    fn append_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.0.state()?;
+        let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
+        let file = &mut state.files[id];
+        let op = FileOp::Write { at: file.volatile.len() as u64, bytes: bytes.to_vec() };
+        apply(&mut file.volatile, &op);
+        file.pending.push_back(op);
+        Ok(())
+    }
+
     fn sync_file(&mut self, path: &Path) -> io::Result<()> {
         let mut state = self.0.state()?;
         let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
@@ -475,6 +489,29 @@ impl FileSystem for SimFs {
         apply_dir(&mut state.dir, &op);
         state.dir_pending.push(op);
         Ok(())
+    }
+
+    fn remove_file(&mut self, path: &Path) -> io::Result<()> {
+        let mut state = self.0.state()?;
+        if !state.dir.contains_key(path) {
+            return Err(not_found(path));
+        }
+        let op = DirOp::Unlink(path.to_path_buf());
+        apply_dir(&mut state.dir, &op);
+        state.dir_pending.push(op);
+        Ok(())
+    }
+
+    fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>> {
+        let state = self.0.state()?;
+        let mut names: Vec<String> = state
+            .dir
+            .keys()
+            .filter(|path| path.parent() == Some(dir))
+            .filter_map(|path| Some(path.file_name()?.to_str()?.to_string()))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     fn sync_dir(&mut self, _dir: &Path) -> io::Result<()> {
