@@ -55,12 +55,12 @@ fn main() {
                 })
                 .collect();
             next += batch;
-            storage.append(&entries);
+            storage.append(&entries).expect("append");
             storage.request_sync(true).expect("sync");
         }
         let seconds = began.elapsed().as_secs_f64();
         println!(
-            "log.jsonl, {batch:>2} x 100-byte entries per fsync: {:.0} entries/s ({:.3} ms per sync)",
+            "log segment, {batch:>2} x 100-byte entries per fsync: {:.0} entries/s ({:.3} ms per sync)",
             (SYNCS as u64 * batch) as f64 / seconds,
             seconds * 1000.0 / SYNCS as f64
         );

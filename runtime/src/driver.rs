@@ -162,6 +162,8 @@ impl<F: FileSystem> Driver<F> {
         // The log is the state machine: everything committed before the restart is applied.
         let applied = recovery.hard_state.commit;
         let repair_to = recovery.repair_to;
+        // snapshot: wired by the core change (recovery.snapshot, recovery.partial; `entries`
+        // start after the snapshot).
         let recovered =
             Recovered { hard_state: recovery.hard_state, entries: recovery.entries, applied, repair_to };
         let node = Node::new(config, recovered).map_err(DriverError::Start)?;
@@ -297,7 +299,7 @@ impl<F: FileSystem> Driver<F> {
             }
             Action::AppendLog { entries } => {
                 self.noops.extend(entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0));
-                self.storage.append(&entries)
+                self.storage.append(&entries)?
             }
             Action::Sync => {
                 let mut barrier = self.storage.barrier();

@@ -16,6 +16,8 @@ pub mod fs;
 pub mod limits;
 pub mod members;
 mod peers;
+mod records;
+mod segments;
 pub mod server;
 pub mod status;
 pub mod storage;

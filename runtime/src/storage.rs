@@ -1,9 +1,24 @@
-//! Durable state under `data/<node-id>/`, as the seed describes:
+//! Durable state under `data/<node-id>/`. The folder holds:
 //!
-//! - `log.jsonl`: one JSON record per entry, each ending in a CRC-32 of the rest of its line:
+//! - `log-<first index, 20 digits>.jsonl`: the log, in segments. Each holds one JSON record per
+//!   entry from the index its name gives, each record ending in a CRC-32 of the rest of its line:
 //!   `{"index":1,"term":1,"type":"command","data":"user_login:alice","crc":3735928559}`
+//!   (formats in `records.rs`). New entries go to the last (active) segment; once it passes
+//!   [`StorageOptions::segment_bytes_max`] the next entry starts a new one, after the old one is
+//!   synced whole and before the new one's name is made durable, so only the last segment can
+//!   end in a torn record. The log starts after the snapshot: the first segment may still hold
+//!   entries the snapshot covers (they are skipped), and segments wholly covered are removed.
+//! - `snapshot.json`: the latest snapshot, one line `{"index":N,"term":T,"data":"...","crc":C}`
+//!   (`"data_hex"` for bytes that are not UTF-8), replaced atomically (write
+//!   `snapshot.json.tmp`, fsync, rename, fsync the folder) before the log it covers is removed.
+//! - `snapshot.partial`: a snapshot being received: a header line (what it covers, its length and
+//!   checksum, a CRC) and the bytes so far. Never synced: a cache, so a transfer resumes after a
+//!   restart; the whole snapshot is checked against its checksum once complete.
 //! - `metadata.json`: term, vote and commit index (and which node the folder belongs to), with
-//!   the same kind of checksum, replaced atomically (write, fsync, rename, fsync the folder).
+//!   the same kind of checksum, replaced atomically like the snapshot.
+//!
+//! A folder of a version before segments holds the log in `log.jsonl`: at open it is renamed to
+//! the first segment's name.
 //!
 //! Ordering (the core's prefix contract): a change of term or vote is made durable at once,
 //! after the log writes issued before it and before any later log write can reach the disk,
@@ -11,20 +26,53 @@
 //! suffix of the storage actions. Log writes are buffered and made durable by `sync` (group commit:
 //! one fdatasync for everything written since). A commit-only change is written lazily (at most
 //! every `COMMIT_WRITE_INTERVAL`, and at shutdown): the commit index is not needed for safety.
+//! A snapshot is durable when `save_snapshot` returns.
 //!
-//! Recovery: a torn last record (a crash mid-write) is cut off with a warning. A bad record
-//! before the tail, a gap in the indexes, or a missing or unreadable metadata file next to a
-//! log is an error naming the file and line: data is never silently dropped.
+//! Recovery: a torn last record of the last segment (a crash mid-write) is cut off with a
+//! warning. A bad record anywhere else, a gap between segments, a damaged `snapshot.json`, or a
+//! missing or unreadable metadata file next to a log is an error naming the file (and line):
+//! data is never silently dropped. A log that disagrees with the snapshot (it does not hold the
+//! snapshot's last entry) is dropped with a warning: the snapshot holds committed entries only.
 
 use crate::fs::{FileSystem, LogFile};
-use replog_core::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, Term};
+use crate::records::{
+    self, decode_partial_header, encode_partial_header, encode_record, json_string, PartialHeader,
+};
+use crate::segments::{self, Segments};
+use replog_core::{Entry, HardState, LogIndex, NodeId, PartialSnapshot, Snapshot, SnapshotMeta, Term};
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
+
+pub use crate::records::{decode_snapshot, scan_records};
+pub use crate::segments::{parse_segment_name, segment_name, LEGACY_LOG};
 
 /// The commit index is written at most this often (in ticks), and at shutdown.
 const COMMIT_WRITE_TICKS: u64 = 10;
+
+/// A segment's size past which the next entry starts a new one.
+pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
+
+pub const SNAPSHOT_FILE: &str = "snapshot.json";
+const SNAPSHOT_TEMP_FILE: &str = "snapshot.json.tmp";
+pub const PARTIAL_FILE: &str = "snapshot.partial";
+pub const METADATA_FILE: &str = "metadata.json";
+const METADATA_TEMP_FILE: &str = "metadata.json.tmp";
+
+/// How the storage lays out its files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageOptions {
+    /// Once the active segment is larger, the next entry starts a new one. Small values roll
+    /// often (tests); each roll costs an fsync of the file and of the folder.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for StorageOptions {
+    fn default() -> StorageOptions {
+        StorageOptions { segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT }
+    }
+}
 
 /// Which node a data folder belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,9 +83,29 @@ pub struct Identity {
 
 #[derive(Debug)]
 pub enum StorageError {
-    Io { path: PathBuf, error: io::Error },
-    Corrupt { path: PathBuf, line: usize, why: String },
-    Mismatch { path: PathBuf, why: String },
+    Io {
+        path: PathBuf,
+        error: io::Error,
+    },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        why: String,
+    },
+    /// Log entries are missing between the snapshot and a segment, or between two segments.
+    Missing {
+        path: PathBuf,
+        why: String,
+    },
+    Mismatch {
+        path: PathBuf,
+        why: String,
+    },
+    /// Entries asked for that the snapshot replaced.
+    Compacted {
+        from: LogIndex,
+        first: LogIndex,
+    },
 }
 
 impl fmt::Display for StorageError {
@@ -49,7 +117,15 @@ impl fmt::Display for StorageError {
                 "{} line {line}: {why}; refusing to start (restore the file, or start with --repair to cut the log there and fetch the rest from the leader)",
                 path.display()
             ),
+            StorageError::Missing { path, why } => write!(
+                f,
+                "{}: {why}; refusing to start (restore the missing file, or start with --repair to cut the log there and fetch the rest from the leader)",
+                path.display()
+            ),
             StorageError::Mismatch { path, why } => write!(f, "{}: {why}", path.display()),
+            StorageError::Compacted { from, first } => {
+                write!(f, "entries from {from} asked for, but the log starts at {first} (a snapshot replaced the rest)")
+            }
         }
     }
 }
@@ -67,21 +143,28 @@ pub enum OnCorruption {
     /// Refuse to start, naming the file and line (the default: data is never silently dropped).
     #[default]
     Refuse,
-    /// Cut the log at the damaged record and repair it from the cluster (`start --repair`).
+    /// Cut the log at the damaged record (or missing segment) and repair it from the cluster
+    /// (`start --repair`).
     Repair,
 }
 
 /// What was found on disk at start.
 #[derive(Debug)]
 pub struct Recovery {
-    /// Term, vote and commit as saved; the commit index never exceeds `entries`.
+    /// Term, vote and commit as saved; the commit index never exceeds the log's last index, and
+    /// is at least the snapshot's.
     pub hard_state: HardState,
+    /// The latest snapshot saved.
+    pub snapshot: Option<Snapshot>,
+    /// The entries after the snapshot (from its index + 1, or from 1).
     pub entries: Vec<Entry>,
+    /// A snapshot being received when the node stopped, to resume.
+    pub partial: Option<PartialSnapshot>,
     /// Committed entries this node held were lost through this index (its log ends before the
     /// commit index saved with it, or a damaged record was cut): the node must get them back
     /// from a leader before it votes (`replog_core::Recovered::repair_to`). Zero if none.
     pub repair_to: LogIndex,
-    /// Things recovery repaired (a torn tail, a cut), for the log.
+    /// Things recovery repaired (a torn tail, a cut, a dropped log), for the log.
     pub warnings: Vec<String>,
 }
 
@@ -90,26 +173,36 @@ pub struct Recovery {
 pub struct Durable {
     /// Every write with a seq up to this one is durable (compare with [`Storage::barrier`]).
     pub seq: u64,
-    /// The log is durable through this entry.
+    /// The log is durable through this entry (the snapshot counts).
     pub last: LogIndex,
 }
 
-/// The log and metadata files of one node, on any [`FileSystem`].
+/// The bytes of a snapshot being received so far, as `snapshot.partial` holds them.
+#[derive(Debug)]
+struct Partial {
+    header: PartialHeader,
+    /// Data bytes after the header.
+    len: u64,
+}
+
+/// The log, snapshot and metadata files of one node, on any [`FileSystem`].
 ///
 /// Writes are buffered; `request_sync` hands them to the OS and asks for a sync (inline or on
-/// the file's background thread); `durable` says, at any moment, how far the log is durable.
-/// No call depends on another having been made first.
+/// the active segment's background thread); `durable` says, at any moment, how far the log is
+/// durable. No call depends on another having been made first.
 #[derive(Debug)]
 pub struct Storage<F: FileSystem> {
     fs: F,
     dir: PathBuf,
-    log_path: PathBuf,
-    log: F::Log,
+    options: StorageOptions,
+    /// Invariant: every sealed segment is durable; the active one ends at the log's end.
+    segments: Segments<F::Log>,
     identity: Identity,
-    /// `offsets[i - 1]` is where entry i starts; `end` is where the next one goes.
-    offsets: Vec<u64>,
-    end: u64,
-    /// Serialized records not yet handed to the OS.
+    /// Invariant: the log's last index is at least the snapshot's.
+    snapshot: Option<SnapshotMeta>,
+    /// Some while `snapshot.partial` exists.
+    partial: Option<Partial>,
+    /// Serialized records not yet handed to the OS (all of the active segment).
     buffer: Vec<u8>,
     /// Bytes handed to the OS but not yet covered by a sync (inline or requested).
     log_dirty: bool,
@@ -117,7 +210,7 @@ pub struct Storage<F: FileSystem> {
     /// before it started.
     write_seq: u64,
     durable: Durable,
-    /// Background syncs asked for: (seq, log length then), oldest first.
+    /// Background syncs asked for on the active segment: (seq, log length then), oldest first.
     in_flight: VecDeque<(u64, LogIndex)>,
     /// Truncations since: (seq, entries kept); a sync issued before one cannot vouch past it.
     truncations: Vec<(u64, LogIndex)>,
@@ -141,29 +234,41 @@ impl<F: FileSystem> Storage<F> {
 
     /// Opens the folder, doing `on_corruption` with a damaged record before the tail.
     pub fn open_with(
-        mut fs: F,
+        fs: F,
         dir: &Path,
         identity: Identity,
         on_corruption: OnCorruption,
     ) -> Result<(Storage<F>, Recovery), StorageError> {
+        Storage::open_with_options(fs, dir, identity, on_corruption, StorageOptions::default())
+    }
+
+    /// Opens the folder with these options, doing `on_corruption` with a damaged record before
+    /// the tail.
+    pub fn open_with_options(
+        mut fs: F,
+        dir: &Path,
+        identity: Identity,
+        on_corruption: OnCorruption,
+        options: StorageOptions,
+    ) -> Result<(Storage<F>, Recovery), StorageError> {
         fs.create_dir_all(dir).map_err(io_error(dir))?;
-        let log_path = dir.join("log.jsonl");
-        let meta_path = dir.join("metadata.json");
-        let mut warnings = Vec::new();
-        let (entries, offsets, end, cut) = match fs.read(&log_path) {
-            Ok(bytes) => read_log(&log_path, &bytes, on_corruption)?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => (Vec::new(), Vec::new(), 0, None),
-            Err(error) => return Err(StorageError::Io { path: log_path, error }),
-        };
+        let names = fs.list_dir(dir).map_err(io_error(dir))?;
+        let names = segments::migrate_legacy(&mut fs, dir, names)?;
+        let has = |name: &str| names.iter().any(|n| n == name);
+        let snapshot = if has(SNAPSHOT_FILE) { Some(read_snapshot(&mut fs, dir)?) } else { None };
+        let snapshot_meta = snapshot.as_ref().map(|snapshot| snapshot.meta);
+        let mut plan = segments::plan(&mut fs, dir, &names, snapshot_meta, on_corruption)?;
+        let meta_path = dir.join(METADATA_FILE);
         let meta = match fs.read(&meta_path) {
             Ok(bytes) => Some(parse_metadata(&meta_path, &bytes, &identity)?),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                if !entries.is_empty() {
+                if !plan.entries.is_empty() || snapshot.is_some() {
                     return Err(StorageError::Mismatch {
                         path: meta_path,
                         why: format!(
-                            "missing, next to a log of {} entries: term and vote are unknown",
-                            entries.len()
+                            "missing, next to a log of {} entries{}: term and vote are unknown",
+                            plan.entries.len(),
+                            if snapshot.is_some() { " and a snapshot" } else { "" }
                         ),
                     });
                 }
@@ -171,50 +276,53 @@ impl<F: FileSystem> Storage<F> {
             }
             Err(error) => return Err(StorageError::Io { path: meta_path, error }),
         };
+        // What recovery found is settled; from here on it repairs.
+        let mut warnings = std::mem::take(&mut plan.warnings);
+        let entries = std::mem::take(&mut plan.entries);
+        let damaged_at = plan.damaged_at;
+        if has(SNAPSHOT_TEMP_FILE) {
+            // A snapshot whose rename never happened: the one before it stands.
+            let temp = dir.join(SNAPSHOT_TEMP_FILE);
+            fs.remove_file(&temp).map_err(io_error(&temp))?;
+        }
+        let snapshot_index = snapshot_meta.map_or(LogIndex::ZERO, |meta| meta.index);
+        let partial =
+            if has(PARTIAL_FILE) { read_partial(&mut fs, dir, snapshot_index, &mut warnings)? } else { None };
+        let (segments, created) = plan.apply(&mut fs)?;
+        let last = segments.last_index();
+        assert!(last >= snapshot_index, "the log ends at or after the snapshot");
+        assert_eq!(
+            last.0 - snapshot_index.0,
+            entries.len() as u64,
+            "recovered entries fill the log after the snapshot"
+        );
         let (saved, repairing_to) = meta.unwrap_or_default();
-        let last = LogIndex(entries.len() as u64);
-        let damaged_at = cut.as_ref().filter(|cut| cut.damaged).map(|_| last.next());
         let repair_to = saved.commit.max(repairing_to).max(damaged_at.unwrap_or(LogIndex::ZERO));
         let repair_to = if repair_to > last { repair_to } else { LogIndex::ZERO };
         if repair_to > LogIndex::ZERO {
-            warnings.push(format!(
-                "{}: committed entries {}..={repair_to} are missing (lost or damaged on this disk); \
-                 this node will not vote until a leader has restored them",
-                log_path.display(),
-                last.next()
-            ));
-        }
-        let hard_state = HardState { commit: saved.commit.min(last), ..saved };
-        let mut log = fs.open_log(&log_path).map_err(io_error(&log_path))?;
-        if cut.is_some() {
-            // Writes go where the good data ends, over the torn or damaged record.
-            log.set_len(end).map_err(io_error(&log_path))?;
-        }
-        // What was read may sit in the page cache only (the process died, the machine did not):
-        // it becomes durable before the node vouches for any of it.
-        log.sync().map_err(io_error(&log_path))?;
-        if let Some(Cut { line, bytes, damaged, why }) = &cut {
-            warnings.push(if *damaged {
+            warnings.insert(
+                0,
                 format!(
-                    "{}: cut {bytes} bytes from line {line} on ({why}), as --repair asked",
-                    log_path.display()
-                )
-            } else {
-                format!(
-                    "{}: cut a torn record at line {line} ({bytes} bytes) left by a crash",
-                    log_path.display()
-                )
-            });
+                    "{}: committed entries {}..={repair_to} are missing (lost or damaged on this disk); \
+                     this node will not vote until a leader has restored them",
+                    segments.active.path.display(),
+                    last.next()
+                ),
+            );
         }
-        let durable = Durable { seq: 0, last: LogIndex(entries.len() as u64) };
+        // A snapshot holds committed entries only.
+        let hard_state = HardState { commit: saved.commit.min(last).max(snapshot_index), ..saved };
+        let durable = Durable { seq: 0, last };
         let mut storage = Storage {
             fs,
             dir: dir.to_path_buf(),
-            log_path,
-            log,
+            options,
+            segments,
             identity,
-            offsets,
-            end,
+            snapshot: snapshot_meta,
+            partial: partial
+                .as_ref()
+                .map(|(header, data)| Partial { header: *header, len: data.len() as u64 }),
             buffer: Vec::with_capacity(64 * 1024),
             log_dirty: false,
             write_seq: 0,
@@ -225,42 +333,90 @@ impl<F: FileSystem> Storage<F> {
             hard_written: saved,
             ticks_since_commit_write: 0,
             repair_floor: repair_to,
-            commit_known: saved.commit,
+            commit_known: saved.commit.max(snapshot_index),
         };
         if meta.is_none() {
-            storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once
+            storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once (and syncs the folder)
+        } else if created {
+            storage.fs.sync_dir(&storage.dir).map_err(io_error(&storage.dir))?;
         }
-        Ok((storage, Recovery { hard_state, entries, repair_to, warnings }))
+        let partial = partial.map(|(header, data)| PartialSnapshot {
+            meta: header.meta,
+            total: header.total,
+            checksum: header.checksum,
+            data,
+        });
+        storage.check_invariants();
+        Ok((storage, Recovery { hard_state, snapshot, entries, partial, repair_to, warnings }))
     }
 
-    /// Buffers entries at the end of the log.
-    pub fn append(&mut self, entries: &[Entry]) {
+    /// The snapshot the log starts after, if any.
+    pub fn snapshot(&self) -> Option<&SnapshotMeta> {
+        self.snapshot.as_ref()
+    }
+
+    /// The first index the log holds: the one after the snapshot's, or 1.
+    pub fn first_index(&self) -> LogIndex {
+        self.snapshot_index().next()
+    }
+
+    /// The log's last index (the snapshot's if the log after it is empty).
+    pub fn last_index(&self) -> LogIndex {
+        self.segments.last_index()
+    }
+
+    /// Buffers entries at the end of the log. Once the active segment is full, the next entry
+    /// starts a new one (the old one is synced first, inline).
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
         for entry in entries {
-            assert_eq!(entry.index.0, self.offsets.len() as u64 + 1, "log appends are contiguous");
+            assert_eq!(entry.index, self.last_index().next(), "log appends are contiguous");
+            let active = &self.segments.active;
+            if active.end > self.options.segment_bytes_max && !active.offsets.is_empty() {
+                self.roll()?;
+            }
             let start = self.buffer.len();
             encode_record(entry, &mut self.buffer);
-            self.offsets.push(self.end);
-            self.end += (self.buffer.len() - start) as u64;
+            let active = &mut self.segments.active;
+            active.offsets.push(active.end);
+            active.end += (self.buffer.len() - start) as u64;
         }
+        Ok(())
     }
 
-    /// Removes entries `from` and after: one ftruncate, whatever the tail's length.
+    /// Removes entries `from` and after: one ftruncate, whatever the tail's length. Reaching
+    /// into a sealed segment (uncommitted entries right after a roll) removes the segments after
+    /// it and syncs the folder first.
     pub fn truncate(&mut self, from: LogIndex) -> Result<(), StorageError> {
-        let keep = from.0 as usize - 1;
-        if keep >= self.offsets.len() {
+        if from > self.last_index() {
             return Ok(());
         }
-        self.flush_buffer()?;
-        let at = self.offsets[keep];
-        self.log.set_len(at).map_err(io_error(&self.log_path))?;
-        self.offsets.truncate(keep);
-        self.end = at;
-        self.durable.last = self.durable.last.min(LogIndex(keep as u64));
+        // §5.4: only uncommitted entries are ever removed, and a snapshot holds committed ones.
+        assert!(from > self.snapshot_index(), "a truncation never reaches into the snapshot");
+        let keep = from.prev();
+        if from < self.segments.active.first {
+            // The buffered records and everything in flight belong to the active segment,
+            // which goes; the sealed ones are durable.
+            self.check_background_syncs()?;
+            self.buffer.clear();
+            self.segments.reopen(&mut self.fs, from)?;
+            self.in_flight.clear();
+            self.truncations.clear();
+        } else {
+            self.flush_buffer()?;
+        }
+        let active = &mut self.segments.active;
+        let kept = (from.0 - active.first.0) as usize;
+        let at = active.offsets[kept];
+        active.log.set_len(at).map_err(io_error(&active.path))?;
+        active.offsets.truncate(kept);
+        active.end = at;
+        self.durable.last = self.durable.last.min(keep);
         self.log_dirty = true;
         self.write_seq += 1;
         if !self.in_flight.is_empty() {
-            self.truncations.push((self.write_seq, LogIndex(keep as u64)));
+            self.truncations.push((self.write_seq, keep));
         }
+        self.check_invariants();
         Ok(())
     }
 
@@ -271,13 +427,101 @@ impl<F: FileSystem> Storage<F> {
         if (hard_state.term, hard_state.voted_for) != (self.hard_written.term, self.hard_written.voted_for) {
             // Storage actions become durable in order (the core's contract): log writes issued
             // before this change are made durable before it is. Term and vote change rarely.
+            // Sealed segments are durable already.
             self.flush_buffer()?;
             if self.log_dirty || !self.in_flight.is_empty() {
-                self.log.sync().map_err(io_error(&self.log_path))?;
+                let active = &mut self.segments.active;
+                active.log.sync().map_err(io_error(&active.path))?;
             }
             self.write_metadata(hard_state)?;
         }
         Ok(())
+    }
+
+    /// Makes `snapshot` durable (atomically replacing the one before), then removes the log it
+    /// covers: if the log holds the snapshot's last entry, the sealed segments that end at or
+    /// before it (and the active one too if it is covered wholly); otherwise (a follower
+    /// installing a leader's snapshot over a log that disagrees or is too short) the whole log.
+    /// Removes `snapshot.partial`.
+    pub fn save_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let meta = snapshot.meta;
+        if let Some(current) = self.snapshot {
+            assert!(meta.index >= current.index, "a snapshot never replaces a later one");
+            assert!(meta.index > current.index || meta.term == current.term, "one entry, one term");
+        }
+        let holds = self.term_at(meta.index)? == Some(meta.term);
+        self.write_snapshot(snapshot)?;
+        self.snapshot = Some(meta);
+        if holds && self.last_index() > meta.index {
+            self.segments.remove_through(&mut self.fs, meta.index)?;
+            self.durable.last = self.durable.last.max(meta.index);
+        } else {
+            // The whole log goes: what was buffered or in flight for it no longer matters.
+            self.check_background_syncs()?;
+            self.buffer.clear();
+            self.segments.reset(&mut self.fs, meta.index.next())?;
+            self.in_flight.clear();
+            self.truncations.clear();
+            self.log_dirty = false;
+            self.write_seq += 1;
+            self.durable = Durable { seq: self.write_seq, last: meta.index };
+        }
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// Stores a chunk of a snapshot being received in `snapshot.partial`, unsynced (a cache: a
+    /// lost chunk is fetched again). `partial_meta` is (what it covers, total length, checksum).
+    /// A chunk at offset 0 starts the file over; one elsewhere is kept only if it continues the
+    /// same transfer exactly where the file ends, and is ignored otherwise.
+    pub fn save_snapshot_chunk(
+        &mut self,
+        partial_meta: (SnapshotMeta, u64, u64),
+        offset: u64,
+        chunk: &[u8],
+    ) -> Result<(), StorageError> {
+        let (meta, total, checksum) = partial_meta;
+        let header = PartialHeader { meta, total, checksum };
+        if offset.checked_add(chunk.len() as u64).is_none_or(|end| end > total) {
+            return Ok(()); // not a part of that snapshot
+        }
+        let path = self.dir.join(PARTIAL_FILE);
+        if offset == 0 {
+            let mut bytes = encode_partial_header(&header);
+            bytes.extend_from_slice(chunk);
+            self.fs.write_file(&path, &bytes).map_err(io_error(&path))?;
+            self.partial = Some(Partial { header, len: chunk.len() as u64 });
+            return Ok(());
+        }
+        match &mut self.partial {
+            Some(partial) if partial.header == header && partial.len == offset => {
+                self.fs.append_file(&path, chunk).map_err(io_error(&path))?;
+                partial.len += chunk.len() as u64;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Entries `from..=to` (`to` past the log's end reads to the end), from the files, as
+    /// written so far (durable or not): at least one if any is in range, and no more once
+    /// their [`Entry::size_bytes`] pass `bytes_max`. An error if `from` is before the log's
+    /// first index (the snapshot replaced it).
+    pub fn read_entries(
+        &mut self,
+        from: LogIndex,
+        to: LogIndex,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        if from < self.first_index() {
+            return Err(StorageError::Compacted { from, first: self.first_index() });
+        }
+        let to = to.min(self.last_index());
+        if from > to {
+            return Ok(Vec::new());
+        }
+        self.flush_buffer()?;
+        self.segments.read(&mut self.fs, from, to, bytes_max)
     }
 
     /// The write seq that everything written so far will carry once handed to the OS: once
@@ -286,11 +530,11 @@ impl<F: FileSystem> Storage<F> {
         self.write_seq + u64::from(!self.buffer.is_empty())
     }
 
-    /// Hands buffered writes to the OS and asks for a sync covering them: on the file's
-    /// background thread (which merges requests that arrive while it is busy: group commit), or
-    /// here when `inline_if_idle` and nothing else is in flight (two thread hand-offs cost more
-    /// than they save when no other work is waiting), or when the file cannot sync in the
-    /// background.
+    /// Hands buffered writes to the OS and asks for a sync covering them: on the active
+    /// segment's background thread (which merges requests that arrive while it is busy: group
+    /// commit), or here when `inline_if_idle` and nothing else is in flight (two thread
+    /// hand-offs cost more than they save when no other work is waiting), or when the file
+    /// cannot sync in the background.
     pub fn request_sync(&mut self, inline_if_idle: bool) -> Result<(), StorageError> {
         self.flush_buffer()?;
         if !self.log_dirty {
@@ -299,10 +543,10 @@ impl<F: FileSystem> Storage<F> {
         if inline_if_idle && self.in_flight.is_empty() {
             return self.sync_now();
         }
-        if !self.log.request_sync(self.write_seq) {
+        if !self.segments.active.log.request_sync(self.write_seq) {
             return self.sync_now();
         }
-        self.in_flight.push_back((self.write_seq, LogIndex(self.offsets.len() as u64)));
+        self.in_flight.push_back((self.write_seq, self.last_index()));
         self.log_dirty = false;
         Ok(())
     }
@@ -313,7 +557,8 @@ impl<F: FileSystem> Storage<F> {
         if self.in_flight.is_empty() {
             return Ok(self.durable);
         }
-        let completed = self.log.synced().map_err(io_error(&self.log_path))?;
+        let active = &mut self.segments.active;
+        let completed = active.log.synced().map_err(io_error(&active.path))?;
         let mut advanced = false;
         while let Some(&(seq, last)) = self.in_flight.front() {
             if seq > completed {
@@ -323,14 +568,16 @@ impl<F: FileSystem> Storage<F> {
             // Entries truncated after this sync was asked for are not what it made durable.
             let floor = self.truncations.iter().filter(|(at, _)| *at > seq).map(|(_, kept)| *kept).min();
             assert!(seq >= self.durable.seq, "durable seq never goes back");
-            self.durable = Durable { seq, last: floor.map_or(last, |kept| last.min(kept)) };
+            // A snapshot saved since covers what it had not reached.
+            let last = floor.map_or(last, |kept| last.min(kept)).max(self.snapshot_index());
+            self.durable = Durable { seq, last };
             advanced = true;
         }
         if advanced {
             let oldest = self.in_flight.front().map_or(u64::MAX, |(seq, _)| *seq);
             self.truncations.retain(|(at, _)| *at > oldest.min(self.durable.seq));
         }
-        assert!(self.durable.last.0 <= self.offsets.len() as u64, "durable within the log");
+        assert!(self.durable.last <= self.last_index(), "durable within the log");
         Ok(self.durable)
     }
 
@@ -354,9 +601,10 @@ impl<F: FileSystem> Storage<F> {
     /// Everything durable, commit index included (clean shutdown).
     pub fn close(mut self) -> Result<(), StorageError> {
         self.flush_buffer()?;
-        self.log.sync().map_err(io_error(&self.log_path))?;
+        let active = &mut self.segments.active;
+        active.log.sync().map_err(io_error(&active.path))?;
         self.in_flight.clear();
-        self.durable = Durable { seq: self.write_seq, last: LogIndex(self.offsets.len() as u64) };
+        self.durable = Durable { seq: self.write_seq, last: self.last_index() };
         if self.hard.commit != self.hard_written.commit {
             self.write_metadata(self.hard)?;
         }
@@ -368,23 +616,93 @@ impl<F: FileSystem> Storage<F> {
         &self.fs
     }
 
+    fn snapshot_index(&self) -> LogIndex {
+        self.snapshot.map_or(LogIndex::ZERO, |snapshot| snapshot.index)
+    }
+
+    /// The term of entry `index`, if the log holds it (or the snapshot ends at it).
+    fn term_at(&mut self, index: LogIndex) -> Result<Option<Term>, StorageError> {
+        if let Some(snapshot) = self.snapshot.filter(|snapshot| snapshot.index == index) {
+            return Ok(Some(snapshot.term));
+        }
+        if index < self.first_index() || index > self.last_index() {
+            return Ok(None);
+        }
+        Ok(self.read_entries(index, index, 0)?.first().map(|entry| entry.term))
+    }
+
+    /// The active segment is full: it is made durable whole (so nothing is in flight on it and
+    /// a sealed segment is never torn), then the next one starts.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        self.flush_buffer()?;
+        let active = &mut self.segments.active;
+        active.log.sync().map_err(io_error(&active.path))?;
+        self.check_background_syncs()?;
+        self.in_flight.clear();
+        self.truncations.clear();
+        self.log_dirty = false;
+        self.durable = Durable { seq: self.write_seq, last: self.last_index() };
+        self.segments.roll(&mut self.fs)
+    }
+
+    /// Before the active segment's file handle goes: a background sync that failed on it is
+    /// never forgotten (nothing after a failed fsync can be trusted).
+    fn check_background_syncs(&mut self) -> Result<(), StorageError> {
+        if !self.in_flight.is_empty() {
+            let active = &mut self.segments.active;
+            active.log.synced().map_err(io_error(&active.path))?;
+        }
+        Ok(())
+    }
+
     /// Makes every log write so far durable now, on this thread (one fdatasync).
     fn sync_now(&mut self) -> Result<(), StorageError> {
-        self.log.sync().map_err(io_error(&self.log_path))?;
+        let active = &mut self.segments.active;
+        active.log.sync().map_err(io_error(&active.path))?;
         self.log_dirty = false;
         assert!(self.in_flight.is_empty(), "an inline sync never overtakes background ones");
-        self.durable = Durable { seq: self.write_seq, last: LogIndex(self.offsets.len() as u64) };
+        self.durable = Durable { seq: self.write_seq, last: self.last_index() };
         Ok(())
     }
 
     fn flush_buffer(&mut self) -> Result<(), StorageError> {
         if !self.buffer.is_empty() {
-            self.log.append(&self.buffer).map_err(io_error(&self.log_path))?;
+            let active = &mut self.segments.active;
+            active.log.append(&self.buffer).map_err(io_error(&active.path))?;
             self.buffer.clear();
             self.log_dirty = true;
             self.write_seq += 1;
         }
         Ok(())
+    }
+
+    /// Invariants that, broken, would lose or misplace entries.
+    fn check_invariants(&self) {
+        let snapshot_index = self.snapshot_index();
+        assert!(self.last_index() >= snapshot_index, "the log ends at or after the snapshot");
+        assert!(self.durable.last <= self.last_index(), "durable within the log");
+        if let Some(sealed) = self.segments.sealed.last() {
+            assert_eq!(sealed.last.next(), self.segments.active.first, "segments are contiguous");
+            assert!(self.durable.last >= sealed.last, "sealed segments are durable");
+        }
+        if let Some(first) = self.segments.sealed.first() {
+            assert!(first.last > snapshot_index, "sealed segments the snapshot covers are removed");
+        }
+    }
+
+    /// write, fsync, remove the partial, rename, fsync the folder: one folder sync makes the
+    /// snapshot and the partial's removal durable, in that order or neither.
+    fn write_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let path = self.dir.join(SNAPSHOT_FILE);
+        let temp = self.dir.join(SNAPSHOT_TEMP_FILE);
+        self.fs.write_file(&temp, &records::encode_snapshot(snapshot)).map_err(io_error(&temp))?;
+        self.fs.sync_file(&temp).map_err(io_error(&temp))?;
+        if self.partial.take().is_some() {
+            let partial = self.dir.join(PARTIAL_FILE);
+            self.fs.remove_file(&partial).map_err(io_error(&partial))?;
+        }
+        self.fs.rename(&temp, &path).map_err(io_error(&path))?;
+        self.fs.sync_dir(&self.dir).map_err(io_error(&self.dir))
     }
 
     /// write, fsync, rename, fsync the folder. The commit written never exceeds the durable log.
@@ -394,8 +712,8 @@ impl<F: FileSystem> Storage<F> {
         }
         let commit = hard_state.commit.max(self.commit_known).min(self.durable.last);
         let hard_state = HardState { commit, ..hard_state };
-        let path = self.dir.join("metadata.json");
-        let temp = self.dir.join("metadata.json.tmp");
+        let path = self.dir.join(METADATA_FILE);
+        let temp = self.dir.join(METADATA_TEMP_FILE);
         let mut text = format!(
             "{{\"name\":{},\"address\":{},\"term\":{},\"voted_for\":{},\"commit\":{}",
             json_string(&self.identity.name),
@@ -419,155 +737,38 @@ impl<F: FileSystem> Storage<F> {
     }
 }
 
-fn json_string(text: &str) -> String {
-    serde_json::to_string(text).expect("strings serialize")
+/// `snapshot.json`, which must be whole: a damaged snapshot is an error, never skipped (the log
+/// it replaced may be gone).
+fn read_snapshot<F: FileSystem>(fs: &mut F, dir: &Path) -> Result<Snapshot, StorageError> {
+    let path = dir.join(SNAPSHOT_FILE);
+    let bytes = fs.read(&path).map_err(io_error(&path))?;
+    decode_snapshot(&bytes).map_err(|why| StorageError::Corrupt { path, line: 1, why })
 }
 
-/// One log record, with its newline.
-fn encode_record(entry: &Entry, out: &mut Vec<u8>) {
-    let start = out.len();
-    let _ = write!(out, "{{\"index\":{},\"term\":{},", entry.index.0, entry.term.0);
-    match &entry.payload {
-        Payload::Noop => out.extend_from_slice(b"\"type\":\"noop\""),
-        Payload::Command(data) => match std::str::from_utf8(data.as_slice()) {
-            Ok(text) => {
-                out.extend_from_slice(b"\"type\":\"command\",\"data\":");
-                serde_json::to_writer(&mut *out, text).expect("writing to a Vec cannot fail");
-            }
-            Err(_) => {
-                out.extend_from_slice(b"\"type\":\"command\",\"data_hex\":\"");
-                for byte in data.as_slice() {
-                    let _ = write!(out, "{byte:02x}");
-                }
-                out.push(b'"');
-            }
-        },
-    }
-    let crc = crc32fast::hash(&out[start..]);
-    let _ = writeln!(out, ",\"crc\":{crc}}}");
-}
-
-#[derive(serde::Deserialize)]
-struct Record {
-    index: u64,
-    term: u64,
-    #[serde(rename = "type")]
-    kind: String,
-    data: Option<String>,
-    data_hex: Option<String>,
-}
-
-/// Splits `{...,"crc":N}` into the checked prefix and N, and verifies it.
-fn checked(line: &str) -> Result<(), String> {
-    let at = line.rfind(",\"crc\":").ok_or("record has no checksum")?;
-    let digits = line[at + 7..].strip_suffix('}').ok_or("record does not end its object")?;
-    let expected: u32 = digits.parse().map_err(|_| "checksum is not a number")?;
-    let actual = crc32fast::hash(&line.as_bytes()[..at]);
-    if actual != expected {
-        return Err(format!("checksum mismatch (recorded {expected}, computed {actual})"));
-    }
-    Ok(())
-}
-
-fn decode_record(line: &str) -> Result<Entry, String> {
-    checked(line)?;
-    let record: Record = serde_json::from_str(line).map_err(|e| format!("unreadable record: {e}"))?;
-    let payload = match (record.kind.as_str(), record.data, record.data_hex) {
-        ("noop", None, None) => Payload::Noop,
-        ("command", Some(text), None) => Payload::Command(Bytes::from(text.into_bytes())),
-        ("command", None, Some(hex)) => {
-            if hex.len() % 2 != 0 {
-                return Err("odd-length data_hex".into());
-            }
-            let bytes: Result<Vec<u8>, _> =
-                (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16)).collect();
-            Payload::Command(Bytes::from(bytes.map_err(|_| "data_hex is not hex")?))
+/// `snapshot.partial`, if it is readable and newer than the snapshot; otherwise it is removed
+/// (it is only a cache), with a warning if it was damaged.
+fn read_partial<F: FileSystem>(
+    fs: &mut F,
+    dir: &Path,
+    snapshot_index: LogIndex,
+    warnings: &mut Vec<String>,
+) -> Result<Option<(PartialHeader, Vec<u8>)>, StorageError> {
+    let path = dir.join(PARTIAL_FILE);
+    let bytes = fs.read(&path).map_err(io_error(&path))?;
+    let read = decode_partial_header(&bytes).and_then(|(header, start)| {
+        let data = bytes[start..].to_vec();
+        if data.len() as u64 > header.total {
+            return Err(format!("{} bytes of a snapshot of {}", data.len(), header.total));
         }
-        _ => return Err("record has an unknown type or payload".into()),
-    };
-    Ok(Entry { index: LogIndex(record.index), term: Term(record.term), payload })
-}
-
-/// What recovery cuts from the log's end.
-#[derive(Debug)]
-struct Cut {
-    /// The first line cut, counted from 1.
-    line: usize,
-    bytes: usize,
-    /// A damaged record before the tail (cut only on the operator's request), not a torn one.
-    damaged: bool,
-    why: String,
-}
-
-type ReadLog = (Vec<Entry>, Vec<u64>, u64, Option<Cut>);
-
-/// Reads every record; returns entries, their offsets, where good data ends, and what must be
-/// cut, if anything.
-fn read_log(path: &Path, bytes: &[u8], on_corruption: OnCorruption) -> Result<ReadLog, StorageError> {
-    let mut entries = Vec::new();
-    let mut offsets = Vec::new();
-    let mut position = 0usize;
-    let mut line_number = 0usize;
-    while position < bytes.len() {
-        line_number += 1;
-        let newline = bytes[position..].iter().position(|&b| b == b'\n');
-        let is_last = newline.is_none_or(|n| position + n + 1 == bytes.len());
-        let end = newline.map_or(bytes.len(), |n| position + n);
-        let parsed = std::str::from_utf8(&bytes[position..end])
-            .map_err(|_| "record is not UTF-8".to_string())
-            .and_then(decode_record)
-            .and_then(|entry| {
-                if entry.index.0 == entries.len() as u64 + 1 {
-                    Ok(entry)
-                } else {
-                    Err(format!("expected entry {}, found {}", entries.len() + 1, entry.index.0))
-                }
-            });
-        match parsed {
-            Ok(entry) if newline.is_some() => {
-                offsets.push(position as u64);
-                entries.push(entry);
-                position = end + 1;
-            }
-            // The last line, unfinished or damaged: a write the crash interrupted.
-            Ok(_) | Err(_) if is_last => {
-                let cut = Cut {
-                    line: line_number,
-                    bytes: bytes.len() - position,
-                    damaged: false,
-                    why: String::new(),
-                };
-                return Ok((entries, offsets, position as u64, Some(cut)));
-            }
-            Err(why) if on_corruption == OnCorruption::Repair => {
-                let cut = Cut { line: line_number, bytes: bytes.len() - position, damaged: true, why };
-                return Ok((entries, offsets, position as u64, Some(cut)));
-            }
-            Err(why) => {
-                return Err(StorageError::Corrupt { path: path.to_path_buf(), line: line_number, why })
-            }
-            Ok(_) => unreachable!("a record without newline is the last"),
-        }
+        Ok((header, data))
+    });
+    match read {
+        Ok((header, data)) if header.meta.index > snapshot_index => return Ok(Some((header, data))),
+        Ok(_) => {} // a transfer the saved snapshot has overtaken
+        Err(why) => warnings.push(format!("{}: ignored ({why}); the transfer starts over", path.display())),
     }
-    Ok((entries, offsets, position as u64, None))
-}
-
-/// The complete, valid records at the start of `bytes`, the first of which must be entry
-/// `next_index`, each with where it ends (after its newline). Stops at the first incomplete or
-/// damaged record: what a reader of this prefix of a log file could recover.
-pub fn scan_records(bytes: &[u8], next_index: u64) -> Vec<(Entry, usize)> {
-    let mut records = Vec::new();
-    let mut position = 0;
-    while let Some(length) = bytes[position..].iter().position(|&b| b == b'\n') {
-        let line = &bytes[position..position + length];
-        let entry = match std::str::from_utf8(line).map_err(|_| String::new()).and_then(decode_record) {
-            Ok(entry) if entry.index.0 == next_index + records.len() as u64 => entry,
-            _ => break,
-        };
-        position += length + 1;
-        records.push((entry, position));
-    }
-    records
+    fs.remove_file(&path).map_err(io_error(&path))?;
+    Ok(None)
 }
 
 /// What a `metadata.json` holds, if it is complete and its checksum holds: the hard state,
@@ -602,7 +803,7 @@ impl Meta {
 fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
     let line = text.trim_end();
-    checked(line)?;
+    records::checked(line)?;
     serde_json::from_str(line).map_err(|e| format!("unreadable: {e}"))
 }
 
@@ -632,6 +833,7 @@ fn parse_metadata(
 mod tests {
     use super::*;
     use crate::fs::RealFs;
+    use replog_core::{Bytes, Payload};
     use std::fs;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -662,19 +864,23 @@ mod tests {
         storage
             .save_hard_state(HardState { term: Term(2), voted_for: Some(NodeId(5)), commit: LogIndex(0) })
             .unwrap();
-        storage.append(&[
-            entry(1, 1, "a"),
-            entry(2, 2, "quote\"and\\slash"),
-            Entry { index: LogIndex(3), term: Term(2), payload: Payload::Noop },
-        ]);
-        storage.append(&[Entry {
-            index: LogIndex(4),
-            term: Term(2),
-            payload: Payload::Command(Bytes::from(vec![0xff, 0])),
-        }]);
+        storage
+            .append(&[
+                entry(1, 1, "a"),
+                entry(2, 2, "quote\"and\\slash"),
+                Entry { index: LogIndex(3), term: Term(2), payload: Payload::Noop },
+            ])
+            .unwrap();
+        storage
+            .append(&[Entry {
+                index: LogIndex(4),
+                term: Term(2),
+                payload: Payload::Command(Bytes::from(vec![0xff, 0])),
+            }])
+            .unwrap();
         storage.request_sync(true).unwrap();
         storage.truncate(LogIndex(3)).unwrap();
-        storage.append(&[entry(3, 2, "c")]);
+        storage.append(&[entry(3, 2, "c")]).unwrap();
         storage
             .save_hard_state(HardState { term: Term(2), voted_for: Some(NodeId(5)), commit: LogIndex(3) })
             .unwrap();
@@ -706,19 +912,19 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         };
-        storage.append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")]);
+        storage.append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")]).unwrap();
         let barrier = storage.barrier();
         storage.request_sync(false).unwrap();
         wait(&mut storage, barrier);
         assert_eq!(storage.durable().unwrap().last, LogIndex(3));
         // A sync asked for entries 4..5 cannot vouch for them once they are truncated.
-        storage.append(&[entry(4, 1, "d"), entry(5, 1, "e")]);
+        storage.append(&[entry(4, 1, "d"), entry(5, 1, "e")]).unwrap();
         let first = storage.barrier();
         storage.request_sync(false).unwrap();
         storage.truncate(LogIndex(4)).unwrap();
         wait(&mut storage, first);
         assert_eq!(storage.durable().unwrap().last, LogIndex(3));
-        storage.append(&[entry(4, 2, "D")]);
+        storage.append(&[entry(4, 2, "D")]).unwrap();
         let second = storage.barrier();
         storage.request_sync(false).unwrap();
         wait(&mut storage, second);
@@ -732,10 +938,10 @@ mod tests {
         let dir = temp_dir("torn");
         let (mut storage, _) = open(&dir, identity()).unwrap();
         storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(0) }).unwrap();
-        storage.append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")]);
+        storage.append(&[entry(1, 1, "a"), entry(2, 1, "b"), entry(3, 1, "c")]).unwrap();
         storage.request_sync(true).unwrap();
         drop(storage);
-        let log = dir.join("log.jsonl");
+        let log = dir.join(segment_name(LogIndex(1)));
         let mut bytes = fs::read(&log).unwrap();
         let full = bytes.clone();
         bytes.truncate(bytes.len() - 5);
@@ -748,7 +954,7 @@ mod tests {
         corrupt[20] ^= 0x01;
         fs::write(&log, &corrupt).unwrap();
         let error = open(&dir, identity()).unwrap_err().to_string();
-        assert!(error.contains("log.jsonl line 1"), "{error}");
+        assert!(error.contains(&format!("{} line 1", segment_name(LogIndex(1)))), "{error}");
         // A log without metadata is refused; a folder of another node too.
         fs::write(&log, &full).unwrap();
         let other = Identity { name: "node2".into(), address: "127.0.0.1:9".into() };
@@ -763,11 +969,11 @@ mod tests {
         let dir = temp_dir("repair");
         let (mut storage, _) = open(&dir, identity()).unwrap();
         let entries: Vec<Entry> = (1..=6).map(|i| entry(i, 1, "x")).collect();
-        storage.append(&entries);
+        storage.append(&entries).unwrap();
         storage.request_sync(true).unwrap();
         storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(6) }).unwrap();
         storage.close().unwrap();
-        let log = dir.join("log.jsonl");
+        let log = dir.join(segment_name(LogIndex(1)));
         let full = fs::read(&log).unwrap();
         // A disk that lost the last two (synced, committed) records.
         let lines: Vec<&[u8]> = full.split_inclusive(|&b| b == b'\n').collect();
@@ -781,7 +987,7 @@ mod tests {
         let (mut storage, recovery) = open(&dir, identity()).unwrap();
         assert_eq!(recovery.repair_to, LogIndex(6));
         // Restored from the leader: the floor is gone once the log is durable past it.
-        storage.append(&[entry(5, 2, "y"), entry(6, 2, "z")]);
+        storage.append(&[entry(5, 2, "y"), entry(6, 2, "z")]).unwrap();
         storage.request_sync(true).unwrap();
         storage.save_hard_state(HardState { term: Term(2), voted_for: None, commit: LogIndex(5) }).unwrap();
         storage.close().unwrap();

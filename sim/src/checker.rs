@@ -3,6 +3,7 @@
 //! plus the durability order of what a node sends.
 
 use crate::digest;
+use crate::disk::DurableLog;
 use replog_core::{Body, Entry, LogIndex, Message, Node, NodeId, Term};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -253,7 +254,7 @@ pub fn check_durable(
     message: &Message,
     durable_term: Term,
     durable_vote: Option<NodeId>,
-    durable_log: &[Entry],
+    durable_log: &DurableLog,
     node: &Node,
 ) -> Result<(), Broken> {
     let vote_durable = |voter_for: NodeId| {
@@ -275,25 +276,24 @@ pub fn check_durable(
                 format!("vote request in {} sent before its own vote was durable", message.term),
             ));
         }
-        Body::AppendResponse { outcome: replog_core::AppendOutcome::Accepted { match_index }, .. } => {
-            let index = match_index.0 as usize;
-            if index > 0 {
-                let durable = durable_log.get(index - 1).map(|entry| entry.term);
-                let memory = node.entry(*match_index).map(|entry| entry.term);
-                // Once the node has durably moved to a later term, the entry this older
-                // acknowledgement vouched for may have been replaced on that term's leader's
-                // word (as with an answer delayed in the network); it was durable before the
-                // move, since the runtime syncs the log before it writes a new term.
-                let superseded = durable_term > message.term;
-                if !superseded && (durable.is_none() || durable != memory) {
-                    return Err((
-                        "durability order",
-                        format!(
-                            "acknowledged {match_index} while only {} entries are durable",
-                            durable_log.len()
-                        ),
-                    ));
-                }
+        Body::AppendResponse { outcome: replog_core::AppendOutcome::Accepted { match_index }, .. }
+            if match_index.0 > 0 =>
+        {
+            let memory = node.entry(*match_index).map(|entry| entry.term);
+            let durable = memory.is_some_and(|term| durable_log.covers(*match_index, term));
+            // Once the node has durably moved to a later term, the entry this older
+            // acknowledgement vouched for may have been replaced on that term's leader's
+            // word (as with an answer delayed in the network); it was durable before the
+            // move, since the runtime syncs the log before it writes a new term.
+            let superseded = durable_term > message.term;
+            if !superseded && !durable {
+                return Err((
+                    "durability order",
+                    format!(
+                        "acknowledged {match_index} while only {} entries are durable",
+                        durable_log.last().1 .0
+                    ),
+                ));
             }
         }
         _ => {}

@@ -241,19 +241,19 @@ impl Cluster {
     /// entry that a majority no longer keeps, so the checks could not tell a bug from bad luck.
     pub(crate) fn damage(&mut self, index: usize, damage: Damage, t: &mut Timeline) {
         self.crash(index, "stopped for a storage fault", t);
-        let (len, last) = {
-            let log = self.nodes[index].disk.durable_log();
-            (log.len(), log.last().map(|e| (e.index, e.term)))
-        };
-        let Some((last_index, last_term)) = last else {
+        // The fault hits the last segment, counted in its records.
+        let disk = &self.nodes[index].disk;
+        let (Some((first, records)), Some((last_index, last_term))) =
+            (disk.durable_last_segment(), disk.durable_log().last_entry().map(|e| (e.index, e.term)))
+        else {
             return;
         };
+        if records == 0 {
+            return; // a segment just started: nothing synced to damage
+        }
         let holders = (0..self.nodes.len())
             .filter(|&other| other != index && !self.nodes[other].is_repairing())
-            .filter(|&other| {
-                let log = self.nodes[other].disk.durable_log();
-                log.get(last_index.0 as usize - 1).is_some_and(|e| e.term == last_term)
-            })
+            .filter(|&other| self.nodes[other].disk.durable_log().covers(last_index, last_term))
             .count();
         let id = self.nodes[index].id;
         if holders < self.quorum() {
@@ -263,14 +263,14 @@ impl Cluster {
         let disk = &self.nodes[index].disk;
         let what = match damage {
             Damage::LoseTail(count) => {
-                let keep = len.saturating_sub(count as usize);
+                let keep = records.saturating_sub(count as usize);
                 disk.lose_records(keep);
-                format!("lost its synced log after entry {keep}")
+                format!("lost its synced log after entry {}", first.0 - 1 + keep as u64)
             }
             Damage::Flip(count) => {
-                let record = len.saturating_sub(count as usize);
+                let record = records.saturating_sub(count as usize);
                 disk.flip_byte_in_record(record);
-                format!("a bit flipped in entry {}", record + 1)
+                format!("a bit flipped in entry {}", first.0 + record as u64)
             }
         };
         self.nodes[index].mark_damaged();

@@ -4,16 +4,17 @@
 //! operations, and the first write it loses may be torn (some of its bytes reach the platter).
 //! Syncs may fail. Background syncs (group commit) complete when the world says so.
 //!
-//! The durable bytes are also read back through the runtime's own record parser, so the checker
-//! judges what a message vouches for against what would survive a crash right now.
+//! The durable bytes are also read back through the runtime's own parsers (segments, snapshot,
+//! metadata), so the checker judges what a message vouches for against what would survive a
+//! crash right now.
 
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Entry, HardState, LogIndex, Term};
+use replog_core::{Entry, HardState, LogIndex, SnapshotMeta, Term};
 use replog_runtime::fs::{FileSystem, LogFile};
 use replog_runtime::storage;
-use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::{Ref, RefCell};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -101,9 +102,11 @@ fn apply_dir(dir: &mut BTreeMap<PathBuf, usize>, op: &DirOp) {
     }
 }
 
-/// The durable log as the runtime's parser reads it, kept up to date incrementally.
+/// One durable segment's records as the runtime's parser reads them, kept up to date
+/// incrementally.
 #[derive(Debug)]
-struct DurableLog {
+struct ParsedSegment {
+    first: LogIndex,
     entries: Vec<Entry>,
     /// Where each entry's record ends (after its newline).
     ends: Vec<u64>,
@@ -111,9 +114,81 @@ struct DurableLog {
     dirty_from: Option<u64>,
 }
 
-impl Default for DurableLog {
-    fn default() -> DurableLog {
-        DurableLog { entries: Vec::new(), ends: Vec::new(), dirty_from: Some(0) }
+/// The log recovery would find after a crash now: the durable snapshot, then the durable
+/// segments it keeps, judged by the rules of `replog_runtime`'s recovery.
+#[derive(Debug, Default)]
+struct DurableView {
+    /// False once a durable change may have altered the view.
+    fresh: bool,
+    /// The durable folder's segments, by file id (ids are never reused).
+    parsed: HashMap<usize, ParsedSegment>,
+    /// The durable segments, by first index: (first, file id).
+    order: Vec<(LogIndex, usize)>,
+    /// The durable snapshot's meta; `None` inside means there is none. Parsed again after a change.
+    snapshot: Option<Option<SnapshotMeta>>,
+    /// The segments kept, oldest first: (file id, first index used, last index used).
+    kept: Vec<(usize, LogIndex, LogIndex)>,
+}
+
+/// The durable log as recovery would read it now (see [`SimDisk::durable_log`]).
+#[derive(Debug)]
+pub struct DurableLog<'a> {
+    state: Ref<'a, DiskState>,
+}
+
+impl DurableLog<'_> {
+    /// The snapshot the log starts after.
+    pub fn snapshot(&self) -> Option<SnapshotMeta> {
+        self.state.view.snapshot.flatten()
+    }
+
+    /// (term, index) of the last entry, or of the snapshot if the log after it is empty.
+    pub fn last(&self) -> (Term, LogIndex) {
+        match self.last_entry() {
+            Some(entry) => (entry.term, entry.index),
+            None => self
+                .snapshot()
+                .map_or((Term::ZERO, LogIndex::ZERO), |snapshot| (snapshot.term, snapshot.index)),
+        }
+    }
+
+    /// The last entry after the snapshot, if any.
+    pub fn last_entry(&self) -> Option<&Entry> {
+        let &(id, _, last) = self.state.view.kept.last()?;
+        Some(self.entry_in(id, last))
+    }
+
+    /// Entry `index`, if the log after the snapshot holds it.
+    pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
+        let kept = &self.state.view.kept;
+        let at = kept.partition_point(|&(_, _, last)| last < index);
+        let &(id, first, _) = kept.get(at)?;
+        (index >= first).then(|| self.entry_in(id, index))
+    }
+
+    /// True if a restart now would find entry `index` of `term`: in the log, or covered by the
+    /// snapshot (which holds committed entries only, the same on every node; at its own index
+    /// the term is checked).
+    pub fn covers(&self, index: LogIndex, term: Term) -> bool {
+        match self.snapshot() {
+            Some(snapshot) if index < snapshot.index => true,
+            Some(snapshot) if index == snapshot.index => term == snapshot.term,
+            _ => self.entry(index).is_some_and(|entry| entry.term == term),
+        }
+    }
+
+    /// The entries after the snapshot, in order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.state.view.kept.iter().flat_map(|&(id, first, last)| {
+            let segment = &self.state.view.parsed[&id];
+            let from = (first.0 - segment.first.0) as usize;
+            segment.entries[from..=(last.0 - segment.first.0) as usize].iter()
+        })
+    }
+
+    fn entry_in(&self, id: usize, index: LogIndex) -> &Entry {
+        let segment = &self.state.view.parsed[&id];
+        &segment.entries[(index.0 - segment.first.0) as usize]
     }
 }
 
@@ -135,11 +210,12 @@ struct DiskState {
     sync_failures: u64,
     /// A sync failed in this life: the storage code must stop the node.
     failed_this_life: bool,
-    log: DurableLog,
+    view: DurableView,
     /// The durable hard state, parsed again only after the metadata may have changed.
     metadata: Option<(HardState, LogIndex)>,
-    log_path: PathBuf,
+    dir_path: PathBuf,
     meta_path: PathBuf,
+    snapshot_path: PathBuf,
 }
 
 /// What a crash did to the unsynced operations.
@@ -166,10 +242,11 @@ impl SimDisk {
             torn_rate,
             sync_failures: 0,
             failed_this_life: false,
-            log: DurableLog::default(),
+            view: DurableView::default(),
             metadata: None,
-            log_path: Path::new(DATA_DIR).join("log.jsonl"),
-            meta_path: Path::new(DATA_DIR).join("metadata.json"),
+            dir_path: PathBuf::from(DATA_DIR),
+            meta_path: Path::new(DATA_DIR).join(storage::METADATA_FILE),
+            snapshot_path: Path::new(DATA_DIR).join(storage::SNAPSHOT_FILE),
         };
         SimDisk { state: Rc::new(RefCell::new(state)) }
     }
@@ -247,7 +324,7 @@ impl SimDisk {
             }
         }
         state.dir = state.dir_durable.clone();
-        state.metadata = None;
+        state.on_durable_dir_change();
         state.requests.clear();
         state.synced_seq = 0;
         state.failed = false;
@@ -256,11 +333,12 @@ impl SimDisk {
         loss
     }
 
-    /// A storage fault on synced data (the node must be down): the log file keeps only its
-    /// first `keep` records, as if a disk that lied about syncs, or an operator, lost the rest.
+    /// A storage fault on synced data (the node must be down): the last durable segment keeps
+    /// only its first `keep` records, as if a disk that lied about syncs, or an operator, lost
+    /// the rest.
     pub fn lose_records(&self, keep: usize) {
         let mut state = self.state.borrow_mut();
-        let Some(id) = state.log_file() else {
+        let Some(id) = state.last_segment() else {
             return;
         };
         let ends = record_ends(&state.files[id].durable);
@@ -274,10 +352,10 @@ impl SimDisk {
     }
 
     /// A storage fault on synced data (the node must be down): one byte inside record
-    /// `record` (from 0) flips, as bit rot would.
+    /// `record` (from 0) of the last durable segment flips, as bit rot would.
     pub fn flip_byte_in_record(&self, record: usize) {
         let mut state = self.state.borrow_mut();
-        let Some(id) = state.log_file() else {
+        let Some(id) = state.last_segment() else {
             return;
         };
         let ends = record_ends(&state.files[id].durable);
@@ -293,15 +371,29 @@ impl SimDisk {
         state.note_durable_change(id, at as u64);
     }
 
-    /// The log that would survive a crash now, read by the runtime's parser.
-    pub fn durable_log(&self) -> std::cell::Ref<'_, [Entry]> {
-        self.state.borrow_mut().parse_durable_log();
-        std::cell::Ref::map(self.state.borrow(), |state| state.log.entries.as_slice())
+    /// The last durable segment's first index and how many good records it holds (what
+    /// `lose_records` and `flip_byte_in_record` count in), if there is one.
+    pub fn durable_last_segment(&self) -> Option<(LogIndex, usize)> {
+        self.state.borrow_mut().refresh_view();
+        let state = self.state.borrow();
+        let &(first, id) = state.view.order.last()?;
+        Some((first, state.view.parsed[&id].entries.len()))
     }
 
-    /// The durable log's last (term, index).
+    /// The log that would survive a crash now, read by the runtime's parsers.
+    pub fn durable_log(&self) -> DurableLog<'_> {
+        self.state.borrow_mut().refresh_view();
+        DurableLog { state: self.state.borrow() }
+    }
+
+    /// The snapshot that would survive a crash now.
+    pub fn durable_snapshot(&self) -> Option<SnapshotMeta> {
+        self.durable_log().snapshot()
+    }
+
+    /// The durable log's last (term, index): its last entry's, or the snapshot's if it is empty.
     pub fn durable_last(&self) -> (Term, LogIndex) {
-        self.durable_log().last().map_or((Term::ZERO, LogIndex::ZERO), |e| (e.term, e.index))
+        self.durable_log().last()
     }
 
     /// Term, vote and commit as `metadata.json` would be read after a crash now.
@@ -347,38 +439,123 @@ impl DiskState {
         }
     }
 
-    fn log_file(&self) -> Option<usize> {
-        self.dir_durable.get(&self.log_path).copied()
+    /// The durable segment with the highest first index.
+    fn last_segment(&mut self) -> Option<usize> {
+        self.refresh_view();
+        self.view.order.last().map(|&(_, id)| id)
     }
 
     fn note_durable_change(&mut self, id: usize, at: u64) {
-        if self.log_file() == Some(id) {
-            self.log.dirty_from = Some(self.log.dirty_from.map_or(at, |d| d.min(at)));
+        if let Some(segment) = self.view.parsed.get_mut(&id) {
+            segment.dirty_from = Some(segment.dirty_from.map_or(at, |d| d.min(at)));
+            self.view.fresh = false;
+        } else if self.dir_durable.get(&self.snapshot_path) == Some(&id) {
+            self.view.snapshot = None;
+            self.view.fresh = false;
         } else {
             self.metadata = None;
         }
     }
 
-    fn parse_durable_log(&mut self) {
-        let Some(id) = self.log_file() else {
-            self.log = DurableLog::default();
-            return;
-        };
-        let log = &mut self.log;
-        let Some(from) = log.dirty_from.take() else {
-            return;
-        };
-        // Every record that ends after the change is read again (it may be cut or rewritten).
-        let keep = log.ends.partition_point(|&end| end <= from);
-        log.entries.truncate(keep);
-        log.ends.truncate(keep);
-        let bytes = &self.files[id].durable;
-        let start = log.ends.last().copied().unwrap_or(0);
-        let next = log.entries.len() as u64 + 1;
-        for (entry, end) in storage::scan_records(&bytes[start as usize..], next) {
-            log.entries.push(entry);
-            log.ends.push(start + end as u64);
+    /// The durable folder changed: which files are the segments, the snapshot and the metadata
+    /// is read again (segments still there keep their parse).
+    fn on_durable_dir_change(&mut self) {
+        self.metadata = None;
+        let view = &mut self.view;
+        view.snapshot = None;
+        view.fresh = false;
+        view.order = self
+            .dir_durable
+            .iter()
+            .filter(|(path, _)| path.parent() == Some(self.dir_path.as_path()))
+            .filter_map(|(path, &id)| {
+                let name = path.file_name()?.to_str()?;
+                Some((storage::parse_segment_name(name)?, id))
+            })
+            .collect();
+        view.order.sort();
+        view.parsed.retain(|id, _| view.order.iter().any(|&(_, kept)| kept == *id));
+        for &(first, id) in &view.order {
+            view.parsed.entry(id).or_insert_with(|| ParsedSegment {
+                first,
+                entries: Vec::new(),
+                ends: Vec::new(),
+                dirty_from: Some(0),
+            });
         }
+    }
+
+    /// Brings the durable view up to date: segments parsed again from where they changed, and
+    /// the rules of recovery applied (see `replog_runtime::segments`).
+    fn refresh_view(&mut self) {
+        if self.view.fresh {
+            return;
+        }
+        for (&id, segment) in self.view.parsed.iter_mut() {
+            let Some(from) = segment.dirty_from.take() else {
+                continue;
+            };
+            // Every record that ends after the change is read again (it may be cut or rewritten).
+            let keep = segment.ends.partition_point(|&end| end <= from);
+            segment.entries.truncate(keep);
+            segment.ends.truncate(keep);
+            let bytes = &self.files[id].durable;
+            let start = segment.ends.last().copied().unwrap_or(0);
+            let next = segment.first.0 + segment.entries.len() as u64;
+            for (entry, end) in storage::scan_records(&bytes[start as usize..], next) {
+                segment.entries.push(entry);
+                segment.ends.push(start + end as u64);
+            }
+        }
+        if self.view.snapshot.is_none() {
+            let snapshot = self
+                .dir_durable
+                .get(&self.snapshot_path)
+                .and_then(|&id| storage::decode_snapshot(&self.files[id].durable).ok())
+                .map(|snapshot| snapshot.meta);
+            self.view.snapshot = Some(snapshot);
+        }
+        self.view.kept = self.kept_segments();
+        self.view.fresh = true;
+    }
+
+    /// Which segments (and which of their entries) recovery would keep: those after the
+    /// snapshot, each starting where the one before ends, up to the first gap or damaged sealed
+    /// segment; none if they do not hold the snapshot's last entry.
+    fn kept_segments(&self) -> Vec<(usize, LogIndex, LogIndex)> {
+        let view = &self.view;
+        let snapshot = view.snapshot.flatten();
+        let after = snapshot.map_or(LogIndex(1), |snapshot| snapshot.index.next());
+        let order = &view.order;
+        let start = (0..order.len()).find(|&i| order.get(i + 1).is_none_or(|&(next, _)| next > after));
+        let mut kept: Vec<(usize, LogIndex, LogIndex)> = Vec::new();
+        for (i, &(first, id)) in order.iter().enumerate().skip(start.unwrap_or(order.len())) {
+            let expected = kept.last().map_or(after, |&(_, _, last)| last.next());
+            if first > expected || (!kept.is_empty() && first != expected) {
+                break; // a gap (or an overlap): recovery refuses, or cuts there
+            }
+            let segment = &view.parsed[&id];
+            kept.push((id, first, LogIndex(first.0 + segment.entries.len() as u64 - 1)));
+            let whole = segment.ends.last().copied().unwrap_or(0) == self.files[id].durable.len() as u64;
+            if i + 1 < order.len() && !whole {
+                break; // a damaged sealed segment: recovery refuses, or cuts there
+            }
+        }
+        let last = kept.last().map_or(after.prev(), |&(_, _, last)| last);
+        if let Some(snapshot) = snapshot {
+            let held = kept.first().and_then(|&(id, first, _)| {
+                let at = snapshot.index.0.checked_sub(first.0)?;
+                view.parsed[&id].entries.get(at as usize).map(|entry| entry.term)
+            });
+            if last <= snapshot.index || held.is_some_and(|term| term != snapshot.term) {
+                return Vec::new(); // the snapshot wins
+            }
+        }
+        // Entries the snapshot covers are skipped; segments left empty are not kept.
+        kept.iter()
+            .map(|&(id, first, last)| (id, first.max(after), last))
+            .filter(|&(_, first, last)| first <= last)
+            .collect()
     }
 }
 
@@ -520,14 +697,10 @@ impl FileSystem for SimFs {
             return Err(sync_failed());
         }
         let ops = std::mem::take(&mut state.dir_pending);
-        state.metadata = None;
-        let log_before = state.log_file();
         for op in &ops {
             apply_dir(&mut state.dir_durable, op);
         }
-        if state.log_file() != log_before {
-            state.log = DurableLog::default();
-        }
+        state.on_durable_dir_change();
         Ok(())
     }
 

@@ -253,7 +253,7 @@ impl SimNode {
     /// Whether this node holds entry `index` of term `term`, on disk and in memory.
     pub(crate) fn log_view(&self, index: LogIndex, term: Term) -> LogView {
         let durable = self.disk.durable_last();
-        let durable_has = self.disk.durable_log().get(index.0 as usize - 1).is_some_and(|e| e.term == term);
+        let durable_has = self.disk.durable_log().covers(index, term);
         let memory = self
             .node()
             .map(|n| ((n.last_term(), n.last_index()), n.entry(index).is_some_and(|e| e.term == term)));

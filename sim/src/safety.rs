@@ -132,7 +132,11 @@ impl Safety {
         let node = leader.node().expect("leader runs");
         let (commit, term) = (node.commit(), node.term());
         let entry_term = node.entry(commit).map(|e| e.term);
-        let self_durable = leader.disk.durable_log().get(commit.0 as usize - 1).map(|e| e.term) == entry_term;
+        let durable = leader.disk.durable_log();
+        let self_durable = match entry_term {
+            Some(term) => durable.covers(commit, term),
+            None => durable.entry(commit).is_none(),
+        };
         self.provenance.on_commit(node.id(), term, commit, self_durable, self.quorum)
     }
 

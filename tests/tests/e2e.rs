@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The log's first segment file (the whole log in these short runs).
+const FIRST_SEGMENT: &str = "log-00000000000000000001.jsonl";
+
 const SECOND: Duration = Duration::from_secs(1);
 
 #[test]
@@ -131,7 +134,7 @@ fn torn_tail_is_cut_with_a_warning_and_the_node_catches_up() {
     cluster.wait_converged(5 * SECOND);
     cluster.kill(victim);
     client::append(&cluster.address(leader), b"two", 5 * SECOND).unwrap();
-    let log = cluster.data_dir(victim).join("log.jsonl");
+    let log = cluster.data_dir(victim).join(FIRST_SEGMENT);
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     file.write_all(b"{\"index\":3,\"term\":1,\"type\":\"comm").unwrap();
     drop(file);

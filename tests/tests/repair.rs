@@ -7,6 +7,9 @@ use replog_tests::{serial, TestCluster};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+/// The log's first segment file (the whole log in these short runs).
+const FIRST_SEGMENT: &str = "log-00000000000000000001.jsonl";
+
 const SECOND: Duration = Duration::from_secs(1);
 
 /// Waits until node `k`'s own log (its local view) equals node `reference`'s.
@@ -38,7 +41,7 @@ fn a_follower_whose_acknowledged_tail_was_cut_catches_up_while_the_leader_lives(
     let victim = (leader + 1) % 3;
     assert!(cluster.stop(victim), "clean stop");
     // The last 7 bytes of records it had acknowledged (and knew committed) are gone.
-    let log = cluster.data_dir(victim).join("log.jsonl");
+    let log = cluster.data_dir(victim).join(FIRST_SEGMENT);
     let bytes = std::fs::read(&log).unwrap();
     std::fs::write(&log, &bytes[..bytes.len() - 7]).unwrap();
     cluster.start_node(victim, false);
@@ -64,14 +67,17 @@ fn start_with_repair_cuts_a_damaged_record_and_fetches_the_rest_from_the_leader(
     cluster.wait_converged(5 * SECOND);
     let victim = (leader + 1) % 3;
     assert!(cluster.stop(victim), "clean stop");
-    let log = cluster.data_dir(victim).join("log.jsonl");
+    let log = cluster.data_dir(victim).join(FIRST_SEGMENT);
     let text = std::fs::read_to_string(&log).unwrap();
     std::fs::write(&log, text.replacen("\"data\":\"a\"", "\"data\":\"A\"", 1)).unwrap();
     // Without --repair it refuses, naming the file and line and what to do.
     cluster.start_node(victim, false);
     assert_ne!(cluster.wait_exit(victim, 5 * SECOND).expect("it stops by itself"), 0);
     let output = cluster.log_text(victim);
-    assert!(output.contains("log.jsonl line 2") && output.contains("checksum mismatch"), "{output}");
+    assert!(
+        output.contains(&format!("{FIRST_SEGMENT} line 2")) && output.contains("checksum mismatch"),
+        "{output}"
+    );
     assert!(output.contains("--repair"), "the error says what to do: {output}");
     // With --repair it cuts the log there and gets every entry back from the leader.
     cluster.start_node_with(victim, false, &["--repair"]);
