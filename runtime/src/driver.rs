@@ -16,7 +16,7 @@
 //! acknowledgement leaves before the state it vouches for is on disk.
 
 use crate::fs::FileSystem;
-use crate::storage::{Identity, OnCorruption, Storage, StorageError};
+use crate::storage::{Identity, OnCorruption, Storage, StorageError, StorageOptions};
 use replog_core::{
     Action, Config, Entry, Event, LogIndex, Message, Node, Payload, Recovered, Reply, StartError,
 };
@@ -154,7 +154,19 @@ impl<F: FileSystem> Driver<F> {
         identity: Identity,
         on_corruption: OnCorruption,
     ) -> Result<(Driver<F>, Opened), DriverError> {
-        let (storage, recovery) = Storage::open_with(fs, dir, identity, on_corruption)?;
+        Driver::open_with_options(config, fs, dir, identity, on_corruption, StorageOptions::default())
+    }
+
+    /// As `open_with`, with the storage laid out as `options` says.
+    pub fn open_with_options(
+        config: Config,
+        fs: F,
+        dir: &Path,
+        identity: Identity,
+        on_corruption: OnCorruption,
+        options: StorageOptions,
+    ) -> Result<(Driver<F>, Opened), DriverError> {
+        let (storage, recovery) = Storage::open_with_options(fs, dir, identity, on_corruption, options)?;
         let fresh = recovery.hard_state.term.0 == 0 && recovery.entries.is_empty();
         let entries = recovery.entries.len() as u64;
         let noops =

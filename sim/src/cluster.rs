@@ -17,6 +17,7 @@ use replog_core::{
     Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId, Term,
 };
 use replog_runtime::driver::{DriverError, Output};
+use replog_runtime::storage::StorageOptions;
 
 pub(crate) struct Cluster {
     options: Options,
@@ -151,9 +152,10 @@ impl Cluster {
         }
         self.nodes[index].begin_life();
         let config = self.config(index);
+        let storage = StorageOptions { segment_bytes_max: self.options.segment_bytes_max };
         let sim = &mut self.nodes[index];
         let id = sim.id;
-        let (mut driver, opened) = match sim.open(config) {
+        let (mut driver, opened) = match sim.open(config, storage) {
             Ok(opened) => opened,
             Err(DriverError::Storage(_)) if sim.disk.has_failed_sync() => {
                 // Start-up stops at a failed fsync, as the runtime does; a later restart retries.

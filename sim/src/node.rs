@@ -8,7 +8,7 @@ use crate::timeline::SimEvent;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{Config, Event, LogIndex, Node, NodeId, Term};
 use replog_runtime::driver::{Driver, DriverError, Opened, Output, Stepped};
-use replog_runtime::storage::{Identity, OnCorruption};
+use replog_runtime::storage::{Identity, OnCorruption, StorageOptions};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 thread_local! {
@@ -126,11 +126,16 @@ impl SimNode {
 
     /// Opens the storage and the core on it, as `replog start` does. After
     /// a storage fault the operator starts it with `--repair`; otherwise damage is refused.
-    pub(crate) fn open(&mut self, config: Config) -> Result<(Driver<SimFs>, Opened), DriverError> {
+    pub(crate) fn open(
+        &mut self,
+        config: Config,
+        storage: StorageOptions,
+    ) -> Result<(Driver<SimFs>, Opened), DriverError> {
         let identity = Identity { name: self.id.to_string(), address: format!("sim:{}", self.id.0) };
         let fs = SimFs::new(&self.disk);
         let on_corruption = if self.damaged { OnCorruption::Repair } else { OnCorruption::Refuse };
-        Driver::open_with(config, fs, std::path::Path::new(DATA_DIR), identity, on_corruption)
+        let dir = std::path::Path::new(DATA_DIR);
+        Driver::open_with_options(config, fs, dir, identity, on_corruption, storage)
     }
 
     /// A start that stopped at a failed fsync, as the runtime does: the disk loses what was

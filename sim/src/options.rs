@@ -4,6 +4,7 @@ use crate::bugs::Planted;
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use replog_runtime::storage::SEGMENT_BYTES_MAX_DEFAULT;
 use std::fmt;
 
 /// Simulated time units per nominal tick (a node with no clock drift ticks every `TICK` units).
@@ -67,6 +68,9 @@ pub struct Options {
     /// Mean ticks between storage faults on synced data (lost records, flipped bits); 0
     /// disables.
     pub damage_every_ticks: u64,
+    /// Each node's log segments roll past this size (the storage's default unless set: small
+    /// values make every node roll, truncate into and recover many segments).
+    pub segment_bytes_max: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -104,6 +108,8 @@ impl Options {
             inflight_messages_max: [1, 2, 8, 64][rng.random_range(0..4usize)],
             // Drawn last: the options above keep their values for every seed.
             damage_every_ticks: [0, 300, 600, 1200][rng.random_range(0..4usize)],
+            // Not drawn (yet): seeds keep the runs they had before segments.
+            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
             bug: None,
         }
     }
@@ -147,6 +153,7 @@ impl Options {
                 "entries_per_message_max" => self.entries_per_message_max = int()?.clamp(1, 1 << 20) as u32,
                 "inflight_messages_max" => self.inflight_messages_max = int()?.clamp(1, 1 << 20) as u32,
                 "damage_every" => self.damage_every_ticks = int()?,
+                "segment_bytes_max" => self.segment_bytes_max = int()?.max(1),
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -184,6 +191,9 @@ impl fmt::Display for Options {
             self.inflight_messages_max,
             self.damage_every_ticks,
         )?;
+        if self.segment_bytes_max != SEGMENT_BYTES_MAX_DEFAULT {
+            write!(f, " segment_bytes_max={}", self.segment_bytes_max)?;
+        }
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;
         }
@@ -199,6 +209,7 @@ mod tests {
     fn display_round_trips_through_apply() {
         let mut options = Options::from_seed(7);
         options.bug = Some(Planted::parse("quorum-of-half").unwrap());
+        options.segment_bytes_max = 4096;
         let mut parsed = Options::from_seed(0);
         parsed.apply(&options.to_string()).unwrap();
         assert_eq!(parsed, options);
