@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 /// The operations the storage code needs from a file system.
 pub trait FileSystem: fmt::Debug {
-    /// The log file handle.
+    /// A log segment's handle.
     type Log: LogFile;
 
     /// Creates the folder and its parents if missing.
@@ -42,7 +42,7 @@ pub trait FileSystem: fmt::Debug {
     fn list_dir(&mut self, dir: &Path) -> io::Result<Vec<String>>;
     /// Makes the folder's entries (creations, renames, removals) durable.
     fn sync_dir(&mut self, dir: &Path) -> io::Result<()>;
-    /// Opens the log file for appending at its end, creating it if missing.
+    /// Opens a log segment for appending at its end, creating it if missing.
     fn open_log(&mut self, path: &Path) -> io::Result<Self::Log>;
 }
 

@@ -1,7 +1,8 @@
 //! Durable state under `data/<node-id>/`. The folder holds:
 //!
-//! - `log-<first index, 20 digits>.jsonl`: the log, in segments. Each holds one JSON record per
-//!   entry from the index its name gives, each record ending in a CRC-32 of the rest of its line:
+//! - `log-<first index, 20 digits>.jsonl` (`log-00000000000000000001.jsonl`, ...): the log, in
+//!   segments (`segments.rs`). Each holds one JSON record per entry from the index its name
+//!   gives, each record ending in a CRC-32 of the rest of its line:
 //!   `{"index":1,"term":1,"type":"command","data":"user_login:alice","crc":3735928559}`
 //!   (formats in `records.rs`). New entries go to the last (active) segment; once it passes
 //!   [`StorageOptions::segment_bytes_max`] the next entry starts a new one, after the old one is
@@ -25,7 +26,7 @@
 //! so a durable entry of a term is never ahead of that term on disk, and a crash loses only a
 //! suffix of the storage actions. Log writes are buffered and made durable by `sync` (group commit:
 //! one fdatasync for everything written since). A commit-only change is written lazily (at most
-//! every `COMMIT_WRITE_INTERVAL`, and at shutdown): the commit index is not needed for safety.
+//! every `COMMIT_WRITE_TICKS`, and at shutdown): the commit index is not needed for safety.
 //! A snapshot is durable when `save_snapshot` returns.
 //!
 //! Recovery: a torn last record of the last segment (a crash mid-write) is cut off with a
@@ -54,9 +55,12 @@ const COMMIT_WRITE_TICKS: u64 = 10;
 /// A segment's size past which the next entry starts a new one.
 pub const SEGMENT_BYTES_MAX_DEFAULT: u64 = 64 * 1024 * 1024;
 
+/// The latest snapshot.
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
 const SNAPSHOT_TEMP_FILE: &str = "snapshot.json.tmp";
+/// A snapshot being received.
 pub const PARTIAL_FILE: &str = "snapshot.partial";
+/// Term, vote and commit index.
 pub const METADATA_FILE: &str = "metadata.json";
 const METADATA_TEMP_FILE: &str = "metadata.json.tmp";
 

@@ -727,7 +727,7 @@ impl DiskState {
     }
 }
 
-/// The log file, with background syncs the world completes.
+/// A log segment, with background syncs the world completes.
 #[derive(Debug)]
 pub struct SimLog {
     handle: Handle,
