@@ -6,6 +6,7 @@ mod cluster;
 
 use clap::{Parser, Subcommand};
 use replog_core::Payload;
+use replog_runtime::retention::Retention;
 use replog_runtime::NodeOptions;
 use replog_runtime::{address, client};
 use std::net::SocketAddr;
@@ -49,6 +50,14 @@ enum Command {
         /// the leader, instead of refusing to start; the node votes again once repaired
         #[arg(long)]
         repair: bool,
+        /// Keep at least the newest N committed entries; older ones are snapshotted and their
+        /// log segments deleted (default: keep everything)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        retain_entries: Option<u64>,
+        /// Keep at least the newest B bytes of committed entries; older ones are snapshotted
+        /// and their log segments deleted (default: keep everything)
+        #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(1..))]
+        retain_bytes: Option<u64>,
     },
     /// Append a command to the log; returns once it is committed.
     Append {
@@ -71,6 +80,16 @@ enum Command {
         /// includes every append acknowledged before the query started
         #[arg(long)]
         linearizable: bool,
+    },
+    /// Snapshot and drop one node's entries before a command ID (never past its commit
+    /// index); query then starts at that ID. Run it against each node to trim the cluster.
+    Trim {
+        /// Target node address
+        #[arg(short, long, default_value = "127.0.0.1:8080")]
+        target: String,
+        /// Drop the entries before this command ID
+        #[arg(long, value_name = "ID")]
+        before: u64,
     },
     /// Show a node's role, term, leader, commit and its peers' replication progress.
     Status {
@@ -117,9 +136,11 @@ fn main() {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Start { id, address, peers, leader, data_dir, repair } => {
-            start(id, address, peers, leader, data_dir, repair)
+        Command::Start { id, address, peers, leader, data_dir, repair, retain_entries, retain_bytes } => {
+            let retention = Retention { entries: retain_entries, bytes: retain_bytes };
+            start(id, address, peers, leader, data_dir, NodeFlags { repair, retention })
         }
+        Command::Trim { target, before } => trim(&target, before),
         Command::Append { target, command, timeout } => append(&target, &command, timeout),
         Command::Query { target, linearizable } => query(&target, linearizable),
         Command::Status { target, json } => status(&target, json),
@@ -150,13 +171,19 @@ fn parse_address(flag: &str, text: &str) -> Result<SocketAddr, String> {
     address::parse(text).map_err(|error| format!("{flag} {error}"))
 }
 
+/// `start`'s flags that go straight to the node.
+struct NodeFlags {
+    repair: bool,
+    retention: Retention,
+}
+
 fn start(
     id: String,
     address: String,
     peers: Vec<String>,
     leader: bool,
     data_dir: PathBuf,
-    repair: bool,
+    flags: NodeFlags,
 ) -> Result<(), String> {
     if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
         return Err(format!("--id {id:?} must be letters, digits, '-' or '_' (it names the data folder)"));
@@ -178,8 +205,16 @@ fn start(
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .map_err(|e| format!("installing signal handlers: {e}"))?;
     }
-    let options =
-        NodeOptions { data_dir: data_dir.join(&id), name: id, address, peers, bootstrap: leader, repair };
+    let NodeFlags { repair, retention } = flags;
+    let options = NodeOptions {
+        data_dir: data_dir.join(&id),
+        name: id,
+        address,
+        peers,
+        bootstrap: leader,
+        repair,
+        retention,
+    };
     replog_runtime::run(options, shutdown).map_err(|e| e.to_string())
 }
 
@@ -193,9 +228,21 @@ fn append(target: &str, command: &str, timeout: f64) -> Result<(), String> {
     Ok(())
 }
 
+fn trim(target: &str, before: u64) -> Result<(), String> {
+    let first_id = client::trim(target, before, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    println!("✂️  {target} now starts at ID:{first_id}");
+    Ok(())
+}
+
 fn query(target: &str, linearizable: bool) -> Result<(), String> {
-    let (commit, entries) =
-        client::query(target, Duration::from_secs(5), linearizable).map_err(|e| e.to_string())?;
+    let log = client::query_log(target, Duration::from_secs(5), linearizable).map_err(|e| e.to_string())?;
+    let (commit, entries) = (log.commit, log.entries);
+    if log.first_id > 1 {
+        eprintln!(
+            "note: commands before ID:{} were trimmed on this node (retention or `replog trim`)",
+            log.first_id
+        );
+    }
     // Client commands only (the entries with an ID): the leaders' no-op entries are Raft's
     // bookkeeping.
     let commands: Vec<_> = entries

@@ -1,7 +1,7 @@
 //! Everything a node asks its driver to do: the only way out.
 
 use crate::message::{fmt_entries, Message};
-use crate::types::{Entry, HardState, LogIndex, NodeId, RequestId, Term};
+use crate::types::{Bytes, Entry, HardState, LogIndex, NodeId, RequestId, Snapshot, SnapshotMeta, Term};
 use std::fmt;
 
 /// One thing the driver must do. A step's actions are carried out in the order returned; see
@@ -19,6 +19,29 @@ pub enum Action {
     AppendLog {
         /// Contiguous entries that continue the log as it stands after the earlier actions.
         entries: Vec<Entry>,
+    },
+    /// Install a leader's snapshot (§7): store it, replacing any earlier one; drop the log
+    /// through `snapshot.meta.index` (all of it if the log does not hold that entry with that
+    /// term; the core's log is already so); reset the state machine to the snapshot. A storage
+    /// action: a crash keeps it or not, in order with the others; a `Sync` follows before the
+    /// follower acknowledges it.
+    InstallSnapshot {
+        /// The snapshot, complete and checked.
+        snapshot: Snapshot,
+    },
+    /// Keep a received chunk of a snapshot in transfer, so a restart resumes the transfer
+    /// (`Recovered::partial`). Needs no sync: a lost chunk is fetched again.
+    SaveSnapshotChunk {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+        /// The snapshot's full length.
+        total: u64,
+        /// Its checksum.
+        checksum: u64,
+        /// Where the chunk starts; 0 starts a new transfer, replacing any earlier one.
+        offset: u64,
+        /// The bytes.
+        chunk: Bytes,
     },
     /// Every storage action before this one must be durable before any action after it is
     /// carried out.
@@ -115,6 +138,20 @@ impl fmt::Display for Action {
                 write!(f, "append ")?;
                 fmt_entries(f, entries)
             }
+            Action::InstallSnapshot { snapshot } => write!(
+                f,
+                "install-snapshot {}/{} bytes={}",
+                snapshot.meta.index,
+                snapshot.meta.term,
+                snapshot.data.len()
+            ),
+            Action::SaveSnapshotChunk { meta, offset, chunk, total, .. } => write!(
+                f,
+                "save-snapshot-chunk {}/{} bytes={offset}..{}/{total}",
+                meta.index,
+                meta.term,
+                offset + chunk.len() as u64
+            ),
             Action::Sync => write!(f, "sync"),
             Action::Send(message) => write!(f, "send {message}"),
             Action::Apply { entries } => {

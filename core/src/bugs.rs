@@ -37,11 +37,16 @@ pub enum Bug {
     PreVoteRaisesTerm,
     /// Availability: election timeouts are not randomized (§5.2: randomization breaks ties).
     FixedElectionTimeout,
+    /// Snapshots: a follower installs a snapshot without checking it against its own log
+    /// (§7, Figure 13: an old snapshot, one its commit index covers, must be ignored, and the
+    /// log after a matching last entry kept), so a late, duplicated transfer rolls back
+    /// committed entries.
+    InstallWithoutLogCheck,
 }
 
 impl Bug {
     /// Every bug, in a fixed order (the simulator's `--bug` choices and the CI check).
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::VoteWithoutLogCheck,
         Bug::VoteNotPersisted,
         Bug::CommitOldTermByCounting,
@@ -55,6 +60,7 @@ impl Bug {
         Bug::ReadBeforeOwnTermCommit,
         Bug::PreVoteRaisesTerm,
         Bug::FixedElectionTimeout,
+        Bug::InstallWithoutLogCheck,
     ];
 
     /// Its kebab-case name, as the simulator's `--bug` takes it.
@@ -74,6 +80,7 @@ impl Bug {
             Bug::ReadBeforeOwnTermCommit => "read-before-own-term-commit",
             Bug::PreVoteRaisesTerm => "pre-vote-raises-term",
             Bug::FixedElectionTimeout => "fixed-election-timeout",
+            Bug::InstallWithoutLogCheck => "install-without-log-check",
         }
     }
 

@@ -55,6 +55,9 @@ pub struct Config {
     pub uncommitted_entries_max: u64,
     /// At most this many linearizable reads waiting for confirmation at once.
     pub pending_reads_max: u32,
+    /// Snapshot bytes in one InstallSnapshot chunk; at least 1. A chunk never carries more than
+    /// `message_bytes_max` either, so it travels like one full AppendEntries.
+    pub snapshot_chunk_bytes: u64,
     /// Seeds the node's own random generator (election timeouts). Distinct per node.
     pub seed: u64,
     /// A deliberate bug, for the simulator's evidence only (feature `bugs`).
@@ -81,6 +84,7 @@ impl Config {
             inflight_bytes_max: INFLIGHT_BYTES_MAX,
             uncommitted_entries_max: 65_536,
             pending_reads_max: 4096,
+            snapshot_chunk_bytes: MESSAGE_BYTES_MAX,
             seed: id.0,
             #[cfg(feature = "bugs")]
             bug: None,
@@ -142,6 +146,9 @@ impl Config {
                 "need inflight_messages_max > 0 and inflight_bytes_max >= message_bytes_max",
             ));
         }
+        if self.snapshot_chunk_bytes == 0 {
+            return Err(ConfigError("need snapshot_chunk_bytes > 0"));
+        }
         if self.uncommitted_entries_max == 0 || self.pending_reads_max == 0 {
             return Err(ConfigError("queue limits must be positive"));
         }
@@ -192,6 +199,9 @@ mod tests {
         assert!(config.validate().is_err(), "a message must hold one entry's overhead");
         config.message_bytes_max = ENTRY_OVERHEAD_BYTES;
         config.validate().unwrap();
+        config.snapshot_chunk_bytes = 0;
+        assert!(config.validate().is_err(), "a chunk carries at least a byte");
+        config.snapshot_chunk_bytes = 1;
         config.inflight_bytes_max = ENTRY_OVERHEAD_BYTES - 1;
         assert!(config.validate().is_err(), "the window must hold a full message");
     }

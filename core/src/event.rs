@@ -1,7 +1,7 @@
 //! Everything that can happen to a node: the only way in.
 
 use crate::message::Message;
-use crate::types::{Bytes, LogIndex, RequestId, Term};
+use crate::types::{Bytes, LogIndex, RequestId, Snapshot, Term};
 
 /// One input to [`Node::step`](crate::Node::step).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -29,6 +29,14 @@ pub enum Event {
         index: LogIndex,
         /// Its term, so a report about an entry since truncated and replaced is ignored.
         term: Term,
+    },
+    /// The driver made `snapshot` of its state machine through `snapshot.meta.index` (at most
+    /// the applied index, and the term of that entry) and it is durable: the core drops the
+    /// entries it covers and sends it to followers that need them (§7, log compaction). An
+    /// older or equal snapshot than the one the core has is ignored.
+    Compact {
+        /// The snapshot, durable.
+        snapshot: Snapshot,
     },
     /// Start an election now (an operator's bootstrap: `replog start --leader`).
     Campaign,

@@ -1,9 +1,10 @@
 //! The follower: accepts the leader's entries after the consistency check (§5.3).
 
+use crate::action::Action;
 use crate::bugs::Bug;
 use crate::message::{AppendOutcome, Body};
 use crate::node::{Node, Role};
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::types::{Bytes, Entry, LogIndex, NodeId, PartialSnapshot, Snapshot, SnapshotMeta, Term};
 
 /// Follower-only state.
 #[derive(Debug)]
@@ -56,7 +57,10 @@ impl Node {
             // Leader Completeness (§5.4.3): the leader holds every committed entry, so a
             // different one here means committed data diverged.
             if !self.shared.config.has_bug(Bug::AppendWithoutConsistencyCheck) {
-                for entry in &entries[..skip] {
+                // Entries a snapshot covers cannot be compared (their terms are gone); they are
+                // committed all the same.
+                let base = self.shared.log.base().index;
+                for entry in entries[..skip].iter().filter(|entry| entry.index > base) {
                     assert!(
                         self.shared.log.matches(entry.index, entry.term),
                         "{}: committed entry {} differs from the leader's ({})",
@@ -125,5 +129,103 @@ impl Node {
             conflict_index: self.shared.log.first_index_of_term(prev_log_index, self.shared.commit.next()),
             conflict_term: Some(term),
         }
+    }
+}
+
+impl Node {
+    /// InstallSnapshot receiver implementation (§7, Figure 13), one chunk at a time. Our term
+    /// equals the message's here.
+    pub(crate) fn on_snapshot_request(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        total: u64,
+        checksum: u64,
+        offset: u64,
+        chunk: Bytes,
+    ) {
+        if let Role::Follower(follower) = &mut self.role {
+            follower.leader = Some(from);
+        }
+        let without_check = self.shared.config.has_bug(Bug::InstallWithoutLogCheck);
+        let shared = &mut self.shared;
+        shared.election_elapsed = 0;
+        // Figure 13 step 6 / etcd's restore: a snapshot this node's commit index already covers
+        // holds nothing new, and installing it would throw away committed entries after it.
+        if meta.index <= shared.commit && !without_check {
+            shared.marks.snapshots_stale += 1;
+            let body = Body::SnapshotResponse { meta, received: total, installed: true };
+            shared.send(from, shared.term, body);
+            return;
+        }
+        let same = |p: &PartialSnapshot| p.meta == meta && p.total == total && p.checksum == checksum;
+        if !shared.incoming.as_ref().is_some_and(same) {
+            if offset != 0 {
+                // A transfer we hold nothing of: start it over.
+                let body = Body::SnapshotResponse { meta, received: 0, installed: false };
+                shared.send(from, shared.term, body);
+                return;
+            }
+            shared.incoming = Some(PartialSnapshot { meta, total, checksum, data: Vec::new() });
+        }
+        let incoming = shared.incoming.as_mut().expect("set above");
+        let held = incoming.data.len() as u64;
+        if offset != held || offset + chunk.len() as u64 > total {
+            // A duplicate, a reordered chunk, or the first request of a resumed transfer: say
+            // where to go on from.
+            if offset == 0 && held > 0 {
+                shared.marks.snapshot_resumes += 1;
+            }
+            let body = Body::SnapshotResponse { meta, received: held, installed: false };
+            shared.send(from, shared.term, body);
+            return;
+        }
+        if !chunk.is_empty() {
+            incoming.data.extend_from_slice(chunk.as_slice());
+            shared.out.push(Action::SaveSnapshotChunk { meta, total, checksum, offset, chunk });
+        }
+        let received = incoming.data.len() as u64;
+        if received < total {
+            let body = Body::SnapshotResponse { meta, received, installed: false };
+            shared.send(from, shared.term, body);
+            return;
+        }
+        let partial = shared.incoming.take().expect("complete");
+        let snapshot = Snapshot { meta, data: Bytes::from(partial.data) };
+        if snapshot.checksum() != checksum {
+            // Damaged on the way (or by a faulty sender): never install it; fetch it again.
+            shared.marks.snapshots_corrupt += 1;
+            let body = Body::SnapshotResponse { meta, received: 0, installed: false };
+            shared.send(from, shared.term, body);
+            return;
+        }
+        self.install_snapshot(snapshot);
+        let shared = &mut self.shared;
+        let body = Body::SnapshotResponse { meta, received: total, installed: true };
+        shared.send(from, shared.term, body);
+    }
+
+    /// Figure 13 steps 6-8: keep the log after the snapshot if it holds the snapshot's last
+    /// entry, else discard it; the state machine restarts from the snapshot.
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let shared = &mut self.shared;
+        let meta = snapshot.meta;
+        if shared.config.has_bug(Bug::InstallWithoutLogCheck) {
+            // The bug: the log is thrown away and the commit index set to the snapshot's,
+            // whatever this node held and had committed.
+            shared.log.install_unchecked(meta);
+            shared.commit = meta.index;
+            shared.applied = meta.index;
+        } else {
+            // Only entries past the commit index can be dropped here (meta.index > commit).
+            shared.log.install(meta);
+            shared.commit = shared.commit.max(meta.index);
+            shared.applied = shared.applied.max(meta.index);
+        }
+        shared.marks.snapshots_installed += 1;
+        shared.snapshot = Some(snapshot.clone());
+        shared.save_hard_state();
+        shared.mark_unsynced();
+        shared.out.push(Action::InstallSnapshot { snapshot });
     }
 }

@@ -10,6 +10,7 @@ use crate::message::{AppendOutcome, Body};
 use crate::node::{Node, Role, Shared};
 use crate::progress::{Progress, Rejection, ReplicationState};
 use crate::quorum;
+use crate::types::SnapshotMeta;
 use crate::types::{Bytes, Entry, LogIndex, NodeId, Payload, RequestId, Term};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -180,6 +181,12 @@ impl LeaderCtx<'_> {
                     self.send_probe(peer, answered);
                 }
                 ReplicationState::Replicate => self.send_heartbeat(peer),
+                ReplicationState::Snapshot(ref mut transfer) => {
+                    // The last chunk (or its answer) may have been lost: send it again, with its
+                    // data only to a follower that answers.
+                    transfer.paused = false;
+                    self.send_snapshot_chunk(peer, answered);
+                }
             }
         }
         Leadership::Keep
@@ -240,6 +247,9 @@ impl LeaderCtx<'_> {
         let (count_max, message_bytes_max) = (config.entries_per_message_max, config.message_bytes_max);
         let last_index = self.shared.log.last_index();
         let mut allow_empty = allow_empty;
+        if self.needs_snapshot(to) {
+            return;
+        }
         loop {
             let progress = self.leader.progress.get_mut(&to).expect("peer progress");
             if !progress.can_send(messages_max, bytes_max)
@@ -256,10 +266,7 @@ impl LeaderCtx<'_> {
             progress.sent(last_sent, bytes);
             let body = Body::AppendRequest {
                 prev_log_index,
-                prev_log_term: shared
-                    .log
-                    .term_at(prev_log_index)
-                    .expect("no compaction: every index is held"),
+                prev_log_term: shared.log.term_at(prev_log_index).expect("next index after the snapshot"),
                 entries,
                 leader_commit: shared.commit,
                 seq: self.leader.seq,
@@ -275,13 +282,16 @@ impl LeaderCtx<'_> {
             self.send_append(to, true);
             return;
         }
+        if self.needs_snapshot(to) {
+            return;
+        }
         let shared = &mut *self.shared;
         let progress = self.leader.progress.get_mut(&to).expect("peer progress");
         let prev_log_index = progress.next_index.prev();
         progress.sent(prev_log_index, 0);
         let body = Body::AppendRequest {
             prev_log_index,
-            prev_log_term: shared.log.term_at(prev_log_index).expect("no compaction: every index is held"),
+            prev_log_term: shared.log.term_at(prev_log_index).expect("next index after the snapshot"),
             entries: Vec::new(),
             leader_commit: shared.commit,
             seq: self.leader.seq,
@@ -292,16 +302,101 @@ impl LeaderCtx<'_> {
     /// An empty AppendEntries at the follower's known match point: keeps its timer quiet and
     /// tells it the commit index (capped at what it is known to hold).
     fn send_heartbeat(&mut self, to: NodeId) {
-        let shared = &mut *self.shared;
         let match_index = self.leader.progress[&to].match_index;
+        let shared = &mut *self.shared;
+        // Below the snapshot no term is known: check at the snapshot's last entry instead. A
+        // follower that lacks it rejects (still echoing the round, which confirms leadership
+        // for reads) and is sent the snapshot.
+        let prev_log_index = match_index.max(shared.log.base().index);
         let body = Body::AppendRequest {
-            prev_log_index: match_index,
-            prev_log_term: shared.log.term_at(match_index).expect("match within log"),
+            prev_log_index,
+            prev_log_term: shared.log.term_at(prev_log_index).expect("match within log"),
             entries: Vec::new(),
             leader_commit: shared.commit.min(match_index),
             seq: self.leader.seq,
         };
         shared.send(to, shared.term, body);
+    }
+
+    /// A follower whose next entry the leader has compacted gets the snapshot instead (§7):
+    /// starts a transfer if none is under way and sends its next chunk if none is out. True if
+    /// the follower is (now) in a snapshot transfer.
+    fn needs_snapshot(&mut self, to: NodeId) -> bool {
+        let base = self.shared.log.base();
+        let progress = self.leader.progress.get_mut(&to).expect("peer progress");
+        if !matches!(progress.state, ReplicationState::Snapshot(_)) {
+            if progress.next_index > base.index {
+                return false;
+            }
+            let snapshot = self.shared.snapshot.clone().expect("a compacted log comes with its snapshot");
+            progress.become_snapshot(snapshot);
+            self.shared.marks.snapshot_transfers += 1;
+        }
+        if progress.can_send(1, u64::MAX) {
+            self.send_snapshot_chunk(to, true);
+        }
+        true
+    }
+
+    /// The transfer's next chunk at the follower's offset (its data only `with_data`; without,
+    /// a probe for the offset).
+    fn send_snapshot_chunk(&mut self, to: NodeId, with_data: bool) {
+        let chunk_max = self.shared.config.snapshot_chunk_bytes.min(self.shared.config.message_bytes_max);
+        let progress = self.leader.progress.get_mut(&to).expect("peer progress");
+        let ReplicationState::Snapshot(transfer) = &mut progress.state else {
+            unreachable!("chunks go only to a follower in a snapshot transfer");
+        };
+        let data = transfer.snapshot.data.as_slice();
+        let total = data.len() as u64;
+        let offset = transfer.offset.min(total);
+        let end = if with_data { (offset + chunk_max).min(total) } else { offset };
+        transfer.paused = true;
+        let body = Body::SnapshotRequest {
+            meta: transfer.snapshot.meta,
+            total,
+            checksum: transfer.checksum,
+            offset,
+            chunk: Bytes::from(&data[offset as usize..end as usize]),
+        };
+        self.shared.marks.snapshot_chunks_sent += 1;
+        self.shared.send(to, self.shared.term, body);
+    }
+
+    pub(crate) fn on_snapshot_response(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        received: u64,
+        installed: bool,
+    ) {
+        let seq = self.leader.seq;
+        let Some(progress) = self.leader.progress.get_mut(&from) else {
+            return;
+        };
+        progress.recent_active = true;
+        progress.heard = true;
+        if installed {
+            // The follower holds everything through meta.index, durably (§7).
+            let index = meta.index.min(self.shared.log.last_index());
+            let news = progress.on_snapshot_installed(index, seq);
+            let done = !matches!(progress.state, ReplicationState::Snapshot(_));
+            if news {
+                self.maybe_commit();
+            }
+            if done {
+                self.send_append(from, true);
+            }
+            return;
+        }
+        let ReplicationState::Snapshot(transfer) = &mut progress.state else {
+            return; // An answer to a transfer that is over.
+        };
+        if transfer.snapshot.meta != meta {
+            return;
+        }
+        transfer.offset = received;
+        transfer.paused = false;
+        self.send_snapshot_chunk(from, true);
     }
 
     fn broadcast_append(&mut self) {

@@ -10,8 +10,9 @@
 //!
 //! 1. Carry out the actions **in the order returned**, step after step.
 //! 2. Storage actions ([`Action::SaveHardState`], [`Action::TruncateLog`],
-//!    [`Action::AppendLog`]) may be buffered, but they become durable **in order**: a crash may
-//!    lose a suffix of them, never one in the middle.
+//!    [`Action::AppendLog`], [`Action::InstallSnapshot`]) may be buffered, but they become
+//!    durable **in order**: a crash may lose a suffix of them, never one in the middle.
+//!    [`Action::SaveSnapshotChunk`] is a cache and needs no durability at all.
 //! 3. [`Action::Sync`]: every storage action before it MUST be durable before any action after
 //!    it is carried out. The core places a `Sync` in front of every message that vouches for
 //!    stored state: a vote, a vote request (which counts the sender's own vote), and an
@@ -28,6 +29,14 @@
 //!    later ones (the commit index is not needed for safety, §5.4), provided the commit index
 //!    on disk never exceeds the durable log. Term and vote changes may not be delayed.
 //!
+//! 7. Log compaction (§7): the driver snapshots its state machine through an index it has
+//!    applied (at most [`Node::applied`]), makes the snapshot durable, and only then steps
+//!    [`Event::Compact`]; after that step it may delete the entries the snapshot covers. The
+//!    core never asks for an entry before [`Node::first_index`] again: a follower that needs
+//!    one gets the snapshot, in chunks of [`Config::snapshot_chunk_bytes`].
+//! 8. [`Action::InstallSnapshot`] replaces the state machine with the snapshot's image: the
+//!    next [`Action::Apply`] continues right after `snapshot.meta.index`.
+//!
 //! ## A driver loop
 //!
 //! ```
@@ -38,8 +47,12 @@
 //! while let Some(event) = pending.pop() {
 //!     for action in node.step(event) {
 //!         match action {
-//!             Action::SaveHardState(_) | Action::TruncateLog { .. } | Action::AppendLog { .. } => {
-//!                 // write to the log / metadata files (buffered)
+//!             Action::SaveHardState(_)
+//!             | Action::TruncateLog { .. }
+//!             | Action::AppendLog { .. }
+//!             | Action::InstallSnapshot { .. }
+//!             | Action::SaveSnapshotChunk { .. } => {
+//!                 // write to the log / metadata / snapshot files (buffered)
 //!             }
 //!             Action::Sync => { /* fsync */ }
 //!             Action::Send(_message) => { /* queue on the peer's connection */ }

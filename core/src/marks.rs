@@ -36,4 +36,21 @@ pub struct Marks {
     /// Vote requests refused, and elections not started, while this node was repairing a log
     /// that lost committed entries.
     pub repair_refusals: u64,
+    /// Snapshots of the driver's state machine that let the log drop a prefix (§7).
+    pub compactions: u64,
+    /// As leader: snapshot transfers started, because a follower needed compacted entries.
+    pub snapshot_transfers: u64,
+    /// As leader: snapshot chunks sent (a probe for the follower's offset counts too).
+    pub snapshot_chunks_sent: u64,
+    /// As follower: transfers resumed from a chunk held before (after a lost message, a leader
+    /// change or a restart) instead of starting over.
+    pub snapshot_resumes: u64,
+    /// As follower: snapshots installed (§7).
+    pub snapshots_installed: u64,
+    /// As follower: complete snapshots refused because their checksum did not hold (fetched
+    /// again from offset 0).
+    pub snapshots_corrupt: u64,
+    /// As follower: snapshots not installed because the log already held what they cover (an
+    /// old or duplicated transfer).
+    pub snapshots_stale: u64,
 }

@@ -1,6 +1,6 @@
 //! The messages Raft nodes exchange (Figure 2's RPCs, as one-way messages).
 
-use crate::types::{Entry, LogIndex, NodeId, Payload, Term};
+use crate::types::{Bytes, Entry, LogIndex, NodeId, Payload, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -59,6 +59,33 @@ pub enum Body {
         /// The request's `seq`, echoed.
         seq: u64,
     },
+    /// InstallSnapshot (§7, Figure 13), one chunk of it: the leader sends it when a follower
+    /// needs entries the leader has compacted. A transfer is named by (`meta`, `total`,
+    /// `checksum`), so a follower keeps what it has across lost messages, leader changes and
+    /// restarts, and the sender resumes at the offset it reports.
+    SnapshotRequest {
+        /// What the snapshot covers.
+        meta: SnapshotMeta,
+        /// The snapshot's full length in bytes.
+        total: u64,
+        /// `Snapshot::checksum` of the whole snapshot, checked by the follower once complete.
+        checksum: u64,
+        /// Where `chunk` starts in the snapshot.
+        offset: u64,
+        /// Bytes `offset..offset + chunk.len()`; empty in a probe for the follower's offset.
+        chunk: Bytes,
+    },
+    /// The answer to a `SnapshotRequest`. An installed snapshot is acknowledged only once
+    /// durable (like an AppendEntries answer).
+    SnapshotResponse {
+        /// The snapshot answered.
+        meta: SnapshotMeta,
+        /// How many of its bytes the follower holds, from offset 0: where to resume.
+        received: u64,
+        /// The follower holds everything through `meta.index`, durably (installed, or it had
+        /// it already): the leader's match index may move there.
+        installed: bool,
+    },
 }
 
 /// The follower's answer to AppendEntries.
@@ -91,10 +118,10 @@ impl Body {
     pub fn needs_durable_state(&self) -> bool {
         match self {
             Body::VoteRequest { pre_vote, .. } | Body::VoteResponse { pre_vote, .. } => !pre_vote,
-            Body::AppendResponse { .. } => true,
+            Body::AppendResponse { .. } | Body::SnapshotResponse { .. } => true,
             // The leader may send entries before its own copy is durable (dissertation §10.2.1):
             // it counts itself in a commit quorum only through Event::LogPersisted.
-            Body::AppendRequest { .. } => false,
+            Body::AppendRequest { .. } | Body::SnapshotRequest { .. } => false,
         }
     }
 }
@@ -130,6 +157,20 @@ impl fmt::Display for Message {
                     write!(f, " seq={seq}")
                 }
             },
+            Body::SnapshotRequest { meta, total, checksum, offset, chunk } => write!(
+                f,
+                "Snapshot {}/{} bytes={offset}..{}/{total} sum={checksum:016x}",
+                meta.index,
+                meta.term,
+                offset + chunk.len() as u64
+            ),
+            Body::SnapshotResponse { meta, received, installed } => write!(
+                f,
+                "SnapshotResponse {}/{} received={received}{}",
+                meta.index,
+                meta.term,
+                if *installed { " installed" } else { "" }
+            ),
         }
     }
 }

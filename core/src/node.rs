@@ -13,7 +13,9 @@ use crate::marks::Marks;
 use crate::message::{AppendOutcome, Body, Message};
 use crate::progress::ReplicationState;
 use crate::status::{PeerStatus, RoleKind, Status};
-use crate::types::{Bytes, Entry, HardState, LogIndex, NodeId, RequestId, Term};
+use crate::types::{
+    Bytes, Entry, HardState, LogIndex, NodeId, PartialSnapshot, RequestId, Snapshot, SnapshotMeta, Term,
+};
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
@@ -23,8 +25,13 @@ use std::fmt;
 pub struct Recovered {
     /// The last hard state saved (`Action::SaveHardState`); the default for a fresh node.
     pub hard_state: HardState,
-    /// The durable log from index 1, contiguous, terms never decreasing.
+    /// The latest durable snapshot, if any: the log continues after it.
+    pub snapshot: Option<Snapshot>,
+    /// The durable log after the snapshot (from index 1 without one), contiguous, terms never
+    /// decreasing.
     pub entries: Vec<Entry>,
+    /// A snapshot transfer in progress, as far as it got (`Action::SaveSnapshotChunk`).
+    pub partial: Option<PartialSnapshot>,
     /// How far the driver's state machine has already applied; the node re-delivers the rest.
     pub applied: LogIndex,
     /// Storage lost entries this node had (and may have acknowledged) through this index: a
@@ -130,6 +137,11 @@ pub(crate) struct Shared {
     pub(crate) marks: Marks,
     /// See `Recovered::repair_to`: while the log ends before it, no votes and no campaigns.
     pub(crate) repair_to: LogIndex,
+    /// The latest snapshot (made here or installed); the log starts after it. A leader sends it
+    /// to followers that need compacted entries.
+    pub(crate) snapshot: Option<Snapshot>,
+    /// A snapshot being received from a leader, as far as it got.
+    pub(crate) incoming: Option<PartialSnapshot>,
 }
 
 impl fmt::Debug for Node {
@@ -162,19 +174,21 @@ impl Node {
         config.validate().map_err(StartError::Config)?;
         let mut config = config;
         config.peers.sort(); // Every iteration over peers is in id order: deterministic.
-        let log = Log::recover(recovered.entries).map_err(StartError::Log)?;
-        let hard_state = recovered.hard_state;
+        let base = recovered.snapshot.as_ref().map(|snapshot| snapshot.meta).unwrap_or_default();
+        let log = Log::recover(base, recovered.entries).map_err(StartError::Log)?;
+        // A snapshot covers only committed, applied entries (§7); the commit index on disk may
+        // lag it (it is written lazily).
+        let hard_state =
+            HardState { commit: recovered.hard_state.commit.max(base.index), ..recovered.hard_state };
+        let applied = recovered.applied.max(base.index);
         if hard_state.commit > log.last_index() {
             return Err(StartError::CommitPastLog {
                 commit: hard_state.commit,
                 last_index: log.last_index(),
             });
         }
-        if recovered.applied > hard_state.commit {
-            return Err(StartError::AppliedPastCommit {
-                applied: recovered.applied,
-                commit: hard_state.commit,
-            });
+        if applied > hard_state.commit {
+            return Err(StartError::AppliedPastCommit { applied, commit: hard_state.commit });
         }
         if log.last_term() > hard_state.term {
             return Err(StartError::LogTermAhead { log_term: log.last_term(), term: hard_state.term });
@@ -187,7 +201,7 @@ impl Node {
             voted_for: hard_state.voted_for,
             log,
             commit: hard_state.commit,
-            applied: recovered.applied,
+            applied,
             election_elapsed: 0,
             election_timeout: 0,
             saved: hard_state,
@@ -195,6 +209,8 @@ impl Node {
             out: Vec::new(),
             marks: Marks::default(),
             repair_to: recovered.repair_to,
+            snapshot: recovered.snapshot,
+            incoming: recovered.partial.filter(|partial| partial.meta.index > base.index),
         };
         shared.reset_election_timer();
         Ok(Node { shared, role: Role::Follower(Follower { leader: None }) })
@@ -222,6 +238,7 @@ impl Node {
                     }
                 }
             }
+            Event::Compact { snapshot } => self.compact(snapshot),
             Event::Campaign => {
                 if self.is_repairing() {
                     self.shared.marks.repair_refusals += 1;
@@ -279,7 +296,9 @@ impl Node {
                 // Pre-vote never changes anyone's term (§9.6).
                 Body::VoteRequest { pre_vote: true, .. } => {}
                 Body::VoteResponse { pre_vote: true, granted: true } => {}
-                Body::AppendRequest { .. } => self.become_follower(message.term, Some(message.from)),
+                Body::AppendRequest { .. } | Body::SnapshotRequest { .. } => {
+                    self.become_follower(message.term, Some(message.from))
+                }
                 _ => self.become_follower(message.term, None),
             }
         } else if message.term < self.shared.term {
@@ -301,6 +320,10 @@ impl Node {
                         conflict_term: None,
                     };
                     shared.send(message.from, shared.term, Body::AppendResponse { outcome, seq: 0 });
+                }
+                Body::SnapshotRequest { meta, .. } => {
+                    let body = Body::SnapshotResponse { meta, received: 0, installed: false };
+                    shared.send(message.from, shared.term, body);
                 }
                 Body::VoteRequest { pre_vote: true, .. } => {
                     shared.marks.pre_vote_rejections_sent += 1;
@@ -341,6 +364,49 @@ impl Node {
                     leader.on_append_response(from, outcome, seq);
                 }
             }
+            Body::SnapshotRequest { meta, total, checksum, offset, chunk } => {
+                assert!(!self.is_leader(), "{}: two leaders in {}", self.shared.config.id, self.shared.term);
+                if !matches!(self.role, Role::Follower(_)) {
+                    self.become_follower(self.shared.term, Some(from));
+                }
+                self.on_snapshot_request(from, meta, total, checksum, offset, chunk);
+            }
+            Body::SnapshotResponse { meta, received, installed } => {
+                if let Some(mut leader) = self.as_leader() {
+                    leader.on_snapshot_response(from, meta, received, installed);
+                }
+            }
+        }
+    }
+
+    /// The driver's snapshot through `snapshot.meta.index` is durable: drop what it covers (§7).
+    fn compact(&mut self, snapshot: Snapshot) {
+        let shared = &mut self.shared;
+        let meta = snapshot.meta;
+        if meta.index <= shared.log.base().index {
+            return; // Not newer than what we have.
+        }
+        // A snapshot of entries that are not applied (or not committed) would make them
+        // permanent before Raft decided them: the driver broke its contract.
+        assert!(
+            meta.index <= shared.applied,
+            "{}: snapshot through {} past the applied index {}",
+            shared.config.id,
+            meta.index,
+            shared.applied
+        );
+        assert_eq!(
+            shared.log.term_at(meta.index),
+            Some(meta.term),
+            "{}: snapshot through {} names the wrong term",
+            shared.config.id,
+            meta.index
+        );
+        shared.log.compact(meta);
+        shared.snapshot = Some(snapshot);
+        shared.marks.compactions += 1;
+        if shared.incoming.as_ref().is_some_and(|partial| partial.meta.index <= meta.index) {
+            shared.incoming = None;
         }
     }
 
@@ -476,6 +542,14 @@ impl Node {
             shared.log.last_index()
         );
         assert!(shared.applied <= shared.commit, "{id}: applied past commit");
+        // §7: a snapshot covers committed, applied entries only, and the core keeps the one its
+        // log starts after (a leader must be able to send it).
+        let base = shared.log.base();
+        assert!(base.index <= shared.applied, "{id}: snapshot at {} past applied", base.index);
+        assert!(
+            base.index == LogIndex::ZERO || shared.snapshot.as_ref().is_some_and(|s| s.meta == base),
+            "{id}: the log starts after a snapshot the node does not hold"
+        );
         assert!(shared.log.last_term() <= shared.term, "{id}: log holds a term from the future");
         assert_eq!(
             shared.saved,
@@ -596,10 +670,35 @@ impl Node {
         self.shared.log.entry(index)
     }
 
-    /// Entries `from..=to` (clamped to the log).
+    /// Entries `from..=to` (clamped to what the log holds: nothing a snapshot covers).
     #[must_use]
     pub fn entries(&self, from: LogIndex, to: LogIndex) -> Vec<Entry> {
-        self.shared.log.range(from.max(LogIndex(1)), to.min(self.shared.log.last_index()))
+        self.shared.log.range(from.max(self.shared.log.first_index()), to.min(self.shared.log.last_index()))
+    }
+
+    /// The first index the log holds an entry for: one past the latest snapshot (1 if none).
+    #[must_use]
+    pub fn first_index(&self) -> LogIndex {
+        self.shared.log.first_index()
+    }
+
+    /// What the latest snapshot covers (index 0 if there is none).
+    #[must_use]
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        self.shared.log.base()
+    }
+
+    /// The latest snapshot, made here or installed from a leader.
+    #[must_use]
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.shared.snapshot.as_ref()
+    }
+
+    /// How far the applied state has reached (entries handed over with `Action::Apply`, or
+    /// covered by a snapshot).
+    #[must_use]
+    pub fn applied(&self) -> LogIndex {
+        self.shared.applied
     }
 
     /// Term, vote and commit index as they are now (the driver has been handed every change).
@@ -711,7 +810,13 @@ impl Shared {
         self.out.push(Action::AppendLog { entries });
     }
 
-    fn save_hard_state(&mut self) {
+    /// A storage action went out: the next message that vouches for durable state needs a
+    /// `Sync` first.
+    pub(crate) fn mark_unsynced(&mut self) {
+        self.unsynced = true;
+    }
+
+    pub(crate) fn save_hard_state(&mut self) {
         let now = self.hard_state();
         if now != self.saved {
             // Only term and vote are promises (§5.2); the commit index may trail on disk, so a

@@ -1,6 +1,6 @@
 //! What a leader knows of one follower's log, and how fast it may send to it (flow control).
 
-use crate::types::LogIndex;
+use crate::types::{LogIndex, Snapshot};
 use std::collections::VecDeque;
 
 /// How the leader replicates to a follower.
@@ -12,6 +12,22 @@ pub enum ReplicationState {
     /// The follower is known to match up to `match_index`: stream entries without waiting,
     /// within the inflight window.
     Replicate,
+    /// The follower needs entries the leader has compacted: its snapshot goes out one chunk at
+    /// a time (§7). The transfer holds the snapshot, so a newer compaction on the leader does
+    /// not restart it (a slow follower never loops).
+    Snapshot(Transfer),
+}
+
+/// A snapshot on its way to one follower.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    pub snapshot: Snapshot,
+    /// `snapshot.checksum()`, computed once.
+    pub checksum: u64,
+    /// The next byte to send: what the follower last said it holds.
+    pub offset: u64,
+    /// A chunk is out and unanswered.
+    pub paused: bool,
 }
 
 /// What a rejection told the leader.
@@ -73,6 +89,7 @@ impl Progress {
     pub fn can_send(&self, inflight_messages_max: u32, inflight_bytes_max: u64) -> bool {
         match self.state {
             ReplicationState::Probe { paused } => !paused,
+            ReplicationState::Snapshot(ref transfer) => !transfer.paused,
             ReplicationState::Replicate => {
                 self.inflight.len() < inflight_messages_max as usize
                     && self.inflight_bytes < inflight_bytes_max
@@ -84,6 +101,7 @@ impl Progress {
     pub fn sent(&mut self, last: LogIndex, bytes: u64) {
         match &mut self.state {
             ReplicationState::Probe { paused } => *paused = true,
+            ReplicationState::Snapshot(_) => {}
             ReplicationState::Replicate => {
                 if last >= self.next_index {
                     self.next_index = last.next();
@@ -111,6 +129,8 @@ impl Progress {
         match self.state {
             ReplicationState::Probe { .. } => self.become_replicate(),
             ReplicationState::Replicate => self.free_through(index),
+            // An answer to entries sent before the transfer began: the transfer goes on.
+            ReplicationState::Snapshot(_) => {}
         }
         true
     }
@@ -134,8 +154,11 @@ impl Progress {
             self.next_index = hint_next.min(rejected_prev).max(LogIndex(1));
             return Rejection::Lost;
         }
-        // A probe waits for the answer to the one it sent.
-        if matches!(self.state, ReplicationState::Probe { .. } if rejected_prev != self.next_index.prev()) {
+        // A probe waits for the answer to the one it sent; a snapshot transfer ignores answers
+        // to the entries sent before it.
+        if matches!(self.state, ReplicationState::Probe { .. } if rejected_prev != self.next_index.prev())
+            || matches!(self.state, ReplicationState::Snapshot(_))
+        {
             return Rejection::Stale;
         }
         let next = hint_next.min(rejected_prev).max(self.match_index.next());
@@ -149,6 +172,32 @@ impl Progress {
         self.next_index = self.match_index.next();
         self.inflight.clear();
         self.inflight_bytes = 0;
+    }
+
+    /// Starts sending `snapshot` (the follower needs entries before the leader's log starts).
+    pub fn become_snapshot(&mut self, snapshot: Snapshot) {
+        self.next_index = self.next_index.max(snapshot.meta.index.next());
+        self.inflight.clear();
+        self.inflight_bytes = 0;
+        let checksum = snapshot.checksum();
+        self.state = ReplicationState::Snapshot(Transfer { snapshot, checksum, offset: 0, paused: false });
+    }
+
+    /// The follower holds everything through `index` (`seq`: the leader's round now): it
+    /// installed the snapshot, or already had what it covers. Replication resumes after it.
+    pub fn on_snapshot_installed(&mut self, index: LogIndex, seq: u64) -> bool {
+        let news = index > self.match_index;
+        if news {
+            self.match_index = index;
+            self.match_seq = self.match_seq.max(seq);
+            self.advanced = true;
+        }
+        if let ReplicationState::Snapshot(transfer) = &self.state {
+            if transfer.snapshot.meta.index <= self.match_index {
+                self.become_probe();
+            }
+        }
+        news
     }
 
     fn become_replicate(&mut self) {

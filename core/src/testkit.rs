@@ -13,7 +13,10 @@ use crate::config::Config;
 use crate::event::Event;
 use crate::message::Message;
 use crate::node::{Node, Recovered};
-use crate::types::{Bytes, Entry, HardState, LogIndex, NodeId, Payload, RequestId, Term};
+use crate::types::{
+    Bytes, Entry, HardState, LogIndex, NodeId, PartialSnapshot, Payload, RequestId, Snapshot, SnapshotMeta,
+    Term,
+};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write;
 
@@ -21,17 +24,55 @@ use std::fmt::Write;
 #[derive(Clone, Debug, Default)]
 struct Disk {
     hard_state: HardState,
+    snapshot: Option<Snapshot>,
+    /// The entries after the snapshot.
     log: Vec<Entry>,
+    /// Chunks of a snapshot in transfer (kept so a restart resumes it).
+    partial: Option<PartialSnapshot>,
 }
 
 impl Disk {
+    fn base(&self) -> SnapshotMeta {
+        self.snapshot.as_ref().map(|snapshot| snapshot.meta).unwrap_or_default()
+    }
+
+    fn last(&self) -> LogIndex {
+        self.base().index.plus(self.log.len() as u64)
+    }
+
     fn write(&mut self, action: &Action) {
         match action {
             Action::SaveHardState(hard_state) => self.hard_state = *hard_state,
-            Action::TruncateLog { from } => self.log.truncate(from.0 as usize - 1),
+            Action::TruncateLog { from } => self.log.truncate((from.0 - self.base().index.0 - 1) as usize),
             Action::AppendLog { entries } => self.log.extend(entries.iter().cloned()),
+            Action::InstallSnapshot { snapshot } => self.store_snapshot(snapshot.clone()),
+            Action::SaveSnapshotChunk { meta, total, checksum, offset, chunk } => {
+                if *offset == 0 {
+                    let (meta, total, checksum) = (*meta, *total, *checksum);
+                    self.partial = Some(PartialSnapshot { meta, total, checksum, data: Vec::new() });
+                }
+                if let Some(partial) = self.partial.as_mut().filter(|p| p.data.len() as u64 == *offset) {
+                    partial.data.extend_from_slice(chunk.as_slice());
+                }
+            }
             _ => unreachable!("not a storage action"),
         }
+    }
+
+    /// Stores `snapshot` and drops the log it covers: all of it unless it holds the snapshot's
+    /// last entry (§7).
+    fn store_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        let base = self.base().index;
+        let at = (meta.index.0 - base.0) as usize;
+        let holds = at <= self.log.len() && (at == 0 || self.log[at - 1].term == meta.term);
+        if holds {
+            self.log.drain(..at);
+        } else {
+            self.log.clear();
+        }
+        self.snapshot = Some(snapshot);
+        self.partial = None;
     }
 }
 
@@ -45,8 +86,9 @@ pub struct Cluster {
     in_flight: VecDeque<Message>,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
-    /// What each node applied since it last started.
-    applied: BTreeMap<NodeId, Vec<Entry>>,
+    /// What each node applied since it last started (or installed a snapshot): the index its
+    /// state started from, and the entries after it.
+    applied: BTreeMap<NodeId, (LogIndex, Vec<Entry>)>,
     /// Every client reply, with the node that gave it.
     pub replies: Vec<(NodeId, Reply)>,
     leaders_by_term: BTreeMap<Term, NodeId>,
@@ -104,7 +146,12 @@ impl Cluster {
             let term = log.last().map_or(Term::ZERO, |entry| entry.term);
             cluster.disks.insert(
                 id,
-                Disk { hard_state: HardState { term, voted_for: None, commit: LogIndex::ZERO }, log },
+                Disk {
+                    hard_state: HardState { term, voted_for: None, commit: LogIndex::ZERO },
+                    snapshot: None,
+                    log,
+                    partial: None,
+                },
             );
             cluster.start(id);
         }
@@ -115,14 +162,21 @@ impl Cluster {
         let disk = &self.disks[&id];
         // As a real driver does: a log that ends before its saved commit index lost committed
         // entries, and the node repairs it from the leader.
-        let last = LogIndex(disk.log.len() as u64);
+        let last = disk.last();
         let repair_to = if disk.hard_state.commit > last { disk.hard_state.commit } else { LogIndex::ZERO };
         let hard_state = HardState { commit: disk.hard_state.commit.min(last), ..disk.hard_state };
-        let recovered =
-            Recovered { hard_state, entries: disk.log.clone(), applied: LogIndex::ZERO, repair_to };
+        let base = disk.base().index;
+        let recovered = Recovered {
+            hard_state,
+            snapshot: disk.snapshot.clone(),
+            entries: disk.log.clone(),
+            partial: disk.partial.clone(),
+            applied: base,
+            repair_to,
+        };
         let node = Node::new(self.configs[&id].clone(), recovered).expect("recovered state is valid");
         self.nodes.insert(id, Some(node));
-        self.applied.insert(id, Vec::new());
+        self.applied.insert(id, (base, Vec::new()));
     }
 
     /// Every node's id, running or not, in order.
@@ -150,9 +204,9 @@ impl Cluster {
             .map(Node::id)
     }
 
-    /// The entries node `id` applied since it last started, in order.
+    /// The entries node `id` applied since it last started or installed a snapshot, in order.
     pub fn applied(&self, id: NodeId) -> &[Entry] {
-        &self.applied[&id]
+        &self.applied[&id].1
     }
 
     /// How many messages the network holds.
@@ -181,6 +235,9 @@ impl Cluster {
             Event::Propose { request, commands } => format!("{id} propose {request} {commands:?}"),
             Event::Read { request } => format!("{id} read {request}"),
             Event::LogPersisted { index, term } => format!("{id} persisted {index}/{term}"),
+            Event::Compact { snapshot } => {
+                format!("{id} compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
+            }
             Event::Campaign => format!("{id} campaign"),
         };
         let is_tick = event == Event::Tick;
@@ -201,8 +258,17 @@ impl Cluster {
         let mut wrote = false;
         for action in actions {
             match action {
-                Action::SaveHardState(_) | Action::TruncateLog { .. } | Action::AppendLog { .. } => {
+                Action::SaveHardState(_)
+                | Action::TruncateLog { .. }
+                | Action::AppendLog { .. }
+                | Action::SaveSnapshotChunk { .. } => {
                     self.disks.get_mut(&id).expect("disk").write(action);
+                    wrote = true;
+                }
+                Action::InstallSnapshot { snapshot } => {
+                    self.disks.get_mut(&id).expect("disk").write(action);
+                    // The state machine restarts from the snapshot.
+                    self.applied.insert(id, (snapshot.meta.index, Vec::new()));
                     wrote = true;
                 }
                 // Every write is applied to the disk at once: syncs are immediate here.
@@ -215,9 +281,13 @@ impl Cluster {
                     }
                 }
                 Action::Apply { entries } => {
-                    let applied = self.applied.get_mut(&id).expect("applied");
+                    let (base, applied) = self.applied.get_mut(&id).expect("applied");
                     for entry in entries {
-                        assert_eq!(entry.index.0, applied.len() as u64 + 1, "{id} applied out of order");
+                        assert_eq!(
+                            entry.index,
+                            base.plus(applied.len() as u64 + 1),
+                            "{id} applied out of order"
+                        );
                         applied.push(entry.clone());
                     }
                 }
@@ -225,7 +295,8 @@ impl Cluster {
             }
         }
         // The driver syncs before it waits for input and reports how far the log is durable.
-        let last = self.disks[&id].log.last().map(|entry| (entry.index, entry.term));
+        let disk = &self.disks[&id];
+        let last = disk.log.last().map(|entry| (entry.index, entry.term));
         if let (true, Some((index, term))) = (wrote, last) {
             if self.node(id).persisted_index() < index {
                 self.step(id, Event::LogPersisted { index, term });
@@ -240,7 +311,16 @@ impl Cluster {
                 assert_eq!(leader, node.id(), "election safety: two leaders in {}", node.term());
             }
             let commit = node.commit().0 as usize;
-            for index in 1..=commit.min(self.committed.len()) {
+            let base = node.snapshot_meta();
+            if base.index > LogIndex::ZERO && base.index.0 as usize <= self.committed.len() {
+                assert_eq!(
+                    base.term,
+                    self.committed[base.index.0 as usize - 1].term,
+                    "state machine safety: {}'s snapshot ends in another entry",
+                    node.id()
+                );
+            }
+            for index in base.index.0 as usize + 1..=commit.min(self.committed.len()) {
                 let entry = node.entry(LogIndex(index as u64)).expect("committed entry present");
                 assert_eq!(
                     entry,
@@ -249,15 +329,33 @@ impl Cluster {
                     node.id()
                 );
             }
-            if commit > self.committed.len() {
+            if commit > self.committed.len() && node.first_index().0 as usize <= self.committed.len() + 1 {
                 let more = node.entries(LogIndex(self.committed.len() as u64 + 1), LogIndex(commit as u64));
                 self.committed.extend(more);
             }
         }
-        for (id, applied) in &self.applied {
-            assert!(applied.len() <= self.committed.len(), "{id} applied an uncommitted entry");
-            assert_eq!(applied[..], self.committed[..applied.len()], "{id} applied a different history");
+        for (id, (base, applied)) in &self.applied {
+            let (from, to) = (base.0 as usize, base.0 as usize + applied.len());
+            assert!(to <= self.committed.len(), "{id} applied an uncommitted entry");
+            assert_eq!(applied[..], self.committed[from..to], "{id} applied a different history");
         }
+    }
+
+    /// Node `id` snapshots its state machine through what it has applied and compacts its log
+    /// (as a driver's retention would). The image is the applied entries' count and last term,
+    /// enough for the state-machine safety check. No-op if nothing new is applied.
+    pub fn compact(&mut self, id: NodeId) -> Vec<Action> {
+        let node = self.node(id);
+        let index = node.applied();
+        if index <= node.snapshot_meta().index {
+            return Vec::new();
+        }
+        let term = node.entry(index).expect("applied entry held").term;
+        let data = Bytes::from(format!("state through {index}/{term}").as_str());
+        let snapshot = Snapshot { meta: SnapshotMeta { index, term }, data };
+        // Durable first, then the core is told (the Event::Compact contract).
+        self.disks.get_mut(&id).expect("disk").store_snapshot(snapshot.clone());
+        self.step(id, Event::Compact { snapshot })
     }
 
     /// Ticks every running node `count` times, one round at a time in id order.
@@ -406,7 +504,9 @@ impl Cluster {
     /// or an operator's cut. The hard state survives.
     pub fn lose_entries(&mut self, id: NodeId, keep: u64) {
         assert!(!self.is_up(id), "storage faults are injected into crashed nodes");
-        self.disks.get_mut(&id).expect("disk").log.truncate(keep as usize);
+        let disk = self.disks.get_mut(&id).expect("disk");
+        let base = disk.base().index.0;
+        disk.log.truncate(keep.saturating_sub(base) as usize);
         let _ = writeln!(self.trace, "{id} lost its log after entry {keep}");
     }
 
@@ -438,10 +538,14 @@ impl Cluster {
                         .collect();
                     let _ = writeln!(
                         out,
-                        "{id} {} {} commit={} log=[{}]",
+                        "{id} {} {} commit={} {}log=[{}]",
                         node.role(),
                         node.term(),
                         node.commit(),
+                        match node.snapshot_meta() {
+                            meta if meta.index == LogIndex::ZERO => String::new(),
+                            meta => format!("snapshot={}/{} ", meta.index, meta.term),
+                        },
                         log.join(" ")
                     );
                 }
@@ -532,6 +636,9 @@ impl Cluster {
                 "read" => {
                     cluster.read(node_arg(1)?);
                 }
+                "compact" => {
+                    cluster.compact(node_arg(1)?);
+                }
                 "crash" => cluster.crash(node_arg(1)?),
                 "restart" => cluster.restart(node_arg(1)?),
                 "isolate" => {
@@ -562,6 +669,7 @@ fn apply_setting(config: &mut Config, key: &str, value: &str) -> Result<(), Stri
         "heartbeat_ticks" => config.heartbeat_ticks = number()? as u32,
         "entries_per_message_max" => config.entries_per_message_max = number()? as u32,
         "inflight_messages_max" => config.inflight_messages_max = number()? as u32,
+        "snapshot_chunk_bytes" => config.snapshot_chunk_bytes = number()?,
         _ => return Err(format!("unknown setting {key}")),
     }
     Ok(())

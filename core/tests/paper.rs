@@ -798,6 +798,7 @@ fn recovered_state_is_validated() {
         entries: vec![entry.clone()],
         applied: LogIndex(0),
         repair_to: LogIndex(0),
+        ..Recovered::default()
     };
     assert!(matches!(Node::new(config.clone(), ahead), Err(StartError::LogTermAhead { .. })));
     let missing = Recovered {
@@ -805,6 +806,7 @@ fn recovered_state_is_validated() {
         entries: vec![entry],
         applied: LogIndex(0),
         repair_to: LogIndex(0),
+        ..Recovered::default()
     };
     let error = Node::new(config, missing).unwrap_err();
     assert!(error.to_string().contains("committed entries are missing"), "{error}");

@@ -221,6 +221,23 @@ pub fn query(
     timeout: Duration,
     linearizable: bool,
 ) -> Result<(u64, Vec<QueriedEntry>), ClientError> {
+    query_log(target, timeout, linearizable).map(|log| (log.commit, log.entries))
+}
+
+/// What a node holds of the log (see [`query_log`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueriedLog {
+    /// The node's commit index.
+    pub commit: u64,
+    /// The first command ID it still holds: the ones before were trimmed (1 if none were).
+    pub first_id: u64,
+    /// Every entry it holds, from its first, each command with its ID.
+    pub entries: Vec<QueriedEntry>,
+}
+
+/// As [`query`], also saying where the log now starts: entries before `first_id` were
+/// trimmed (retention or `replog trim`).
+pub fn query_log(target: &str, timeout: Duration, linearizable: bool) -> Result<QueriedLog, ClientError> {
     let started = Instant::now();
     let home = address::parse(target)?;
     let mut address = home;
@@ -245,23 +262,43 @@ pub fn query(
             answer => break (session, answer),
         }
     };
-    let mut entries = Vec::new();
+    let mut entries: Vec<QueriedEntry> = Vec::new();
     let mut commit = 0;
+    let mut first_id = None;
     let mut answer = first;
     loop {
-        let Frame::QueryResult { commit: c, last_index, entries: page } = answer else {
+        let Frame::QueryResult { commit: c, first_id: f, last_index, entries: page, .. } = answer else {
             return Err(ClientError::UnexpectedAnswer { address, frame: answer.name() });
         };
         commit = commit.max(c);
+        let first_id = *first_id.get_or_insert(f);
         let got = page.len();
         entries.extend(page);
-        if got == 0 || entries.len() as u64 >= last_index {
-            return Ok((commit, entries));
+        let next = entries.last().map_or(1, |queried| queried.entry.index.0 + 1);
+        if got == 0 || next > last_index {
+            return Ok(QueriedLog { commit, first_id, entries });
         }
         // Later pages only extend what the first (confirmed) one established.
         answer = session
-            .call(&Frame::Query { from: entries.len() as u64 + 1, max, linearizable: false })
+            .call(&Frame::Query { from: next, max, linearizable: false })
             .map_err(querying(address))?;
+    }
+}
+
+/// Asks a node to snapshot and drop its entries before command `before_id` (never past its
+/// commit index). Returns the first command ID it still holds. Each node trims its own log:
+/// run it against every node to trim the cluster.
+pub fn trim(target: &str, before_id: u64, timeout: Duration) -> Result<u64, ClientError> {
+    let address = address::parse(target)?;
+    let mut session = Session::open(address, timeout)?;
+    let answer = session.call(&Frame::Trim { before_id }).map_err(|error| ClientError::Io {
+        doing: "trimming",
+        address,
+        error,
+    })?;
+    match answer {
+        Frame::TrimResult { first_id, .. } => Ok(first_id),
+        other => Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
     }
 }
 

@@ -35,6 +35,14 @@ pub enum Inbound {
     },
     /// A client asked for the node's status: answer with [`Clients::answer_status`].
     Status(Token),
+    /// A client asked to trim the log before this command ID: answer with
+    /// [`Clients::answer_trim`].
+    Trim {
+        /// The connection that asked.
+        token: Token,
+        /// Drop the entries before this command ID.
+        before_id: u64,
+    },
 }
 
 #[derive(Debug)]
@@ -201,6 +209,13 @@ impl Clients {
     }
 
     /// Whether the peer's own link to this node is up (it said hello here).
+    /// Tells the client that asked for a trim where the log now starts.
+    pub fn answer_trim(&mut self, token: Token, driver: &Driver<RealFs>) {
+        let first = driver.node().first_index().0;
+        let first_id = driver.first_command_id();
+        self.queue(token, &Frame::TrimResult { first, first_id });
+    }
+
     pub fn has_peer(&self, id: NodeId) -> bool {
         self.accepted.values().any(|accepted| accepted.caller == Caller::Peer(id))
     }
@@ -293,6 +308,10 @@ impl Clients {
                 accepted.caller = Caller::Client;
                 inbound.push(Inbound::Status(token));
             }
+            (Caller::Unknown | Caller::Client, Frame::Trim { before_id }) => {
+                accepted.caller = Caller::Client;
+                inbound.push(Inbound::Trim { token, before_id });
+            }
             (caller, frame) => return Err(Violation::UnexpectedFrame { frame: frame.name(), caller }),
         }
         Ok(())
@@ -330,14 +349,21 @@ impl Clients {
 /// each command with its ID.
 fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
     let node = driver.node();
-    let entries = page(node, LogIndex(from.max(1)), max)
+    // What was trimmed is gone: the page starts where the log does, and says so.
+    let entries = page(node, LogIndex(from).max(node.first_index()), max)
         .into_iter()
         .map(|entry| {
             let id = matches!(entry.payload, Payload::Command(_)).then(|| driver.command_id(entry.index));
             QueriedEntry { entry, id }
         })
         .collect();
-    Frame::QueryResult { commit: node.commit().0, last_index: node.last_index().0, entries }
+    Frame::QueryResult {
+        commit: node.commit().0,
+        first: node.first_index().0,
+        first_id: driver.first_command_id(),
+        last_index: node.last_index().0,
+        entries,
+    }
 }
 
 /// Entries from `from` on: at most `max` (and `QUERY_ENTRIES_MAX`) of them, encoding to at
@@ -375,7 +401,7 @@ mod tests {
             })
             .collect();
         let hard_state = HardState { term: Term(1), voted_for: None, commit: LogIndex(0) };
-        let recovered = Recovered { hard_state, entries, applied: LogIndex(0), repair_to: LogIndex(0) };
+        let recovered = Recovered { hard_state, entries, ..Recovered::default() };
         Node::new(Config::new(NodeId(1), Vec::new()), recovered).expect("a valid node")
     }
 
@@ -390,7 +416,9 @@ mod tests {
             let queried =
                 entries.iter().map(|entry| QueriedEntry { entry: entry.clone(), id: Some(1) }).collect();
             let mut payload = Vec::new();
-            codec::encode(&Frame::QueryResult { commit: 0, last_index: 0, entries: queried }, &mut payload);
+            let frame =
+                Frame::QueryResult { commit: 0, first: 1, first_id: 1, last_index: 0, entries: queried };
+            codec::encode(&frame, &mut payload);
             assert!(payload.len() <= FRAME_BYTES_MAX, "a page of {} bytes", payload.len());
             from = from.plus(entries.len() as u64);
             sizes.push(entries.len());

@@ -3,7 +3,9 @@
 //! payload is an error, never a panic or a huge allocation.
 
 use crate::status::StatusReport;
-use replog_core::{AppendOutcome, Body, Bytes, Entry, LogIndex, Message, NodeId, Payload, Term};
+use replog_core::{
+    AppendOutcome, Body, Bytes, Entry, LogIndex, Message, NodeId, Payload, SnapshotMeta, Term,
+};
 use std::fmt;
 
 /// Everything that travels on a connection.
@@ -39,11 +41,24 @@ pub enum Frame {
         request: u64,
         result: AppendResult,
     },
-    /// The answer to `Query`: the node's commit and last index, and a page of its log.
+    /// The answer to `Query`: the node's commit and last index, the first index and command ID
+    /// it still holds (earlier ones were trimmed), and a page of its log.
     QueryResult {
         commit: u64,
+        first: u64,
+        first_id: u64,
         last_index: u64,
         entries: Vec<QueriedEntry>,
+    },
+    /// Client: snapshot and drop the entries before the command with this ID (at most up to
+    /// the commit index). Answered by `TrimResult`.
+    Trim {
+        before_id: u64,
+    },
+    /// The answer to `Trim`: the first index and command ID the node still holds.
+    TrimResult {
+        first: u64,
+        first_id: u64,
     },
     /// The answer to `Status`, as JSON on the wire.
     StatusResult(StatusReport),
@@ -61,6 +76,8 @@ impl Frame {
             Frame::Redirect { .. } => "redirect",
             Frame::AppendResult { .. } => "append-result",
             Frame::QueryResult { .. } => "query-result",
+            Frame::Trim { .. } => "trim",
+            Frame::TrimResult { .. } => "trim-result",
             Frame::StatusResult { .. } => "status-result",
         }
     }
@@ -149,6 +166,8 @@ const APPEND_RESULT: u8 = 20;
 const QUERY_RESULT: u8 = 21;
 const STATUS_RESULT: u8 = 22;
 const REDIRECT: u8 = 23;
+const TRIM: u8 = 13;
+const TRIM_RESULT: u8 = 24;
 
 /// What one entry's encoding adds to its command: index, term, kind and length. Also its
 /// smallest encoding (a no-op), which bounds a claimed count.
@@ -158,10 +177,14 @@ pub const QUERIED_ENTRY_BYTES_MIN: usize = ENTRY_BYTES_MIN + 8;
 /// An AppendEntries payload besides its entries: frame kind, from, to, term, body kind,
 /// previous index and term, leader commit, sequence number, entry count.
 pub const APPEND_ENTRIES_HEADER_BYTES: usize = 1 + 8 * 3 + 1 + 8 * 4 + 4;
+/// A snapshot chunk's payload besides its bytes: frame kind, from, to, term, body kind, last
+/// index and term, total, checksum, offset, length.
+pub const SNAPSHOT_REQUEST_HEADER_BYTES: usize = 1 + 8 * 3 + 1 + 8 * 5 + 4;
 /// A client's append payload besides its command: frame kind, request id, length.
 pub const APPEND_HEADER_BYTES: usize = 1 + 8 + 4;
-/// A query answer's payload besides its entries: frame kind, commit, last index, entry count.
-pub const QUERY_RESULT_HEADER_BYTES: usize = 1 + 8 + 8 + 4;
+/// A query answer's payload besides its entries: frame kind, commit, first index, first ID,
+/// last index, entry count.
+pub const QUERY_RESULT_HEADER_BYTES: usize = 1 + 8 * 4 + 4;
 
 impl QueriedEntry {
     /// How many bytes `entry` takes in a query answer.
@@ -227,11 +250,22 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
                 }
             }
         }
-        Frame::QueryResult { commit, last_index, entries } => {
+        Frame::QueryResult { commit, first, first_id, last_index, entries } => {
             out.push(QUERY_RESULT);
             put_u64(out, *commit);
+            put_u64(out, *first);
+            put_u64(out, *first_id);
             put_u64(out, *last_index);
             put_queried_entries(out, entries);
+        }
+        Frame::Trim { before_id } => {
+            out.push(TRIM);
+            put_u64(out, *before_id);
+        }
+        Frame::TrimResult { first, first_id } => {
+            out.push(TRIM_RESULT);
+            put_u64(out, *first);
+            put_u64(out, *first_id);
         }
         Frame::StatusResult(report) => {
             out.push(STATUS_RESULT);
@@ -280,6 +314,22 @@ fn encode_message(message: &Message, out: &mut Vec<u8>) {
                     put_u64(out, conflict_term.map_or(0, |t| t.0));
                 }
             }
+        }
+        Body::SnapshotRequest { meta, total, checksum, offset, chunk } => {
+            out.push(4);
+            put_u64(out, meta.index.0);
+            put_u64(out, meta.term.0);
+            put_u64(out, *total);
+            put_u64(out, *checksum);
+            put_u64(out, *offset);
+            put_bytes(out, chunk.as_slice());
+        }
+        Body::SnapshotResponse { meta, received, installed } => {
+            out.push(5);
+            put_u64(out, meta.index.0);
+            put_u64(out, meta.term.0);
+            put_u64(out, *received);
+            out.push(u8::from(*installed));
         }
     }
 }
@@ -452,9 +502,13 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
         }
         QUERY_RESULT => Frame::QueryResult {
             commit: reader.u64()?,
+            first: reader.u64()?,
+            first_id: reader.u64()?,
             last_index: reader.u64()?,
             entries: reader.queried_entries()?,
         },
+        TRIM => Frame::Trim { before_id: reader.u64()? },
+        TRIM_RESULT => Frame::TrimResult { first: reader.u64()?, first_id: reader.u64()? },
         STATUS_RESULT => Frame::StatusResult(
             StatusReport::from_json(&reader.text()?).map_err(|e| CodecError::BadStatus(e.to_string()))?,
         ),
@@ -506,6 +560,18 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
             };
             Body::AppendResponse { outcome, seq }
         }
+        4 => {
+            let meta = SnapshotMeta { index: LogIndex(reader.u64()?), term: Term(reader.u64()?) };
+            let (total, checksum, offset) = (reader.u64()?, reader.u64()?, reader.u64()?);
+            let chunk = Bytes::from(reader.bytes()?);
+            Body::SnapshotRequest { meta, total, checksum, offset, chunk }
+        }
+        5 => {
+            let meta = SnapshotMeta { index: LogIndex(reader.u64()?), term: Term(reader.u64()?) };
+            let received = reader.u64()?;
+            let installed = reader.flag()?;
+            Body::SnapshotResponse { meta, received, installed }
+        }
         _ => return Err(CodecError::UnknownMessageBody),
     };
     Ok(Message { from, to, term, body })
@@ -540,6 +606,15 @@ mod tests {
             last_log_term: Term(2),
         })));
         round_trip(Frame::Raft(message(Body::VoteResponse { pre_vote: false, granted: true })));
+        let meta = SnapshotMeta { index: LogIndex(40), term: Term(3) };
+        round_trip(Frame::Raft(message(Body::SnapshotRequest {
+            meta,
+            total: 9,
+            checksum: 0xdead_beef,
+            offset: 4,
+            chunk: Bytes::from("abcde"),
+        })));
+        round_trip(Frame::Raft(message(Body::SnapshotResponse { meta, received: 4, installed: true })));
         round_trip(Frame::Raft(message(Body::AppendRequest {
             prev_log_index: LogIndex(1),
             prev_log_term: Term(1),
@@ -568,8 +643,12 @@ mod tests {
             result: AppendResult::Failed { reason: "x".into(), retry: true },
         });
         round_trip(Frame::AppendResult { request: 7, result: AppendResult::TooLarge { bytes: 9, limit: 8 } });
+        round_trip(Frame::Trim { before_id: 9 });
+        round_trip(Frame::TrimResult { first: 12, first_id: 9 });
         round_trip(Frame::QueryResult {
             commit: 1,
+            first: 1,
+            first_id: 1,
             last_index: 2,
             entries: vec![
                 QueriedEntry { entry: entry(1, 1, None), id: None },
@@ -578,7 +657,16 @@ mod tests {
         });
         let mut out = Vec::new();
         let noop_with_id = QueriedEntry { entry: entry(1, 1, None), id: Some(1) };
-        encode(&Frame::QueryResult { commit: 1, last_index: 1, entries: vec![noop_with_id] }, &mut out);
+        encode(
+            &Frame::QueryResult {
+                commit: 1,
+                first: 1,
+                first_id: 1,
+                last_index: 1,
+                entries: vec![noop_with_id],
+            },
+            &mut out,
+        );
         assert_eq!(decode(&out), Err(CodecError::CommandIdMismatch));
         round_trip(Frame::StatusResult(StatusReport {
             name: "node1".into(),
@@ -619,14 +707,17 @@ mod tests {
         assert_eq!(out.len(), APPEND_HEADER_BYTES + 3);
         out.clear();
         let queried = QueriedEntry { entry: entry.clone(), id: Some(1) };
-        encode(&Frame::QueryResult { commit: 1, last_index: 1, entries: vec![queried] }, &mut out);
+        encode(
+            &Frame::QueryResult { commit: 1, first: 1, first_id: 1, last_index: 1, entries: vec![queried] },
+            &mut out,
+        );
         assert_eq!(out.len(), QUERY_RESULT_HEADER_BYTES + QueriedEntry::encoded_bytes(&entry));
     }
 
     #[test]
     fn absurd_counts_are_refused_before_allocating() {
         let mut out = vec![QUERY_RESULT];
-        out.extend_from_slice(&[0; 16]);
+        out.extend_from_slice(&[0; 32]);
         out.extend_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(decode(&out), Err(CodecError::EntryCountExceedsPayload));
         assert_eq!(decode(&[99]), Err(CodecError::UnknownFrameKind));

@@ -16,9 +16,12 @@
 //! acknowledgement leaves before the state it vouches for is on disk.
 
 use crate::fs::FileSystem;
+use crate::image::Image;
+use crate::retention::Retention;
 use crate::storage::{Identity, OnCorruption, Storage, StorageError, StorageOptions};
 use replog_core::{
-    Action, Config, Entry, Event, LogIndex, Message, Node, Payload, Recovered, Reply, StartError,
+    Action, Config, Entry, Event, LogIndex, Message, Node, Payload, Recovered, Reply, Snapshot, SnapshotMeta,
+    StartError,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -33,6 +36,9 @@ pub enum Output {
     Reply(Reply),
     /// These entries are committed, in order.
     Apply(Vec<Entry>),
+    /// The state machine was replaced by a leader's snapshot through this entry; the next
+    /// `Apply` continues after it.
+    Restored(SnapshotMeta),
 }
 
 /// Why the driver stopped. Either way the node must stop: after a storage error nothing more
@@ -43,6 +49,9 @@ pub enum DriverError {
     Storage(StorageError),
     /// The recovered state does not make a valid node.
     Start(StartError),
+    /// A snapshot's state-machine image could not be read (a snapshot from an incompatible
+    /// version, or damaged before its checksum was taken).
+    Image(String),
 }
 
 impl fmt::Display for DriverError {
@@ -50,6 +59,7 @@ impl fmt::Display for DriverError {
         match self {
             DriverError::Storage(error) => write!(f, "storage: {error}"),
             DriverError::Start(error) => write!(f, "recovered state: {error}"),
+            DriverError::Image(why) => write!(f, "snapshot: {why}"),
         }
     }
 }
@@ -93,12 +103,19 @@ pub enum DriverBug {
     /// A `Sync` waits only for what was handed to the OS, not for the writes still buffered
     /// (an off-by-one in the barrier).
     BarrierMissesBuffered,
+    /// Retention snapshots through the log's last entry instead of the applied one: a
+    /// snapshot over entries that are not committed.
+    SnapshotUncommitted,
 }
 
 impl DriverBug {
     /// Every driver bug.
-    pub const ALL: [DriverBug; 3] =
-        [DriverBug::ReleaseBeforeSync, DriverBug::PersistedBeforeSync, DriverBug::BarrierMissesBuffered];
+    pub const ALL: [DriverBug; 4] = [
+        DriverBug::ReleaseBeforeSync,
+        DriverBug::PersistedBeforeSync,
+        DriverBug::BarrierMissesBuffered,
+        DriverBug::SnapshotUncommitted,
+    ];
 
     /// The bug's name on command lines.
     pub fn name(self) -> &'static str {
@@ -106,6 +123,7 @@ impl DriverBug {
             DriverBug::ReleaseBeforeSync => "release-before-sync",
             DriverBug::PersistedBeforeSync => "persisted-before-sync",
             DriverBug::BarrierMissesBuffered => "barrier-misses-buffered",
+            DriverBug::SnapshotUncommitted => "snapshot-uncommitted",
         }
     }
 
@@ -127,8 +145,18 @@ pub struct Driver<F: FileSystem> {
     barrier: u64,
     /// Released actions, for the caller.
     output: Vec<Output>,
-    /// Indexes of the leaders' no-op entries, ascending (they are not client commands).
+    /// Indexes of the leaders' no-op entries after the snapshot, ascending (they are not
+    /// client commands).
     noops: Vec<u64>,
+    /// The state machine's image at the snapshot the log starts after.
+    base_image: Image,
+    /// How far the released `Apply`s (and snapshots) have brought the state machine.
+    applied: LogIndex,
+    /// When to snapshot and trim.
+    retention: Retention,
+    /// Bytes (`Entry::size_bytes`) of the applied entries after the snapshot: a cheap test of
+    /// whether retention has anything to do.
+    held_bytes: u64,
     /// Every core step, when recording (the simulator).
     recorded: Option<Vec<Stepped>>,
     #[cfg(feature = "bugs")]
@@ -167,18 +195,31 @@ impl<F: FileSystem> Driver<F> {
         options: StorageOptions,
     ) -> Result<(Driver<F>, Opened), DriverError> {
         let (storage, recovery) = Storage::open_with_options(fs, dir, identity, on_corruption, options)?;
-        let fresh = recovery.hard_state.term.0 == 0 && recovery.entries.is_empty();
+        let fresh =
+            recovery.hard_state.term.0 == 0 && recovery.entries.is_empty() && recovery.snapshot.is_none();
         let entries = recovery.entries.len() as u64;
         let noops =
             recovery.entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0).collect();
+        let base_image = match &recovery.snapshot {
+            Some(snapshot) => Image::decode(snapshot.data.as_slice()).map_err(DriverError::Image)?,
+            None => Image::empty(),
+        };
+        let base = recovery.snapshot.as_ref().map_or(LogIndex::ZERO, |snapshot| snapshot.meta.index);
         // The log is the state machine: everything committed before the restart is applied.
-        let applied = recovery.hard_state.commit;
+        let applied = recovery.hard_state.commit.max(base);
+        let held_bytes =
+            recovery.entries.iter().take_while(|e| e.index <= applied).map(Entry::size_bytes).sum();
         let repair_to = recovery.repair_to;
-        // snapshot: wired by the core change (recovery.snapshot, recovery.partial; `entries`
-        // start after the snapshot).
-        let recovered =
-            Recovered { hard_state: recovery.hard_state, entries: recovery.entries, applied, repair_to };
+        let recovered = Recovered {
+            hard_state: recovery.hard_state,
+            snapshot: recovery.snapshot,
+            entries: recovery.entries,
+            partial: recovery.partial,
+            applied,
+            repair_to,
+        };
         let node = Node::new(config, recovered).map_err(DriverError::Start)?;
+        let applied = node.applied();
         let driver = Driver {
             node,
             storage,
@@ -186,11 +227,20 @@ impl<F: FileSystem> Driver<F> {
             barrier: 0,
             output: Vec::new(),
             noops,
+            base_image,
+            applied,
+            retention: Retention::default(),
+            held_bytes,
             recorded: None,
             #[cfg(feature = "bugs")]
             bug: None,
         };
         Ok((driver, Opened { warnings: recovery.warnings, entries, fresh }))
+    }
+
+    /// Snapshots and trims the log by this policy from now on.
+    pub fn set_retention(&mut self, retention: Retention) {
+        self.retention = retention;
     }
 
     /// Records every core step from now on (see [`Driver::take_recorded`]).
@@ -235,6 +285,57 @@ impl<F: FileSystem> Driver<F> {
         Ok(())
     }
 
+    /// Snapshots the state machine and trims the log if the retention policy says it is time.
+    fn retain(&mut self) -> Result<(), DriverError> {
+        if !self.retention.trims() {
+            return Ok(());
+        }
+        let base = self.node.snapshot_meta().index;
+        let mut applied = self.applied;
+        if self.has_bug(DriverBug::SnapshotUncommitted) {
+            applied = self.node.last_index();
+        }
+        let count = applied.0.saturating_sub(base.0);
+        let due = |held: u64, keep: Option<u64>| keep.is_none_or(|keep| held >= keep + (keep / 4).max(1));
+        if count == 0 || !due(count, self.retention.entries) || !due(self.held_bytes, self.retention.bytes) {
+            return Ok(());
+        }
+        let held = self.node.entries(base.next(), applied);
+        if let Some(through) = self.retention.point(&held) {
+            self.compact(through)?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots the state machine through `through` (applied, after the current snapshot),
+    /// makes it durable, then lets the core and the storage drop what it covers (§7).
+    fn compact(&mut self, through: LogIndex) -> Result<SnapshotMeta, DriverError> {
+        let base = self.node.snapshot_meta().index;
+        let term = self.node.entry(through).expect("an applied entry after the snapshot is held").term;
+        let covered = self.node.entries(base.next(), through);
+        let image = self.base_image.fold(&covered);
+        let covered_bytes: u64 = covered.iter().map(Entry::size_bytes).sum();
+        let snapshot = Snapshot { meta: SnapshotMeta { index: through, term }, data: image.encode() };
+        // Durable before the core is told (the Event::Compact contract).
+        self.storage.save_snapshot(&snapshot)?;
+        self.base_image = image;
+        self.noops.retain(|&noop| noop > through.0);
+        self.held_bytes = self.held_bytes.saturating_sub(covered_bytes);
+        self.step(Event::Compact { snapshot })?;
+        Ok(SnapshotMeta { index: through, term })
+    }
+
+    /// An operator's trim (`replog trim --before ID`): snapshots through the entry before
+    /// `before` (at most the applied index) and drops what the snapshot covers. Returns the
+    /// snapshot's last entry; nothing happens if it would not move the log's start.
+    pub fn trim(&mut self, before: LogIndex) -> Result<SnapshotMeta, DriverError> {
+        let through = before.prev().min(self.applied);
+        if through <= self.node.snapshot_meta().index {
+            return Ok(self.node.snapshot_meta());
+        }
+        self.compact(through)
+    }
+
     /// Ends a round of steps: asks for one sync of everything they wrote, inline if
     /// `inline_if_idle` and no other sync is in flight. Call [`Driver::on_synced`] after it and
     /// whenever a background sync completes.
@@ -256,10 +357,10 @@ impl<F: FileSystem> Driver<F> {
                 last = self.node.last_index();
             }
             let Some(term) = self.node.entry(last).map(|entry| entry.term) else {
-                return Ok(());
+                return self.retain();
             };
             if self.node.persisted_index() >= last {
-                return Ok(());
+                return self.retain();
             }
             self.step(Event::LogPersisted { index: last, term })?;
         }
@@ -291,10 +392,38 @@ impl<F: FileSystem> Driver<F> {
         !self.deferred.is_empty()
     }
 
-    /// A command's position among client commands (the ID users see): its index less the
-    /// leaders' no-ops before it.
+    /// A command's position among client commands since the log began (the ID users see):
+    /// the commands a snapshot covers, plus its index past the snapshot less the leaders' no-ops
+    /// since. Stable across trims. `index` must be after the snapshot.
     pub fn command_id(&self, index: LogIndex) -> u64 {
-        index.0 - self.noops.partition_point(|&noop| noop < index.0) as u64
+        let base = self.node.snapshot_meta().index;
+        debug_assert!(index > base, "no ID for an entry a snapshot covers");
+        let noops = self.noops.partition_point(|&noop| noop < index.0) as u64;
+        self.base_image.commands + (index.0 - base.0) - noops
+    }
+
+    /// The index of the command with this ID: past the log's end if it is not there yet, and
+    /// the log's first index (or before) if it was trimmed.
+    pub fn index_of_command(&self, id: u64) -> LogIndex {
+        let base = self.node.snapshot_meta().index;
+        let Some(after) = id.checked_sub(self.base_image.commands).filter(|&n| n > 0) else {
+            return base;
+        };
+        // Its index is `base + after + the no-ops before it`: grow the guess until it holds.
+        let mut index = base.plus(after);
+        loop {
+            let noops = self.noops.partition_point(|&noop| noop <= index.0) as u64;
+            let next = base.plus(after + noops);
+            if next == index {
+                return index;
+            }
+            index = next;
+        }
+    }
+
+    /// The first command ID the log still holds (IDs before it were trimmed).
+    pub fn first_command_id(&self) -> u64 {
+        self.base_image.commands + 1
     }
 
     /// Makes everything durable, commit index included (clean shutdown).
@@ -312,6 +441,23 @@ impl<F: FileSystem> Driver<F> {
             Action::AppendLog { entries } => {
                 self.noops.extend(entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0));
                 self.storage.append(&entries)?
+            }
+            Action::InstallSnapshot { snapshot } => {
+                let image = Image::decode(snapshot.data.as_slice()).map_err(DriverError::Image)?;
+                self.storage.save_snapshot(&snapshot)?;
+                let through = snapshot.meta.index;
+                self.base_image = image;
+                self.noops.retain(|&noop| noop > through.0);
+                // The state machine is replaced in order with the applies around it.
+                let action = Action::InstallSnapshot { snapshot };
+                if self.must_wait(&action) {
+                    self.deferred.push_back((self.barrier, action));
+                } else {
+                    self.release(action);
+                }
+            }
+            Action::SaveSnapshotChunk { meta, total, checksum, offset, chunk } => {
+                self.storage.save_snapshot_chunk((meta, total, checksum), offset, chunk.as_slice())?
             }
             Action::Sync => {
                 let mut barrier = self.storage.barrier();
@@ -347,10 +493,22 @@ impl<F: FileSystem> Driver<F> {
         match action {
             Action::Send(message) => self.output.push(Output::Send(message)),
             Action::Reply(reply) => self.output.push(Output::Reply(reply)),
-            Action::Apply { entries } => self.output.push(Output::Apply(entries)),
+            Action::Apply { entries } => {
+                if let Some(last) = entries.last() {
+                    self.applied = last.index;
+                }
+                self.held_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
+                self.output.push(Output::Apply(entries))
+            }
+            Action::InstallSnapshot { snapshot } => {
+                self.applied = self.applied.max(snapshot.meta.index);
+                self.held_bytes = 0;
+                self.output.push(Output::Restored(snapshot.meta))
+            }
             Action::SaveHardState(_)
             | Action::TruncateLog { .. }
             | Action::AppendLog { .. }
+            | Action::SaveSnapshotChunk { .. }
             | Action::Sync => {
                 unreachable!("storage actions are carried out at once, never deferred")
             }

@@ -3,7 +3,7 @@
 
 use crate::codec::{
     APPEND_ENTRIES_HEADER_BYTES, APPEND_HEADER_BYTES, ENTRY_BYTES_MIN, QUERIED_ENTRY_BYTES_MIN,
-    QUERY_RESULT_HEADER_BYTES,
+    QUERY_RESULT_HEADER_BYTES, SNAPSHOT_REQUEST_HEADER_BYTES,
 };
 pub use crate::frame::FRAME_BYTES_MAX;
 use replog_core::ENTRY_OVERHEAD_BYTES;
@@ -29,6 +29,8 @@ pub const QUERY_PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX - QUERY_RESULT_HEADER_BY
 const _: () = assert!(ENTRY_BYTES_MIN as u64 <= ENTRY_OVERHEAD_BYTES);
 // A full AppendEntries fits a frame.
 const _: () = assert!(MESSAGE_BYTES_MAX as usize + APPEND_ENTRIES_HEADER_BYTES <= FRAME_BYTES_MAX);
+// A snapshot chunk (at most MESSAGE_BYTES_MAX: the core caps it there) fits a frame.
+const _: () = assert!(MESSAGE_BYTES_MAX as usize + SNAPSHOT_REQUEST_HEADER_BYTES <= FRAME_BYTES_MAX);
 // A client's append of the largest command fits a frame.
 const _: () = assert!(APPEND_HEADER_BYTES + COMMAND_BYTES_MAX <= FRAME_BYTES_MAX);
 // The largest command fits a query page alone, so paging always moves on.

@@ -18,6 +18,7 @@ use crate::fs::RealFs;
 use crate::limits;
 use crate::members::{Members, MembersError};
 use crate::peers::Peers;
+use crate::retention::Retention;
 use crate::status::{PeerReport, Replication, StatusReport};
 use crate::storage::{Identity, OnCorruption, StorageError};
 use mio::net::TcpListener;
@@ -66,6 +67,8 @@ pub struct NodeOptions {
     /// A damaged record before the log's tail is cut and repaired from the cluster instead of
     /// stopping the node (`--repair`).
     pub repair: bool,
+    /// When to snapshot and trim the log (`--retain-entries`, `--retain-bytes`).
+    pub retention: Retention,
 }
 
 /// Why a node stopped or could not start.
@@ -105,6 +108,7 @@ impl From<DriverError> for RuntimeError {
         match error {
             DriverError::Storage(error) => RuntimeError::Storage(error),
             DriverError::Start(error) => RuntimeError::Config(format!("the data folder's state: {error}")),
+            DriverError::Image(why) => RuntimeError::Config(format!("a snapshot's state: {why}")),
         }
     }
 }
@@ -153,11 +157,12 @@ impl Server {
         let identity = Identity { name: options.name.clone(), address: options.address.to_string() };
         let fs = RealFs::with_background_sync(Arc::new(waker));
         let on_corruption = if options.repair { OnCorruption::Repair } else { OnCorruption::Refuse };
-        let (driver, opened) = Driver::open_with(config, fs, &options.data_dir, identity, on_corruption)
+        let (mut driver, opened) = Driver::open_with(config, fs, &options.data_dir, identity, on_corruption)
             .map_err(|error| match error {
                 DriverError::Start(e) => RuntimeError::Config(format!("{}: {e}", options.data_dir.display())),
                 error => error.into(),
             })?;
+        driver.set_retention(options.retention);
         for warning in &opened.warnings {
             warn!("recovery: {warning}");
         }
@@ -261,8 +266,10 @@ impl Server {
             match output {
                 Output::Send(message) => self.peers.send(message),
                 Output::Reply(reply) => self.clients.on_reply(reply, &self.members, &self.driver),
-                // The log is the state machine: applying needs no work beyond the commit index.
+                // The log is the state machine: applying needs no work beyond the commit index,
+                // and a snapshot's image (the command count) is the driver's.
                 Output::Apply(_) => {}
+                Output::Restored(meta) => info!("installed the leader's snapshot through {}", meta.index),
             }
         }
         self.outputs = outputs;
@@ -292,6 +299,13 @@ impl Server {
             Inbound::Status(token) => {
                 let report = self.status_report();
                 self.clients.answer_status(token, report);
+            }
+            Inbound::Trim { token, before_id } => {
+                let before = self.driver.index_of_command(before_id);
+                let meta = self.driver.trim(before)?;
+                info!("trimmed the log through {} on request (before command {before_id})", meta.index);
+                self.dispatch();
+                self.clients.answer_trim(token, &self.driver);
             }
         }
         Ok(())

@@ -4,7 +4,8 @@
 
 use crate::digest;
 use crate::disk::DurableLog;
-use replog_core::{Body, Entry, LogIndex, Message, Node, NodeId, Term};
+use replog_core::{Body, Entry, LogIndex, Message, Node, NodeId, Snapshot, SnapshotMeta, Term};
+use replog_runtime::image::Image;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -57,6 +58,9 @@ pub struct Checker {
     /// For each committed entry, the term of the node that first reported it committed (the
     /// committing leader's term): Leader Completeness binds leaders of later terms only.
     committed_in: Vec<Term>,
+    /// The state-machine image of the committed log through each index, built on demand: what
+    /// a snapshot through that index must hold.
+    committed_images: Vec<Image>,
 }
 
 impl Checker {
@@ -64,9 +68,88 @@ impl Checker {
         &self.committed
     }
 
-    pub fn on_start(&mut self, id: NodeId, log: &[Entry]) -> Result<(), Broken> {
-        self.logs.insert(id, Vec::with_capacity(log.len()));
+    /// A node (re)started from its durable snapshot (if any) and the log after it.
+    pub fn on_start(&mut self, id: NodeId, snapshot: Option<&Snapshot>, log: &[Entry]) -> Result<(), Broken> {
+        let base = match snapshot {
+            Some(snapshot) => {
+                self.check_snapshot(id, snapshot)?;
+                snapshot.meta.index.0 as usize
+            }
+            None => 0,
+        };
+        let mut prefixes = Vec::with_capacity(base + log.len());
+        prefixes.extend_from_slice(&self.committed_prefix[..base]);
+        self.logs.insert(id, prefixes);
         self.on_append(id, log)
+    }
+
+    /// A node in `term` applied these entries: they are committed. Extends the committed log
+    /// at once (a node may snapshot and drop them in the same round, before `after_step`).
+    pub fn on_commit_entries(&mut self, id: NodeId, entries: &[Entry], term: Term) {
+        let prefixes = &self.logs[&id];
+        for entry in entries {
+            let at = entry.index.0 as usize - 1;
+            if at == self.committed.len() && at < prefixes.len() {
+                self.committed.push(entry.clone());
+                self.committed_prefix.push(prefixes[at]);
+                self.committed_in.push(term);
+            }
+        }
+    }
+
+    /// A snapshot a node made or received covers committed entries only, ends in the committed
+    /// entry's term, and holds the committed log's image through its index (§7).
+    pub fn check_snapshot(&mut self, id: NodeId, snapshot: &Snapshot) -> Result<(), Broken> {
+        let SnapshotMeta { index, term } = snapshot.meta;
+        let at = index.0 as usize;
+        if at > self.committed.len() {
+            return Err((
+                "snapshot of committed entries",
+                format!(
+                    "{id} holds a snapshot through {index}, past the committed log ({})",
+                    self.committed.len()
+                ),
+            ));
+        }
+        if at > 0 && self.committed[at - 1].term != term {
+            return Err((
+                "snapshot of committed entries",
+                format!(
+                    "{id}'s snapshot ends in {index}/{term}; the committed entry is of {}",
+                    self.committed[at - 1].term
+                ),
+            ));
+        }
+        while self.committed_images.len() < at {
+            let previous = self.committed_images.last().copied().unwrap_or_else(Image::empty);
+            let next = self.committed_images.len();
+            self.committed_images.push(previous.fold(&self.committed[next..=next]));
+        }
+        let expected = if at == 0 { Image::empty() } else { self.committed_images[at - 1] };
+        let image = Image::decode(snapshot.data.as_slice())
+            .map_err(|why| ("snapshot image", format!("{id}: {why}")))?;
+        if image != expected {
+            return Err((
+                "snapshot image",
+                format!("{id}'s snapshot through {index} holds {image:?}, the committed log {expected:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A follower installed a leader's snapshot: its log keeps the entries after the snapshot
+    /// if it held the snapshot's last entry, else it becomes the committed prefix alone.
+    pub fn on_install(&mut self, id: NodeId, snapshot: &Snapshot) -> Result<(), Broken> {
+        self.check_snapshot(id, snapshot)?;
+        let at = snapshot.meta.index.0 as usize;
+        let committed = &self.committed_prefix[..at];
+        let prefixes = self.logs.get_mut(&id).expect("node known");
+        let holds = at == 0 || prefixes.get(at - 1) == committed.last();
+        if !holds {
+            prefixes.clear();
+            prefixes.extend_from_slice(committed);
+        }
+        Ok(())
     }
 
     pub fn on_append(&mut self, id: NodeId, entries: &[Entry]) -> Result<(), Broken> {
@@ -163,7 +246,7 @@ impl Checker {
                 format!("{id} committed a different entry at or before {shared}"),
             ));
         }
-        if commit > self.committed.len() {
+        if commit > self.committed.len() && node.first_index().0 as usize <= self.committed.len() + 1 {
             let from = LogIndex(self.committed.len() as u64 + 1);
             self.committed.extend(node.entries(from, LogIndex(commit as u64)));
             self.committed_prefix.extend_from_slice(&prefixes[shared..commit]);
@@ -221,7 +304,9 @@ impl SyncContract {
                     self.unsynced = true;
                 }
             }
-            Action::TruncateLog { .. } | Action::AppendLog { .. } => self.unsynced = true,
+            Action::TruncateLog { .. } | Action::AppendLog { .. } | Action::InstallSnapshot { .. } => {
+                self.unsynced = true
+            }
             Action::Sync => self.unsynced = false,
             Action::Send(message) if self.unsynced && vouches_for_storage(message) => {
                 return Err((
@@ -242,6 +327,7 @@ pub fn vouches_for_storage(message: &Message) -> bool {
         Body::VoteResponse { pre_vote: false, granted: true }
             | Body::VoteRequest { pre_vote: false, .. }
             | Body::AppendResponse { outcome: replog_core::AppendOutcome::Accepted { .. }, .. }
+            | Body::SnapshotResponse { installed: true, .. }
     )
 }
 
@@ -279,8 +365,15 @@ pub fn check_durable(
         Body::AppendResponse { outcome: replog_core::AppendOutcome::Accepted { match_index }, .. }
             if match_index.0 > 0 =>
         {
-            let memory = node.entry(*match_index).map(|entry| entry.term);
-            let durable = memory.is_some_and(|term| durable_log.covers(*match_index, term));
+            let base = node.snapshot_meta();
+            let durable = if *match_index <= base.index {
+                // Covered by the node's snapshot (of committed entries): durable once a durable
+                // snapshot covers it too.
+                durable_log.snapshot().is_some_and(|snapshot| snapshot.index >= *match_index)
+            } else {
+                let memory = node.entry(*match_index).map(|entry| entry.term);
+                memory.is_some_and(|term| durable_log.covers(*match_index, term))
+            };
             // Once the node has durably moved to a later term, the entry this older
             // acknowledgement vouched for may have been replaced on that term's leader's
             // word (as with an answer delayed in the network); it was durable before the
@@ -293,6 +386,16 @@ pub fn check_durable(
                         "acknowledged {match_index} while only {} entries are durable",
                         durable_log.last().1 .0
                     ),
+                ));
+            }
+        }
+        Body::SnapshotResponse { meta, installed: true, .. } => {
+            let durable = durable_log.snapshot().is_some_and(|snapshot| snapshot.index >= meta.index)
+                || durable_log.covers(meta.index, meta.term);
+            if !durable && durable_term <= message.term {
+                return Err((
+                    "durability order",
+                    format!("acknowledged the snapshot through {} before it was durable", meta.index),
                 ));
             }
         }
@@ -368,8 +471,8 @@ mod tests {
     fn truncating_a_committed_entry_is_judged_by_the_asking_term() {
         let mut checker = Checker::default();
         let (a, b) = (NodeId(1), NodeId(2));
-        checker.on_start(a, &[entry(1, 1), entry(2, 2)]).unwrap();
-        checker.on_start(b, &[entry(1, 1), entry(2, 2)]).unwrap();
+        checker.on_start(a, None, &[entry(1, 1), entry(2, 2)]).unwrap();
+        checker.on_start(b, None, &[entry(1, 1), entry(2, 2)]).unwrap();
         // Entry 2 (of term 2) is committed in term 4.
         checker.committed = vec![entry(1, 1), entry(2, 2)];
         checker.committed_prefix = checker.logs[&a].clone();

@@ -14,9 +14,10 @@ use crate::world::stream;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{
-    Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId, Term,
+    Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId, SnapshotMeta, Term,
 };
 use replog_runtime::driver::{DriverError, Output};
+use replog_runtime::retention::Retention;
 use replog_runtime::storage::StorageOptions;
 
 pub(crate) struct Cluster {
@@ -117,6 +118,7 @@ impl Cluster {
         config.seed = crate::digest::of(&(self.options.seed, id.0, self.nodes[index].life()));
         config.entries_per_message_max = self.options.entries_per_message_max;
         config.inflight_messages_max = self.options.inflight_messages_max;
+        config.snapshot_chunk_bytes = self.options.snapshot_chunk_bytes;
         #[cfg(feature = "bugs")]
         {
             if let Some(crate::bugs::Planted::Core(bug)) = self.options.planted() {
@@ -166,13 +168,16 @@ impl Cluster {
             Err(error) => return Err(t.violation(Kind::Safety, Some(id), ("recovery", error.to_string()))),
         };
         driver.record();
+        if self.options.retain_entries > 0 {
+            driver.set_retention(Retention { entries: Some(self.options.retain_entries), bytes: None });
+        }
         #[cfg(feature = "bugs")]
         if let Some(crate::bugs::Planted::Driver(bug)) = self.options.planted() {
             driver.plant(bug);
         }
         let node = driver.node();
-        let log = node.entries(LogIndex(1), node.last_index());
-        self.safety.on_start(index, id, &log, node.hard_state()).map_err(t.unsafe_at(id))?;
+        let log = node.entries(node.first_index(), node.last_index());
+        self.safety.on_start(index, id, node.snapshot(), &log, node.hard_state()).map_err(t.unsafe_at(id))?;
         let sim = &mut self.nodes[index];
         sim.start(driver);
         let (life, period) = (sim.life(), sim.tick_period());
@@ -396,6 +401,11 @@ impl Cluster {
     /// Node `index` applied these entries.
     pub(crate) fn on_apply(&mut self, index: usize, entries: &[Entry]) {
         self.nodes[index].on_applied(entries.len() as u64);
+    }
+
+    /// Node `index` replaced its state machine with a snapshot through `meta.index`.
+    pub(crate) fn on_restored(&mut self, index: usize, meta: SnapshotMeta) {
+        self.nodes[index].on_restored(meta.index.0);
     }
 
     /// A reply node `index` released may go to its client; returns how much of the log the node

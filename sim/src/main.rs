@@ -366,7 +366,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         let total = outcomes.iter().map(|o| f(&o.summary)).sum();
         (seeds, total)
     };
-    let rows: [(&str, Metric); 19] = [
+    let rows: [(&str, Metric); 25] = [
         ("crash", |s| s.crashes),
         ("restart", |s| s.restarts),
         ("pause", |s| s.pauses),
@@ -386,11 +386,17 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         ("storage fault (synced data)", |s| s.coverage.storage_faults),
         ("lost entries detected", |s| s.coverage.lost_entries_detected),
         ("vote refused while repairing", |s| s.coverage.repair_refusals),
+        ("log compaction", |s| s.coverage.compactions),
+        ("snapshot transfer", |s| s.coverage.snapshot_transfers),
+        ("snapshot chunk sent", |s| s.coverage.snapshot_chunks_sent),
+        ("snapshot transfer resumed", |s| s.coverage.snapshot_resumes),
+        ("snapshot installed", |s| s.coverage.snapshots_installed),
+        ("stale snapshot ignored", |s| s.coverage.snapshots_stale),
     ];
     let mut out = String::from("coverage (seeds where it happened / total occurrences):");
     for (name, f) in rows {
         let (seeds, total) = count(f);
-        out.push_str(&format!("\n  {name:<24} {seeds:>6} seeds {total:>10}"));
+        out.push_str(&format!("\n  {name:<28} {seeds:>6} seeds {total:>10}"));
     }
     out
 }

@@ -119,6 +119,11 @@ impl SimNode {
         self.applied_len += entries;
     }
 
+    /// The state machine restarted from a snapshot through `index`.
+    pub(crate) fn on_restored(&mut self, index: u64) {
+        self.applied_len = self.applied_len.max(index);
+    }
+
     /// A new life begins: its events are the only ones that count from now on.
     pub(crate) fn begin_life(&mut self) {
         self.life += 1;
@@ -148,7 +153,7 @@ impl SimNode {
 
     /// Runs the opened driver. What was committed before the restart is applied already.
     pub(crate) fn start(&mut self, driver: Driver<SimFs>) {
-        self.applied_len = driver.node().commit().0;
+        self.applied_len = driver.node().applied().0;
         self.driver = Some(driver);
         self.damaged = false;
         self.sync_scheduled = false;
@@ -259,9 +264,11 @@ impl SimNode {
     pub(crate) fn log_view(&self, index: LogIndex, term: Term) -> LogView {
         let durable = self.disk.durable_last();
         let durable_has = self.disk.durable_log().covers(index, term);
-        let memory = self
-            .node()
-            .map(|n| ((n.last_term(), n.last_index()), n.entry(index).is_some_and(|e| e.term == term)));
+        let memory = self.node().map(|n| {
+            // A snapshot covers committed entries only: it holds the committed `index`.
+            let held = n.entry(index).is_some_and(|e| e.term == term) || index <= n.snapshot_meta().index;
+            ((n.last_term(), n.last_index()), held)
+        });
         LogView { id: self.id, durable, durable_has, memory, repairing: self.is_repairing() }
     }
 }

@@ -71,6 +71,11 @@ pub struct Options {
     /// Each node's log segments roll past this size (the storage's default unless set: small
     /// values make every node roll, truncate into and recover many segments).
     pub segment_bytes_max: u64,
+    /// Retention (`--retain-entries`): each node snapshots and trims its log to keep this many
+    /// applied entries; 0 keeps everything.
+    pub retain_entries: u64,
+    /// Snapshot bytes per InstallSnapshot chunk: small ones split a transfer into many.
+    pub snapshot_chunk_bytes: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -108,8 +113,11 @@ impl Options {
             inflight_messages_max: [1, 2, 8, 64][rng.random_range(0..4usize)],
             // Drawn last: the options above keep their values for every seed.
             damage_every_ticks: [0, 300, 600, 1200][rng.random_range(0..4usize)],
-            // Not drawn (yet): seeds keep the runs they had before segments.
-            segment_bytes_max: SEGMENT_BYTES_MAX_DEFAULT,
+            // Drawn after: the options above keep their values for every seed.
+            retain_entries: [0, 3, 10, 40, 200][rng.random_range(0..5usize)],
+            snapshot_chunk_bytes: [3, 16, 64, 1024][rng.random_range(0..4usize)],
+            segment_bytes_max: [SEGMENT_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT, 4096, 512]
+                [rng.random_range(0..4usize)],
             bug: None,
         }
     }
@@ -154,6 +162,8 @@ impl Options {
                 "inflight_messages_max" => self.inflight_messages_max = int()?.clamp(1, 1 << 20) as u32,
                 "damage_every" => self.damage_every_ticks = int()?,
                 "segment_bytes_max" => self.segment_bytes_max = int()?.max(1),
+                "retain" => self.retain_entries = int()?,
+                "chunk" => self.snapshot_chunk_bytes = int()?.max(1),
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -168,7 +178,7 @@ impl fmt::Display for Options {
             f,
             "seed={} nodes={} clients={} ticks={} pre_vote={} check_quorum={} drop={} dup={} delay={} replay={} \
              latency_max={} crash_every={} pause_every={} partition_every={} torn={} fsync_fail={} drift_pct={} \
-             sync_latency_max={} entries_per_message_max={} inflight_messages_max={} damage_every={}",
+             sync_latency_max={} entries_per_message_max={} inflight_messages_max={} damage_every={} retain={} chunk={}",
             self.seed,
             self.nodes,
             self.clients,
@@ -190,10 +200,10 @@ impl fmt::Display for Options {
             self.entries_per_message_max,
             self.inflight_messages_max,
             self.damage_every_ticks,
+            self.retain_entries,
+            self.snapshot_chunk_bytes,
         )?;
-        if self.segment_bytes_max != SEGMENT_BYTES_MAX_DEFAULT {
-            write!(f, " segment_bytes_max={}", self.segment_bytes_max)?;
-        }
+        write!(f, " segment_bytes_max={}", self.segment_bytes_max)?;
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;
         }

@@ -5,7 +5,9 @@
 use crate::checker::{self, Broken, Checker, SyncContract};
 use crate::node::SimNode;
 use crate::provenance::Provenance;
-use replog_core::{Action, Body, Entry, Event, HardState, LogIndex, Message, Node, NodeId, Reply, Term};
+use replog_core::{
+    Action, Body, Entry, Event, HardState, LogIndex, Message, Node, NodeId, Reply, Snapshot, Term,
+};
 
 pub(crate) struct Safety {
     checker: Checker,
@@ -38,10 +40,11 @@ impl Safety {
         &mut self,
         index: usize,
         id: NodeId,
+        snapshot: Option<&Snapshot>,
         log: &[Entry],
         hard_state: HardState,
     ) -> Result<(), Broken> {
-        self.checker.on_start(id, log)?;
+        self.checker.on_start(id, snapshot, log)?;
         self.contracts[index] = SyncContract::new(hard_state);
         Ok(())
     }
@@ -70,10 +73,18 @@ impl Safety {
                 self.provenance.on_read(*request, id, term, seq);
             }
         }
+        if let Event::Compact { snapshot } = event {
+            self.checker.check_snapshot(id, snapshot)?;
+        }
         for action in actions {
             match action {
                 Action::AppendLog { entries } => self.checker.on_append(id, entries),
                 Action::TruncateLog { from } => self.checker.on_truncate(id, *from, is_leader, term),
+                Action::InstallSnapshot { snapshot } => self.checker.on_install(id, snapshot),
+                Action::Apply { entries } => {
+                    self.checker.on_commit_entries(id, entries, term);
+                    Ok(())
+                }
                 _ => Ok(()),
             }
             .and_then(|()| self.contracts[index].on_action(action))?;

@@ -23,6 +23,12 @@ pub struct Coverage {
     pub storage_faults: u64,
     pub lost_entries_detected: u64,
     pub repair_refusals: u64,
+    pub compactions: u64,
+    pub snapshot_transfers: u64,
+    pub snapshot_chunks_sent: u64,
+    pub snapshot_resumes: u64,
+    pub snapshots_installed: u64,
+    pub snapshots_stale: u64,
 }
 
 impl Coverage {
@@ -37,6 +43,12 @@ impl Coverage {
         self.votes_ignored_by_lease += after.votes_ignored_by_lease - before.votes_ignored_by_lease;
         self.lost_entries_detected += after.lost_entries_detected - before.lost_entries_detected;
         self.repair_refusals += after.repair_refusals - before.repair_refusals;
+        self.compactions += after.compactions - before.compactions;
+        self.snapshot_transfers += after.snapshot_transfers - before.snapshot_transfers;
+        self.snapshot_chunks_sent += after.snapshot_chunks_sent - before.snapshot_chunks_sent;
+        self.snapshot_resumes += after.snapshot_resumes - before.snapshot_resumes;
+        self.snapshots_installed += after.snapshots_installed - before.snapshots_installed;
+        self.snapshots_stale += after.snapshots_stale - before.snapshots_stale;
     }
 }
 

@@ -62,5 +62,8 @@ pub(crate) fn describe(event: &Event) -> String {
         Event::Read { request } => format!("read {request}"),
         Event::LogPersisted { index, term } => format!("persisted {index}/{term}"),
         Event::Campaign => "campaign".into(),
+        Event::Compact { snapshot } => {
+            format!("compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
+        }
     }
 }

@@ -155,6 +155,7 @@ impl World {
                     self.cluster.on_apply(index, &entries);
                     applied.push(entries);
                 }
+                Output::Restored(meta) => self.cluster.on_restored(index, meta),
                 Output::Reply(reply) => {
                     let read_len = self.cluster.check_reply(index, &reply, &self.timeline)?;
                     self.workload.route_reply(reply, read_len, &self.network, &mut self.timeline);

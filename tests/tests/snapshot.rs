@@ -1,0 +1,128 @@
+//! Log lifetime on real processes: retention and `replog trim` drop a log prefix behind a
+//! snapshot; a follower that was down while its leader trimmed catches up through the snapshot
+//! (InstallSnapshot, §7) and ends with the same committed suffix; command IDs survive trimming.
+
+use replog_runtime::client::{self, QueriedLog};
+use replog_tests::{serial, TestCluster};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// (first ID, [(ID, command)]) of a node's own log.
+fn commands(log: &QueriedLog) -> (u64, Vec<(u64, String)>) {
+    let commands = log
+        .entries
+        .iter()
+        .filter_map(|queried| match (&queried.entry.payload, queried.id) {
+            (replog_core::Payload::Command(data), Some(id)) => {
+                Some((id, String::from_utf8_lossy(data.as_slice()).into_owned()))
+            }
+            _ => None,
+        })
+        .collect();
+    (log.first_id, commands)
+}
+
+/// Waits until node `k`'s log starts where node `reference`'s does and holds the same
+/// commands, both committed through their last entry.
+fn wait_same_suffix(cluster: &TestCluster, k: usize, reference: usize, within: Duration) {
+    let began = Instant::now();
+    loop {
+        let mine = client::query_log(&cluster.address(k), SECOND, false);
+        let theirs = client::query_log(&cluster.address(reference), SECOND, false);
+        if let (Ok(mine), Ok(theirs)) = (&mine, &theirs) {
+            let last = |log: &QueriedLog| log.entries.last().map_or(0, |e| e.entry.index.0);
+            if commands(mine) == commands(theirs)
+                && mine.commit == last(mine)
+                && theirs.commit == last(theirs)
+            {
+                return;
+            }
+        }
+        assert!(
+            began.elapsed() < within,
+            "node {k} did not catch up: {mine:?} vs {theirs:?}\n{}",
+            cluster.log_text(k)
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_follower_down_while_the_leader_trims_rejoins_through_a_snapshot() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("snapshot-rejoin", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    for i in 1..=10 {
+        client::append(&cluster.address(leader), format!("before-{i}").as_bytes(), 5 * SECOND).unwrap();
+    }
+    cluster.kill(follower);
+    for i in 11..=60 {
+        client::append(&cluster.address(leader), format!("while-down-{i}").as_bytes(), 5 * SECOND).unwrap();
+    }
+    // Both running nodes drop everything before command 50.
+    for k in [leader, other] {
+        let (code, out, err) = cluster.cli(&["trim", "-t", &cluster.address(k), "--before", "50"]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("now starts at ID:50"), "{out}");
+    }
+    let (first_id, held) = commands(&client::query_log(&cluster.address(leader), SECOND, false).unwrap());
+    assert_eq!(first_id, 50);
+    assert_eq!(held.first(), Some(&(50, "while-down-50".to_string())), "IDs survive trimming");
+    assert_eq!(held.len(), 11);
+    // The follower comes back: the entries it lacks are gone everywhere; it gets the snapshot.
+    cluster.start_node(follower, false);
+    wait_same_suffix(&cluster, follower, leader, 10 * SECOND);
+    let output = cluster.log_text(follower);
+    assert!(output.contains("installed the leader's snapshot"), "{output}");
+    // It keeps up from there, and a restart reads the snapshot and the log after it.
+    client::append(&cluster.address(leader), b"after", 5 * SECOND).unwrap();
+    wait_same_suffix(&cluster, follower, leader, 5 * SECOND);
+    assert!(cluster.stop(follower), "clean stop");
+    cluster.start_node(follower, false);
+    wait_same_suffix(&cluster, follower, leader, 5 * SECOND);
+    let (first_id, held) = commands(&client::query_log(&cluster.address(follower), SECOND, false).unwrap());
+    assert_eq!(first_id, 50);
+    assert_eq!(held.last(), Some(&(61, "after".to_string())));
+    // The plain query says what was trimmed, on stderr, and lists the rest as the seed does.
+    let (code, out, err) = cluster.cli(&["query", "-t", &cluster.address(follower)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("before ID:50 were trimmed"), "{err}");
+    assert!(out.contains("ID:50 Term:") && out.contains("Command:Operation { data: \"after\" }"), "{out}");
+}
+
+#[test]
+fn retention_keeps_the_newest_entries_and_deletes_old_segments() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("retention", 1);
+    cluster.stop(0);
+    cluster.start_node_with(0, true, &["--retain-entries", "20"]);
+    let address = cluster.address(0);
+    for i in 1..=200 {
+        client::append(&address, format!("command-{i}").as_bytes(), 5 * SECOND).unwrap();
+    }
+    let (first_id, held) = commands(&client::query_log(&address, SECOND, false).unwrap());
+    assert!((19..=30).contains(&held.len()), "kept {} commands", held.len());
+    assert_eq!(held.last(), Some(&(200, "command-200".to_string())));
+    assert_eq!(held.first().map(|(id, _)| *id), Some(first_id));
+    // A restart starts from the snapshot and holds the same.
+    assert!(cluster.stop(0), "clean stop");
+    cluster.start_node_with(0, true, &["--retain-entries", "20"]);
+    let began = Instant::now();
+    let after = loop {
+        if let Ok(log) = client::query_log(&address, SECOND, false) {
+            break log;
+        }
+        assert!(began.elapsed() < 5 * SECOND, "node did not come back");
+        sleep(Duration::from_millis(20));
+    };
+    assert_eq!(commands(&after), (first_id, held));
+    assert!(cluster.data_dir(0).join("snapshot.json").exists());
+    // Bad flags are refused with a clear error.
+    let (code, _, err) = cluster.cli(&["start", "-i", "x", "--retain-entries", "0"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--retain-entries"), "{err}");
+}
