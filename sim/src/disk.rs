@@ -115,19 +115,46 @@ struct ParsedSegment {
 }
 
 /// The log recovery would find after a crash now: the durable snapshot, then the durable
-/// segments it keeps, judged by the rules of `replog_runtime`'s recovery.
+/// segments it keeps, judged by the rules of `replog_runtime`'s recovery. Kept up to date
+/// incrementally: a sync of the active segment re-reads that segment's new records only.
 #[derive(Debug, Default)]
 struct DurableView {
-    /// False once a durable change may have altered the view.
-    fresh: bool,
     /// The durable folder's segments, by file id (ids are never reused).
     parsed: HashMap<usize, ParsedSegment>,
     /// The durable segments, by first index: (first, file id).
     order: Vec<(LogIndex, usize)>,
-    /// The durable snapshot's meta; `None` inside means there is none. Parsed again after a change.
+    /// The durable snapshot's meta (`Some(None)`: there is none); `None` until parsed again.
     snapshot: Option<Option<SnapshotMeta>>,
-    /// The segments kept, oldest first: (file id, first index used, last index used).
-    kept: Vec<(usize, LogIndex, LogIndex)>,
+    /// Segments whose durable bytes changed since the last walk.
+    dirty: Vec<usize>,
+    /// The folder or the snapshot changed: the walk starts over.
+    rewalk: bool,
+    /// The segments recovery reads, oldest first: from the first one the snapshot does not
+    /// cover wholly, each starting where the one before ends, up to the first gap or damaged
+    /// sealed segment: (file id, first index, last index). Entries the snapshot covers are
+    /// still in (see `after`).
+    walk: Vec<(usize, LogIndex, LogIndex)>,
+    /// The position in `order` of `walk[0]`.
+    start: usize,
+    /// The last position of `order` the walk looked at.
+    examined: Option<usize>,
+    /// The first index after the snapshot.
+    after: LogIndex,
+    /// The walked log does not hold the snapshot's last entry, or ends at or before it: recovery
+    /// keeps none of it.
+    dropped: bool,
+}
+
+impl DurableView {
+    fn is_fresh(&self) -> bool {
+        !self.rewalk && self.dirty.is_empty() && self.snapshot.is_some()
+    }
+
+    /// The walked segments, each with the part of it recovery keeps (possibly empty).
+    fn kept(&self) -> impl DoubleEndedIterator<Item = (usize, LogIndex, LogIndex)> + '_ {
+        let walk = if self.dropped { &self.walk[..0] } else { &self.walk[..] };
+        walk.iter().map(|&(id, first, last)| (id, first.max(self.after), last))
+    }
 }
 
 /// The durable log as recovery would read it now (see [`SimDisk::durable_log`]).
@@ -154,15 +181,18 @@ impl DurableLog<'_> {
 
     /// The last entry after the snapshot, if any.
     pub fn last_entry(&self) -> Option<&Entry> {
-        let &(id, _, last) = self.state.view.kept.last()?;
+        let (id, _, last) = self.state.view.kept().rev().find(|&(_, first, last)| first <= last)?;
         Some(self.entry_in(id, last))
     }
 
     /// Entry `index`, if the log after the snapshot holds it.
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
-        let kept = &self.state.view.kept;
-        let at = kept.partition_point(|&(_, _, last)| last < index);
-        let &(id, first, _) = kept.get(at)?;
+        let view = &self.state.view;
+        if view.dropped || index < view.after {
+            return None;
+        }
+        let at = view.walk.partition_point(|&(_, _, last)| last < index);
+        let &(id, first, _) = view.walk.get(at)?;
         (index >= first).then(|| self.entry_in(id, index))
     }
 
@@ -179,10 +209,10 @@ impl DurableLog<'_> {
 
     /// The entries after the snapshot, in order.
     pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.state.view.kept.iter().flat_map(|&(id, first, last)| {
+        self.state.view.kept().filter(|&(_, first, last)| first <= last).flat_map(move |(id, first, last)| {
             let segment = &self.state.view.parsed[&id];
-            let from = (first.0 - segment.first.0) as usize;
-            segment.entries[from..=(last.0 - segment.first.0) as usize].iter()
+            let range = (first.0 - segment.first.0) as usize..(last.0 + 1 - segment.first.0) as usize;
+            segment.entries[range].iter()
         })
     }
 
@@ -386,6 +416,20 @@ impl SimDisk {
         DurableLog { state: self.state.borrow() }
     }
 
+    /// Panics unless the durable view kept up to date incrementally equals one built from
+    /// scratch (for tests of the view itself).
+    pub fn check_durable_view(&self) {
+        let kept = {
+            let log = self.durable_log();
+            (log.snapshot(), log.entries().cloned().collect::<Vec<_>>(), log.last())
+        };
+        self.state.borrow_mut().view = DurableView::default();
+        self.state.borrow_mut().on_durable_dir_change();
+        let log = self.durable_log();
+        let rebuilt = (log.snapshot(), log.entries().cloned().collect::<Vec<_>>(), log.last());
+        assert_eq!(kept, rebuilt, "the durable view drifted from the disk");
+    }
+
     /// The snapshot that would survive a crash now.
     pub fn durable_snapshot(&self) -> Option<SnapshotMeta> {
         self.durable_log().snapshot()
@@ -441,71 +485,79 @@ impl DiskState {
 
     /// The durable segment with the highest first index.
     fn last_segment(&mut self) -> Option<usize> {
-        self.refresh_view();
         self.view.order.last().map(|&(_, id)| id)
     }
 
     fn note_durable_change(&mut self, id: usize, at: u64) {
         if let Some(segment) = self.view.parsed.get_mut(&id) {
+            if segment.dirty_from.is_none() {
+                self.view.dirty.push(id);
+            }
             segment.dirty_from = Some(segment.dirty_from.map_or(at, |d| d.min(at)));
-            self.view.fresh = false;
         } else if self.dir_durable.get(&self.snapshot_path) == Some(&id) {
             self.view.snapshot = None;
-            self.view.fresh = false;
         } else {
             self.metadata = None;
         }
     }
 
-    /// The durable folder changed: which files are the segments, the snapshot and the metadata
-    /// is read again (segments still there keep their parse).
+    /// These folder operations became durable. Most are the metadata's replacement; segments
+    /// and the snapshot are looked up again only where one was touched.
+    fn on_durable_dir_ops(&mut self, ops: &[DirOp]) {
+        self.metadata = None;
+        for op in ops {
+            let (first, second) = match op {
+                DirOp::Link(path, _) | DirOp::Unlink(path) => (path, None),
+                DirOp::Rename(from, to) => (from, Some(to)),
+            };
+            for path in std::iter::once(first).chain(second) {
+                if *path == self.snapshot_path {
+                    self.view.snapshot = None;
+                    continue;
+                }
+                let Some(first) = segment_first(&self.dir_path, path) else {
+                    continue;
+                };
+                let view = &mut self.view;
+                if let Ok(at) = view.order.binary_search_by_key(&first, |&(first, _)| first) {
+                    let (_, id) = view.order.remove(at);
+                    view.parsed.remove(&id);
+                }
+                if let Some(&id) = self.dir_durable.get(path) {
+                    let at = view.order.partition_point(|&(other, _)| other < first);
+                    view.order.insert(at, (first, id));
+                    view.parsed.insert(id, ParsedSegment::new(first));
+                }
+                view.rewalk = true;
+            }
+        }
+    }
+
+    /// After a crash: which files are the segments and the snapshot is read again (segments
+    /// still there keep their parse).
     fn on_durable_dir_change(&mut self) {
         self.metadata = None;
         let view = &mut self.view;
         view.snapshot = None;
-        view.fresh = false;
+        view.rewalk = true;
         view.order = self
             .dir_durable
             .iter()
-            .filter(|(path, _)| path.parent() == Some(self.dir_path.as_path()))
-            .filter_map(|(path, &id)| {
-                let name = path.file_name()?.to_str()?;
-                Some((storage::parse_segment_name(name)?, id))
-            })
+            .filter_map(|(path, &id)| Some((segment_first(&self.dir_path, path)?, id)))
             .collect();
         view.order.sort();
-        view.parsed.retain(|id, _| view.order.iter().any(|&(_, kept)| kept == *id));
+        let ids: std::collections::HashSet<usize> = view.order.iter().map(|&(_, id)| id).collect();
+        view.parsed.retain(|id, _| ids.contains(id));
         for &(first, id) in &view.order {
-            view.parsed.entry(id).or_insert_with(|| ParsedSegment {
-                first,
-                entries: Vec::new(),
-                ends: Vec::new(),
-                dirty_from: Some(0),
-            });
+            view.parsed.entry(id).or_insert_with(|| ParsedSegment::new(first));
         }
     }
 
-    /// Brings the durable view up to date: segments parsed again from where they changed, and
-    /// the rules of recovery applied (see `replog_runtime::segments`).
+    /// Brings the durable view up to date: changed segments read again from where they
+    /// changed, and the walk redone from the first segment that changed.
     fn refresh_view(&mut self) {
-        if self.view.fresh {
+        if self.view.is_fresh() {
             return;
-        }
-        for (&id, segment) in self.view.parsed.iter_mut() {
-            let Some(from) = segment.dirty_from.take() else {
-                continue;
-            };
-            // Every record that ends after the change is read again (it may be cut or rewritten).
-            let keep = segment.ends.partition_point(|&end| end <= from);
-            segment.entries.truncate(keep);
-            segment.ends.truncate(keep);
-            let bytes = &self.files[id].durable;
-            let start = segment.ends.last().copied().unwrap_or(0);
-            let next = segment.first.0 + segment.entries.len() as u64;
-            for (entry, end) in storage::scan_records(&bytes[start as usize..], next) {
-                segment.entries.push(entry);
-                segment.ends.push(start + end as u64);
-            }
         }
         if self.view.snapshot.is_none() {
             let snapshot = self
@@ -514,49 +566,123 @@ impl DiskState {
                 .and_then(|&id| storage::decode_snapshot(&self.files[id].durable).ok())
                 .map(|snapshot| snapshot.meta);
             self.view.snapshot = Some(snapshot);
+            self.view.rewalk = true;
         }
-        self.view.kept = self.kept_segments();
-        self.view.fresh = true;
+        let mut changed: Vec<usize> = std::mem::take(&mut self.view.dirty);
+        if self.view.rewalk {
+            changed = self.view.parsed.keys().copied().collect();
+        }
+        let mut from = None;
+        for id in changed {
+            let Some(segment) = self.view.parsed.get_mut(&id) else {
+                continue; // removed since
+            };
+            if !segment.parse(&self.files[id].durable) {
+                continue;
+            }
+            let at =
+                self.view.order.binary_search(&(segment.first, id)).expect("parsed segments are in order");
+            from = Some(from.map_or(at, |from: usize| from.min(at)));
+        }
+        if self.view.rewalk {
+            self.walk_all();
+        } else if let Some(from) = from {
+            self.walk_from(from);
+        }
+        self.view.rewalk = false;
+        self.judge_against_snapshot();
     }
 
-    /// Which segments (and which of their entries) recovery would keep: those after the
-    /// snapshot, each starting where the one before ends, up to the first gap or damaged sealed
-    /// segment; none if they do not hold the snapshot's last entry.
-    fn kept_segments(&self) -> Vec<(usize, LogIndex, LogIndex)> {
-        let view = &self.view;
-        let snapshot = view.snapshot.flatten();
-        let after = snapshot.map_or(LogIndex(1), |snapshot| snapshot.index.next());
-        let order = &view.order;
-        let start = (0..order.len()).find(|&i| order.get(i + 1).is_none_or(|&(next, _)| next > after));
-        let mut kept: Vec<(usize, LogIndex, LogIndex)> = Vec::new();
-        for (i, &(first, id)) in order.iter().enumerate().skip(start.unwrap_or(order.len())) {
-            let expected = kept.last().map_or(after, |&(_, _, last)| last.next());
-            if first > expected || (!kept.is_empty() && first != expected) {
+    /// The walk from its start: the first segment the snapshot does not cover wholly (the
+    /// next one starts at or before the entry after it).
+    fn walk_all(&mut self) {
+        let view = &mut self.view;
+        view.after = view.snapshot.flatten().map_or(LogIndex(1), |snapshot| snapshot.index.next());
+        let reaching = view.order.partition_point(|&(first, _)| first <= view.after);
+        view.start = reaching.saturating_sub(1);
+        view.walk.clear();
+        view.examined = None;
+        self.walk_on(self.view.start);
+    }
+
+    /// The walk again from position `at` of `order`, whose segment changed.
+    fn walk_from(&mut self, at: usize) {
+        let view = &mut self.view;
+        if at < view.start || view.examined.is_none_or(|examined| at > examined) {
+            return; // covered, or past where the walk stopped: it changes nothing
+        }
+        view.walk.truncate(at - view.start);
+        self.walk_on(at);
+    }
+
+    /// Walks `order` from position `at` (the walk holds the positions before it): each segment
+    /// must start where the walked log ends; a sealed one must be whole.
+    fn walk_on(&mut self, at: usize) {
+        let view = &mut self.view;
+        for i in at..view.order.len() {
+            view.examined = Some(i);
+            let (first, id) = view.order[i];
+            let expected = view.walk.last().map_or(view.after, |&(_, _, last)| last.next());
+            if first > expected || (!view.walk.is_empty() && first != expected) {
                 break; // a gap (or an overlap): recovery refuses, or cuts there
             }
             let segment = &view.parsed[&id];
-            kept.push((id, first, LogIndex(first.0 + segment.entries.len() as u64 - 1)));
+            view.walk.push((id, first, LogIndex(first.0 + segment.entries.len() as u64 - 1)));
             let whole = segment.ends.last().copied().unwrap_or(0) == self.files[id].durable.len() as u64;
-            if i + 1 < order.len() && !whole {
+            if i + 1 < view.order.len() && !whole {
                 break; // a damaged sealed segment: recovery refuses, or cuts there
             }
         }
-        let last = kept.last().map_or(after.prev(), |&(_, _, last)| last);
-        if let Some(snapshot) = snapshot {
-            let held = kept.first().and_then(|&(id, first, _)| {
-                let at = snapshot.index.0.checked_sub(first.0)?;
-                view.parsed[&id].entries.get(at as usize).map(|entry| entry.term)
-            });
-            if last <= snapshot.index || held.is_some_and(|term| term != snapshot.term) {
-                return Vec::new(); // the snapshot wins
-            }
-        }
-        // Entries the snapshot covers are skipped; segments left empty are not kept.
-        kept.iter()
-            .map(|&(id, first, last)| (id, first.max(after), last))
-            .filter(|&(_, first, last)| first <= last)
-            .collect()
     }
+
+    /// A walked log that does not hold the snapshot's last entry, or ends at or before it, is
+    /// dropped: the snapshot wins.
+    fn judge_against_snapshot(&mut self) {
+        let view = &mut self.view;
+        view.dropped = match view.snapshot.flatten() {
+            None => false,
+            Some(snapshot) => {
+                let last = view.walk.last().map_or(snapshot.index, |&(_, _, last)| last);
+                let held = view.walk.first().and_then(|&(id, first, _)| {
+                    let at = snapshot.index.0.checked_sub(first.0)?;
+                    view.parsed[&id].entries.get(at as usize).map(|entry| entry.term)
+                });
+                last <= snapshot.index || held.is_some_and(|term| term != snapshot.term)
+            }
+        };
+    }
+}
+
+impl ParsedSegment {
+    fn new(first: LogIndex) -> ParsedSegment {
+        ParsedSegment { first, entries: Vec::new(), ends: Vec::new(), dirty_from: Some(0) }
+    }
+
+    /// Reads again the records that end after the lowest changed offset; false if nothing
+    /// changed since the last parse.
+    fn parse(&mut self, durable: &[u8]) -> bool {
+        let Some(from) = self.dirty_from.take() else {
+            return false;
+        };
+        let keep = self.ends.partition_point(|&end| end <= from);
+        self.entries.truncate(keep);
+        self.ends.truncate(keep);
+        let start = self.ends.last().copied().unwrap_or(0);
+        let next = self.first.0 + self.entries.len() as u64;
+        for (entry, end) in storage::scan_records(&durable[start as usize..], next) {
+            self.entries.push(entry);
+            self.ends.push(start + end as u64);
+        }
+        true
+    }
+}
+
+/// The first index of the segment at `path`, if it is one in the data folder.
+fn segment_first(dir: &Path, path: &Path) -> Option<LogIndex> {
+    if path.parent() != Some(dir) {
+        return None;
+    }
+    storage::parse_segment_name(path.file_name()?.to_str()?)
 }
 
 /// Where each line of `bytes` ends (after its newline).
@@ -700,7 +826,7 @@ impl FileSystem for SimFs {
         for op in &ops {
             apply_dir(&mut state.dir_durable, op);
         }
-        state.on_durable_dir_change();
+        state.on_durable_dir_ops(&ops);
         Ok(())
     }
 

@@ -6,6 +6,9 @@
 //! - it finds what the disk's durable view (the simulator's checker input) says it would;
 //! - it keeps every entry the storage called durable before the crash, unless a snapshot
 //!   replaced it (checked in lives that ended without a failed fsync).
+//!
+//! And after every operation the durable view, kept up to date incrementally, equals one built
+//! from scratch.
 
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
@@ -135,6 +138,7 @@ fn recovery_after_any_crash_matches_the_durable_view_and_keeps_what_was_durable(
                         save_term(&mut storage, term)
                     }
                 };
+                disk.check_durable_view();
             }
             if let (Ok(()), Ok(durable)) = (&ended, storage.durable()) {
                 let durable = durable.last;
