@@ -7,6 +7,7 @@ mod cluster;
 use clap::{Parser, Subcommand};
 use replog_core::Payload;
 use replog_runtime::retention::Retention;
+use replog_runtime::storage::{StorageOptions, SEGMENT_BYTES_MAX_DEFAULT};
 use replog_runtime::NodeOptions;
 use replog_runtime::{address, client};
 use std::net::SocketAddr;
@@ -58,6 +59,10 @@ enum Command {
         /// and their log segments deleted (default: keep everything)
         #[arg(long, value_name = "B", value_parser = clap::value_parser!(u64).range(1..))]
         retain_bytes: Option<u64>,
+        /// Start a new log segment file past this many bytes; retention deletes whole segments
+        #[arg(long, value_name = "B", default_value_t = SEGMENT_BYTES_MAX_DEFAULT,
+              value_parser = clap::value_parser!(u64).range(4096..))]
+        segment_bytes: u64,
     },
     /// Append a command to the log; returns once it is committed.
     Append {
@@ -136,9 +141,20 @@ fn main() {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
-        Command::Start { id, address, peers, leader, data_dir, repair, retain_entries, retain_bytes } => {
+        Command::Start {
+            id,
+            address,
+            peers,
+            leader,
+            data_dir,
+            repair,
+            retain_entries,
+            retain_bytes,
+            segment_bytes,
+        } => {
             let retention = Retention { entries: retain_entries, bytes: retain_bytes };
-            start(id, address, peers, leader, data_dir, NodeFlags { repair, retention })
+            let storage = StorageOptions { segment_bytes_max: segment_bytes };
+            start(id, address, peers, leader, data_dir, NodeFlags { repair, retention, storage })
         }
         Command::Trim { target, before } => trim(&target, before),
         Command::Append { target, command, timeout } => append(&target, &command, timeout),
@@ -175,6 +191,7 @@ fn parse_address(flag: &str, text: &str) -> Result<SocketAddr, String> {
 struct NodeFlags {
     repair: bool,
     retention: Retention,
+    storage: StorageOptions,
 }
 
 fn start(
@@ -205,7 +222,7 @@ fn start(
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .map_err(|e| format!("installing signal handlers: {e}"))?;
     }
-    let NodeFlags { repair, retention } = flags;
+    let NodeFlags { repair, retention, storage } = flags;
     let options = NodeOptions {
         data_dir: data_dir.join(&id),
         name: id,
@@ -214,6 +231,7 @@ fn start(
         bootstrap: leader,
         repair,
         retention,
+        storage,
     };
     replog_runtime::run(options, shutdown).map_err(|e| e.to_string())
 }

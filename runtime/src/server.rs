@@ -20,7 +20,7 @@ use crate::members::{Members, MembersError};
 use crate::peers::Peers;
 use crate::retention::Retention;
 use crate::status::{PeerReport, Replication, StatusReport};
-use crate::storage::{Identity, OnCorruption, StorageError};
+use crate::storage::{Identity, OnCorruption, StorageError, StorageOptions};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use replog_core::{Config, Event, NodeId, Term};
@@ -69,6 +69,8 @@ pub struct NodeOptions {
     pub repair: bool,
     /// When to snapshot and trim the log (`--retain-entries`, `--retain-bytes`).
     pub retention: Retention,
+    /// How the log is laid out in segment files (`--segment-bytes`).
+    pub storage: StorageOptions,
 }
 
 /// Why a node stopped or could not start.
@@ -157,11 +159,18 @@ impl Server {
         let identity = Identity { name: options.name.clone(), address: options.address.to_string() };
         let fs = RealFs::with_background_sync(Arc::new(waker));
         let on_corruption = if options.repair { OnCorruption::Repair } else { OnCorruption::Refuse };
-        let (mut driver, opened) = Driver::open_with(config, fs, &options.data_dir, identity, on_corruption)
-            .map_err(|error| match error {
-                DriverError::Start(e) => RuntimeError::Config(format!("{}: {e}", options.data_dir.display())),
-                error => error.into(),
-            })?;
+        let (mut driver, opened) = Driver::open_with_options(
+            config,
+            fs,
+            &options.data_dir,
+            identity,
+            on_corruption,
+            options.storage,
+        )
+        .map_err(|error| match error {
+            DriverError::Start(e) => RuntimeError::Config(format!("{}: {e}", options.data_dir.display())),
+            error => error.into(),
+        })?;
         driver.set_retention(options.retention);
         for warning in &opened.warnings {
             warn!("recovery: {warning}");

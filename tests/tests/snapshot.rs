@@ -99,7 +99,8 @@ fn retention_keeps_the_newest_entries_and_deletes_old_segments() {
     let _serial = serial();
     let mut cluster = TestCluster::start("retention", 1);
     cluster.stop(0);
-    cluster.start_node_with(0, true, &["--retain-entries", "20"]);
+    let flags = ["--retain-entries", "20", "--segment-bytes", "4096"];
+    cluster.start_node_with(0, true, &flags);
     let address = cluster.address(0);
     for i in 1..=200 {
         client::append(&address, format!("command-{i}").as_bytes(), 5 * SECOND).unwrap();
@@ -110,7 +111,7 @@ fn retention_keeps_the_newest_entries_and_deletes_old_segments() {
     assert_eq!(held.first().map(|(id, _)| *id), Some(first_id));
     // A restart starts from the snapshot and holds the same.
     assert!(cluster.stop(0), "clean stop");
-    cluster.start_node_with(0, true, &["--retain-entries", "20"]);
+    cluster.start_node_with(0, true, &flags);
     let began = Instant::now();
     let after = loop {
         if let Ok(log) = client::query_log(&address, SECOND, false) {
@@ -121,6 +122,13 @@ fn retention_keeps_the_newest_entries_and_deletes_old_segments() {
     };
     assert_eq!(commands(&after), (first_id, held));
     assert!(cluster.data_dir(0).join("snapshot.json").exists());
+    // 200 records of about 80 bytes fill four 4 KiB segments; the ones wholly behind the
+    // snapshot are gone.
+    let segments = std::fs::read_dir(cluster.data_dir(0))
+        .unwrap()
+        .filter(|f| f.as_ref().unwrap().file_name().to_string_lossy().starts_with("log-"))
+        .count();
+    assert!((1..=2).contains(&segments), "{segments} segments left");
     // Bad flags are refused with a clear error.
     let (code, _, err) = cluster.cli(&["start", "-i", "x", "--retain-entries", "0"]);
     assert_ne!(code, 0);
