@@ -43,6 +43,19 @@ pub enum Action {
         /// The bytes.
         chunk: Bytes,
     },
+    /// Read entries that are no longer in memory from storage, and step them back in with
+    /// `Event::LogRead` (after this step's other actions). At least one entry if `from` is in
+    /// the log; up to `to`, stopping once `bytes_max` (`Entry::size_bytes`) is passed.
+    ReadLog {
+        /// The follower that needs them.
+        peer: NodeId,
+        /// The first index wanted.
+        from: LogIndex,
+        /// The last index wanted.
+        to: LogIndex,
+        /// Stop after this many bytes (the first entry always comes).
+        bytes_max: u64,
+    },
     /// Every storage action before this one must be durable before any action after it is
     /// carried out.
     Sync,
@@ -152,6 +165,9 @@ impl fmt::Display for Action {
                 meta.term,
                 offset + chunk.len() as u64
             ),
+            Action::ReadLog { peer, from, to, bytes_max } => {
+                write!(f, "read-log {from}..={to} for {peer} bytes<={bytes_max}")
+            }
             Action::Sync => write!(f, "sync"),
             Action::Send(message) => write!(f, "send {message}"),
             Action::Apply { entries } => {

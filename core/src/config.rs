@@ -13,7 +13,9 @@ const MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 const INFLIGHT_BYTES_MAX: u64 = 16 * 1024 * 1024;
 const _: () = assert!(0 < ELECTION_TICKS_MIN && ELECTION_TICKS_MIN < ELECTION_TICKS_MAX);
 const _: () = assert!(0 < HEARTBEAT_TICKS && HEARTBEAT_TICKS < ELECTION_TICKS_MIN);
+const LOG_CACHE_BYTES_MAX: u64 = 32 * 1024 * 1024;
 const _: () = assert!(ENTRY_OVERHEAD_BYTES <= MESSAGE_BYTES_MAX && MESSAGE_BYTES_MAX <= INFLIGHT_BYTES_MAX);
+const _: () = assert!(MESSAGE_BYTES_MAX <= LOG_CACHE_BYTES_MAX);
 
 /// A node's configuration. Every limit is named with its unit last and bounds some memory or
 /// work; `validate` rejects combinations that could not work.
@@ -55,6 +57,11 @@ pub struct Config {
     pub uncommitted_entries_max: u64,
     /// At most this many linearizable reads waiting for confirmation at once.
     pub pending_reads_max: u32,
+    /// Bytes (`Entry::size_bytes`) of log entries kept in memory. Older entries that are
+    /// applied leave memory and are read back from disk through `Action::ReadLog` (a lagging
+    /// follower, a query); entries not yet applied always stay. At least `message_bytes_max`,
+    /// so a follower just behind is served from memory.
+    pub log_cache_bytes_max: u64,
     /// Snapshot bytes in one InstallSnapshot chunk; at least 1. A chunk never carries more than
     /// `message_bytes_max` either, so it travels like one full AppendEntries.
     pub snapshot_chunk_bytes: u64,
@@ -85,6 +92,7 @@ impl Config {
             uncommitted_entries_max: 65_536,
             pending_reads_max: 4096,
             snapshot_chunk_bytes: MESSAGE_BYTES_MAX,
+            log_cache_bytes_max: LOG_CACHE_BYTES_MAX,
             seed: id.0,
             #[cfg(feature = "bugs")]
             bug: None,
@@ -145,6 +153,9 @@ impl Config {
             return Err(ConfigError(
                 "need inflight_messages_max > 0 and inflight_bytes_max >= message_bytes_max",
             ));
+        }
+        if self.log_cache_bytes_max < self.message_bytes_max {
+            return Err(ConfigError("need log_cache_bytes_max >= message_bytes_max"));
         }
         if self.snapshot_chunk_bytes == 0 {
             return Err(ConfigError("need snapshot_chunk_bytes > 0"));

@@ -1,7 +1,7 @@
 //! Everything that can happen to a node: the only way in.
 
 use crate::message::Message;
-use crate::types::{Bytes, LogIndex, RequestId, Snapshot, Term};
+use crate::types::{Bytes, Entry, LogIndex, NodeId, RequestId, Snapshot, Term};
 
 /// One input to [`Node::step`](crate::Node::step).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,6 +37,14 @@ pub enum Event {
     Compact {
         /// The snapshot, durable.
         snapshot: Snapshot,
+    },
+    /// The entries an `Action::ReadLog` asked for, read from durable storage (empty if they
+    /// could not be read: compacted meanwhile).
+    LogRead {
+        /// The follower they are for.
+        peer: NodeId,
+        /// Contiguous entries from the requested index on.
+        entries: Vec<Entry>,
     },
     /// Start an election now (an operator's bootstrap: `replog start --leader`).
     Campaign,

@@ -257,8 +257,20 @@ impl LeaderCtx<'_> {
             {
                 return;
             }
-            allow_empty = false;
             let shared = &mut *self.shared;
+            if progress.next_index < shared.log.cached_from() && progress.next_index <= last_index {
+                // Applied and evicted from memory: the driver reads them from disk; they go out
+                // when they arrive (on_log_read).
+                if !progress.reading {
+                    progress.reading = true;
+                    shared.marks.log_reads += 1;
+                    let (peer, from) = (to, progress.next_index);
+                    let last = from.plus(u64::from(count_max) - 1).min(last_index);
+                    shared.out.push(Action::ReadLog { peer, from, to: last, bytes_max: message_bytes_max });
+                }
+                return;
+            }
+            allow_empty = false;
             let prev_log_index = progress.next_index.prev();
             let entries = shared.log.slice(progress.next_index, last_index, count_max, message_bytes_max);
             let bytes = entries.iter().map(Entry::size_bytes).sum();
@@ -316,6 +328,41 @@ impl LeaderCtx<'_> {
             seq: self.leader.seq,
         };
         shared.send(to, shared.term, body);
+    }
+
+    /// Entries read from disk for `peer` arrived: they go out if the follower still needs them
+    /// there, then replication goes on (from memory, or with the next read).
+    pub(crate) fn on_log_read(&mut self, peer: NodeId, entries: Vec<Entry>) {
+        let Some(progress) = self.leader.progress.get_mut(&peer) else {
+            return;
+        };
+        progress.reading = false;
+        let Some(first) = entries.first() else {
+            return; // Nothing could be read (compacted meanwhile): the next round retries.
+        };
+        let config = &self.shared.config;
+        let wanted = first.index == progress.next_index
+            && !matches!(progress.state, ReplicationState::Snapshot(_))
+            && progress.can_send(config.inflight_messages_max, config.inflight_bytes_max);
+        // What storage returned must be this leader's log (a leader never truncates its own).
+        let ours = entries.iter().all(|entry| self.shared.log.matches(entry.index, entry.term));
+        assert!(ours, "{}: entries read from disk differ from the log", self.shared.config.id);
+        if wanted {
+            let shared = &mut *self.shared;
+            let prev_log_index = first.index.prev();
+            let bytes = entries.iter().map(Entry::size_bytes).sum();
+            let last_sent = entries.last().expect("non-empty").index;
+            progress.sent(last_sent, bytes);
+            let body = Body::AppendRequest {
+                prev_log_index,
+                prev_log_term: shared.log.term_at(prev_log_index).expect("next index after the snapshot"),
+                entries,
+                leader_commit: shared.commit,
+                seq: self.leader.seq,
+            };
+            shared.send(peer, shared.term, body);
+        }
+        self.send_append(peer, false);
     }
 
     /// A follower whose next entry the leader has compacted gets the snapshot instead (§7):

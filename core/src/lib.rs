@@ -36,6 +36,14 @@
 //!    one gets the snapshot, in chunks of [`Config::snapshot_chunk_bytes`].
 //! 8. [`Action::InstallSnapshot`] replaces the state machine with the snapshot's image: the
 //!    next [`Action::Apply`] continues right after `snapshot.meta.index`.
+//! 9. Memory: the core keeps the terms of the whole log but the bytes of only its newest
+//!    entries ([`Config::log_cache_bytes_max`]; entries not yet applied always stay). When a
+//!    lagging follower needs older ones it asks with [`Action::ReadLog`]; the driver reads them
+//!    from storage and steps them back with [`Event::LogRead`] after the rest of that step's
+//!    actions (never in the middle: actions stay in order). Any entry from
+//!    [`Node::first_index`] to the last one may be asked for; all of them are applied, so
+//!    written before. A driver that starts from a long log hands the core the terms
+//!    (`Recovered::term_runs`) and only its newest entries.
 //!
 //! ## A driver loop
 //!
@@ -55,6 +63,7 @@
 //!                 // write to the log / metadata / snapshot files (buffered)
 //!             }
 //!             Action::Sync => { /* fsync */ }
+//!             Action::ReadLog { .. } => { /* read from storage, step Event::LogRead after */ }
 //!             Action::Send(_message) => { /* queue on the peer's connection */ }
 //!             Action::Apply { .. } | Action::Reply(_) => { /* state machine, clients */ }
 //!         }

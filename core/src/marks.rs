@@ -50,6 +50,9 @@ pub struct Marks {
     /// As follower: complete snapshots refused because their checksum did not hold (fetched
     /// again from offset 0).
     pub snapshots_corrupt: u64,
+    /// As leader: entries a follower needed were no longer in memory and were read back from
+    /// disk (`Action::ReadLog`).
+    pub log_reads: u64,
     /// As follower: snapshots not installed because the log already held what they cover (an
     /// old or duplicated transfer).
     pub snapshots_stale: u64,

@@ -27,9 +27,14 @@ pub struct Recovered {
     pub hard_state: HardState,
     /// The latest durable snapshot, if any: the log continues after it.
     pub snapshot: Option<Snapshot>,
-    /// The durable log after the snapshot (from index 1 without one), contiguous, terms never
-    /// decreasing.
+    /// The newest entries of the durable log (all of it after the snapshot when `term_runs` is
+    /// empty), contiguous, terms never decreasing, ending at the log's last index.
     pub entries: Vec<Entry>,
+    /// The terms of the whole durable log after the snapshot, as `(first index, term)` of each
+    /// run of equal terms, ascending. Empty: derived from `entries`, which then hold the whole
+    /// log after the snapshot. Lets a driver start without reading old entries (only their
+    /// terms matter to the protocol; the core reads their bytes with `Action::ReadLog`).
+    pub term_runs: Vec<(LogIndex, Term)>,
     /// A snapshot transfer in progress, as far as it got (`Action::SaveSnapshotChunk`).
     pub partial: Option<PartialSnapshot>,
     /// How far the driver's state machine has already applied; the node re-delivers the rest.
@@ -81,6 +86,9 @@ impl fmt::Display for StartError {
             }
             StartError::Log(LogError::TermDecreases { index }) => {
                 write!(f, "recovered log term decreases at entry {index}")
+            }
+            StartError::Log(LogError::BadTermRuns { index }) => {
+                write!(f, "recovered term runs disagree with the log at entry {index}")
             }
             StartError::CommitPastLog { commit, last_index } => write!(
                 f,
@@ -175,7 +183,7 @@ impl Node {
         let mut config = config;
         config.peers.sort(); // Every iteration over peers is in id order: deterministic.
         let base = recovered.snapshot.as_ref().map(|snapshot| snapshot.meta).unwrap_or_default();
-        let log = Log::recover(base, recovered.entries).map_err(StartError::Log)?;
+        let log = Log::recover(base, recovered.term_runs, recovered.entries).map_err(StartError::Log)?;
         // A snapshot covers only committed, applied entries (§7); the commit index on disk may
         // lag it (it is written lazily).
         let hard_state =
@@ -239,6 +247,11 @@ impl Node {
                 }
             }
             Event::Compact { snapshot } => self.compact(snapshot),
+            Event::LogRead { peer, entries } => {
+                if let Some(mut leader) = self.as_leader() {
+                    leader.on_log_read(peer, entries);
+                }
+            }
             Event::Campaign => {
                 if self.is_repairing() {
                     self.shared.marks.repair_refusals += 1;
@@ -474,6 +487,9 @@ impl Node {
             shared.applied = shared.commit;
             shared.out.push(Action::Apply { entries });
         }
+        // Applied entries may leave memory once the cache is over budget; the driver reads
+        // them back from disk when needed.
+        shared.log.evict(shared.applied, shared.config.log_cache_bytes_max);
         if let Some(mut leader) = self.as_leader() {
             leader.answer_clients();
         }
@@ -664,16 +680,37 @@ impl Node {
         self.shared.log.persisted()
     }
 
-    /// The entry at `index`, if the log holds one.
+    /// The entry at `index`, if it is in memory (see [`Node::cached_from`]).
     #[must_use]
     pub fn entry(&self, index: LogIndex) -> Option<&Entry> {
         self.shared.log.entry(index)
     }
 
-    /// Entries `from..=to` (clamped to what the log holds: nothing a snapshot covers).
+    /// The term of the entry at `index`, known for every entry after the snapshot and the
+    /// snapshot's last one, in memory or not.
+    #[must_use]
+    pub fn term_at(&self, index: LogIndex) -> Option<Term> {
+        self.shared.log.term_at(index)
+    }
+
+    /// Entries `from..=to` that are in memory (clamped to `cached_from()..=last_index()`); the
+    /// driver reads older ones from its storage.
     #[must_use]
     pub fn entries(&self, from: LogIndex, to: LogIndex) -> Vec<Entry> {
-        self.shared.log.range(from.max(self.shared.log.first_index()), to.min(self.shared.log.last_index()))
+        self.shared.log.range(from.max(self.shared.log.cached_from()), to.min(self.shared.log.last_index()))
+    }
+
+    /// Bytes (`Entry::size_bytes`) of the log entries held in memory.
+    #[must_use]
+    pub fn cached_bytes(&self) -> u64 {
+        self.shared.log.cache_bytes()
+    }
+
+    /// The first index whose entry is in memory. Entries from [`Node::first_index`] up to it
+    /// are on disk only (applied, and evicted under `Config::log_cache_bytes_max`).
+    #[must_use]
+    pub fn cached_from(&self) -> LogIndex {
+        self.shared.log.cached_from()
     }
 
     /// The first index the log holds an entry for: one past the latest snapshot (1 if none).

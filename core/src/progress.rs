@@ -64,6 +64,9 @@ pub struct Progress {
     pub advanced: bool,
     /// The highest heartbeat sequence the follower echoed (confirms leadership for reads).
     pub acked_seq: u64,
+    /// An `Action::ReadLog` for this follower is out: entries no longer in memory are being
+    /// read from disk; nothing more is read for it until they arrive.
+    pub reading: bool,
     /// The `seq` of the answer that last raised `match_index`: a rejection below the match
     /// that answers a later request is news (lost entries), an earlier one is stale.
     match_seq: u64,
@@ -81,6 +84,7 @@ impl Progress {
             heard: true,
             advanced: false,
             acked_seq: 0,
+            reading: false,
             match_seq: 0,
         }
     }

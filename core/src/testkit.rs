@@ -59,6 +59,21 @@ impl Disk {
         }
     }
 
+    /// Entries `from..=to`, stopping once `bytes_max` is passed (the first always comes).
+    fn read(&self, from: LogIndex, to: LogIndex, bytes_max: u64) -> Vec<Entry> {
+        let base = self.base().index;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for entry in self.log.iter().filter(|e| e.index >= from.max(base.next()) && e.index <= to) {
+            bytes += entry.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        out
+    }
+
     /// Stores `snapshot` and drops the log it covers: all of it unless it holds the snapshot's
     /// last entry (§7).
     fn store_snapshot(&mut self, snapshot: Snapshot) {
@@ -171,6 +186,7 @@ impl Cluster {
             snapshot: disk.snapshot.clone(),
             entries: disk.log.clone(),
             partial: disk.partial.clone(),
+            term_runs: Vec::new(),
             applied: base,
             repair_to,
         };
@@ -235,6 +251,12 @@ impl Cluster {
             Event::Propose { request, commands } => format!("{id} propose {request} {commands:?}"),
             Event::Read { request } => format!("{id} read {request}"),
             Event::LogPersisted { index, term } => format!("{id} persisted {index}/{term}"),
+            Event::LogRead { peer, entries } => match (entries.first(), entries.last()) {
+                (Some(first), Some(last)) => {
+                    format!("{id} log-read for {peer} {}..={}", first.index, last.index)
+                }
+                _ => format!("{id} log-read for {peer} nothing"),
+            },
             Event::Compact { snapshot } => {
                 format!("{id} compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
             }
@@ -281,6 +303,13 @@ impl Cluster {
                     }
                 }
                 Action::Apply { entries } => {
+                    // Applied entries are committed: the record of the committed log grows from
+                    // them too (the node may let them leave memory within this step).
+                    for entry in entries {
+                        if entry.index.0 as usize == self.committed.len() + 1 {
+                            self.committed.push(entry.clone());
+                        }
+                    }
                     let (base, applied) = self.applied.get_mut(&id).expect("applied");
                     for entry in entries {
                         assert_eq!(
@@ -292,6 +321,14 @@ impl Cluster {
                     }
                 }
                 Action::Reply(reply) => self.replies.push((id, reply.clone())),
+                Action::ReadLog { .. } => {}
+            }
+        }
+        // Reads from the log are answered after the step's other actions (the contract).
+        for action in actions {
+            if let Action::ReadLog { peer, from, to, bytes_max } = action {
+                let entries = self.disks[&id].read(*from, *to, *bytes_max);
+                self.step(id, Event::LogRead { peer: *peer, entries });
             }
         }
         // The driver syncs before it waits for input and reports how far the log is durable.
@@ -321,15 +358,16 @@ impl Cluster {
                 );
             }
             for index in base.index.0 as usize + 1..=commit.min(self.committed.len()) {
-                let entry = node.entry(LogIndex(index as u64)).expect("committed entry present");
-                assert_eq!(
-                    entry,
-                    &self.committed[index - 1],
-                    "state machine safety: {} differs at {index}",
-                    node.id()
-                );
+                let committed = &self.committed[index - 1];
+                // Entries out of memory are compared by term (Log Matching makes that enough);
+                // those in memory in full.
+                let term = node.term_at(LogIndex(index as u64)).expect("committed entry present");
+                assert_eq!(term, committed.term, "state machine safety: {} differs at {index}", node.id());
+                if let Some(entry) = node.entry(LogIndex(index as u64)) {
+                    assert_eq!(entry, committed, "state machine safety: {} differs at {index}", node.id());
+                }
             }
-            if commit > self.committed.len() && node.first_index().0 as usize <= self.committed.len() + 1 {
+            if commit > self.committed.len() && node.cached_from().0 as usize <= self.committed.len() + 1 {
                 let more = node.entries(LogIndex(self.committed.len() as u64 + 1), LogIndex(commit as u64));
                 self.committed.extend(more);
             }
@@ -350,7 +388,7 @@ impl Cluster {
         if index <= node.snapshot_meta().index {
             return Vec::new();
         }
-        let term = node.entry(index).expect("applied entry held").term;
+        let term = node.term_at(index).expect("applied entry in the log");
         let data = Bytes::from(format!("state through {index}/{term}").as_str());
         let snapshot = Snapshot { meta: SnapshotMeta { index, term }, data };
         // Durable first, then the core is told (the Event::Compact contract).

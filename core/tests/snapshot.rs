@@ -285,3 +285,47 @@ fn a_snapshot_of_unapplied_entries_is_a_broken_contract() {
     let snapshot = Snapshot { meta: SnapshotMeta { index: LogIndex(5), term }, data: Bytes::from("x") };
     let _ = cluster.step(n(1), Event::Compact { snapshot });
 }
+
+#[test]
+fn a_lagging_follower_is_served_from_disk_once_entries_leave_memory() {
+    let mut cluster = Cluster::new(3, |config| {
+        config.message_bytes_max = 100;
+        config.log_cache_bytes_max = 100;
+    });
+    cluster.campaign(n(1));
+    cluster.deliver_all();
+    cluster.crash(n(3));
+    let mut reads = 0;
+    for i in 0..40 {
+        let actions = cluster.step(
+            n(1),
+            Event::Propose { request: RequestId(1000 + i), commands: vec![Bytes::from("0123456789")] },
+        );
+        reads += actions.iter().filter(|a| matches!(a, Action::ReadLog { .. })).count();
+        cluster.deliver_all();
+    }
+    let leader = cluster.node(n(1));
+    assert!(leader.cached_bytes() <= 100, "memory stays within the budget: {}", leader.cached_bytes());
+    assert!(leader.cached_from() > LogIndex(30), "old entries left memory");
+    cluster.restart(n(3));
+    let ids = cluster.ids();
+    for _ in 0..40 {
+        cluster.tick_nodes(&ids, 1);
+        loop {
+            let messages = cluster.take_in_flight();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                let to = message.to;
+                let actions = cluster.step(to, Event::Receive(message));
+                reads += actions.iter().filter(|a| matches!(a, Action::ReadLog { .. })).count();
+            }
+        }
+    }
+    assert!(reads > 0, "the leader read evicted entries back");
+    let (leader, follower) = (cluster.node(n(1)), cluster.node(n(3)));
+    assert_eq!(follower.commit(), leader.commit());
+    assert_eq!(follower.last_index(), leader.last_index());
+    assert_eq!(follower.applied(), leader.commit());
+}

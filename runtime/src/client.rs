@@ -87,6 +87,13 @@ pub enum ClientError {
         /// The frame's kind.
         frame: &'static str,
     },
+    /// The node could not serve the request, and said why.
+    Failed {
+        /// The node.
+        address: SocketAddr,
+        /// Its words.
+        reason: String,
+    },
 }
 
 /// Why an append's outcome is unknown.
@@ -133,6 +140,7 @@ impl fmt::Display for ClientError {
             ClientError::UnexpectedAnswer { address, frame } => {
                 write!(f, "unexpected answer from {address} (a {frame} frame)")
             }
+            ClientError::Failed { address, reason } => write!(f, "{address} failed: {reason}"),
         }
     }
 }
@@ -267,8 +275,12 @@ pub fn query_log(target: &str, timeout: Duration, linearizable: bool) -> Result<
     let mut first_id = None;
     let mut answer = first;
     loop {
-        let Frame::QueryResult { commit: c, first_id: f, last_index, entries: page, .. } = answer else {
-            return Err(ClientError::UnexpectedAnswer { address, frame: answer.name() });
+        let (c, f, last_index, page) = match answer {
+            Frame::QueryResult { commit, first_id, last_index, entries, .. } => {
+                (commit, first_id, last_index, entries)
+            }
+            Frame::Failed { reason } => return Err(ClientError::Failed { address, reason }),
+            answer => return Err(ClientError::UnexpectedAnswer { address, frame: answer.name() }),
         };
         commit = commit.max(c);
         let first_id = *first_id.get_or_insert(f);

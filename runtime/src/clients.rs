@@ -10,9 +10,10 @@ use crate::fs::RealFs;
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
 use crate::members::{node_id, Members};
 use crate::status::StatusReport;
+use crate::storage::StorageError;
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
-use replog_core::{Bytes, Entry, Event, LogIndex, Node, NodeId, Payload, Reply, RequestId};
+use replog_core::{Bytes, Entry, Event, LogIndex, NodeId, Payload, Reply, RequestId};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -127,7 +128,7 @@ impl Clients {
         token: Token,
         registry: &Registry,
         members: &Members,
-        driver: &Driver<RealFs>,
+        driver: &mut Driver<RealFs>,
         inbound: &mut Vec<Inbound>,
     ) -> bool {
         let Some(accepted) = self.accepted.get_mut(&token) else {
@@ -165,7 +166,7 @@ impl Clients {
     }
 
     /// Answers the clients waiting on a reply of the core.
-    pub fn on_reply(&mut self, reply: Reply, members: &Members, driver: &Driver<RealFs>) {
+    pub fn on_reply(&mut self, reply: Reply, members: &Members, driver: &mut Driver<RealFs>) {
         let leader_address =
             |leader: Option<NodeId>| leader.and_then(|id| members.address_of(id)).map(|a| a.to_string());
         if let Some(read) = self.reads.remove(&reply.request()) {
@@ -239,7 +240,7 @@ impl Clients {
         &mut self,
         token: Token,
         members: &Members,
-        driver: &Driver<RealFs>,
+        driver: &mut Driver<RealFs>,
         inbound: &mut Vec<Inbound>,
     ) -> Result<(), Closed> {
         loop {
@@ -257,7 +258,7 @@ impl Clients {
         token: Token,
         frame: Frame,
         members: &Members,
-        driver: &Driver<RealFs>,
+        driver: &mut Driver<RealFs>,
         inbound: &mut Vec<Inbound>,
     ) -> Result<(), Violation> {
         let accepted = self.accepted.get_mut(&token).expect("present");
@@ -346,17 +347,25 @@ impl Clients {
 }
 
 /// A page of the log from `from` on (see [`page`]), with the commit index and the last index,
-/// each command with its ID.
-fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
-    let node = driver.node();
+/// each command with its ID; the reason if it could not be read (damaged data on disk).
+fn query_page(driver: &mut Driver<RealFs>, from: u64, max: u32) -> Frame {
     // What was trimmed is gone: the page starts where the log does, and says so.
-    let entries = page(node, LogIndex(from).max(node.first_index()), max)
+    let from = LogIndex(from).max(driver.node().first_index());
+    let entries = match page(driver, from, max) {
+        Ok(entries) => entries,
+        Err(error) => {
+            warn!("query from {from}: {error}");
+            return Frame::Failed { reason: error.to_string() };
+        }
+    };
+    let entries = entries
         .into_iter()
         .map(|entry| {
             let id = matches!(entry.payload, Payload::Command(_)).then(|| driver.command_id(entry.index));
             QueriedEntry { entry, id }
         })
         .collect();
+    let node = driver.node();
     Frame::QueryResult {
         commit: node.commit().0,
         first: node.first_index().0,
@@ -366,21 +375,26 @@ fn query_page(driver: &Driver<RealFs>, from: u64, max: u32) -> Frame {
     }
 }
 
-/// Entries from `from` on: at most `max` (and `QUERY_ENTRIES_MAX`) of them, encoding to at
-/// most `QUERY_PAGE_BYTES_MAX` so the answer fits a frame, and at least one while the log
-/// reaches `from`, so a client paging through always moves on.
-fn page(node: &Node, from: LogIndex, max: u32) -> Vec<Entry> {
-    let last = node.last_index().min(from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1));
-    let mut to = LogIndex(from.0 - 1);
+/// Entries from `from` on (from memory, or from disk once evicted): at most `max` (and
+/// `QUERY_ENTRIES_MAX`) of them, encoding to at most `QUERY_PAGE_BYTES_MAX` so the answer fits
+/// a frame, and at least one while the log reaches `from`, so a client paging through always
+/// moves on.
+fn page(driver: &mut Driver<RealFs>, from: LogIndex, max: u32) -> Result<Vec<Entry>, StorageError> {
+    let last = from.plus(u64::from(max.clamp(1, QUERY_ENTRIES_MAX)) - 1);
+    // Entry::size_bytes never exceeds an entry's encoded size, so this reads enough; the
+    // encoded sizes then decide where the page ends.
+    let mut entries = driver.read_entries(from, last, QUERY_PAGE_BYTES_MAX as u64)?;
     let mut bytes = 0;
-    while to < last {
-        bytes += QueriedEntry::encoded_bytes(node.entry(to.next()).expect("within the log"));
-        if bytes > QUERY_PAGE_BYTES_MAX && to >= from {
-            break;
-        }
-        to = to.next();
-    }
-    node.entries(from, to)
+    let keep = entries
+        .iter()
+        .position(|entry| {
+            bytes += QueriedEntry::encoded_bytes(entry);
+            bytes > QUERY_PAGE_BYTES_MAX
+        })
+        .unwrap_or(entries.len())
+        .max(1);
+    entries.truncate(keep);
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -388,29 +402,34 @@ mod tests {
     use super::*;
     use crate::codec;
     use crate::limits::FRAME_BYTES_MAX;
-    use replog_core::{Config, HardState, Recovered, Term};
+    use crate::storage::Identity;
+    use replog_core::Config;
 
-    fn node_with_commands(sizes: &[usize]) -> Node {
-        let entries = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, &size)| Entry {
-                index: LogIndex(i as u64 + 1),
-                term: Term(1),
-                payload: Payload::Command(Bytes::from(vec![b'x'; size])),
-            })
-            .collect();
-        let hard_state = HardState { term: Term(1), voted_for: None, commit: LogIndex(0) };
-        let recovered = Recovered { hard_state, entries, ..Recovered::default() };
-        Node::new(Config::new(NodeId(1), Vec::new()), recovered).expect("a valid node")
+    /// A single-node driver (in a fresh folder) that committed one command of each size, after
+    /// its leader's no-op at index 1.
+    fn driver_with_commands(name: &str, sizes: &[usize]) -> Driver<RealFs> {
+        let dir = std::env::temp_dir().join(format!("replog-clients-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let identity = Identity { name: "n1".into(), address: "127.0.0.1:1".into() };
+        let (mut driver, _) = Driver::open(Config::new(NodeId(1), Vec::new()), RealFs::new(), &dir, identity)
+            .expect("a fresh folder opens");
+        driver.step(Event::Campaign).unwrap();
+        for (i, &size) in sizes.iter().enumerate() {
+            let commands = vec![Bytes::from(vec![b'x'; size])];
+            driver.step(Event::Propose { request: RequestId(i as u64), commands }).unwrap();
+            driver.end_round(true).unwrap();
+            driver.on_synced().unwrap();
+        }
+        assert_eq!(driver.node().commit(), LogIndex(sizes.len() as u64 + 1));
+        driver
     }
 
-    /// Pages through the whole log as the client does, checking each answer fits a frame.
-    fn page_through(node: &Node, max: u32) -> Vec<usize> {
+    /// Pages through the commands as the client does, checking each answer fits a frame.
+    fn page_through(driver: &mut Driver<RealFs>, max: u32) -> Vec<usize> {
         let mut sizes = Vec::new();
-        let mut from = LogIndex(1);
-        while from <= node.last_index() {
-            let entries = page(node, from, max);
+        let mut from = LogIndex(2);
+        while from <= driver.node().last_index() {
+            let entries = page(driver, from, max).unwrap();
             assert!(!entries.is_empty(), "a page always moves on");
             assert_eq!(entries[0].index, from);
             let queried =
@@ -428,15 +447,17 @@ mod tests {
 
     #[test]
     fn pages_are_cut_by_bytes_to_fit_a_frame() {
-        let node = node_with_commands(&[1024 * 1024; 20]);
-        assert_eq!(page_through(&node, QUERY_ENTRIES_MAX), [15, 5]);
+        // 40 MiB of commands: more than the core keeps in memory, so pages come from disk too.
+        let mut driver = driver_with_commands("bytes", &[1024 * 1024; 40]);
+        assert!(driver.node().cached_from() > LogIndex(2), "old entries left memory");
+        assert_eq!(page_through(&mut driver, QUERY_ENTRIES_MAX), [15, 15, 10]);
     }
 
     #[test]
     fn pages_are_cut_by_count_and_the_largest_command_goes_alone() {
-        assert_eq!(page_through(&node_with_commands(&[10; 7]), 3), [3, 3, 1]);
-        let node = node_with_commands(&[10, COMMAND_BYTES_MAX, 10]);
-        assert_eq!(page_through(&node, QUERY_ENTRIES_MAX), [1, 1, 1]);
-        assert!(page(&node, LogIndex(4), 10).is_empty(), "nothing past the log");
+        assert_eq!(page_through(&mut driver_with_commands("count", &[10; 7]), 3), [3, 3, 1]);
+        let mut driver = driver_with_commands("largest", &[10, COMMAND_BYTES_MAX, 10]);
+        assert_eq!(page_through(&mut driver, QUERY_ENTRIES_MAX), [1, 1, 1]);
+        assert!(page(&mut driver, LogIndex(5), 10).unwrap().is_empty(), "nothing past the log");
     }
 }

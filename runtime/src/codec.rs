@@ -55,6 +55,11 @@ pub enum Frame {
     Trim {
         before_id: u64,
     },
+    /// The answer to a request the node could not serve, and why (a query that found damaged
+    /// data on disk, ...).
+    Failed {
+        reason: String,
+    },
     /// The answer to `Trim`: the first index and command ID the node still holds.
     TrimResult {
         first: u64,
@@ -77,6 +82,7 @@ impl Frame {
             Frame::AppendResult { .. } => "append-result",
             Frame::QueryResult { .. } => "query-result",
             Frame::Trim { .. } => "trim",
+            Frame::Failed { .. } => "failed",
             Frame::TrimResult { .. } => "trim-result",
             Frame::StatusResult { .. } => "status-result",
         }
@@ -168,6 +174,7 @@ const STATUS_RESULT: u8 = 22;
 const REDIRECT: u8 = 23;
 const TRIM: u8 = 13;
 const TRIM_RESULT: u8 = 24;
+const FAILED: u8 = 25;
 
 /// What one entry's encoding adds to its command: index, term, kind and length. Also its
 /// smallest encoding (a no-op), which bounds a claimed count.
@@ -257,6 +264,10 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_u64(out, *first_id);
             put_u64(out, *last_index);
             put_queried_entries(out, entries);
+        }
+        Frame::Failed { reason } => {
+            out.push(FAILED);
+            put_bytes(out, reason.as_bytes());
         }
         Frame::Trim { before_id } => {
             out.push(TRIM);
@@ -508,6 +519,7 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
             entries: reader.queried_entries()?,
         },
         TRIM => Frame::Trim { before_id: reader.u64()? },
+        FAILED => Frame::Failed { reason: reader.text()? },
         TRIM_RESULT => Frame::TrimResult { first: reader.u64()?, first_id: reader.u64()? },
         STATUS_RESULT => Frame::StatusResult(
             StatusReport::from_json(&reader.text()?).map_err(|e| CodecError::BadStatus(e.to_string()))?,
@@ -644,6 +656,7 @@ mod tests {
         });
         round_trip(Frame::AppendResult { request: 7, result: AppendResult::TooLarge { bytes: 9, limit: 8 } });
         round_trip(Frame::Trim { before_id: 9 });
+        round_trip(Frame::Failed { reason: "log-0001.jsonl line 3: bad".into() });
         round_trip(Frame::TrimResult { first: 12, first_id: 9 });
         round_trip(Frame::QueryResult {
             commit: 1,

@@ -157,6 +157,8 @@ pub struct Driver<F: FileSystem> {
     /// Bytes (`Entry::size_bytes`) of the applied entries after the snapshot: a cheap test of
     /// whether retention has anything to do.
     held_bytes: u64,
+    /// `Event::LogRead`s to step once the current step's actions are carried out.
+    log_reads: VecDeque<Event>,
     /// Every core step, when recording (the simulator).
     recorded: Option<Vec<Stepped>>,
     #[cfg(feature = "bugs")]
@@ -215,6 +217,7 @@ impl<F: FileSystem> Driver<F> {
             snapshot: recovery.snapshot,
             entries: recovery.entries,
             partial: recovery.partial,
+            term_runs: Vec::new(),
             applied,
             repair_to,
         };
@@ -231,6 +234,7 @@ impl<F: FileSystem> Driver<F> {
             applied,
             retention: Retention::default(),
             held_bytes,
+            log_reads: VecDeque::new(),
             recorded: None,
             #[cfg(feature = "bugs")]
             bug: None,
@@ -282,6 +286,58 @@ impl<F: FileSystem> Driver<F> {
         for action in actions {
             self.carry_out(action)?;
         }
+        // Entries read from disk for the core go back in after the step's other actions.
+        while let Some(event) = self.log_reads.pop_front() {
+            self.step(event)?;
+        }
+        Ok(())
+    }
+
+    /// Entries `from..=to` from memory or, once evicted, from the log files; stops once
+    /// `bytes_max` (`Entry::size_bytes`) is passed, the first entry always included. Nothing
+    /// before the snapshot (an error naming the first index held).
+    pub fn read_entries(
+        &mut self,
+        from: LogIndex,
+        to: LogIndex,
+        bytes_max: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let to = to.min(self.node.last_index());
+        if from > to {
+            return Ok(Vec::new());
+        }
+        if from >= self.node.cached_from() {
+            let mut bytes = 0;
+            let mut out = Vec::new();
+            for entry in self.node.entries(from, to) {
+                bytes += entry.size_bytes();
+                if !out.is_empty() && bytes > bytes_max {
+                    break;
+                }
+                out.push(entry);
+            }
+            return Ok(out);
+        }
+        self.storage.read_entries(from, to, bytes_max)
+    }
+
+    /// Every entry `from..=to`, in chunks (from memory or disk), handed to `each`.
+    fn scan(
+        &mut self,
+        from: LogIndex,
+        to: LogIndex,
+        mut each: impl FnMut(&Entry),
+    ) -> Result<(), DriverError> {
+        const CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+        let mut next = from;
+        while next <= to {
+            let chunk = self.read_entries(next, to, CHUNK_BYTES)?;
+            let Some(last) = chunk.last() else {
+                break;
+            };
+            next = last.index.next();
+            chunk.iter().for_each(&mut each);
+        }
         Ok(())
     }
 
@@ -300,8 +356,16 @@ impl<F: FileSystem> Driver<F> {
         if count == 0 || !due(count, self.retention.entries) || !due(self.held_bytes, self.retention.bytes) {
             return Ok(());
         }
-        let held = self.node.entries(base.next(), applied);
-        if let Some(through) = self.retention.point(&held) {
+        let point = match self.retention.bytes {
+            // By count alone: no entry needs reading.
+            None => self.retention.point_by_count(base, applied),
+            Some(_) => {
+                let mut held = Vec::new();
+                self.scan(base.next(), applied, |entry| held.push((entry.index, entry.size_bytes())))?;
+                self.retention.point(&held)
+            }
+        };
+        if let Some(through) = point {
             self.compact(through)?;
         }
         Ok(())
@@ -311,10 +375,12 @@ impl<F: FileSystem> Driver<F> {
     /// makes it durable, then lets the core and the storage drop what it covers (§7).
     fn compact(&mut self, through: LogIndex) -> Result<SnapshotMeta, DriverError> {
         let base = self.node.snapshot_meta().index;
-        let term = self.node.entry(through).expect("an applied entry after the snapshot is held").term;
-        let covered = self.node.entries(base.next(), through);
-        let image = self.base_image.fold(&covered);
-        let covered_bytes: u64 = covered.iter().map(Entry::size_bytes).sum();
+        let term = self.node.term_at(through).expect("an applied entry after the snapshot");
+        let (mut image, mut covered_bytes) = (self.base_image, 0);
+        self.scan(base.next(), through, |entry| {
+            image = image.fold([entry]);
+            covered_bytes += entry.size_bytes();
+        })?;
         let snapshot = Snapshot { meta: SnapshotMeta { index: through, term }, data: image.encode() };
         // Durable before the core is told (the Event::Compact contract).
         self.storage.save_snapshot(&snapshot)?;
@@ -459,6 +525,15 @@ impl<F: FileSystem> Driver<F> {
             Action::SaveSnapshotChunk { meta, total, checksum, offset, chunk } => {
                 self.storage.save_snapshot_chunk((meta, total, checksum), offset, chunk.as_slice())?
             }
+            Action::ReadLog { peer, from, to, bytes_max } => {
+                let entries = match self.storage.read_entries(from, to, bytes_max) {
+                    Ok(entries) => entries,
+                    // Trimmed meanwhile: the core sends the snapshot instead.
+                    Err(StorageError::Compacted { .. }) => Vec::new(),
+                    Err(error) => return Err(error.into()),
+                };
+                self.log_reads.push_back(Event::LogRead { peer, entries });
+            }
             Action::Sync => {
                 let mut barrier = self.storage.barrier();
                 if self.has_bug(DriverBug::BarrierMissesBuffered) {
@@ -509,6 +584,7 @@ impl<F: FileSystem> Driver<F> {
             | Action::TruncateLog { .. }
             | Action::AppendLog { .. }
             | Action::SaveSnapshotChunk { .. }
+            | Action::ReadLog { .. }
             | Action::Sync => {
                 unreachable!("storage actions are carried out at once, never deferred")
             }

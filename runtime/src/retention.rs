@@ -8,7 +8,7 @@
 //! Committed entries are never a problem to drop (a lagging follower gets the snapshot);
 //! uncommitted ones are never dropped (the point is at most the applied index).
 
-use replog_core::{Entry, LogIndex};
+use replog_core::LogIndex;
 
 /// The operator's retention settings; `None` keeps everything.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -25,9 +25,20 @@ impl Retention {
         self.entries.is_some() || self.bytes.is_some()
     }
 
+    /// As [`Retention::point`] for a policy by count alone, from the snapshot's index and the
+    /// applied index: nothing needs reading.
+    pub fn point_by_count(&self, base: LogIndex, applied: LogIndex) -> Option<LogIndex> {
+        let keep = self.entries?;
+        let held = applied.0.saturating_sub(base.0);
+        let drop = held.saturating_sub(keep);
+        let kept = held - drop;
+        (drop > 0 && drop >= (kept / 4).max(1)).then(|| base.plus(drop))
+    }
+
     /// The index to snapshot and trim through, if it is time: `held` are the applied entries
-    /// the log still holds (after the last snapshot, up to the applied index), oldest first.
-    pub fn point(&self, held: &[Entry]) -> Option<LogIndex> {
+    /// the log still holds (after the last snapshot, up to the applied index), oldest first, as
+    /// (index, `Entry::size_bytes`).
+    pub fn point(&self, held: &[(LogIndex, u64)]) -> Option<LogIndex> {
         if !self.trims() || held.is_empty() {
             return None;
         }
@@ -39,9 +50,9 @@ impl Retention {
         let by_bytes = match self.bytes {
             Some(keep) => {
                 let mut kept = 0u64;
-                let newest_kept = held.iter().rev().take_while(|entry| {
+                let newest_kept = held.iter().rev().take_while(|&&(_, size)| {
                     let take = kept < keep;
-                    kept += entry.size_bytes();
+                    kept += size;
                     take
                 });
                 held.len() - newest_kept.count()
@@ -53,23 +64,17 @@ impl Retention {
         if drop == 0 || drop < (kept / 4).max(1) {
             return None;
         }
-        Some(held[drop - 1].index)
+        Some(held[drop - 1].0)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use replog_core::{Bytes, Payload, Term};
 
-    fn held(from: u64, count: u64, bytes: usize) -> Vec<Entry> {
-        (from..from + count)
-            .map(|index| Entry {
-                index: LogIndex(index),
-                term: Term(1),
-                payload: Payload::Command(Bytes::from(vec![b'x'; bytes])),
-            })
-            .collect()
+    /// Entries `from..from + count` of `bytes`-byte commands (24 bytes of overhead each).
+    fn held(from: u64, count: u64, bytes: u64) -> Vec<(LogIndex, u64)> {
+        (from..from + count).map(|index| (LogIndex(index), 24 + bytes)).collect()
     }
 
     #[test]
@@ -80,6 +85,11 @@ mod tests {
         assert_eq!(policy.point(&held(1, 125, 10)), Some(LogIndex(25)));
         assert_eq!(policy.point(&held(26, 125, 10)), Some(LogIndex(50)), "indexes, not positions");
         assert_eq!(Retention::default().point(&held(1, 1000, 10)), None, "no policy, no trim");
+        // The same decisions without reading the entries.
+        for (from, count) in [(1, 100), (1, 124), (1, 125), (26, 125)] {
+            let (base, applied) = (LogIndex(from - 1), LogIndex(from + count - 1));
+            assert_eq!(policy.point_by_count(base, applied), policy.point(&held(from, count, 10)));
+        }
     }
 
     #[test]

@@ -274,7 +274,7 @@ impl Server {
         for output in outputs.drain(..) {
             match output {
                 Output::Send(message) => self.peers.send(message),
-                Output::Reply(reply) => self.clients.on_reply(reply, &self.members, &self.driver),
+                Output::Reply(reply) => self.clients.on_reply(reply, &self.members, &mut self.driver),
                 // The log is the state machine: applying needs no work beyond the commit index,
                 // and a snapshot's image (the command count) is the driver's.
                 Output::Apply(_) => {}
@@ -292,8 +292,13 @@ impl Server {
         let mut result = Ok(());
         let mut more = true;
         while more && result.is_ok() {
-            more =
-                self.clients.on_ready(token, self.poll.registry(), &self.members, &self.driver, &mut inbound);
+            more = self.clients.on_ready(
+                token,
+                self.poll.registry(),
+                &self.members,
+                &mut self.driver,
+                &mut inbound,
+            );
             // On an error the drain drops what is left: the node stops.
             result = inbound.drain(..).try_for_each(|item| self.on_inbound(item));
         }

@@ -246,7 +246,7 @@ impl Checker {
                 format!("{id} committed a different entry at or before {shared}"),
             ));
         }
-        if commit > self.committed.len() && node.first_index().0 as usize <= self.committed.len() + 1 {
+        if commit > self.committed.len() && node.cached_from().0 as usize <= self.committed.len() + 1 {
             let from = LogIndex(self.committed.len() as u64 + 1);
             self.committed.extend(node.entries(from, LogIndex(commit as u64)));
             self.committed_prefix.extend_from_slice(&prefixes[shared..commit]);
@@ -371,7 +371,7 @@ pub fn check_durable(
                 // snapshot covers it too.
                 durable_log.snapshot().is_some_and(|snapshot| snapshot.index >= *match_index)
             } else {
-                let memory = node.entry(*match_index).map(|entry| entry.term);
+                let memory = node.term_at(*match_index);
                 memory.is_some_and(|term| durable_log.covers(*match_index, term))
             };
             // Once the node has durably moved to a later term, the entry this older

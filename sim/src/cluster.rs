@@ -119,6 +119,11 @@ impl Cluster {
         config.entries_per_message_max = self.options.entries_per_message_max;
         config.inflight_messages_max = self.options.inflight_messages_max;
         config.snapshot_chunk_bytes = self.options.snapshot_chunk_bytes;
+        if self.options.log_cache_bytes > 0 {
+            // The message limit shrinks with it (the cache holds at least one full message).
+            config.log_cache_bytes_max = self.options.log_cache_bytes;
+            config.message_bytes_max = config.message_bytes_max.min(self.options.log_cache_bytes);
+        }
         #[cfg(feature = "bugs")]
         {
             if let Some(crate::bugs::Planted::Core(bug)) = self.options.planted() {

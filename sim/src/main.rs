@@ -366,7 +366,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         let total = outcomes.iter().map(|o| f(&o.summary)).sum();
         (seeds, total)
     };
-    let rows: [(&str, Metric); 25] = [
+    let rows: [(&str, Metric); 26] = [
         ("crash", |s| s.crashes),
         ("restart", |s| s.restarts),
         ("pause", |s| s.pauses),
@@ -392,6 +392,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         ("snapshot transfer resumed", |s| s.coverage.snapshot_resumes),
         ("snapshot installed", |s| s.coverage.snapshots_installed),
         ("stale snapshot ignored", |s| s.coverage.snapshots_stale),
+        ("entries read from disk", |s| s.coverage.log_reads),
     ];
     let mut out = String::from("coverage (seeds where it happened / total occurrences):");
     for (name, f) in rows {

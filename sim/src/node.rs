@@ -266,7 +266,7 @@ impl SimNode {
         let durable_has = self.disk.durable_log().covers(index, term);
         let memory = self.node().map(|n| {
             // A snapshot covers committed entries only: it holds the committed `index`.
-            let held = n.entry(index).is_some_and(|e| e.term == term) || index <= n.snapshot_meta().index;
+            let held = n.term_at(index) == Some(term) || index <= n.snapshot_meta().index;
             ((n.last_term(), n.last_index()), held)
         });
         LogView { id: self.id, durable, durable_has, memory, repairing: self.is_repairing() }

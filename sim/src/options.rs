@@ -76,6 +76,9 @@ pub struct Options {
     pub retain_entries: u64,
     /// Snapshot bytes per InstallSnapshot chunk: small ones split a transfer into many.
     pub snapshot_chunk_bytes: u64,
+    /// Bytes of log entries each node keeps in memory (`Config::log_cache_bytes_max`): small
+    /// ones make leaders read lagging followers' entries back from disk.
+    pub log_cache_bytes: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -118,6 +121,7 @@ impl Options {
             snapshot_chunk_bytes: [3, 16, 64, 1024][rng.random_range(0..4usize)],
             segment_bytes_max: [SEGMENT_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT, 4096, 512]
                 [rng.random_range(0..4usize)],
+            log_cache_bytes: [0, 0, 200, 2000][rng.random_range(0..4usize)],
             bug: None,
         }
     }
@@ -164,6 +168,7 @@ impl Options {
                 "segment_bytes_max" => self.segment_bytes_max = int()?.max(1),
                 "retain" => self.retain_entries = int()?,
                 "chunk" => self.snapshot_chunk_bytes = int()?.max(1),
+                "log_cache" => self.log_cache_bytes = int()?,
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -203,7 +208,7 @@ impl fmt::Display for Options {
             self.retain_entries,
             self.snapshot_chunk_bytes,
         )?;
-        write!(f, " segment_bytes_max={}", self.segment_bytes_max)?;
+        write!(f, " segment_bytes_max={} log_cache={}", self.segment_bytes_max, self.log_cache_bytes)?;
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;
         }

@@ -142,7 +142,7 @@ impl Safety {
     fn check_commit_provenance(&self, leader: &SimNode) -> Result<(), Broken> {
         let node = leader.node().expect("leader runs");
         let (commit, term) = (node.commit(), node.term());
-        let entry_term = node.entry(commit).map(|e| e.term);
+        let entry_term = node.term_at(commit);
         let durable = leader.disk.durable_log();
         let self_durable = match entry_term {
             Some(term) => durable.covers(commit, term),
@@ -154,7 +154,7 @@ impl Safety {
     /// See `checker::check_commit_final`; run whenever a leader's commit index moves.
     fn check_commit_final(&self, nodes: &[SimNode], leader: &Node) -> Result<(), Broken> {
         let index = leader.commit();
-        let term = leader.entry(index).expect("committed entry").term;
+        let term = leader.term_at(index).expect("committed entry");
         let views: Vec<checker::LogView> = nodes.iter().map(|sim| sim.log_view(index, term)).collect();
         checker::check_commit_final(&views, index, self.quorum)
     }

@@ -29,6 +29,7 @@ pub struct Coverage {
     pub snapshot_resumes: u64,
     pub snapshots_installed: u64,
     pub snapshots_stale: u64,
+    pub log_reads: u64,
 }
 
 impl Coverage {
@@ -49,6 +50,7 @@ impl Coverage {
         self.snapshot_resumes += after.snapshot_resumes - before.snapshot_resumes;
         self.snapshots_installed += after.snapshots_installed - before.snapshots_installed;
         self.snapshots_stale += after.snapshots_stale - before.snapshots_stale;
+        self.log_reads += after.log_reads - before.log_reads;
     }
 }
 

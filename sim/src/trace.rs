@@ -62,6 +62,10 @@ pub(crate) fn describe(event: &Event) -> String {
         Event::Read { request } => format!("read {request}"),
         Event::LogPersisted { index, term } => format!("persisted {index}/{term}"),
         Event::Campaign => "campaign".into(),
+        Event::LogRead { peer, entries } => match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => format!("log-read for {peer} {}..={}", first.index, last.index),
+            _ => format!("log-read for {peer} nothing"),
+        },
         Event::Compact { snapshot } => {
             format!("compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
         }
