@@ -298,6 +298,12 @@ fn status(target: &str, raw: bool) -> Result<(), String> {
         status.last_index.0,
         status.durable_index.0
     );
+    println!(
+        "log from index {} (ID {})  {:.1} MiB of entries in memory",
+        status.first_index.0,
+        status.first_id,
+        status.cached_bytes as f64 / (1024.0 * 1024.0)
+    );
     for peer in &status.peers {
         let link = match (peer.outbound_connected, peer.inbound_connected) {
             (true, true) => "connected",

@@ -690,6 +690,9 @@ mod tests {
             commit: LogIndex(1),
             last_index: LogIndex(2),
             durable_index: LogIndex(2),
+            first_index: LogIndex(1),
+            first_id: 1,
+            cached_bytes: 40,
             peers: Vec::new(),
         }));
     }

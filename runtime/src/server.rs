@@ -378,6 +378,9 @@ impl Server {
             commit: status.commit,
             last_index: status.last_index,
             durable_index: self.driver.storage().durable_known().last,
+            first_index: self.driver.node().first_index(),
+            first_id: self.driver.first_command_id(),
+            cached_bytes: self.driver.node().cached_bytes(),
             peers,
         }
     }

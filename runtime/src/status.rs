@@ -24,6 +24,15 @@ pub struct StatusReport {
     pub last_index: LogIndex,
     /// How far its log is known durable on its own disk.
     pub durable_index: LogIndex,
+    /// The first index its log still holds (one past its latest snapshot; 1 if none).
+    #[serde(default)]
+    pub first_index: LogIndex,
+    /// The first command ID it still holds (earlier ones were trimmed).
+    #[serde(default)]
+    pub first_id: u64,
+    /// Bytes of log entries it holds in memory (the rest are read from disk when needed).
+    #[serde(default)]
+    pub cached_bytes: u64,
     /// Every configured peer, in id order.
     pub peers: Vec<PeerReport>,
 }
@@ -94,6 +103,9 @@ mod tests {
             commit: LogIndex(3),
             last_index: LogIndex(4),
             durable_index: LogIndex(4),
+            first_index: LogIndex(1),
+            first_id: 1,
+            cached_bytes: 96,
             peers: vec![
                 peer(
                     8081,
@@ -114,7 +126,8 @@ mod tests {
         assert_eq!(
             json,
             concat!(
-                r#"{"address":"127.0.0.1:8080","commit":3,"durable_index":4,"last_index":4,"#,
+                r#"{"address":"127.0.0.1:8080","cached_bytes":96,"commit":3,"durable_index":4,"#,
+                r#""first_id":1,"first_index":1,"last_index":4,"#,
                 r#""leader":"127.0.0.1:8080","name":"node1","peers":[{"address":"127.0.0.1:8081","#,
                 r#""inbound_connected":true,"match_index":3,"messages_dropped":1,"name":"node2","#,
                 r#""next_index":5,"outbound_connected":true,"replicating":true},"#,
@@ -123,6 +136,10 @@ mod tests {
             )
         );
         assert_eq!(StatusReport::from_json(&json).unwrap(), report());
+        // A report from a node that predates snapshots still reads.
+        let old = json.replace(r#""cached_bytes":96,"#, "").replace(r#""first_id":1,"first_index":1,"#, "");
+        let read = StatusReport::from_json(&old).unwrap();
+        assert_eq!((read.first_index, read.first_id, read.cached_bytes), (LogIndex(0), 0, 0));
     }
 
     #[test]
