@@ -746,6 +746,21 @@ impl FileSystem for SimFs {
         Ok(state.files[id].volatile.clone())
     }
 
+    fn read_at(&mut self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let state = self.0.state()?;
+        let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
+        let volatile = &state.files[id].volatile;
+        let start = (offset.min(volatile.len() as u64)) as usize;
+        let end = start + len.min(volatile.len() - start);
+        Ok(volatile[start..end].to_vec())
+    }
+
+    fn file_len(&mut self, path: &Path) -> io::Result<u64> {
+        let state = self.0.state()?;
+        let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
+        Ok(state.files[id].volatile.len() as u64)
+    }
+
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
         let mut state = self.0.state()?;
         let id = match state.dir.get(path) {
