@@ -194,7 +194,10 @@ impl<F: FileSystem> Driver<F> {
         on_corruption: OnCorruption,
         options: StorageOptions,
     ) -> Result<(Driver<F>, Opened), DriverError> {
-        let (storage, recovery) = Storage::open_with_options(fs, dir, identity, on_corruption, options)?;
+        let (mut storage, mut recovery) =
+            Storage::open_with_options(fs, dir, identity, on_corruption, options)?;
+        // Until the core keeps a bounded cache (issue 9), it starts on the whole log.
+        recovery.entries = storage.read_entries(storage.first_index(), storage.last_index(), u64::MAX)?;
         let fresh =
             recovery.hard_state.term.0 == 0 && recovery.entries.is_empty() && recovery.snapshot.is_none();
         let entries = recovery.entries.len() as u64;
