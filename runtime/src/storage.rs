@@ -555,9 +555,13 @@ impl<F: FileSystem> Storage<F> {
     }
 
     /// Entries `from..=to` (`to` past the log's end reads to the end), from the files, as
-    /// written so far (durable or not): at least one if any is in range, and no more once
-    /// their [`Entry::size_bytes`] pass `bytes_max`. An error if `from` is before the log's
-    /// first index (the snapshot replaced it).
+    /// written so far (durable or not, buffered records included): at least one if any is in
+    /// range, and no more once their [`Entry::size_bytes`] pass `bytes_max`. Reads only the
+    /// byte ranges that hold them (and at most [`INDEX_STRIDE`]` - 1` records before the first,
+    /// in a sealed segment). [`StorageError::Compacted`] if `from` is before the log's first
+    /// index (the snapshot replaced it); [`StorageError::Corrupt`] naming the file and line if a
+    /// record read is damaged (recovery does not read sealed segments with a good index, so
+    /// damage there is found here), never other data.
     pub fn read_entries(
         &mut self,
         from: LogIndex,
