@@ -37,13 +37,14 @@
 //! segments exist, follow each other, and have the length and last record their index says),
 //! and only the last segment record by record; so start-up costs one segment's parse however
 //! long the log, and [`Recovery`] holds the last segment's entries, not the log's. Older entries
-//! are read on demand with [`Storage::read_entries`] (ranged reads, at most 256 records before
+//! are read on demand with [`Storage::read_entries`] (ranged reads, at most 255 records before
 //! the first one asked for). A torn last record of the last segment (a crash mid-write) is cut
 //! off with a warning. A bad record anywhere else, a gap between segments, a damaged
 //! `snapshot.json`, or a missing or unreadable metadata file next to a log is an error naming
 //! the file (and line): data is never silently dropped. A bad record in a sealed segment with a
-//! good index is found when it is read: `read_entries` then fails naming the file and line. A log that disagrees with the snapshot (it does not hold the
-//! snapshot's last entry) is dropped with a warning: the snapshot holds committed entries only.
+//! good index is found when it is read: `read_entries` then fails naming the file and line. A
+//! log that disagrees with the snapshot (it does not hold the snapshot's last entry) is dropped
+//! with a warning: the snapshot holds committed entries only.
 
 use crate::fs::{FileSystem, LogFile};
 use crate::records::{
