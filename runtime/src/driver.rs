@@ -196,28 +196,45 @@ impl<F: FileSystem> Driver<F> {
         on_corruption: OnCorruption,
         options: StorageOptions,
     ) -> Result<(Driver<F>, Opened), DriverError> {
-        let (storage, recovery) = Storage::open_with_options(fs, dir, identity, on_corruption, options)?;
-        let fresh =
-            recovery.hard_state.term.0 == 0 && recovery.entries.is_empty() && recovery.snapshot.is_none();
-        let entries = recovery.entries.len() as u64;
-        let noops =
-            recovery.entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0).collect();
+        let (mut storage, mut recovery) =
+            Storage::open_with_options(fs, dir, identity, on_corruption, options)?;
+        let base = recovery.snapshot.as_ref().map_or(LogIndex::ZERO, |snapshot| snapshot.meta.index);
+        // The log is the state machine: everything committed before the restart is applied.
+        let applied = recovery.hard_state.commit.max(base);
+        // The core starts with the terms of the whole log and the entries of the last segment,
+        // plus any older ones not yet applied (it must hold those); older entries stay on disk
+        // until a follower or a query needs them.
+        let tail_first = recovery.entries.first().map_or(recovery.last_index.next(), |entry| entry.index);
+        let from = applied.next().min(tail_first).max(base.next());
+        if from < tail_first {
+            let mut older = storage.read_entries(from, tail_first.prev(), u64::MAX)?;
+            older.append(&mut recovery.entries);
+            recovery.entries = older;
+        }
+        if recovery.entries.is_empty() && recovery.last_index > base {
+            // The last segment had just started (a crash right after a roll): the core still
+            // needs the last entry.
+            recovery.entries = storage.read_entries(recovery.last_index, recovery.last_index, u64::MAX)?;
+        }
+        let fresh = recovery.hard_state.term.0 == 0
+            && recovery.last_index == LogIndex::ZERO
+            && recovery.snapshot.is_none();
+        let entries = recovery.last_index.0 - base.0;
+        let noops = recovery.noops.iter().map(|index| index.0).collect();
         let base_image = match &recovery.snapshot {
             Some(snapshot) => Image::decode(snapshot.data.as_slice()).map_err(DriverError::Image)?,
             None => Image::empty(),
         };
-        let base = recovery.snapshot.as_ref().map_or(LogIndex::ZERO, |snapshot| snapshot.meta.index);
-        // The log is the state machine: everything committed before the restart is applied.
-        let applied = recovery.hard_state.commit.max(base);
-        let held_bytes =
-            recovery.entries.iter().take_while(|e| e.index <= applied).map(Entry::size_bytes).sum();
+        let unapplied: u64 =
+            recovery.entries.iter().filter(|e| e.index > applied).map(Entry::size_bytes).sum();
+        let held_bytes = recovery.entry_bytes.saturating_sub(unapplied);
         let repair_to = recovery.repair_to;
         let recovered = Recovered {
             hard_state: recovery.hard_state,
             snapshot: recovery.snapshot,
             entries: recovery.entries,
             partial: recovery.partial,
-            term_runs: Vec::new(),
+            term_runs: recovery.term_runs,
             applied,
             repair_to,
         };

@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -27,6 +27,11 @@ pub trait FileSystem: fmt::Debug {
     fn exists(&mut self, path: &Path) -> bool;
     /// The whole file; an error of kind `NotFound` if it does not exist.
     fn read(&mut self, path: &Path) -> io::Result<Vec<u8>>;
+    /// At most `len` bytes of the file from `offset` (fewer only where the file ends, none
+    /// past its end), as written so far; an error of kind `NotFound` if it does not exist.
+    fn read_at(&mut self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// The file's length as written so far; an error of kind `NotFound` if it does not exist.
+    fn file_len(&mut self, path: &Path) -> io::Result<u64>;
     /// Creates `path` (or empties it) and writes `bytes`; durable only after `sync_file`.
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     /// Writes `bytes` at the end of an existing file; durable only after `sync_file`.
@@ -94,6 +99,18 @@ impl FileSystem for RealFs {
 
     fn read(&mut self, path: &Path) -> io::Result<Vec<u8>> {
         fs::read(path)
+    }
+
+    fn read_at(&mut self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut file = File::open(path)?;
+        file.seek(SeekFrom::Start(offset))?;
+        let mut bytes = Vec::with_capacity(len);
+        file.take(len as u64).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn file_len(&mut self, path: &Path) -> io::Result<u64> {
+        Ok(fs::metadata(path)?.len())
     }
 
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {

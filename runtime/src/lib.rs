@@ -19,6 +19,7 @@ pub mod members;
 mod peers;
 mod records;
 pub mod retention;
+mod segment_index;
 mod segments;
 pub mod server;
 pub mod status;

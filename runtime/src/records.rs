@@ -44,7 +44,7 @@ fn encode_data(data: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Appends `,"crc":N}` and the newline to the line that starts at `start`.
-fn end_line(start: usize, out: &mut Vec<u8>) {
+pub(crate) fn end_line(start: usize, out: &mut Vec<u8>) {
     let crc = crc32fast::hash(&out[start..]);
     let _ = writeln!(out, ",\"crc\":{crc}}}");
 }

@@ -9,6 +9,10 @@
 //!   synced whole and before the new one's name is made durable, so only the last segment can
 //!   end in a torn record. The log starts after the snapshot: the first segment may still hold
 //!   entries the snapshot covers (they are skipped), and segments wholly covered are removed.
+//! - `log-<first index, 20 digits>.idx`: a sealed segment's index (`segment_index.rs`): its
+//!   entries' range, term runs, no-ops and entry bytes, the byte offset of every 256th record,
+//!   and its length and last record, written and synced when the segment is sealed. A cache:
+//!   one that is missing, damaged, or does not match its segment is rebuilt at recovery.
 //! - `snapshot.json`: the latest snapshot, one line `{"index":N,"term":T,"data":"...","crc":C}`
 //!   (`"data_hex"` for bytes that are not UTF-8), replaced atomically (write
 //!   `snapshot.json.tmp`, fsync, rename, fsync the folder) before the log it covers is removed.
@@ -29,11 +33,18 @@
 //! every `COMMIT_WRITE_TICKS`, and at shutdown): the commit index is not needed for safety.
 //! A snapshot is durable when `save_snapshot` returns.
 //!
-//! Recovery: a torn last record of the last segment (a crash mid-write) is cut off with a
-//! warning. A bad record anywhere else, a gap between segments, a damaged `snapshot.json`, or a
-//! missing or unreadable metadata file next to a log is an error naming the file (and line):
-//! data is never silently dropped. A log that disagrees with the snapshot (it does not hold the
-//! snapshot's last entry) is dropped with a warning: the snapshot holds committed entries only.
+//! Recovery reads the index of each sealed segment, not the segment (it checks that the
+//! segments exist, follow each other, and have the length and last record their index says),
+//! and only the last segment record by record; so start-up costs one segment's parse however
+//! long the log, and [`Recovery`] holds the last segment's entries, not the log's. Older entries
+//! are read on demand with [`Storage::read_entries`] (ranged reads, at most 255 records before
+//! the first one asked for). A torn last record of the last segment (a crash mid-write) is cut
+//! off with a warning. A bad record anywhere else, a gap between segments, a damaged
+//! `snapshot.json`, or a missing or unreadable metadata file next to a log is an error naming
+//! the file (and line): data is never silently dropped. A bad record in a sealed segment with a
+//! good index is found when it is read: `read_entries` then fails naming the file and line. A
+//! log that disagrees with the snapshot (it does not hold the snapshot's last entry) is dropped
+//! with a warning: the snapshot holds committed entries only.
 
 use crate::fs::{FileSystem, LogFile};
 use crate::records::{
@@ -47,6 +58,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 pub use crate::records::{decode_snapshot, scan_records};
+pub use crate::segment_index::{index_name, parse_index_name, INDEX_STRIDE};
 pub use crate::segments::{parse_segment_name, segment_name, LEGACY_LOG};
 
 /// The commit index is written at most this often (in ticks), and at shutdown.
@@ -160,8 +172,23 @@ pub struct Recovery {
     pub hard_state: HardState,
     /// The latest snapshot saved.
     pub snapshot: Option<Snapshot>,
-    /// The entries after the snapshot (from its index + 1, or from 1).
+    /// The entries after the snapshot held in the last segment: a suffix of the log, ending at
+    /// `last_index` (the log's last entries, not all of them: read older ones with
+    /// [`Storage::read_entries`]). Empty if the log is empty after the snapshot, and also
+    /// if the last segment has just started (a crash right after a roll).
     pub entries: Vec<Entry>,
+    /// The log's terms after the snapshot: (first index of a run of entries of one term, that
+    /// term), ascending in both; empty if the log is empty after the snapshot.
+    pub term_runs: Vec<(LogIndex, Term)>,
+    /// The indexes of the leaders' no-op entries after the snapshot, ascending.
+    pub noops: Vec<LogIndex>,
+    /// The sum of [`Entry::size_bytes`] of the entries after the snapshot.
+    pub entry_bytes: u64,
+    /// The log's last index: its last entry's, or the snapshot's (or 0) if it is empty after
+    /// the snapshot.
+    pub last_index: LogIndex,
+    /// The term of entry `last_index` (the snapshot's, or 0, likewise).
+    pub last_term: Term,
     /// A snapshot being received when the node stopped, to resume.
     pub partial: Option<PartialSnapshot>,
     /// Committed entries this node held were lost through this index (its log ends before the
@@ -266,12 +293,12 @@ impl<F: FileSystem> Storage<F> {
         let meta = match fs.read(&meta_path) {
             Ok(bytes) => Some(parse_metadata(&meta_path, &bytes, &identity)?),
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
-                if !plan.entries.is_empty() || snapshot.is_some() {
+                let log_entries = plan.last.0.saturating_sub(snapshot_meta.map_or(0, |meta| meta.index.0));
+                if log_entries > 0 || snapshot.is_some() {
                     return Err(StorageError::Mismatch {
                         path: meta_path,
                         why: format!(
-                            "missing, next to a log of {} entries{}: term and vote are unknown",
-                            plan.entries.len(),
+                            "missing, next to a log of {log_entries} entries{}: term and vote are unknown",
                             if snapshot.is_some() { " and a snapshot" } else { "" }
                         ),
                     });
@@ -283,6 +310,9 @@ impl<F: FileSystem> Storage<F> {
         // What recovery found is settled; from here on it repairs.
         let mut warnings = std::mem::take(&mut plan.warnings);
         let entries = std::mem::take(&mut plan.entries);
+        let term_runs = std::mem::take(&mut plan.term_runs);
+        let noops = std::mem::take(&mut plan.noops);
+        let entry_bytes = plan.entry_bytes;
         let damaged_at = plan.damaged_at;
         if has(SNAPSHOT_TEMP_FILE) {
             // A snapshot whose rename never happened: the one before it stands.
@@ -295,11 +325,21 @@ impl<F: FileSystem> Storage<F> {
         let (segments, created) = plan.apply(&mut fs)?;
         let last = segments.last_index();
         assert!(last >= snapshot_index, "the log ends at or after the snapshot");
-        assert_eq!(
-            last.0 - snapshot_index.0,
-            entries.len() as u64,
-            "recovered entries fill the log after the snapshot"
+        assert!(
+            entries.first().is_none_or(|entry| entry.index > snapshot_index)
+                && entries.last().is_none_or(|entry| entry.index == last),
+            "recovered entries are a suffix of the log after the snapshot"
         );
+        assert_eq!(
+            term_runs.is_empty(),
+            last == snapshot_index,
+            "term runs cover the log after the snapshot"
+        );
+        let last_term = term_runs
+            .last()
+            .map(|&(_, term)| term)
+            .or(snapshot_meta.map(|meta| meta.term))
+            .unwrap_or(Term::ZERO);
         let (saved, repairing_to) = meta.unwrap_or_default();
         let repair_to = saved.commit.max(repairing_to).max(damaged_at.unwrap_or(LogIndex::ZERO));
         let repair_to = if repair_to > last { repair_to } else { LogIndex::ZERO };
@@ -351,7 +391,20 @@ impl<F: FileSystem> Storage<F> {
             data,
         });
         storage.check_invariants();
-        Ok((storage, Recovery { hard_state, snapshot, entries, partial, repair_to, warnings }))
+        let recovery = Recovery {
+            hard_state,
+            snapshot,
+            entries,
+            term_runs,
+            noops,
+            entry_bytes,
+            last_index: last,
+            last_term,
+            partial,
+            repair_to,
+            warnings,
+        };
+        Ok((storage, recovery))
     }
 
     /// The snapshot the log starts after, if any.
@@ -375,14 +428,12 @@ impl<F: FileSystem> Storage<F> {
         for entry in entries {
             assert_eq!(entry.index, self.last_index().next(), "log appends are contiguous");
             let active = &self.segments.active;
-            if active.end > self.options.segment_bytes_max && !active.offsets.is_empty() {
+            if active.tally.end > self.options.segment_bytes_max && active.last() >= active.first() {
                 self.roll()?;
             }
             let start = self.buffer.len();
             encode_record(entry, &mut self.buffer);
-            let active = &mut self.segments.active;
-            active.offsets.push(active.end);
-            active.end += (self.buffer.len() - start) as u64;
+            self.segments.active.tally.push(entry, (self.buffer.len() - start) as u64);
         }
         Ok(())
     }
@@ -397,7 +448,7 @@ impl<F: FileSystem> Storage<F> {
         // §5.4: only uncommitted entries are ever removed, and a snapshot holds committed ones.
         assert!(from > self.snapshot_index(), "a truncation never reaches into the snapshot");
         let keep = from.prev();
-        if from < self.segments.active.first {
+        if from < self.segments.active.first() {
             // The buffered records and everything in flight belong to the active segment,
             // which goes; the sealed ones are durable.
             self.check_background_syncs()?;
@@ -409,11 +460,8 @@ impl<F: FileSystem> Storage<F> {
             self.flush_buffer()?;
         }
         let active = &mut self.segments.active;
-        let kept = (from.0 - active.first.0) as usize;
-        let at = active.offsets[kept];
+        let at = active.tally.truncate(from);
         active.log.set_len(at).map_err(io_error(&active.path))?;
-        active.offsets.truncate(kept);
-        active.end = at;
         self.durable.last = self.durable.last.min(keep);
         self.log_dirty = true;
         self.write_seq += 1;
@@ -508,9 +556,13 @@ impl<F: FileSystem> Storage<F> {
     }
 
     /// Entries `from..=to` (`to` past the log's end reads to the end), from the files, as
-    /// written so far (durable or not): at least one if any is in range, and no more once
-    /// their [`Entry::size_bytes`] pass `bytes_max`. An error if `from` is before the log's
-    /// first index (the snapshot replaced it).
+    /// written so far (durable or not, buffered records included): at least one if any is in
+    /// range, and no more once their [`Entry::size_bytes`] pass `bytes_max`. Reads only the
+    /// byte ranges that hold them (and at most [`INDEX_STRIDE`]` - 1` records before the first,
+    /// in a sealed segment). [`StorageError::Compacted`] if `from` is before the log's first
+    /// index (the snapshot replaced it); [`StorageError::Corrupt`] naming the file and line if a
+    /// record read is damaged (recovery does not read sealed segments with a good index, so
+    /// damage there is found here), never other data.
     pub fn read_entries(
         &mut self,
         from: LogIndex,
@@ -686,11 +738,11 @@ impl<F: FileSystem> Storage<F> {
         assert!(self.last_index() >= snapshot_index, "the log ends at or after the snapshot");
         assert!(self.durable.last <= self.last_index(), "durable within the log");
         if let Some(sealed) = self.segments.sealed.last() {
-            assert_eq!(sealed.last.next(), self.segments.active.first, "segments are contiguous");
-            assert!(self.durable.last >= sealed.last, "sealed segments are durable");
+            assert_eq!(sealed.last().next(), self.segments.active.first(), "segments are contiguous");
+            assert!(self.durable.last >= sealed.last(), "sealed segments are durable");
         }
         if let Some(first) = self.segments.sealed.first() {
-            assert!(first.last > snapshot_index, "sealed segments the snapshot covers are removed");
+            assert!(first.last() > snapshot_index, "sealed segments the snapshot covers are removed");
         }
     }
 

@@ -6,12 +6,16 @@ mod common;
 use common::*;
 use replog_core::{Entry, LogIndex, Term};
 use replog_runtime::fs::RealFs;
-use replog_runtime::storage::{segment_name, Storage, StorageOptions};
+use replog_runtime::storage::{index_name, segment_name, Storage, StorageError, StorageOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn names(firsts: &[u64]) -> Vec<String> {
     firsts.iter().map(|&first| segment_name(LogIndex(first))).collect()
+}
+
+fn index_names(firsts: &[u64]) -> Vec<String> {
+    firsts.iter().map(|&first| index_name(LogIndex(first))).collect()
 }
 
 #[test]
@@ -42,8 +46,12 @@ fn the_log_rolls_across_segments_and_reopens() {
     assert_eq!(storage.read_entries(LogIndex(21), LogIndex(21), 0).unwrap(), entries(21, 21, 1));
     storage.close().unwrap();
 
+    // Every sealed segment has its index; recovery hands on the last segment's entries.
+    assert_eq!(scratch.indexes(), index_names(&[1, 4, 7, 10, 13, 16]));
     let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
-    assert_eq!(recovery.entries, entries(1, 21, 1));
+    assert_eq!(recovery.entries, entries(19, 21, 1));
+    assert_eq!(all_entries(&mut storage), entries(1, 21, 1));
+    assert_eq!((recovery.last_index, recovery.last_term), (LogIndex(21), Term(1)));
     assert!(recovery.warnings.is_empty(), "{:?}", recovery.warnings);
     assert_eq!((storage.first_index(), storage.last_index()), (LogIndex(1), LogIndex(21)));
     // Appends continue in the last segment, which rolls when full.
@@ -51,8 +59,9 @@ fn the_log_rolls_across_segments_and_reopens() {
     storage.close().unwrap();
     assert_eq!(scratch.segments(), names(&[1, 4, 7, 10, 13, 16, 19, 22]));
     // Other options read the same folder.
-    let (_, recovery) = open(&scratch.0, StorageOptions::default()).unwrap();
-    assert_eq!(recovery.entries, entries(1, 23, 1));
+    let (mut storage, recovery) = open(&scratch.0, StorageOptions::default()).unwrap();
+    assert_eq!(recovery.entries, entries(22, 23, 1));
+    assert_eq!(all_entries(&mut storage), entries(1, 23, 1));
 }
 
 #[test]
@@ -108,9 +117,11 @@ fn a_truncation_reaches_into_a_sealed_segment() {
     storage.append(&entries(4, 5, 3)).unwrap();
     storage.close().unwrap();
 
-    let (_, recovery) = open(&scratch.0, tiny()).unwrap();
+    let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
     let expected: Vec<Entry> = entries(1, 3, 1).into_iter().chain(entries(4, 5, 3)).collect();
-    assert_eq!(recovery.entries, expected);
+    assert_eq!(all_entries(&mut storage), expected);
+    assert_eq!(recovery.entries, entries(4, 5, 3));
+    assert_eq!(recovery.term_runs, vec![(LogIndex(1), Term(1)), (LogIndex(4), Term(3))]);
     assert!(recovery.warnings.is_empty(), "{:?}", recovery.warnings);
 }
 
@@ -131,6 +142,7 @@ fn a_missing_segment_is_an_error_naming_the_range_and_files() {
     assert_eq!((recovery.entries, recovery.repair_to), (entries(1, 3, 1), LogIndex(4)));
     assert!(recovery.warnings.iter().any(|w| w.contains("--repair")), "{:?}", recovery.warnings);
     assert_eq!(scratch.segments(), names(&[1]));
+    assert!(scratch.indexes().is_empty(), "the active segment and removed ones have no index");
 }
 
 #[test]
@@ -143,6 +155,19 @@ fn a_bad_record_in_a_sealed_segment_is_an_error_naming_the_file_and_line() {
     let mut flipped = good.clone();
     flipped[second_line] ^= 0x01;
     std::fs::write(&sealed, &flipped).unwrap();
+    // Its index still holds (same length, same last record): recovery does not read the
+    // segment, a read of the damaged entry finds it, naming the file and line.
+    let (mut storage, _) = open(&scratch.0, tiny()).unwrap();
+    assert_eq!(storage.read_entries(LogIndex(1), LogIndex(4), u64::MAX).unwrap(), entries(1, 4, 1));
+    assert_eq!(storage.read_entries(LogIndex(6), LogIndex(10), u64::MAX).unwrap(), entries(6, 10, 1));
+    for from in [1, 4, 5] {
+        let error = storage.read_entries(LogIndex(from), LogIndex(10), u64::MAX).unwrap_err();
+        let StorageError::Corrupt { path, line, .. } = &error else { panic!("{error}") };
+        assert_eq!((path, *line), (&sealed, 2), "{error}");
+    }
+    storage.close().unwrap();
+    // Without the index, recovery reads the segment and refuses.
+    std::fs::remove_file(scratch.path(&index_name(LogIndex(4)))).unwrap();
     let error = open(&scratch.0, tiny()).unwrap_err().to_string();
     assert!(error.contains(&format!("{} line 2", segment_name(LogIndex(4)))), "{error}");
     // An unfinished last record is a torn write only in the last segment: a sealed one was
@@ -152,9 +177,11 @@ fn a_bad_record_in_a_sealed_segment_is_an_error_naming_the_file_and_line() {
     assert!(error.contains(&format!("{} line 3", segment_name(LogIndex(4)))), "{error}");
     // With --repair: cut at the damage, the later segments removed.
     std::fs::write(&sealed, &flipped).unwrap();
-    let (_, recovery) = open_repair(&scratch.0, tiny()).unwrap();
-    assert_eq!((recovery.entries, recovery.repair_to), (entries(1, 4, 1), LogIndex(5)));
+    let (mut storage, recovery) = open_repair(&scratch.0, tiny()).unwrap();
+    assert_eq!((recovery.entries, recovery.repair_to), (entries(4, 4, 1), LogIndex(5)));
+    assert_eq!(all_entries(&mut storage), entries(1, 4, 1));
     assert_eq!(scratch.segments(), names(&[1, 4]));
+    assert_eq!(scratch.indexes(), index_names(&[1]));
 }
 
 #[test]
@@ -164,8 +191,9 @@ fn a_torn_tail_of_the_last_segment_is_cut() {
     let last = scratch.path(&segment_name(LogIndex(10)));
     let bytes = std::fs::read(&last).unwrap();
     std::fs::write(&last, &bytes[..bytes.len() - 5]).unwrap();
-    let (_, recovery) = open(&scratch.0, tiny()).unwrap();
-    assert_eq!(recovery.entries, entries(1, 10, 1));
+    let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
+    assert_eq!(recovery.entries, entries(10, 10, 1));
+    assert_eq!(all_entries(&mut storage), entries(1, 10, 1));
     assert_eq!(recovery.warnings.len(), 1, "{:?}", recovery.warnings);
     assert!(recovery.warnings[0].contains("torn"), "{:?}", recovery.warnings);
 }

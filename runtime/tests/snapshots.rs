@@ -49,7 +49,10 @@ fn the_log_starts_after_a_saved_snapshot() {
 
     let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
     assert_eq!(recovery.snapshot, Some(snapshot(11, 1)));
-    assert_eq!(recovery.entries, entries(12, 20, 1));
+    assert_eq!(recovery.entries, entries(19, 20, 1));
+    assert_eq!(all_entries(&mut storage), entries(12, 20, 1));
+    assert_eq!(recovery.entry_bytes, entries(12, 20, 1).iter().map(|e| e.size_bytes()).sum::<u64>());
+    assert_eq!(recovery.term_runs, vec![(LogIndex(12), Term(1))]);
     assert!(recovery.hard_state.commit >= LogIndex(11), "a snapshot holds committed entries only");
     assert!(recovery.warnings.is_empty(), "{:?}", recovery.warnings);
     // A snapshot at the log's end covers the active segment too: the log starts over after it.
@@ -97,8 +100,9 @@ fn a_crash_before_the_covered_segments_are_removed_recovers_the_same_log() {
     for (name, bytes) in &before {
         std::fs::write(scratch.path(name), bytes).unwrap();
     }
-    let (_, recovery) = open(&scratch.0, tiny()).unwrap();
-    assert_eq!((recovery.snapshot, recovery.entries), (Some(snapshot(11, 1)), entries(12, 20, 1)));
+    let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
+    assert_eq!((recovery.snapshot, recovery.entries), (Some(snapshot(11, 1)), entries(19, 20, 1)));
+    assert_eq!(all_entries(&mut storage), entries(12, 20, 1));
     assert!(recovery.warnings.is_empty(), "{:?}", recovery.warnings);
     assert_eq!(scratch.segments(), names(&[10, 13, 16, 19]), "covered segments are removed at recovery");
 }

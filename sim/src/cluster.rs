@@ -180,8 +180,12 @@ impl Cluster {
         if let Some(crate::bugs::Planted::Driver(bug)) = self.options.planted() {
             driver.plant(bug);
         }
+        // The whole log it started from (the core holds only its newest entries in memory).
+        let (first, last) = (driver.node().first_index(), driver.node().last_index());
+        let log = driver.read_entries(first, last, u64::MAX).map_err(|error| {
+            t.violation(Kind::Safety, Some(id), ("recovery", format!("reading the recovered log: {error}")))
+        })?;
         let node = driver.node();
-        let log = node.entries(node.first_index(), node.last_index());
         self.safety.on_start(index, id, node.snapshot(), &log, node.hard_state()).map_err(t.unsafe_at(id))?;
         let sim = &mut self.nodes[index];
         sim.start(driver);

@@ -401,6 +401,52 @@ impl SimDisk {
         state.note_durable_change(id, at as u64);
     }
 
+    /// A fault on the segment indexes alone (the node must be down): each durable index file
+    /// is kept, removed, cut short, has a byte flipped, or takes another one's contents, at
+    /// random. Indexes are a cache: recovery must find the same log whatever this does. Returns
+    /// how many were changed.
+    pub fn damage_indexes(&self, rng: &mut ChaCha8Rng) -> usize {
+        let mut state = self.state.borrow_mut();
+        let indexes: Vec<(PathBuf, usize)> = state
+            .dir_durable
+            .iter()
+            .filter(|(path, _)| {
+                path.file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| storage::parse_index_name(name).is_some())
+            })
+            .map(|(path, &id)| (path.clone(), id))
+            .collect();
+        let mut changed = 0;
+        for &(ref path, id) in &indexes {
+            assert!(state.files[id].pending.is_empty(), "indexes are damaged on a disk at rest");
+            let len = state.files[id].durable.len();
+            match rng.random_range(0..5) {
+                0 => continue,
+                1 => {
+                    state.dir.remove(path);
+                    state.dir_durable.remove(path);
+                }
+                2 => {
+                    let keep = rng.random_range(0..len.max(1));
+                    state.files[id].durable.truncate(keep);
+                }
+                3 if len > 0 => {
+                    let at = rng.random_range(0..len);
+                    state.files[id].durable[at] ^= 1 << rng.random_range(0..8);
+                }
+                _ => {
+                    let (_, other) = indexes[rng.random_range(0..indexes.len())];
+                    state.files[id].durable = state.files[other].durable.clone();
+                }
+            }
+            let file = &mut state.files[id];
+            file.volatile = file.durable.clone();
+            changed += 1;
+        }
+        changed
+    }
+
     /// The last durable segment's first index and how many good records it holds (what
     /// `lose_records` and `flip_byte_in_record` count in), if there is one.
     pub fn durable_last_segment(&self) -> Option<(LogIndex, usize)> {
@@ -744,6 +790,21 @@ impl FileSystem for SimFs {
         let state = self.0.state()?;
         let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
         Ok(state.files[id].volatile.clone())
+    }
+
+    fn read_at(&mut self, path: &Path, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let state = self.0.state()?;
+        let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
+        let volatile = &state.files[id].volatile;
+        let start = (offset.min(volatile.len() as u64)) as usize;
+        let end = start + len.min(volatile.len() - start);
+        Ok(volatile[start..end].to_vec())
+    }
+
+    fn file_len(&mut self, path: &Path) -> io::Result<u64> {
+        let state = self.0.state()?;
+        let id = *state.dir.get(path).ok_or_else(|| not_found(path))?;
+        Ok(state.files[id].volatile.len() as u64)
     }
 
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {

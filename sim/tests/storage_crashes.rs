@@ -1,9 +1,14 @@
 //! The runtime's storage on the simulated disk, without the core: random appends, syncs,
 //! truncations (into sealed segments too), snapshots (held and installed over the log), term
-//! changes, failed fsyncs (the node stops there) and crashes with torn writes. After every
+//! changes, failed fsyncs (the node stops there) and crashes with torn writes; and, while the
+//! node is down, segment indexes (`.idx`) removed, cut short, flipped or swapped. After every
 //! crash:
-//! - recovery never refuses (no injected damage: a crash alone must never look like one);
-//! - it finds what the disk's durable view (the simulator's checker input) says it would;
+//! - recovery never refuses (no injected damage to the log: a crash alone, or a damaged index,
+//!   must never look like one);
+//! - it finds what the disk's durable view (the simulator's checker input) says it would: the
+//!   same log read back with `read_entries` (whole and in random ranges with byte limits), the
+//!   last segment's entries as a suffix of it, and its term runs, no-ops, entry bytes and last
+//!   entry;
 //! - it keeps every entry the storage called durable before the crash, unless a snapshot
 //!   replaced it (checked in lives that ended without a failed fsync).
 //!
@@ -14,13 +19,67 @@ use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{Bytes, Entry, HardState, LogIndex, Payload, Snapshot, SnapshotMeta, Term};
-use replog_runtime::storage::{Identity, OnCorruption, Storage, StorageError, StorageOptions};
+use replog_runtime::storage::{Identity, OnCorruption, Recovery, Storage, StorageError, StorageOptions};
 use sim::disk::{SimDisk, SimFs, DATA_DIR};
 use std::path::Path;
 
 fn entry(index: LogIndex, term: Term, tag: u64) -> Entry {
     let data = format!("{}/{}/{tag}", index.0, term.0);
     Entry { index, term, payload: Payload::Command(Bytes::from(data.as_str())) }
+}
+
+/// Every fifth tag is a leader's no-op.
+fn noop_or_entry(index: LogIndex, term: Term, tag: u64) -> Entry {
+    if tag % 5 == 0 {
+        Entry { index, term, payload: Payload::Noop }
+    } else {
+        entry(index, term, tag)
+    }
+}
+
+/// Checks what recovery handed on against `log`, the whole log after the snapshot as the
+/// durable view holds it (and read back from the files).
+fn check_recovery(recovery: &Recovery, log: &[Entry], context: &str) {
+    let suffix = &log[log.len() - recovery.entries.len()..];
+    assert_eq!(recovery.entries, suffix, "{context}: the entries handed on end the log");
+    let mut runs: Vec<(LogIndex, Term)> = Vec::new();
+    for entry in log {
+        if runs.last().is_none_or(|&(_, term)| term != entry.term) {
+            runs.push((entry.index, entry.term));
+        }
+    }
+    assert_eq!(recovery.term_runs, runs, "{context}: term runs");
+    let noops: Vec<LogIndex> = log.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index).collect();
+    assert_eq!(recovery.noops, noops, "{context}: no-ops");
+    assert_eq!(recovery.entry_bytes, log.iter().map(Entry::size_bytes).sum::<u64>(), "{context}: bytes");
+    let snapshot = recovery.snapshot.as_ref().map(|s| (s.meta.term, s.meta.index));
+    let last = log.last().map(|e| (e.term, e.index)).or(snapshot).unwrap_or((Term::ZERO, LogIndex::ZERO));
+    assert_eq!((recovery.last_term, recovery.last_index), last, "{context}: last entry");
+}
+
+/// Random ranged reads with byte limits: each is the longest run of `log` from its start that
+/// fits the limit (the first entry always comes).
+fn check_reads(storage: &mut Storage<SimFs>, log: &[Entry], rng: &mut ChaCha8Rng, context: &str) {
+    if log.is_empty() {
+        return;
+    }
+    let first = log[0].index;
+    for _ in 0..8 {
+        let from = rng.random_range(0..log.len());
+        let to = rng.random_range(from..log.len() + 2);
+        let bytes_max = [0, 100, 1000, u64::MAX][rng.random_range(0..4usize)];
+        let read = storage.read_entries(log[from].index, first.plus(to as u64), bytes_max).unwrap();
+        let mut expected = Vec::new();
+        let mut bytes = 0;
+        for entry in &log[from..log.len().min(to + 1)] {
+            bytes += entry.size_bytes();
+            if !expected.is_empty() && bytes > bytes_max {
+                break;
+            }
+            expected.push(entry.clone());
+        }
+        assert_eq!(read, expected, "{context}: read {from}..={to} within {bytes_max} bytes");
+    }
 }
 
 /// Opens the storage after a crash; `None` if an fsync failed during start-up (the disk then
@@ -63,8 +122,12 @@ fn recovery_after_any_crash_matches_the_durable_view_and_keeps_what_was_durable(
             let view = disk.durable_log();
             let context = format!("seed {seed}");
             assert_eq!(recovery.snapshot.as_ref().map(|s| s.meta), view.snapshot(), "{context}");
-            assert_eq!(recovery.entries, view.entries().cloned().collect::<Vec<_>>(), "{context}");
+            let log = view.entries().cloned().collect::<Vec<_>>();
             drop(view);
+            let (first, last) = (storage.first_index(), storage.last_index());
+            assert_eq!(storage.read_entries(first, last, u64::MAX).unwrap(), log, "{context}");
+            check_recovery(&recovery, &log, &context);
+            check_reads(&mut storage, &log, &mut rng, &context);
             if let Some((snapshot, durable)) = promised.take() {
                 let recovered_snapshot = recovery.snapshot.as_ref().map(|s| s.meta);
                 let index = |meta: Option<SnapshotMeta>| meta.map(|s| s.index);
@@ -72,7 +135,7 @@ fn recovery_after_any_crash_matches_the_durable_view_and_keeps_what_was_durable(
                 let covered = recovered_snapshot.map_or(LogIndex::ZERO, |s| s.index);
                 for entry in durable.iter().filter(|e| e.index > covered) {
                     let at = (entry.index.0 - covered.0 - 1) as usize;
-                    assert_eq!(recovery.entries.get(at), Some(entry), "{context}: a durable entry was lost");
+                    assert_eq!(log.get(at), Some(entry), "{context}: a durable entry was lost");
                 }
             }
             term = term.max(recovery.hard_state.term).next();
@@ -88,7 +151,7 @@ fn recovery_after_any_crash_matches_the_durable_view_and_keeps_what_was_durable(
                         let batch: Vec<Entry> = (0..count)
                             .map(|i| {
                                 tag += 1;
-                                entry(next.plus(i), term, tag)
+                                noop_or_entry(next.plus(i), term, tag)
                             })
                             .collect();
                         storage.append(&batch)
@@ -155,6 +218,9 @@ fn recovery_after_any_crash_matches_the_durable_view_and_keeps_what_was_durable(
             }
             drop(storage);
             disk.crash(&mut rng);
+            if rng.random_bool(0.3) {
+                disk.damage_indexes(&mut rng);
+            }
         }
     }
 }

@@ -126,7 +126,10 @@ fn retention_keeps_the_newest_entries_and_deletes_old_segments() {
     // snapshot are gone.
     let segments = std::fs::read_dir(cluster.data_dir(0))
         .unwrap()
-        .filter(|f| f.as_ref().unwrap().file_name().to_string_lossy().starts_with("log-"))
+        .filter(|f| {
+            let name = f.as_ref().unwrap().file_name();
+            replog_runtime::storage::parse_segment_name(&name.to_string_lossy()).is_some()
+        })
         .count();
     assert!((1..=2).contains(&segments), "{segments} segments left");
     // Bad flags are refused with a clear error.

@@ -3,9 +3,11 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 use replog_core::{Bytes, Entry, HardState, LogIndex, Payload, Term};
+use replog_runtime::fs::FileSystem;
 use replog_runtime::fs::RealFs;
 use replog_runtime::storage::{
-    segment_name, Identity, OnCorruption, Recovery, Storage, StorageError, StorageOptions,
+    parse_index_name, parse_segment_name, segment_name, Identity, OnCorruption, Recovery, Storage,
+    StorageError, StorageOptions,
 };
 use std::path::{Path, PathBuf};
 
@@ -25,10 +27,18 @@ impl Scratch {
 
     /// The segment files, oldest first.
     pub fn segments(&self) -> Vec<String> {
+        self.names().into_iter().filter(|name| parse_segment_name(name).is_some()).collect()
+    }
+
+    /// The segment index files, oldest first.
+    pub fn indexes(&self) -> Vec<String> {
+        self.names().into_iter().filter(|name| parse_index_name(name).is_some()).collect()
+    }
+
+    fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(&self.0)
             .unwrap()
             .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .filter(|name| name.starts_with("log-"))
             .collect();
         names.sort();
         names
@@ -80,4 +90,9 @@ pub fn written(dir: &Path, last: u64, options: StorageOptions) {
 
 pub fn first_segment() -> String {
     segment_name(LogIndex(1))
+}
+
+/// The whole log after the snapshot, read back from the files.
+pub fn all_entries<F: FileSystem>(storage: &mut Storage<F>) -> Vec<Entry> {
+    storage.read_entries(storage.first_index(), storage.last_index(), u64::MAX).unwrap()
 }
