@@ -72,6 +72,13 @@ pub struct NodeProcess {
     log: PathBuf,
 }
 
+impl NodeProcess {
+    /// The process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
 #[derive(Debug)]
 pub struct TestCluster {
     pub dir: PathBuf,

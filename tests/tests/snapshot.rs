@@ -137,3 +137,70 @@ fn retention_keeps_the_newest_entries_and_deletes_old_segments() {
     assert_ne!(code, 0);
     assert!(err.contains("--retain-entries"), "{err}");
 }
+
+/// Builds node 0's data folder with `count` committed 100-byte commands in term 1, through the
+/// storage API (fast; the segment files are what a node writes), for the cluster's address.
+fn build_log(cluster: &TestCluster, count: u64) {
+    use replog_core::{Bytes, Entry, HardState, LogIndex, Payload, Term};
+    use replog_runtime::fs::RealFs;
+    use replog_runtime::storage::{Identity, Storage};
+    let identity = Identity { name: cluster.nodes[0].name.clone(), address: cluster.address(0) };
+    let (mut storage, _) = Storage::open(RealFs::new(), &cluster.data_dir(0), identity).unwrap();
+    storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(0) }).unwrap();
+    let data = Bytes::from(vec![b'x'; 100]);
+    let mut next = 1;
+    while next <= count {
+        let last = (next + 9_999).min(count);
+        let batch: Vec<Entry> = (next..=last)
+            .map(|index| Entry { index: LogIndex(index), term: Term(1), payload: Payload::Command(data.clone()) })
+            .collect();
+        storage.append(&batch).unwrap();
+        storage.request_sync(true).unwrap();
+        next = last + 1;
+    }
+    storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(count) }).unwrap();
+    storage.close().unwrap();
+}
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+#[test]
+fn a_node_restarts_on_a_million_entries_quickly_and_in_bounded_memory() {
+    let _serial = serial();
+    let mut cluster = TestCluster::start("million", 1);
+    assert!(cluster.stop(0), "clean stop");
+    let _ = std::fs::remove_dir_all(cluster.data_dir(0));
+    const COUNT: u64 = 1_000_000;
+    build_log(&cluster, COUNT);
+    let began = Instant::now();
+    cluster.start_node(0, true);
+    let address = cluster.address(0);
+    let status = loop {
+        if let Ok(status) = client::status(&address, SECOND) {
+            break status;
+        }
+        assert!(began.elapsed() < 10 * SECOND, "the node did not answer:\n{}", cluster.log_text(0));
+        sleep(Duration::from_millis(10));
+    };
+    let took = began.elapsed();
+    assert!(status.last_index.0 >= COUNT, "{status:?}");
+    let rss = rss_mib(cluster.nodes[0].pid().expect("running"));
+    println!("restart on {COUNT} entries: answering after {} ms, {rss:.0} MiB resident", took.as_millis());
+    // Generous bounds for a shared 2-core machine (measured: about 0.2 s and under 100 MiB).
+    assert!(took < 5 * SECOND, "start-up took {took:?}");
+    assert!(rss < 200.0, "{rss:.0} MiB resident after start");
+    // It serves: a new append lands after the million, and old entries are read from disk.
+    let appended = client::append(&address, b"after-a-million", 5 * SECOND).unwrap();
+    assert_eq!(appended.id, COUNT + 1);
+    let old = client::query_log(&address, 5 * SECOND, false).unwrap();
+    assert_eq!(old.entries.len() as u64, appended.index);
+}
