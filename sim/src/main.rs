@@ -43,9 +43,9 @@ struct Args {
     /// Worker threads for a sweep (default: every core).
     #[arg(long)]
     jobs: Option<usize>,
-    /// Seeds-to-detection of every planted bug, from each of these seed offsets (e.g.
-    /// "0,10000,20000"); builds with the bugs feature.
-    #[arg(long, value_delimiter = ',', conflicts_with_all = ["seed", "seeds", "schedule", "bug"])]
+    /// Seeds-to-detection of every planted bug (or only --bug's), from each of these seed
+    /// offsets (e.g. "0,10000,20000"); builds with the bugs feature.
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["seed", "seeds", "schedule"])]
     bug_table: Option<Vec<u64>>,
 }
 
@@ -202,7 +202,11 @@ fn bug_table(args: &Args, offsets: &[u64]) -> i32 {
     let jobs =
         args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
     let cases: Vec<(Planted, u64)> =
-        Planted::all().into_iter().flat_map(|bug| offsets.iter().map(move |&offset| (bug, offset))).collect();
+        Planted::all()
+            .into_iter()
+            .filter(|bug| args.bug.is_none_or(|only| only == *bug))
+            .flat_map(|bug| offsets.iter().map(move |&offset| (bug, offset)))
+            .collect();
     let next = AtomicU64::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {
