@@ -273,17 +273,7 @@ impl LeaderCtx<'_> {
             allow_empty = false;
             let prev_log_index = progress.next_index.prev();
             let entries = shared.log.slice(progress.next_index, last_index, count_max, message_bytes_max);
-            let bytes = entries.iter().map(Entry::size_bytes).sum();
-            let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
-            progress.sent(last_sent, bytes);
-            let body = Body::AppendRequest {
-                prev_log_index,
-                prev_log_term: shared.log.term_at(prev_log_index).expect("next index after the snapshot"),
-                entries,
-                leader_commit: shared.commit,
-                seq: self.leader.seq,
-            };
-            shared.send(to, shared.term, body);
+            send_entries(shared, progress, to, self.leader.seq, prev_log_index, entries);
         }
     }
 
@@ -348,19 +338,8 @@ impl LeaderCtx<'_> {
         let ours = entries.iter().all(|entry| self.shared.log.matches(entry.index, entry.term));
         assert!(ours, "{}: entries read from disk differ from the log", self.shared.config.id);
         if wanted {
-            let shared = &mut *self.shared;
             let prev_log_index = first.index.prev();
-            let bytes = entries.iter().map(Entry::size_bytes).sum();
-            let last_sent = entries.last().expect("non-empty").index;
-            progress.sent(last_sent, bytes);
-            let body = Body::AppendRequest {
-                prev_log_index,
-                prev_log_term: shared.log.term_at(prev_log_index).expect("next index after the snapshot"),
-                entries,
-                leader_commit: shared.commit,
-                seq: self.leader.seq,
-            };
-            shared.send(peer, shared.term, body);
+            send_entries(self.shared, progress, peer, self.leader.seq, prev_log_index, entries);
         }
         self.send_append(peer, false);
     }
@@ -493,4 +472,27 @@ impl LeaderCtx<'_> {
             }
         }
     }
+}
+
+/// Sends `entries` (continuing the leader's log after `prev_log_index`) to `to` in an
+/// AppendEntries of heartbeat round `seq`, and records them in its progress.
+fn send_entries(
+    shared: &mut Shared,
+    progress: &mut Progress,
+    to: NodeId,
+    seq: u64,
+    prev_log_index: LogIndex,
+    entries: Vec<Entry>,
+) {
+    let bytes = entries.iter().map(Entry::size_bytes).sum();
+    let last_sent = entries.last().map_or(prev_log_index, |entry| entry.index);
+    progress.sent(last_sent, bytes);
+    let body = Body::AppendRequest {
+        prev_log_index,
+        prev_log_term: shared.log.term_at(prev_log_index).expect("next index after the snapshot"),
+        entries,
+        leader_commit: shared.commit,
+        seq,
+    };
+    shared.send(to, shared.term, body);
 }

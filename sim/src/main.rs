@@ -201,12 +201,11 @@ fn bug_table(args: &Args, offsets: &[u64]) -> i32 {
     const BUG_TABLE_SEEDS_MAX: u64 = 2000;
     let jobs =
         args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1);
-    let cases: Vec<(Planted, u64)> =
-        Planted::all()
-            .into_iter()
-            .filter(|bug| args.bug.is_none_or(|only| only == *bug))
-            .flat_map(|bug| offsets.iter().map(move |&offset| (bug, offset)))
-            .collect();
+    let cases: Vec<(Planted, u64)> = Planted::all()
+        .into_iter()
+        .filter(|bug| args.bug.is_none_or(|only| only == *bug))
+        .flat_map(|bug| offsets.iter().map(move |&offset| (bug, offset)))
+        .collect();
     let next = AtomicU64::new(0);
     let results = std::sync::Mutex::new(Vec::new());
     std::thread::scope(|scope| {

@@ -152,7 +152,11 @@ fn build_log(cluster: &TestCluster, count: u64) {
     while next <= count {
         let last = (next + 9_999).min(count);
         let batch: Vec<Entry> = (next..=last)
-            .map(|index| Entry { index: LogIndex(index), term: Term(1), payload: Payload::Command(data.clone()) })
+            .map(|index| Entry {
+                index: LogIndex(index),
+                term: Term(1),
+                payload: Payload::Command(data.clone()),
+            })
             .collect();
         storage.append(&batch).unwrap();
         storage.request_sync(true).unwrap();
