@@ -116,6 +116,15 @@ impl Node {
 
     /// Where the leader should retry after our log failed the check at `prev_log_index`.
     fn conflict_hint(&self, prev_log_index: LogIndex) -> AppendOutcome {
+        // At or before the snapshot's last entry (committed, so only a malformed request can
+        // disagree there): no term run to point into; ask for what follows the snapshot.
+        if prev_log_index <= self.shared.log.base().index {
+            return AppendOutcome::Rejected {
+                prev_log_index,
+                conflict_index: self.shared.log.base().index.next(),
+                conflict_term: None,
+            };
+        }
         if prev_log_index > self.shared.log.last_index() {
             return AppendOutcome::Rejected {
                 prev_log_index,

@@ -184,8 +184,10 @@ impl LeaderCtx<'_> {
                 ReplicationState::Snapshot(ref mut transfer) => {
                     // The last chunk (or its answer) may have been lost: send it again, with its
                     // data only to a follower that answers.
-                    transfer.paused = false;
-                    self.send_snapshot_chunk(peer, answered);
+                    if transfer.paused {
+                        transfer.paused = false;
+                        self.send_snapshot_chunk(peer, answered);
+                    }
                 }
             }
         }
@@ -417,7 +419,11 @@ impl LeaderCtx<'_> {
         let ReplicationState::Snapshot(transfer) = &mut progress.state else {
             return; // An answer to a transfer that is over.
         };
-        if transfer.snapshot.meta != meta {
+        // Only an answer that moves the offset (forward: chunks arrived; back: the follower lost
+        // what it had) sends the next chunk. An answer at the offset already known is a
+        // duplicate or answers an older chunk: replying to it too would start a second chain
+        // of chunk and answer beside the first, and every duplicate would add one.
+        if transfer.snapshot.meta != meta || received == transfer.offset {
             return;
         }
         transfer.offset = received;

@@ -96,6 +96,10 @@ impl Log {
                 Some(entry) => entry.index,
                 None => return Err(LogError::BadTermRuns { index: base.index.next() }),
             };
+            // Every run holds at least one entry: the last starts at or before the last entry.
+            if let Some(&(first, _)) = runs.last().filter(|&&(first, _)| first > last) {
+                return Err(LogError::BadTermRuns { index: first });
+            }
             log.runs = runs;
             log.last = last;
             for (position, entry) in entries.iter().enumerate() {
@@ -597,7 +601,9 @@ mod cache_tests {
         let base = SnapshotMeta { index: LogIndex(10), term: Term(1) };
         assert!(Log::recover(base, runs.clone(), commands(16, &[3, 3])).is_err());
         assert!(Log::recover(base, vec![(LogIndex(12), Term(2))], commands(16, &[2])).is_err());
-        assert!(Log::recover(base, runs, Vec::new()).is_err(), "the newest entry is always held");
+        assert!(Log::recover(base, runs.clone(), Vec::new()).is_err(), "the newest entry is always held");
+        let past_the_end = vec![(LogIndex(11), Term(2)), (LogIndex(18), Term(4))];
+        assert!(Log::recover(base, past_the_end, commands(16, &[2, 2])).is_err(), "a run with no entry");
     }
 
     #[test]

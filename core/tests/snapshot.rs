@@ -329,3 +329,48 @@ fn a_lagging_follower_is_served_from_disk_once_entries_leave_memory() {
     assert_eq!(follower.last_index(), leader.last_index());
     assert_eq!(follower.applied(), leader.commit());
 }
+
+#[test]
+fn a_duplicated_chunk_answer_does_not_start_a_second_chain_of_chunks() {
+    let mut cluster = compacted_with_n3_down(4, 5);
+    cluster.restart(n(3));
+    cluster.tick_nodes(&[n(1)], 5);
+    let chunk = cluster.take_in_flight().into_iter().find(|m| m.to == n(3)).expect("a chunk for n3");
+    cluster.step(n(3), Event::Receive(chunk));
+    let answer = cluster.take_in_flight().into_iter().find(|m| m.to == n(1)).expect("n3's answer");
+    let chunks = |actions: &[Action]| {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::Send(Message { body: Body::SnapshotRequest { .. }, .. })))
+            .count()
+    };
+    assert_eq!(chunks(&cluster.step(n(1), Event::Receive(answer.clone()))), 1, "the next chunk");
+    assert_eq!(chunks(&cluster.step(n(1), Event::Receive(answer))), 0, "a duplicate moves nothing");
+}
+
+#[test]
+fn a_malformed_append_at_the_snapshot_boundary_is_refused_not_a_panic() {
+    let mut cluster = compacted_with_n3_down(4, 5);
+    let base = cluster.node(n(2)).snapshot_meta();
+    let term = cluster.node(n(2)).term();
+    let bad = Message {
+        from: n(1),
+        to: n(2),
+        term,
+        body: Body::AppendRequest {
+            prev_log_index: base.index,
+            prev_log_term: Term(base.term.0 + 7),
+            entries: Vec::new(),
+            leader_commit: base.index,
+            seq: 99,
+        },
+    };
+    let actions = cluster.step(n(2), Event::Receive(bad));
+    assert!(actions.iter().any(|a| matches!(
+        a,
+        Action::Send(Message {
+            body: Body::AppendResponse { outcome: AppendOutcome::Rejected { .. }, .. },
+            ..
+        })
+    )));
+}

@@ -157,6 +157,8 @@ pub struct Driver<F: FileSystem> {
     /// Bytes (`Entry::size_bytes`) of the applied entries after the snapshot: a cheap test of
     /// whether retention has anything to do.
     held_bytes: u64,
+    /// The applied index when retention last read the held entries.
+    retain_checked: LogIndex,
     /// `Event::LogRead`s to step once the current step's actions are carried out.
     log_reads: VecDeque<Event>,
     /// Every core step, when recording (the simulator).
@@ -251,6 +253,7 @@ impl<F: FileSystem> Driver<F> {
             applied,
             retention: Retention::default(),
             held_bytes,
+            retain_checked: LogIndex::ZERO,
             log_reads: VecDeque::new(),
             recorded: None,
             #[cfg(feature = "bugs")]
@@ -359,7 +362,9 @@ impl<F: FileSystem> Driver<F> {
     }
 
     /// Snapshots the state machine and trims the log if the retention policy says it is time.
-    fn retain(&mut self) -> Result<(), DriverError> {
+    /// The caller runs it between rounds, once it has handled what the round released (replies
+    /// name command IDs, which need the entries they count from).
+    pub fn retain(&mut self) -> Result<(), DriverError> {
         if !self.retention.trims() {
             return Ok(());
         }
@@ -369,10 +374,18 @@ impl<F: FileSystem> Driver<F> {
             applied = self.node.last_index();
         }
         let count = applied.0.saturating_sub(base.0);
-        let due = |held: u64, keep: Option<u64>| keep.is_none_or(|keep| held >= keep + (keep / 4).max(1));
+        let due = |held: u64, keep: Option<u64>| {
+            keep.is_none_or(|keep| held >= keep.saturating_add((keep / 4).max(1)))
+        };
         if count == 0 || !due(count, self.retention.entries) || !due(self.held_bytes, self.retention.bytes) {
             return Ok(());
         }
+        // A check that found nothing to trim (a byte window over small entries) is not repeated
+        // until a quarter more entries have been applied.
+        if applied < self.retain_checked.plus((count / 4).max(1)) && self.retain_checked > base {
+            return Ok(());
+        }
+        self.retain_checked = applied;
         let point = match self.retention.bytes {
             // By count alone: no entry needs reading.
             None => self.retention.point_by_count(base, applied),
@@ -439,11 +452,12 @@ impl<F: FileSystem> Driver<F> {
             if self.has_bug(DriverBug::PersistedBeforeSync) {
                 last = self.node.last_index();
             }
-            let Some(term) = self.node.entry(last).map(|entry| entry.term) else {
-                return self.retain();
+            // The term, not the entry: it may have left memory already.
+            let Some(term) = self.node.term_at(last) else {
+                return Ok(());
             };
             if self.node.persisted_index() >= last {
-                return self.retain();
+                return Ok(());
             }
             self.step(Event::LogPersisted { index: last, term })?;
         }
@@ -492,6 +506,8 @@ impl<F: FileSystem> Driver<F> {
         let Some(after) = id.checked_sub(self.base_image.commands).filter(|&n| n > 0) else {
             return base;
         };
+        // Past the log's end: any index past it will do.
+        let after = after.min(self.node.last_index().0 - base.0 + 1);
         // Its index is `base + after + the no-ops before it`: grow the guess until it holds.
         let mut index = base.plus(after);
         loop {
@@ -530,7 +546,10 @@ impl<F: FileSystem> Driver<F> {
                 self.storage.save_snapshot(&snapshot)?;
                 let through = snapshot.meta.index;
                 self.base_image = image;
-                self.noops.retain(|&noop| noop > through.0);
+                // The core's log now ends at `through` if it did not hold the snapshot's last
+                // entry (it was discarded): no-ops of the discarded suffix go too.
+                let last = self.node.last_index().0;
+                self.noops.retain(|&noop| noop > through.0 && noop <= last);
                 // The state machine is replaced in order with the applies around it.
                 let action = Action::InstallSnapshot { snapshot };
                 if self.must_wait(&action) {

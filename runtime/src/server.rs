@@ -264,6 +264,9 @@ impl Server {
     fn on_synced(&mut self) -> Result<(), RuntimeError> {
         self.driver.on_synced()?;
         self.dispatch();
+        // Trimming waits until what the syncs released is handled (replies name command IDs).
+        self.driver.retain()?;
+        self.dispatch();
         Ok(())
     }
 

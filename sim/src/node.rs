@@ -210,7 +210,8 @@ impl SimNode {
                 driver.step(event)?;
             }
             driver.end_round(inline)?;
-            driver.on_synced()
+            driver.on_synced()?;
+            driver.retain()
         }));
         IN_CORE_STEP.with(|flag| flag.set(false));
         let mut outputs = Vec::new();
