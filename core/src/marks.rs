@@ -50,6 +50,9 @@ pub struct Marks {
     /// As follower: complete snapshots refused because their checksum did not hold (fetched
     /// again from offset 0).
     pub snapshots_corrupt: u64,
+    /// Messages dropped because no correct peer could have sent them (`Body::is_well_formed`):
+    /// a gap in the entries, a term past the message's, an overflowing index.
+    pub malformed_messages: u64,
     /// As leader: entries a follower needed were no longer in memory and were read back from
     /// disk (`Action::ReadLog`).
     pub log_reads: u64,

@@ -111,6 +111,36 @@ pub enum AppendOutcome {
 }
 
 impl Body {
+    /// Whether the message is one a correct peer could send in `term`: entries contiguous after
+    /// the previous index with terms that never decrease and never pass `term`, a snapshot of no
+    /// later term whose chunk lies within it, indexes that do not overflow. A node drops one
+    /// that is not (a buggy or hostile peer must not make it append a gap or a term from the
+    /// future, which its invariant checks would stop on).
+    #[must_use]
+    pub fn is_well_formed(&self, term: Term) -> bool {
+        match self {
+            Body::VoteRequest { last_log_term, .. } => *last_log_term <= term,
+            Body::AppendRequest { prev_log_index, prev_log_term, entries, .. } => {
+                let mut expected = *prev_log_index;
+                let mut last_term = *prev_log_term;
+                *prev_log_term <= term
+                    && prev_log_index.0.checked_add(entries.len() as u64).is_some()
+                    && entries.iter().all(|entry| {
+                        expected = expected.next();
+                        let fits = entry.index == expected && entry.term >= last_term && entry.term <= term;
+                        last_term = entry.term;
+                        fits
+                    })
+            }
+            Body::SnapshotRequest { meta, total, offset, chunk, .. } => {
+                meta.term <= term
+                    && meta.index.0 < u64::MAX / 2
+                    && offset.checked_add(chunk.len() as u64).is_some_and(|end| end <= *total)
+            }
+            Body::VoteResponse { .. } | Body::AppendResponse { .. } | Body::SnapshotResponse { .. } => true,
+        }
+    }
+
     /// Messages that vouch for durable state: a vote (or a request that counts the sender's own
     /// vote) and an AppendEntries answer. Each must leave only after every storage write before it
     /// is durable; the core puts `Action::Sync` in front of them.

@@ -297,6 +297,10 @@ impl Node {
         if message.to != self.shared.config.id || !self.shared.config.peers.contains(&message.from) {
             return; // Misrouted or from a stranger: not ours to act on.
         }
+        if !message.body.is_well_formed(message.term) {
+            self.shared.marks.malformed_messages += 1;
+            return; // No correct peer sends this: acting on it could corrupt the log.
+        }
         if message.term > self.shared.term {
             match message.body {
                 // §4.2.3 (dissertation): a node that hears from a leader within the minimum

@@ -266,8 +266,8 @@ fn a_chunk_at_the_wrong_offset_is_answered_with_the_offset_held() {
     // A duplicate and a gap: both answered with 4.
     assert_eq!(received(&cluster.step(n(3), Event::Receive(chunk(0, "0123")))), Some(4));
     assert_eq!(received(&cluster.step(n(3), Event::Receive(chunk(8, "89")))), Some(4));
-    // A chunk running past the total is refused.
-    assert_eq!(received(&cluster.step(n(3), Event::Receive(chunk(4, "4567890")))), Some(4));
+    // A chunk running past the total is malformed: dropped unanswered.
+    assert_eq!(received(&cluster.step(n(3), Event::Receive(chunk(4, "4567890")))), None);
     assert_eq!(received(&cluster.step(n(3), Event::Receive(chunk(4, "4567")))), Some(8));
     let actions = cluster.step(n(3), Event::Receive(chunk(8, "89")));
     assert_eq!(received(&actions), Some(10));
@@ -359,7 +359,7 @@ fn a_malformed_append_at_the_snapshot_boundary_is_refused_not_a_panic() {
         term,
         body: Body::AppendRequest {
             prev_log_index: base.index,
-            prev_log_term: Term(base.term.0 + 7),
+            prev_log_term: Term(base.term.0 - 1), // not the snapshot's term, not in the future
             entries: Vec::new(),
             leader_commit: base.index,
             seq: 99,
@@ -373,4 +373,63 @@ fn a_malformed_append_at_the_snapshot_boundary_is_refused_not_a_panic() {
             ..
         })
     )));
+}
+
+#[test]
+fn malformed_messages_from_a_peer_are_dropped_not_acted_on() {
+    let mut node = Lone::new();
+    let term = Term(2);
+    let entry =
+        |index: u64, term: u64| Entry { index: LogIndex(index), term: Term(term), payload: Payload::Noop };
+    let append = |prev: u64, entries: Vec<Entry>| Message {
+        from: n(1),
+        to: n(3),
+        term,
+        body: Body::AppendRequest {
+            prev_log_index: LogIndex(prev),
+            prev_log_term: Term::ZERO,
+            entries,
+            leader_commit: LogIndex(0),
+            seq: 1,
+        },
+    };
+    let bad = [
+        append(0, vec![entry(2, 1)]),              // a gap
+        append(0, vec![entry(1, 2), entry(2, 1)]), // a falling term
+        append(0, vec![entry(1, 3)]),              // a term from the future
+        append(u64::MAX, vec![entry(0, 1)]),       // an index that overflows
+        Message {
+            from: n(1),
+            to: n(3),
+            term,
+            body: Body::SnapshotRequest {
+                meta: SnapshotMeta { index: LogIndex(5), term: Term(3) }, // a later term
+                total: 1,
+                checksum: 0,
+                offset: 0,
+                chunk: Bytes::from("x"),
+            },
+        },
+        Message {
+            from: n(1),
+            to: n(3),
+            term,
+            body: Body::SnapshotRequest {
+                meta: SnapshotMeta { index: LogIndex(5), term: Term(1) },
+                total: 1,
+                checksum: 0,
+                offset: u64::MAX,
+                chunk: Bytes::from("x"), // runs past the snapshot and past u64
+            },
+        },
+    ];
+    for message in bad {
+        let actions = node.step(n(3), Event::Receive(message));
+        assert!(actions.is_empty(), "{actions:?}");
+    }
+    assert_eq!(node.node(n(3)).marks().malformed_messages, 6);
+    assert_eq!((node.node(n(3)).term(), node.node(n(3)).last_index()), (Term::ZERO, LogIndex::ZERO));
+    // A well-formed one is still served.
+    let actions = node.step(n(3), Event::Receive(append(0, vec![entry(1, 2)])));
+    assert_eq!(node.node(n(3)).last_index(), LogIndex(1), "{actions:?}");
 }
