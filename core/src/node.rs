@@ -710,6 +710,16 @@ impl Node {
         self.shared.log.cache_bytes()
     }
 
+    /// Entries `from..=to`, stopping once `bytes_max` (`Entry::size_bytes`) is passed (the
+    /// first entry always comes); nothing unless `from` is in memory (`cached_from() <= from`).
+    #[must_use]
+    pub fn entries_within(&self, from: LogIndex, to: LogIndex, bytes_max: u64) -> Vec<Entry> {
+        if from < self.shared.log.cached_from() || from > to.min(self.shared.log.last_index()) {
+            return Vec::new();
+        }
+        self.shared.log.slice(from, to, u32::MAX, bytes_max)
+    }
+
     /// The first index whose entry is in memory. Entries from [`Node::first_index`] up to it
     /// are on disk only (applied, and evicted under `Config::log_cache_bytes_max`).
     #[must_use]

@@ -327,16 +327,7 @@ impl<F: FileSystem> Driver<F> {
             return Ok(Vec::new());
         }
         if from >= self.node.cached_from() {
-            let mut bytes = 0;
-            let mut out = Vec::new();
-            for entry in self.node.entries(from, to) {
-                bytes += entry.size_bytes();
-                if !out.is_empty() && bytes > bytes_max {
-                    break;
-                }
-                out.push(entry);
-            }
-            return Ok(out);
+            return Ok(self.node.entries_within(from, to, bytes_max));
         }
         self.storage.read_entries(from, to, bytes_max)
     }
