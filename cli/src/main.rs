@@ -96,6 +96,20 @@ enum Command {
         #[arg(long, value_name = "ID")]
         before: u64,
     },
+    /// Hand leadership to another node (before restarting the leader, say): the leader brings
+    /// it up to date, tells it to take over at once, and refuses appends meanwhile (at most an
+    /// election timeout); exits 1 if it did not take over.
+    TransferLeader {
+        /// Any node of the cluster (followers redirect to the leader)
+        #[arg(short, long, default_value = "127.0.0.1:8080")]
+        target: String,
+        /// The node to lead next (default: the most up-to-date follower)
+        #[arg(long, value_name = "ADDR")]
+        to: Option<String>,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
+    },
     /// Show a node's role, term, leader, commit and its peers' replication progress.
     Status {
         /// Target node address
@@ -157,6 +171,7 @@ fn main() {
             start(id, address, peers, leader, data_dir, NodeFlags { repair, retention, storage })
         }
         Command::Trim { target, before } => trim(&target, before),
+        Command::TransferLeader { target, to, timeout } => transfer_leader(&target, to.as_deref(), timeout),
         Command::Append { target, command, timeout } => append(&target, &command, timeout),
         Command::Query { target, linearizable } => query(&target, linearizable),
         Command::Status { target, json } => status(&target, json),
@@ -243,6 +258,13 @@ fn append(target: &str, command: &str, timeout: f64) -> Result<(), String> {
         "✅ Committed: ID:{} Term:{} (log index {}, leader {})",
         appended.id, appended.term, appended.index, appended.leader
     );
+    Ok(())
+}
+
+fn transfer_leader(target: &str, to: Option<&str>, timeout: f64) -> Result<(), String> {
+    let timeout = Duration::from_secs_f64(timeout.max(0.1));
+    let (leader, took) = client::transfer_leader(target, to, timeout).map_err(|e| e.to_string())?;
+    println!("👑 {leader} leads now (handed over in {} ms)", took.as_millis());
     Ok(())
 }
 

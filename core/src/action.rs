@@ -119,6 +119,8 @@ pub enum RejectReason {
     Overloaded,
     /// A proposal with no commands.
     Empty,
+    /// Leadership is being handed to another node (dissertation §3.10): retry there.
+    Transferring,
 }
 
 impl Reply {

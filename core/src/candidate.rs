@@ -18,6 +18,11 @@ impl Node {
     /// Starts an election: a pre-vote round first when enabled, else a real one (§5.2: increment
     /// the term, vote for self, reset the timer, ask everyone).
     pub(crate) fn campaign(&mut self, pre_vote: bool) {
+        self.campaign_with(pre_vote, false);
+    }
+
+    /// As `campaign`; `transfer`: the election a leader asked for (`TimeoutNow`, §3.10).
+    pub(crate) fn campaign_with(&mut self, pre_vote: bool, transfer: bool) {
         let election_unfinished = matches!(&self.role, Role::Candidate(candidate) if !candidate.pre_vote);
         let shared = &mut self.shared;
         if election_unfinished {
@@ -50,6 +55,7 @@ impl Node {
             pre_vote,
             last_log_index: shared.log.last_index(),
             last_log_term: shared.log.last_term(),
+            transfer,
         };
         for position in 0..shared.config.peers.len() {
             let peer = shared.config.peers[position];

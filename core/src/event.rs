@@ -46,6 +46,13 @@ pub enum Event {
         /// Contiguous entries from the requested index on.
         entries: Vec<Entry>,
     },
+    /// An operator asks the leader to hand leadership to `to` (dissertation §3.10): it brings
+    /// `to`'s log up to date, tells it to campaign (`TimeoutNow`) and refuses proposals
+    /// meanwhile, for at most an election timeout. Ignored by a node that does not lead.
+    TransferLeadership {
+        /// The member to lead next.
+        to: NodeId,
+    },
     /// Start an election now (an operator's bootstrap: `replog start --leader`).
     Campaign,
 }

@@ -26,6 +26,18 @@ pub(crate) struct Leader {
     /// Heartbeat round counter; followers echo it back.
     seq: u64,
     heartbeat_elapsed: u32,
+    /// A leadership transfer under way (dissertation §3.10).
+    transfer: Option<LeadershipTransfer>,
+}
+
+/// Handing leadership to `to`: proposals wait (are refused) until it ends.
+#[derive(Debug)]
+struct LeadershipTransfer {
+    to: NodeId,
+    /// Ticks since it began; given up after `election_ticks_max`.
+    elapsed: u32,
+    /// `TimeoutNow` went out (the target's log was up to date).
+    told: bool,
 }
 
 #[derive(Debug)]
@@ -70,6 +82,7 @@ impl Node {
             reads: VecDeque::new(),
             seq: 0,
             heartbeat_elapsed: 0,
+            transfer: None,
         };
         shared.election_elapsed = 0;
         shared.marks.became_leader += 1;
@@ -82,6 +95,11 @@ impl Node {
 }
 
 impl Leader {
+    /// The member leadership is being handed to, if a transfer is under way.
+    pub(crate) fn transferring_to(&self) -> Option<NodeId> {
+        self.transfer.as_ref().map(|transfer| transfer.to)
+    }
+
     /// Leadership is over: proposals may or may not commit; reads must go elsewhere.
     pub(crate) fn abandon_clients(self, out: &mut Vec<Action>, new_leader: Option<NodeId>) {
         for proposal in self.proposals {
@@ -98,6 +116,12 @@ impl LeaderCtx<'_> {
         let shared = &mut *self.shared;
         if commands.is_empty() {
             shared.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Empty }));
+            return;
+        }
+        if self.leader.transfer.is_some() {
+            // §3.10: no new entries while the target catches up, or it could never be up to date.
+            let reason = RejectReason::Transferring;
+            shared.out.push(Action::Reply(Reply::Rejected { request, reason }));
             return;
         }
         let uncommitted = shared.log.last_index().0 - shared.commit.0;
@@ -148,6 +172,14 @@ impl LeaderCtx<'_> {
             }
             for progress in self.leader.progress.values_mut() {
                 progress.recent_active = false;
+            }
+        }
+        if let Some(transfer) = self.leader.transfer.as_mut() {
+            transfer.elapsed += 1;
+            if transfer.elapsed >= shared.config.election_ticks_max {
+                // The target did not take over within an election timeout: lead on.
+                self.leader.transfer = None;
+                shared.marks.transfers_aborted += 1;
             }
         }
         self.leader.heartbeat_elapsed += 1;
@@ -227,6 +259,7 @@ impl LeaderCtx<'_> {
                     self.maybe_commit();
                 }
                 self.send_append(from, false);
+                self.maybe_tell_transfer_target(from);
             }
             AppendOutcome::Rejected { prev_log_index, .. } => {
                 match progress.on_reject(prev_log_index, hint_next, seq) {
@@ -320,6 +353,31 @@ impl LeaderCtx<'_> {
             seq: self.leader.seq,
         };
         shared.send(to, shared.term, body);
+    }
+
+    /// Starts handing leadership to `to` (dissertation §3.10): no new proposals, bring `to` up
+    /// to date, then `TimeoutNow`. A transfer to itself, to a stranger, or while one is under
+    /// way is ignored.
+    pub(crate) fn transfer_to(&mut self, to: NodeId) {
+        if self.leader.transfer.is_some() || !self.leader.progress.contains_key(&to) {
+            return;
+        }
+        self.shared.marks.transfers_started += 1;
+        self.leader.transfer = Some(LeadershipTransfer { to, elapsed: 0, told: false });
+        self.send_append(to, true);
+        self.maybe_tell_transfer_target(to);
+    }
+
+    /// `TimeoutNow` to the transfer's target once its log matches ours entirely.
+    fn maybe_tell_transfer_target(&mut self, peer: NodeId) {
+        let last_index = self.shared.log.last_index();
+        let Some(transfer) = self.leader.transfer.as_mut().filter(|t| t.to == peer && !t.told) else {
+            return;
+        };
+        if self.leader.progress[&peer].match_index == last_index {
+            transfer.told = true;
+            self.shared.send(peer, self.shared.term, Body::TimeoutNow);
+        }
     }
 
     /// Entries read from disk for `peer` arrived: they go out if the follower still needs them

@@ -50,6 +50,13 @@ pub struct Marks {
     /// As follower: complete snapshots refused because their checksum did not hold (fetched
     /// again from offset 0).
     pub snapshots_corrupt: u64,
+    /// As leader: leadership transfers started (§3.10).
+    pub transfers_started: u64,
+    /// As leader: transfers given up after an election timeout without a new leader;
+    /// proposals are taken again.
+    pub transfers_aborted: u64,
+    /// Elections started on a leader's `TimeoutNow`.
+    pub transfer_elections: u64,
     /// Messages dropped because no correct peer could have sent them (`Body::is_well_formed`):
     /// a gap in the entries, a term past the message's, an overflowing index.
     pub malformed_messages: u64,

@@ -29,6 +29,10 @@ pub enum Body {
         last_log_index: LogIndex,
         /// The candidate's last log term, for the up-to-date check (§5.4.1).
         last_log_term: Term,
+        /// The election a leader asked for with `TimeoutNow` (leadership transfer, dissertation
+        /// §3.10): voters answer it even while they hear from that leader (their lease would
+        /// otherwise ignore it, §4.2.3).
+        transfer: bool,
     },
     /// The answer to a `VoteRequest`.
     VoteResponse {
@@ -59,6 +63,9 @@ pub enum Body {
         /// The request's `seq`, echoed.
         seq: u64,
     },
+    /// Leadership transfer (dissertation §3.10): the leader tells a follower whose log it has
+    /// brought up to date to start an election now, without waiting for its timeout.
+    TimeoutNow,
     /// InstallSnapshot (§7, Figure 13), one chunk of it: the leader sends it when a follower
     /// needs entries the leader has compacted. A transfer is named by (`meta`, `total`,
     /// `checksum`), so a follower keeps what it has across lost messages, leader changes and
@@ -137,7 +144,10 @@ impl Body {
                     && meta.index.0 < u64::MAX / 2
                     && offset.checked_add(chunk.len() as u64).is_some_and(|end| end <= *total)
             }
-            Body::VoteResponse { .. } | Body::AppendResponse { .. } | Body::SnapshotResponse { .. } => true,
+            Body::VoteResponse { .. }
+            | Body::AppendResponse { .. }
+            | Body::SnapshotResponse { .. }
+            | Body::TimeoutNow => true,
         }
     }
 
@@ -151,7 +161,7 @@ impl Body {
             Body::AppendResponse { .. } | Body::SnapshotResponse { .. } => true,
             // The leader may send entries before its own copy is durable (dissertation §10.2.1):
             // it counts itself in a commit quorum only through Event::LogPersisted.
-            Body::AppendRequest { .. } | Body::SnapshotRequest { .. } => false,
+            Body::AppendRequest { .. } | Body::SnapshotRequest { .. } | Body::TimeoutNow => false,
         }
     }
 }
@@ -160,10 +170,15 @@ impl fmt::Display for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}->{} {} ", self.from, self.to, self.term)?;
         match &self.body {
-            Body::VoteRequest { pre_vote, last_log_index, last_log_term } => {
+            Body::VoteRequest { pre_vote, last_log_index, last_log_term, transfer } => {
                 let kind = if *pre_vote { "PreVote" } else { "RequestVote" };
-                write!(f, "{kind} last={last_log_index}/{last_log_term}")
+                write!(f, "{kind} last={last_log_index}/{last_log_term}")?;
+                if *transfer {
+                    write!(f, " transfer")?;
+                }
+                Ok(())
             }
+            Body::TimeoutNow => write!(f, "TimeoutNow"),
             Body::VoteResponse { pre_vote, granted } => {
                 let kind = if *pre_vote { "PreVoteResponse" } else { "VoteResponse" };
                 write!(f, "{kind} granted={granted}")

@@ -247,6 +247,11 @@ impl Node {
                 }
             }
             Event::Compact { snapshot } => self.compact(snapshot),
+            Event::TransferLeadership { to } => {
+                if let Some(mut leader) = self.as_leader() {
+                    leader.transfer_to(to);
+                }
+            }
             Event::LogRead { peer, entries } => {
                 if let Some(mut leader) = self.as_leader() {
                     leader.on_log_read(peer, entries);
@@ -306,7 +311,7 @@ impl Node {
                 // §4.2.3 (dissertation): a node that hears from a leader within the minimum
                 // election timeout ignores vote requests, so a removed or partitioned node cannot
                 // unseat a working leader.
-                Body::VoteRequest { .. } if self.in_leader_lease() => {
+                Body::VoteRequest { transfer: false, .. } if self.in_leader_lease() => {
                     self.shared.marks.votes_ignored_by_lease += 1;
                     return;
                 }
@@ -353,8 +358,19 @@ impl Node {
         }
         let from = message.from;
         match message.body {
-            Body::VoteRequest { pre_vote, last_log_index, last_log_term } => {
+            Body::VoteRequest { pre_vote, last_log_index, last_log_term, .. } => {
                 self.on_vote_request(from, message.term, pre_vote, last_log_index, last_log_term)
+            }
+            Body::TimeoutNow => {
+                // §3.10: our leader has brought our log up to date and steps aside for us.
+                if self.leader() == Some(from) && !self.is_leader() {
+                    if self.is_repairing() {
+                        self.shared.marks.repair_refusals += 1;
+                    } else {
+                        self.shared.marks.transfer_elections += 1;
+                        self.campaign_with(false, true);
+                    }
+                }
             }
             Body::VoteResponse { pre_vote, granted } => {
                 self.on_vote_response(from, message.term, pre_vote, granted)
@@ -826,6 +842,10 @@ impl Node {
             last_index: shared.log.last_index(),
             persisted: shared.log.persisted(),
             peers,
+            transferring_to: match &self.role {
+                Role::Leader(leader) => leader.transferring_to(),
+                Role::Follower(_) | Role::Candidate(_) => None,
+            },
         }
     }
 }

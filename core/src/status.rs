@@ -62,6 +62,8 @@ pub struct Status {
     pub persisted: LogIndex,
     /// Replication progress per peer; filled on the leader only.
     pub peers: Vec<PeerStatus>,
+    /// On a leader handing leadership over (§3.10): to whom.
+    pub transferring_to: Option<NodeId>,
 }
 
 /// What the leader knows of one follower's replication.

@@ -257,6 +257,7 @@ impl Cluster {
                 }
                 _ => format!("{id} log-read for {peer} nothing"),
             },
+            Event::TransferLeadership { to } => format!("{id} transfer-leadership to {to}"),
             Event::Compact { snapshot } => {
                 format!("{id} compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
             }
@@ -676,6 +677,10 @@ impl Cluster {
                 }
                 "compact" => {
                     cluster.compact(node_arg(1)?);
+                }
+                "transfer" => {
+                    let to = node_arg(2)?;
+                    cluster.step(node_arg(1)?, Event::TransferLeadership { to });
                 }
                 "crash" => cluster.crash(node_arg(1)?),
                 "restart" => cluster.restart(node_arg(1)?),

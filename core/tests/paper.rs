@@ -110,7 +110,12 @@ fn s5_1_stale_vote_request_is_ignored() {
             1,
             2,
             2,
-            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(9), last_log_term: Term(9) },
+            Body::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(9),
+                last_log_term: Term(9),
+                transfer: false,
+            },
         ),
     );
     assert!(actions.is_empty());
@@ -190,7 +195,12 @@ fn s5_2_at_most_one_vote_per_term() {
             from,
             3,
             1,
-            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(0), last_log_term: Term(0) },
+            Body::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                transfer: false,
+            },
         )
     };
     let first = cluster.step(n(3), request(1));
@@ -212,7 +222,12 @@ fn s5_2_vote_is_durable_before_it_is_sent() {
             1,
             3,
             1,
-            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(0), last_log_term: Term(0) },
+            Body::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                transfer: false,
+            },
         ),
     );
     let save =
@@ -497,7 +512,12 @@ fn s9_6_pre_vote_does_not_change_the_voters_term() {
             1,
             2,
             5,
-            Body::VoteRequest { pre_vote: true, last_log_index: LogIndex(0), last_log_term: Term(0) },
+            Body::VoteRequest {
+                pre_vote: true,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                transfer: false,
+            },
         ),
     );
     assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { pre_vote: true, granted: true }));
@@ -526,11 +546,20 @@ fn s9_6_pre_vote_for_a_term_no_later_than_ours_is_refused_once_we_voted() {
     // term 1 comes from a node that is not ahead of n2's election and is refused; one for term 2
     // is granted (logs are equally up to date).
     let mut cluster = Cluster::from_logs(&[&[1], &[1], &[1]], |_| {});
-    let vote = Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(1), last_log_term: Term(1) };
+    let vote = Body::VoteRequest {
+        pre_vote: false,
+        last_log_index: LogIndex(1),
+        last_log_term: Term(1),
+        transfer: false,
+    };
     let actions = cluster.step(n(2), message(3, 2, 1, vote));
     assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { pre_vote: false, granted: true }));
-    let pre_vote =
-        || Body::VoteRequest { pre_vote: true, last_log_index: LogIndex(1), last_log_term: Term(1) };
+    let pre_vote = || Body::VoteRequest {
+        pre_vote: true,
+        last_log_index: LogIndex(1),
+        last_log_term: Term(1),
+        transfer: false,
+    };
     let actions = cluster.step(n(2), message(1, 2, 1, pre_vote()));
     assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { pre_vote: true, granted: false }));
     let actions = cluster.step(n(2), message(1, 2, 2, pre_vote()));
@@ -547,7 +576,12 @@ fn s4_2_3_lease_lasts_exactly_the_minimum_election_timeout() {
             3,
             2,
             9,
-            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(5), last_log_term: Term(1) },
+            Body::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(5),
+                last_log_term: Term(1),
+                transfer: false,
+            },
         )
     };
     // n2 last heard from n1 just now; after lease-1 ticks it still ignores the request...
@@ -567,7 +601,12 @@ fn s9_6_stale_pre_vote_is_answered_with_our_term() {
     // A pre-vote from a term behind ours is refused at once, carrying our term, so the
     // pre-candidate learns it is behind instead of waiting for its timeout.
     let mut cluster = Cluster::from_logs(&[&[1], &[1, 3]], |_| {});
-    let request = Body::VoteRequest { pre_vote: true, last_log_index: LogIndex(1), last_log_term: Term(1) };
+    let request = Body::VoteRequest {
+        pre_vote: true,
+        last_log_index: LogIndex(1),
+        last_log_term: Term(1),
+        transfer: false,
+    };
     let actions = cluster.step(n(2), message(1, 2, 2, request));
     let answer = sent(&actions)[0];
     assert!(matches!(answer.body, Body::VoteResponse { pre_vote: true, granted: false }));
@@ -592,8 +631,12 @@ fn leader_status_shows_each_followers_progress() {
 #[test]
 fn messages_from_strangers_or_for_others_are_ignored() {
     let mut cluster = Cluster::new(3, plain);
-    let request =
-        || Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(0), last_log_term: Term(0) };
+    let request = || Body::VoteRequest {
+        pre_vote: false,
+        last_log_index: LogIndex(0),
+        last_log_term: Term(0),
+        transfer: false,
+    };
     // n9 is no member; the second message is addressed to n3, not n2.
     assert!(cluster.step(n(2), message(9, 2, 5, request())).is_empty());
     assert!(cluster.step(n(2), message(1, 3, 5, request())).is_empty());
@@ -610,7 +653,12 @@ fn s4_2_3_vote_requests_ignored_while_leader_is_heard() {
             3,
             2,
             9,
-            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(5), last_log_term: Term(1) },
+            Body::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(5),
+                last_log_term: Term(1),
+                transfer: false,
+            },
         ),
     );
     assert!(actions.is_empty());
@@ -749,7 +797,12 @@ fn restart_recovers_term_vote_and_log_and_never_votes_twice() {
             1,
             3,
             1,
-            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(0), last_log_term: Term(0) },
+            Body::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                transfer: false,
+            },
         ),
     );
     cluster.crash(n(3));
@@ -761,7 +814,12 @@ fn restart_recovers_term_vote_and_log_and_never_votes_twice() {
             2,
             3,
             1,
-            Body::VoteRequest { pre_vote: false, last_log_index: LogIndex(0), last_log_term: Term(0) },
+            Body::VoteRequest {
+                pre_vote: false,
+                last_log_index: LogIndex(0),
+                last_log_term: Term(0),
+                transfer: false,
+            },
         ),
     );
     assert!(matches!(sent(&actions)[0].body, Body::VoteResponse { granted: false, .. }));

@@ -297,6 +297,51 @@ pub fn query_log(target: &str, timeout: Duration, linearizable: bool) -> Result<
     }
 }
 
+/// Hands leadership to the member at `to` (`None`: the most up-to-date follower), through the
+/// leader (following redirects), then waits until that member leads. Returns its address and
+/// how long the hand-over took; an error if it did not lead within `timeout` (the old leader
+/// then leads on, taking appends again).
+pub fn transfer_leader(
+    target: &str,
+    to: Option<&str>,
+    timeout: Duration,
+) -> Result<(String, Duration), ClientError> {
+    let started = Instant::now();
+    let mut address = address::parse(target)?;
+    let to_text = to.unwrap_or("").to_string();
+    let new_leader = loop {
+        let mut session = Session::open(address, timeout)?;
+        let answer = session
+            .call(&Frame::TransferLeader { to: to_text.clone() })
+            .map_err(|error| ClientError::Io { doing: "asking for a transfer at", address, error })?;
+        match answer {
+            Frame::TransferStarted { to } => break to,
+            Frame::Redirect { leader: Some(leader) } if started.elapsed() < timeout => {
+                address = address::parse(&leader)?;
+            }
+            Frame::Redirect { leader: None } if started.elapsed() < timeout => sleep(RETRY_PAUSE),
+            Frame::Redirect { leader } => return Err(ClientError::NotLeader { address, leader }),
+            Frame::Failed { reason } => return Err(ClientError::Failed { address, reason }),
+            other => return Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
+        }
+    };
+    while started.elapsed() < timeout {
+        if let Ok(report) = status(&new_leader, Duration::from_millis(500)) {
+            if report.role == replog_core::RoleKind::Leader {
+                return Ok((new_leader, started.elapsed()));
+            }
+        }
+        sleep(Duration::from_millis(5));
+    }
+    Err(ClientError::Failed {
+        address,
+        reason: format!(
+            "{new_leader} did not take over within {:.1}s; {address} leads on",
+            timeout.as_secs_f64()
+        ),
+    })
+}
+
 /// Asks a node to snapshot and drop its entries before command `before_id` (never past its
 /// commit index). Returns the first command ID it still holds. Each node trims its own log:
 /// run it against every node to trim the cluster.

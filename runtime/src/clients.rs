@@ -36,6 +36,13 @@ pub enum Inbound {
     },
     /// A client asked for the node's status: answer with [`Clients::answer_status`].
     Status(Token),
+    /// A client asked the leader to hand leadership to `to` (empty: the best follower).
+    TransferLeader {
+        /// The connection that asked.
+        token: Token,
+        /// The member's address, as the client gave it.
+        to: String,
+    },
     /// A client asked to trim the log before this command ID: answer with
     /// [`Clients::answer_trim`].
     Trim {
@@ -210,6 +217,11 @@ impl Clients {
     }
 
     /// Whether the peer's own link to this node is up (it said hello here).
+    /// Answers a client's request with `frame`.
+    pub fn answer(&mut self, token: Token, frame: &Frame) {
+        self.queue(token, frame);
+    }
+
     /// Tells the client that asked for a trim where the log now starts.
     pub fn answer_trim(&mut self, token: Token, driver: &Driver<RealFs>) {
         let first = driver.node().first_index().0;
@@ -308,6 +320,10 @@ impl Clients {
             (Caller::Unknown | Caller::Client, Frame::Status) => {
                 accepted.caller = Caller::Client;
                 inbound.push(Inbound::Status(token));
+            }
+            (Caller::Unknown | Caller::Client, Frame::TransferLeader { to }) => {
+                accepted.caller = Caller::Client;
+                inbound.push(Inbound::TransferLeader { token, to });
             }
             (Caller::Unknown | Caller::Client, Frame::Trim { before_id }) => {
                 accepted.caller = Caller::Client;

@@ -60,6 +60,15 @@ pub enum Frame {
     Failed {
         reason: String,
     },
+    /// Client: hand leadership to the member at `to` (empty: the most up-to-date follower).
+    /// Answered by `TransferStarted`, or `Redirect` by a node that does not lead.
+    TransferLeader {
+        to: String,
+    },
+    /// The answer to `TransferLeader`: the leader is handing over to this member.
+    TransferStarted {
+        to: String,
+    },
     /// The answer to `Trim`: the first index and command ID the node still holds.
     TrimResult {
         first: u64,
@@ -83,6 +92,8 @@ impl Frame {
             Frame::QueryResult { .. } => "query-result",
             Frame::Trim { .. } => "trim",
             Frame::Failed { .. } => "failed",
+            Frame::TransferLeader { .. } => "transfer-leader",
+            Frame::TransferStarted { .. } => "transfer-started",
             Frame::TrimResult { .. } => "trim-result",
             Frame::StatusResult { .. } => "status-result",
         }
@@ -175,6 +186,8 @@ const REDIRECT: u8 = 23;
 const TRIM: u8 = 13;
 const TRIM_RESULT: u8 = 24;
 const FAILED: u8 = 25;
+const TRANSFER_LEADER: u8 = 14;
+const TRANSFER_STARTED: u8 = 26;
 
 /// What one entry's encoding adds to its command: index, term, kind and length. Also its
 /// smallest encoding (a no-op), which bounds a claimed count.
@@ -269,6 +282,14 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(FAILED);
             put_bytes(out, reason.as_bytes());
         }
+        Frame::TransferLeader { to } => {
+            out.push(TRANSFER_LEADER);
+            put_bytes(out, to.as_bytes());
+        }
+        Frame::TransferStarted { to } => {
+            out.push(TRANSFER_STARTED);
+            put_bytes(out, to.as_bytes());
+        }
         Frame::Trim { before_id } => {
             out.push(TRIM);
             put_u64(out, *before_id);
@@ -290,12 +311,14 @@ fn encode_message(message: &Message, out: &mut Vec<u8>) {
     put_u64(out, message.to.0);
     put_u64(out, message.term.0);
     match &message.body {
-        Body::VoteRequest { pre_vote, last_log_index, last_log_term } => {
+        Body::VoteRequest { pre_vote, last_log_index, last_log_term, transfer } => {
             out.push(0);
             out.push(u8::from(*pre_vote));
             put_u64(out, last_log_index.0);
             put_u64(out, last_log_term.0);
+            out.push(u8::from(*transfer));
         }
+        Body::TimeoutNow => out.push(6),
         Body::VoteResponse { pre_vote, granted } => {
             out.push(1);
             out.push(u8::from(*pre_vote));
@@ -520,6 +543,8 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
         },
         TRIM => Frame::Trim { before_id: reader.u64()? },
         FAILED => Frame::Failed { reason: reader.text()? },
+        TRANSFER_LEADER => Frame::TransferLeader { to: reader.text()? },
+        TRANSFER_STARTED => Frame::TransferStarted { to: reader.text()? },
         TRIM_RESULT => Frame::TrimResult { first: reader.u64()?, first_id: reader.u64()? },
         STATUS_RESULT => Frame::StatusResult(
             StatusReport::from_json(&reader.text()?).map_err(|e| CodecError::BadStatus(e.to_string()))?,
@@ -538,7 +563,9 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
             pre_vote: reader.flag()?,
             last_log_index: LogIndex(reader.u64()?),
             last_log_term: Term(reader.u64()?),
+            transfer: reader.flag()?,
         },
+        6 => Body::TimeoutNow,
         1 => Body::VoteResponse { pre_vote: reader.flag()?, granted: reader.flag()? },
         2 => {
             let prev_log_index = LogIndex(reader.u64()?);
@@ -616,7 +643,9 @@ mod tests {
             pre_vote: true,
             last_log_index: LogIndex(4),
             last_log_term: Term(2),
+            transfer: true,
         })));
+        round_trip(Frame::Raft(message(Body::TimeoutNow)));
         round_trip(Frame::Raft(message(Body::VoteResponse { pre_vote: false, granted: true })));
         let meta = SnapshotMeta { index: LogIndex(40), term: Term(3) };
         round_trip(Frame::Raft(message(Body::SnapshotRequest {
@@ -657,6 +686,9 @@ mod tests {
         round_trip(Frame::AppendResult { request: 7, result: AppendResult::TooLarge { bytes: 9, limit: 8 } });
         round_trip(Frame::Trim { before_id: 9 });
         round_trip(Frame::Failed { reason: "log-0001.jsonl line 3: bad".into() });
+        round_trip(Frame::TransferLeader { to: "127.0.0.1:8081".into() });
+        round_trip(Frame::TransferLeader { to: String::new() });
+        round_trip(Frame::TransferStarted { to: "127.0.0.1:8081".into() });
         round_trip(Frame::TrimResult { first: 12, first_id: 9 });
         round_trip(Frame::QueryResult {
             commit: 1,

@@ -12,11 +12,13 @@
 //! (dissertation §10.2.1), the loop keeps serving while the disk works, and no vote or
 //! acknowledgement leaves before the state it vouches for is on disk.
 
+use crate::address;
 use crate::clients::{Clients, Inbound};
+use crate::codec::Frame;
 use crate::driver::{Driver, DriverError, Output};
 use crate::fs::RealFs;
 use crate::limits;
-use crate::members::{Members, MembersError};
+use crate::members::{node_id, Members, MembersError};
 use crate::peers::Peers;
 use crate::retention::Retention;
 use crate::status::{PeerReport, Replication, StatusReport};
@@ -317,6 +319,10 @@ impl Server {
                 let report = self.status_report();
                 self.clients.answer_status(token, report);
             }
+            Inbound::TransferLeader { token, to } => {
+                let answer = self.transfer_leader(&to)?;
+                self.clients.answer(token, &answer);
+            }
             Inbound::Trim { token, before_id } => {
                 let before = self.driver.index_of_command(before_id);
                 let meta = self.driver.trim(before)?;
@@ -354,6 +360,39 @@ impl Server {
     }
 
     /// The status: the core's view, each peer link's state, and how far the log is durable.
+    /// Starts a leadership transfer (dissertation §3.10) to the member at `to`, or to the
+    /// follower with the highest match index when `to` is empty; the answer for the client.
+    fn transfer_leader(&mut self, to: &str) -> Result<Frame, RuntimeError> {
+        let node = self.driver.node();
+        if !node.is_leader() {
+            let leader = node.leader().and_then(|id| self.members.address_of(id)).map(|a| a.to_string());
+            return Ok(Frame::Redirect { leader });
+        }
+        let target = if to.is_empty() {
+            let status = node.status();
+            status
+                .peers
+                .iter()
+                .max_by_key(|peer| (peer.match_index, std::cmp::Reverse(peer.id)))
+                .map(|p| p.id)
+        } else {
+            match address::parse(to) {
+                Ok(address) if address == self.members.address() => {
+                    return Ok(Frame::Failed { reason: format!("{to} leads already") })
+                }
+                Ok(address) => Some(node_id(&address)).filter(|&id| self.members.is_peer(id)),
+                Err(error) => return Ok(Frame::Failed { reason: error.to_string() }),
+            }
+        };
+        let Some(target) = target else {
+            return Ok(Frame::Failed { reason: format!("{to} is not a member of this cluster") });
+        };
+        let address = self.members.address_of(target).map_or_else(String::new, |a| a.to_string());
+        info!("handing leadership to {address} on request");
+        self.step(Event::TransferLeadership { to: target })?;
+        Ok(Frame::TransferStarted { to: address })
+    }
+
     fn status_report(&self) -> StatusReport {
         let status = self.driver.node().status();
         let peers = self

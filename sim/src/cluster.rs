@@ -353,6 +353,13 @@ impl Cluster {
         }))
     }
 
+    /// An operator's request (a leadership transfer) reaches node `index`: stepped if it runs,
+    /// dropped if it is down or paused (the operator's command times out).
+    pub(crate) fn on_operator(&mut self, index: usize, event: Event) -> Option<Call> {
+        let sim = &self.nodes[index];
+        (sim.is_up() && !sim.is_paused()).then_some(Call::Step(event))
+    }
+
     // ---- a driver round, in the order the world runs it ----
 
     /// Runs a driver round on node `index`, tracing and checking every core step it took.

@@ -10,6 +10,7 @@ use crate::schedule::{Fault, Schedule, Target, Timed};
 use crate::timeline::{SimEvent, Timeline};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
+use replog_core::{Event, NodeId};
 
 pub(crate) struct Faults {
     timed: Vec<Timed>,
@@ -43,7 +44,8 @@ impl Faults {
     }
 
     /// Fault `index` of the schedule falls due; `rng_fault` picks a node for `Target::Leader`
-    /// when there is no leader.
+    /// when there is no leader. Returns an operator's request for a node to step, if the fault
+    /// is one (a leadership transfer).
     pub(crate) fn apply(
         &mut self,
         index: usize,
@@ -51,10 +53,10 @@ impl Faults {
         network: &mut Network,
         rng_fault: &mut ChaCha8Rng,
         t: &mut Timeline,
-    ) -> Result<(), Violation> {
+    ) -> Result<Option<(usize, Event)>, Violation> {
         // Faults past the phase end (a hand-written schedule may hold some) never fire.
         if self.healed {
-            return Ok(());
+            return Ok(None);
         }
         let fault = self.timed[index].fault.clone();
         t.note(|| format!("fault: {fault}"));
@@ -92,8 +94,15 @@ impl Faults {
                     cluster.damage(node as usize - 1, damage, t);
                 }
             }
+            Fault::Transfer(node) => {
+                let leader = cluster.leader().1.map(|leader| leader.id());
+                if let (Some(leader), true) = (leader, (1..=n).contains(&node)) {
+                    let event = Event::TransferLeadership { to: NodeId(node) };
+                    return Ok(Some((leader.0 as usize - 1, event)));
+                }
+            }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Node `node` just won an election in its life `life`: an armed ambush crashes it soon.

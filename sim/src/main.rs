@@ -369,7 +369,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         let total = outcomes.iter().map(|o| f(&o.summary)).sum();
         (seeds, total)
     };
-    let rows: [(&str, Metric); 26] = [
+    let rows: [(&str, Metric); 29] = [
         ("crash", |s| s.crashes),
         ("restart", |s| s.restarts),
         ("pause", |s| s.pauses),
@@ -396,6 +396,9 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         ("snapshot installed", |s| s.coverage.snapshots_installed),
         ("stale snapshot ignored", |s| s.coverage.snapshots_stale),
         ("entries read from disk", |s| s.coverage.log_reads),
+        ("leadership transfer", |s| s.coverage.transfers_started),
+        ("election on TimeoutNow", |s| s.coverage.transfer_elections),
+        ("transfer given up", |s| s.coverage.transfers_aborted),
     ];
     let mut out = String::from("coverage (seeds where it happened / total occurrences):");
     for (name, f) in rows {

@@ -79,6 +79,8 @@ pub struct Options {
     /// Bytes of log entries each node keeps in memory (`Config::log_cache_bytes_max`): small
     /// ones make leaders read lagging followers' entries back from disk.
     pub log_cache_bytes: u64,
+    /// Mean ticks between leadership transfers asked of the leader (§3.10); 0 disables.
+    pub transfer_every_ticks: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -122,6 +124,7 @@ impl Options {
             segment_bytes_max: [SEGMENT_BYTES_MAX_DEFAULT, SEGMENT_BYTES_MAX_DEFAULT, 4096, 512]
                 [rng.random_range(0..4usize)],
             log_cache_bytes: [0, 0, 200, 2000][rng.random_range(0..4usize)],
+            transfer_every_ticks: [0, 150, 500][rng.random_range(0..3usize)],
             bug: None,
         }
     }
@@ -169,6 +172,7 @@ impl Options {
                 "retain" => self.retain_entries = int()?,
                 "chunk" => self.snapshot_chunk_bytes = int()?.max(1),
                 "log_cache" => self.log_cache_bytes = int()?,
+                "transfer_every" => self.transfer_every_ticks = int()?,
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -208,7 +212,11 @@ impl fmt::Display for Options {
             self.retain_entries,
             self.snapshot_chunk_bytes,
         )?;
-        write!(f, " segment_bytes_max={} log_cache={}", self.segment_bytes_max, self.log_cache_bytes)?;
+        write!(
+            f,
+            " segment_bytes_max={} log_cache={} transfer_every={}",
+            self.segment_bytes_max, self.log_cache_bytes, self.transfer_every_ticks
+        )?;
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;
         }

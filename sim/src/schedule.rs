@@ -36,6 +36,8 @@ pub enum Fault {
     Drift(u64, u64),
     /// A storage fault on data the node synced (it is stopped first): see `Damage`.
     Damage(u64, Damage),
+    /// The leader (if any) is asked to hand leadership to this node (dissertation §3.10).
+    Transfer(u64),
 }
 
 /// What a storage fault does to a node's synced log.
@@ -149,6 +151,14 @@ impl Schedule {
                 at += gap(&mut rng, options.damage_every_ticks);
             }
         }
+        // Drawn after the others, which keep their draws.
+        if options.transfer_every_ticks > 0 {
+            let mut at = gap(&mut rng, options.transfer_every_ticks);
+            while at < end {
+                push(at, Fault::Transfer(rng.random_range(1..=n)));
+                at += gap(&mut rng, options.transfer_every_ticks);
+            }
+        }
         faults.sort_by_key(|timed| timed.at); // stable: equal times keep generation order
         Schedule { faults }
     }
@@ -203,6 +213,7 @@ impl Schedule {
                     };
                     Fault::Damage(node(arg)?, damage)
                 }
+                "transfer" => Fault::Transfer(node(arg)?),
                 "cut" => {
                     let mut links = Vec::new();
                     for link in &words[3..] {
@@ -260,6 +271,7 @@ impl fmt::Display for Fault {
             Fault::Drift(node, period) => write!(f, "drift n{node} {period}"),
             Fault::Damage(node, Damage::LoseTail(count)) => write!(f, "damage n{node} lose {count}"),
             Fault::Damage(node, Damage::Flip(count)) => write!(f, "damage n{node} flip {count}"),
+            Fault::Transfer(node) => write!(f, "transfer n{node}"),
         }
     }
 }

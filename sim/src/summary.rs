@@ -30,6 +30,9 @@ pub struct Coverage {
     pub snapshots_installed: u64,
     pub snapshots_stale: u64,
     pub log_reads: u64,
+    pub transfers_started: u64,
+    pub transfer_elections: u64,
+    pub transfers_aborted: u64,
 }
 
 impl Coverage {
@@ -51,6 +54,9 @@ impl Coverage {
         self.snapshots_installed += after.snapshots_installed - before.snapshots_installed;
         self.snapshots_stale += after.snapshots_stale - before.snapshots_stale;
         self.log_reads += after.log_reads - before.log_reads;
+        self.transfers_started += after.transfers_started - before.transfers_started;
+        self.transfer_elections += after.transfer_elections - before.transfer_elections;
+        self.transfers_aborted += after.transfers_aborted - before.transfers_aborted;
     }
 }
 

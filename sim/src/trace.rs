@@ -66,6 +66,7 @@ pub(crate) fn describe(event: &Event) -> String {
             (Some(first), Some(last)) => format!("log-read for {peer} {}..={}", first.index, last.index),
             _ => format!("log-read for {peer} nothing"),
         },
+        Event::TransferLeadership { to } => format!("transfer-leadership to {to}"),
         Event::Compact { snapshot } => {
             format!("compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
         }

@@ -116,7 +116,18 @@ impl World {
                 SimEvent::ClientNext { client } => self.workload.start_op(client, &self.network, t),
                 // The fault phase.
                 SimEvent::Fault(index) => {
-                    self.faults.apply(index, &mut self.cluster, &mut self.network, &mut self.rng_fault, t)?
+                    let request = self.faults.apply(
+                        index,
+                        &mut self.cluster,
+                        &mut self.network,
+                        &mut self.rng_fault,
+                        t,
+                    )?;
+                    if let Some((node, event)) = request {
+                        if let Some(call) = self.cluster.on_operator(node, event) {
+                            self.drive(node, call)?;
+                        }
+                    }
                 }
                 SimEvent::CrashNode { node, life } => self.faults.on_ambush(node, life, &mut self.cluster, t),
                 SimEvent::Heal => self.on_heal()?,
