@@ -94,3 +94,53 @@ fn a_rolling_restart_that_moves_leadership_first_loses_nothing() {
         gap.as_millis()
     );
 }
+
+#[test]
+fn a_transfer_under_load_pauses_appends_only_briefly() {
+    let _serial = serial();
+    let cluster = TestCluster::start("transfer-load", 3);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    let addresses: Vec<String> = (0..3).map(|k| cluster.address(k)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Every successful append's completion time, from 8 appenders (bounded in time and count).
+    let successes = Arc::new(Mutex::new(Vec::new()));
+    let began = Instant::now();
+    let writers: Vec<_> = (0..8)
+        .map(|w| {
+            let (stop, successes, addresses) = (stop.clone(), successes.clone(), addresses.clone());
+            std::thread::spawn(move || {
+                for i in 0..100_000u64 {
+                    if stop.load(Ordering::Relaxed) || began.elapsed() > 30 * SECOND {
+                        break;
+                    }
+                    let target = &addresses[(w + i as usize) % 3];
+                    if client::append(target, format!("w{w}-{i}").as_bytes(), 2 * SECOND).is_ok() {
+                        successes.lock().unwrap().push(began.elapsed());
+                    }
+                }
+            })
+        })
+        .collect();
+    sleep(SECOND);
+    let to = (leader + 1) % 3;
+    let (code, out, err) =
+        cluster.cli(&["transfer-leader", "-t", &cluster.address(leader), "--to", &cluster.address(to)]);
+    assert_eq!(code, 0, "{out}{err}");
+    sleep(SECOND);
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let mut times = successes.lock().unwrap().clone();
+    times.sort();
+    let gap = times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default();
+    println!(
+        "transfer under 8 appenders: {} appends, longest gap {} ms ({})",
+        times.len(),
+        gap.as_millis(),
+        out.trim()
+    );
+    assert!(times.len() > 100, "appends kept succeeding");
+    assert!(gap < 2 * SECOND, "appends stopped for {gap:?}");
+    assert_eq!(cluster.wait_leader(SECOND), Some(to));
+}
