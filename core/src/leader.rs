@@ -36,8 +36,6 @@ struct LeadershipTransfer {
     to: NodeId,
     /// Ticks since it began; given up after `election_ticks_max`.
     elapsed: u32,
-    /// `TimeoutNow` went out (the target's log was up to date).
-    told: bool,
 }
 
 #[derive(Debug)]
@@ -363,20 +361,21 @@ impl LeaderCtx<'_> {
             return;
         }
         self.shared.marks.transfers_started += 1;
-        self.leader.transfer = Some(LeadershipTransfer { to, elapsed: 0, told: false });
+        self.leader.transfer = Some(LeadershipTransfer { to, elapsed: 0 });
         self.send_append(to, true);
         self.maybe_tell_transfer_target(to);
     }
 
-    /// `TimeoutNow` to the transfer's target once its log matches ours entirely.
+    /// `TimeoutNow` to the transfer's target once its log matches ours entirely; again on each
+    /// later acknowledgement while the transfer lasts (one may be lost; a second one after the
+    /// target campaigned is of an older term and ignored).
     fn maybe_tell_transfer_target(&mut self, peer: NodeId) {
-        let last_index = self.shared.log.last_index();
-        let Some(transfer) = self.leader.transfer.as_mut().filter(|t| t.to == peer && !t.told) else {
-            return;
-        };
-        if self.leader.progress[&peer].match_index == last_index {
-            transfer.told = true;
-            self.shared.send(peer, self.shared.term, Body::TimeoutNow);
+        let log = &self.shared.log;
+        let (last_log_index, last_log_term) = (log.last_index(), log.last_term());
+        let targeted = self.leader.transfer.as_ref().is_some_and(|t| t.to == peer);
+        if targeted && self.leader.progress[&peer].match_index == last_log_index {
+            let body = Body::TimeoutNow { last_log_index, last_log_term };
+            self.shared.send(peer, self.shared.term, body);
         }
     }
 

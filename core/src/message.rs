@@ -64,8 +64,15 @@ pub enum Body {
         seq: u64,
     },
     /// Leadership transfer (dissertation §3.10): the leader tells a follower whose log it has
-    /// brought up to date to start an election now, without waiting for its timeout.
-    TimeoutNow,
+    /// brought up to date to start an election now, without waiting for its timeout. The
+    /// follower acts on it only while its log still ends exactly there: a late one (the leader
+    /// gave up and took new entries) must not unseat a working leader.
+    TimeoutNow {
+        /// The leader's last log index when it asked.
+        last_log_index: LogIndex,
+        /// Its term.
+        last_log_term: Term,
+    },
     /// InstallSnapshot (§7, Figure 13), one chunk of it: the leader sends it when a follower
     /// needs entries the leader has compacted. A transfer is named by (`meta`, `total`,
     /// `checksum`), so a follower keeps what it has across lost messages, leader changes and
@@ -126,7 +133,9 @@ impl Body {
     #[must_use]
     pub fn is_well_formed(&self, term: Term) -> bool {
         match self {
-            Body::VoteRequest { last_log_term, .. } => *last_log_term <= term,
+            Body::VoteRequest { last_log_term, .. } | Body::TimeoutNow { last_log_term, .. } => {
+                *last_log_term <= term
+            }
             Body::AppendRequest { prev_log_index, prev_log_term, entries, .. } => {
                 let mut expected = *prev_log_index;
                 let mut last_term = *prev_log_term;
@@ -144,10 +153,7 @@ impl Body {
                     && meta.index.0 < u64::MAX / 2
                     && offset.checked_add(chunk.len() as u64).is_some_and(|end| end <= *total)
             }
-            Body::VoteResponse { .. }
-            | Body::AppendResponse { .. }
-            | Body::SnapshotResponse { .. }
-            | Body::TimeoutNow => true,
+            Body::VoteResponse { .. } | Body::AppendResponse { .. } | Body::SnapshotResponse { .. } => true,
         }
     }
 
@@ -161,7 +167,7 @@ impl Body {
             Body::AppendResponse { .. } | Body::SnapshotResponse { .. } => true,
             // The leader may send entries before its own copy is durable (dissertation §10.2.1):
             // it counts itself in a commit quorum only through Event::LogPersisted.
-            Body::AppendRequest { .. } | Body::SnapshotRequest { .. } | Body::TimeoutNow => false,
+            Body::AppendRequest { .. } | Body::SnapshotRequest { .. } | Body::TimeoutNow { .. } => false,
         }
     }
 }
@@ -178,7 +184,9 @@ impl fmt::Display for Message {
                 }
                 Ok(())
             }
-            Body::TimeoutNow => write!(f, "TimeoutNow"),
+            Body::TimeoutNow { last_log_index, last_log_term } => {
+                write!(f, "TimeoutNow last={last_log_index}/{last_log_term}")
+            }
             Body::VoteResponse { pre_vote, granted } => {
                 let kind = if *pre_vote { "PreVoteResponse" } else { "VoteResponse" };
                 write!(f, "{kind} granted={granted}")

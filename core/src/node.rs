@@ -361,9 +361,12 @@ impl Node {
             Body::VoteRequest { pre_vote, last_log_index, last_log_term, .. } => {
                 self.on_vote_request(from, message.term, pre_vote, last_log_index, last_log_term)
             }
-            Body::TimeoutNow => {
-                // §3.10: our leader has brought our log up to date and steps aside for us.
-                if self.leader() == Some(from) && !self.is_leader() {
+            Body::TimeoutNow { last_log_index, last_log_term } => {
+                // §3.10: our leader has brought our log up to date and steps aside for us; only
+                // while our log still ends where the leader's did when it asked.
+                let current = self.shared.log.last_index() == last_log_index
+                    && self.shared.log.last_term() == last_log_term;
+                if self.leader() == Some(from) && !self.is_leader() && current {
                     if self.is_repairing() {
                         self.shared.marks.repair_refusals += 1;
                     } else {

@@ -87,8 +87,32 @@ fn transfers_to_itself_to_strangers_or_by_a_follower_are_ignored() {
     assert_eq!(cluster.node(n(1)).marks().transfers_started, 0);
     // A TimeoutNow from someone other than the leader is ignored too.
     let term = cluster.node(n(2)).term();
-    let stray = Message { from: n(3), to: n(2), term, body: Body::TimeoutNow };
+    let (last_log_index, last_log_term) = (cluster.node(n(2)).last_index(), cluster.node(n(2)).last_term());
+    let stray =
+        Message { from: n(3), to: n(2), term, body: Body::TimeoutNow { last_log_index, last_log_term } };
     let actions = cluster.step(n(2), Event::Receive(stray));
     assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(cluster.leader(), Some(n(1)));
+}
+
+#[test]
+fn a_late_timeout_now_after_the_leader_moved_on_starts_no_election() {
+    let mut cluster = led_by_n1();
+    cluster.step(n(1), Event::TransferLeadership { to: n(2) });
+    // The TimeoutNow is held back (n2 paused, say) until the leader gave up and moved on.
+    let held: Vec<Message> = cluster.take_in_flight();
+    let timeout_now = held.into_iter().find(|m| matches!(m.body, Body::TimeoutNow { .. }));
+    let timeout_now = timeout_now.expect("n2 was up to date: TimeoutNow at once");
+    cluster.isolate(&[n(2)]);
+    cluster.run(&[n(1), n(3)], 30);
+    assert_eq!(cluster.node(n(1)).marks().transfers_aborted, 1);
+    cluster.propose(n(1), &["moved on"]);
+    cluster.deliver_all();
+    cluster.heal();
+    cluster.run(&[n(1)], 6); // n2 catches up: its log ends past what the TimeoutNow named
+    let term = cluster.node(n(2)).term();
+    let actions = cluster.step(n(2), Event::Receive(timeout_now));
+    assert!(actions.is_empty(), "{actions:?}");
+    assert_eq!(cluster.node(n(2)).term(), term, "no election");
     assert_eq!(cluster.leader(), Some(n(1)));
 }

@@ -309,8 +309,10 @@ pub fn transfer_leader(
     let started = Instant::now();
     let mut address = address::parse(target)?;
     let to_text = to.unwrap_or("").to_string();
+    let remaining =
+        |started: Instant| timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
     let new_leader = loop {
-        let mut session = Session::open(address, timeout)?;
+        let mut session = Session::open(address, remaining(started))?;
         let answer = session
             .call(&Frame::TransferLeader { to: to_text.clone() })
             .map_err(|error| ClientError::Io { doing: "asking for a transfer at", address, error })?;
@@ -318,6 +320,7 @@ pub fn transfer_leader(
             Frame::TransferStarted { to } => break to,
             Frame::Redirect { leader: Some(leader) } if started.elapsed() < timeout => {
                 address = address::parse(&leader)?;
+                sleep(RETRY_PAUSE / 10); // two nodes naming each other must not spin
             }
             Frame::Redirect { leader: None } if started.elapsed() < timeout => sleep(RETRY_PAUSE),
             Frame::Redirect { leader } => return Err(ClientError::NotLeader { address, leader }),
@@ -326,7 +329,8 @@ pub fn transfer_leader(
         }
     };
     while started.elapsed() < timeout {
-        if let Ok(report) = status(&new_leader, Duration::from_millis(500)) {
+        let ask = remaining(started).min(Duration::from_millis(500));
+        if let Ok(report) = status(&new_leader, ask) {
             if report.role == replog_core::RoleKind::Leader {
                 return Ok((new_leader, started.elapsed()));
             }
@@ -336,7 +340,7 @@ pub fn transfer_leader(
     Err(ClientError::Failed {
         address,
         reason: format!(
-            "{new_leader} did not take over within {:.1}s; {address} leads on",
+            "{new_leader} did not take over within {:.1}s (the leader takes appends again after an election timeout)",
             timeout.as_secs_f64()
         ),
     })

@@ -318,7 +318,11 @@ fn encode_message(message: &Message, out: &mut Vec<u8>) {
             put_u64(out, last_log_term.0);
             out.push(u8::from(*transfer));
         }
-        Body::TimeoutNow => out.push(6),
+        Body::TimeoutNow { last_log_index, last_log_term } => {
+            out.push(6);
+            put_u64(out, last_log_index.0);
+            put_u64(out, last_log_term.0);
+        }
         Body::VoteResponse { pre_vote, granted } => {
             out.push(1);
             out.push(u8::from(*pre_vote));
@@ -565,7 +569,7 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
             last_log_term: Term(reader.u64()?),
             transfer: reader.flag()?,
         },
-        6 => Body::TimeoutNow,
+        6 => Body::TimeoutNow { last_log_index: LogIndex(reader.u64()?), last_log_term: Term(reader.u64()?) },
         1 => Body::VoteResponse { pre_vote: reader.flag()?, granted: reader.flag()? },
         2 => {
             let prev_log_index = LogIndex(reader.u64()?);
@@ -645,7 +649,10 @@ mod tests {
             last_log_term: Term(2),
             transfer: true,
         })));
-        round_trip(Frame::Raft(message(Body::TimeoutNow)));
+        round_trip(Frame::Raft(message(Body::TimeoutNow {
+            last_log_index: LogIndex(9),
+            last_log_term: Term(3),
+        })));
         round_trip(Frame::Raft(message(Body::VoteResponse { pre_vote: false, granted: true })));
         let meta = SnapshotMeta { index: LogIndex(40), term: Term(3) };
         round_trip(Frame::Raft(message(Body::SnapshotRequest {

@@ -369,12 +369,16 @@ impl Server {
             return Ok(Frame::Redirect { leader });
         }
         let target = if to.is_empty() {
+            // The most up-to-date follower among those answering now (not one just stopped).
             let status = node.status();
-            status
-                .peers
-                .iter()
-                .max_by_key(|peer| (peer.match_index, std::cmp::Reverse(peer.id)))
-                .map(|p| p.id)
+            let live = status.peers.iter().filter(|peer| peer.recent_active && peer.replicating);
+            match live.max_by_key(|peer| (peer.match_index, std::cmp::Reverse(peer.id))) {
+                Some(peer) => Some(peer.id),
+                None => {
+                    let reason = "no follower is answering: nobody to hand leadership to".to_string();
+                    return Ok(Frame::Failed { reason });
+                }
+            }
         } else {
             match address::parse(to) {
                 Ok(address) if address == self.members.address() => {
@@ -389,6 +393,10 @@ impl Server {
         };
         let address = self.members.address_of(target).map_or_else(String::new, |a| a.to_string());
         info!("handing leadership to {address} on request");
+        if let Some(other) = self.driver.node().status().transferring_to {
+            let other = self.members.address_of(other).map_or_else(String::new, |a| a.to_string());
+            return Ok(Frame::Failed { reason: format!("already handing leadership to {other}") });
+        }
         self.step(Event::TransferLeadership { to: target })?;
         Ok(Frame::TransferStarted { to: address })
     }
