@@ -1,5 +1,6 @@
 //! Everything a node asks its driver to do: the only way out.
 
+use crate::membership::{ChangeRefusal, Membership};
 use crate::message::{fmt_entries, Message};
 use crate::types::{Bytes, Entry, HardState, LogIndex, NodeId, RequestId, Snapshot, SnapshotMeta, Term};
 use std::fmt;
@@ -34,6 +35,8 @@ pub enum Action {
     SaveSnapshotChunk {
         /// What the snapshot covers.
         meta: SnapshotMeta,
+        /// The configuration it carries.
+        membership: Membership,
         /// The snapshot's full length.
         total: u64,
         /// Its checksum.
@@ -121,6 +124,8 @@ pub enum RejectReason {
     Empty,
     /// Leadership is being handed to another node (dissertation §3.10): retry there.
     Transferring,
+    /// A membership change the leader refused (dissertation §4.1).
+    Change(ChangeRefusal),
 }
 
 impl Reply {

@@ -42,11 +42,20 @@ pub enum Bug {
     /// log after a matching last entry kept), so a late, duplicated transfer rolls back
     /// committed entries.
     InstallWithoutLogCheck,
+    /// Membership: a leader starts a configuration change before it has committed an entry of
+    /// its own term (Ongaro's 2015 single-server change bug: two changes from leaders of
+    /// different terms can leave configurations two servers apart, with disjoint majorities).
+    ChangeWithoutFirstCommit,
+    /// Membership: a leader whose removal has committed keeps leading and keeps counting
+    /// itself in quorums of a configuration it is no longer in (§4.2.2).
+    RemovedLeaderKeepsLeading,
+    /// Membership: a leader counts learners (non-voters) towards commit and election quorums.
+    LearnerCountedInQuorum,
 }
 
 impl Bug {
     /// Every bug, in a fixed order (the simulator's `--bug` choices and the CI check).
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 17] = [
         Bug::VoteWithoutLogCheck,
         Bug::VoteNotPersisted,
         Bug::CommitOldTermByCounting,
@@ -61,6 +70,9 @@ impl Bug {
         Bug::PreVoteRaisesTerm,
         Bug::FixedElectionTimeout,
         Bug::InstallWithoutLogCheck,
+        Bug::ChangeWithoutFirstCommit,
+        Bug::RemovedLeaderKeepsLeading,
+        Bug::LearnerCountedInQuorum,
     ];
 
     /// Its kebab-case name, as the simulator's `--bug` takes it.
@@ -81,6 +93,9 @@ impl Bug {
             Bug::PreVoteRaisesTerm => "pre-vote-raises-term",
             Bug::FixedElectionTimeout => "fixed-election-timeout",
             Bug::InstallWithoutLogCheck => "install-without-log-check",
+            Bug::ChangeWithoutFirstCommit => "change-without-first-commit",
+            Bug::RemovedLeaderKeepsLeading => "removed-leader-keeps-leading",
+            Bug::LearnerCountedInQuorum => "learner-counted-in-quorum",
         }
     }
 

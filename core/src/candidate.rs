@@ -39,7 +39,16 @@ impl Node {
             shared.voted_for = Some(shared.config.id);
             shared.marks.elections += 1;
         }
-        let mut votes = VoteTally::new(shared.cluster_size(), shared.config.quorum());
+        // §4.1: the voters of the latest configuration decide; learners never count (unless
+        // the planted bug says otherwise).
+        let membership = shared.configs.latest();
+        let voters: Vec<NodeId> = if shared.config.has_bug(Bug::LearnerCountedInQuorum) {
+            membership.members.keys().copied().collect()
+        } else {
+            membership.voters().collect()
+        };
+        let quorum = shared.config.quorum_of(voters.len());
+        let mut votes = VoteTally::new(voters.clone(), quorum);
         votes.record(shared.config.id, true);
         let result = votes.result();
         self.set_role(Role::Candidate(Candidate { pre_vote, votes }), None);
@@ -57,8 +66,8 @@ impl Node {
             last_log_term: shared.log.last_term(),
             transfer,
         };
-        for position in 0..shared.config.peers.len() {
-            let peer = shared.config.peers[position];
+        let own = shared.config.id;
+        for peer in voters.into_iter().filter(|&peer| peer != own) {
             shared.send(peer, term, body.clone());
         }
     }

@@ -1,7 +1,9 @@
 //! What a node is told at birth: who it is, who its peers are, and every limit it keeps.
 
 use crate::bugs::Bug;
+use crate::membership::Membership;
 use crate::types::{NodeId, ENTRY_OVERHEAD_BYTES};
+use std::collections::BTreeMap;
 use std::fmt;
 
 // The defaults of `Config::new`, named so their relations are checked at compile time; `validate`
@@ -23,8 +25,20 @@ const _: () = assert!(MESSAGE_BYTES_MAX <= LOG_CACHE_BYTES_MAX);
 pub struct Config {
     /// This node.
     pub id: NodeId,
-    /// Every other voting member. The cluster is `{id} ∪ peers`.
+    /// The bootstrap configuration's other voters: the cluster starts as `{id} ∪ peers`, all
+    /// voters, until the log or a snapshot holds a configuration (then that one is in force,
+    /// and these are not consulted again). Ignored when `joining`.
     pub peers: Vec<NodeId>,
+    /// The bootstrap members' addresses, the driver's to interpret; carried into the first
+    /// configuration entry so later members learn them. Members without one have `""`.
+    pub addresses: BTreeMap<NodeId, String>,
+    /// A node that joins an existing cluster: no bootstrap configuration. It is no member of
+    /// anything (never campaigns, never votes) until a leader's log tells it otherwise.
+    pub joining: bool,
+    /// A learner added with promotion ([`MemberRole::Joining`](crate::MemberRole::Joining))
+    /// becomes a voter once its log is at most this many entries behind the leader's commit
+    /// index (dissertation §4.2.1: a new server must catch up before it counts).
+    pub promote_lag_entries_max: u64,
     /// A follower or candidate starts an election after a random timeout drawn from
     /// `[election_ticks_min, election_ticks_max)` ticks without hearing from a leader (§5.2).
     /// Also the leader lease (§4.2.3) and the check-quorum interval (§6.2), in ticks.
@@ -80,6 +94,9 @@ impl Config {
         Config {
             id,
             peers,
+            addresses: BTreeMap::new(),
+            joining: false,
+            promote_lag_entries_max: 256,
             election_ticks_min: ELECTION_TICKS_MIN,
             election_ticks_max: ELECTION_TICKS_MAX,
             heartbeat_ticks: HEARTBEAT_TICKS,
@@ -111,22 +128,34 @@ impl Config {
         }
     }
 
-    /// How many members make a quorum: a majority (§5.2).
-    pub(crate) fn quorum(&self) -> usize {
-        let members = self.peers.len() + 1;
+    /// How many of `voters` make a quorum: a majority (§5.2).
+    pub(crate) fn quorum_of(&self, voters: usize) -> usize {
         if self.has_bug(Bug::QuorumOfHalf) {
-            return (members / 2).max(1);
+            return (voters / 2).max(1);
         }
-        crate::quorum::majority(members)
+        crate::quorum::majority(voters)
     }
 
-    /// Every member, sorted, this node included.
+    /// Every member of the bootstrap configuration, sorted, this node included.
     #[must_use]
     pub fn members(&self) -> Vec<NodeId> {
         let mut all = self.peers.clone();
         all.push(self.id);
         all.sort();
         all
+    }
+
+    /// The configuration the cluster starts with (empty for a node that joins).
+    #[must_use]
+    pub fn bootstrap(&self) -> Membership {
+        if self.joining {
+            return Membership::default();
+        }
+        let mut membership = Membership::voters_only(self.members());
+        for (id, member) in &mut membership.members {
+            member.address = self.addresses.get(id).cloned().unwrap_or_default();
+        }
+        membership
     }
 
     /// Checks each limit and the relations between them; [`Node::new`](crate::Node::new) calls

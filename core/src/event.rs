@@ -1,5 +1,6 @@
 //! Everything that can happen to a node: the only way in.
 
+use crate::membership::MembershipChange;
 use crate::message::Message;
 use crate::types::{Bytes, Entry, LogIndex, NodeId, RequestId, Snapshot, Term};
 
@@ -52,6 +53,18 @@ pub enum Event {
     TransferLeadership {
         /// The member to lead next.
         to: NodeId,
+    },
+    /// An operator asks the leader to change the cluster's membership, one server at a time
+    /// (dissertation §4.1). Answered by one `Reply`: `Committed` once the new configuration
+    /// entry commits, `Rejected` with [`RejectReason::Change`](crate::RejectReason::Change) if
+    /// the leader refuses it (nothing changed), `NotLeader` from a follower.
+    ChangeMembership {
+        /// Chosen by the driver, echoed in the reply.
+        request: RequestId,
+        /// The change.
+        change: MembershipChange,
+        /// Skip the check that the new configuration keeps a live quorum.
+        force: bool,
     },
     /// Start an election now (an operator's bootstrap: `replog start --leader`).
     Campaign,

@@ -2,6 +2,7 @@
 
 use crate::action::Action;
 use crate::bugs::Bug;
+use crate::membership::Membership;
 use crate::message::{AppendOutcome, Body};
 use crate::node::{Node, Role};
 use crate::types::{Bytes, Entry, LogIndex, NodeId, PartialSnapshot, Snapshot, SnapshotMeta, Term};
@@ -144,10 +145,12 @@ impl Node {
 impl Node {
     /// InstallSnapshot receiver implementation (§7, Figure 13), one chunk at a time. Our term
     /// equals the message's here.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_snapshot_request(
         &mut self,
         from: NodeId,
         meta: SnapshotMeta,
+        membership: Membership,
         total: u64,
         checksum: u64,
         offset: u64,
@@ -175,7 +178,7 @@ impl Node {
                 shared.send(from, shared.term, body);
                 return;
             }
-            shared.incoming = Some(PartialSnapshot { meta, total, checksum, data: Vec::new() });
+            shared.incoming = Some(PartialSnapshot { meta, membership, total, checksum, data: Vec::new() });
         }
         let incoming = shared.incoming.as_mut().expect("set above");
         let held = incoming.data.len() as u64;
@@ -193,7 +196,8 @@ impl Node {
         }
         if !chunk.is_empty() {
             incoming.data.extend_from_slice(chunk.as_slice());
-            shared.out.push(Action::SaveSnapshotChunk { meta, total, checksum, offset, chunk });
+            let membership = incoming.membership.clone();
+            shared.out.push(Action::SaveSnapshotChunk { meta, membership, total, checksum, offset, chunk });
         }
         let received = incoming.data.len() as u64;
         if received < total {
@@ -202,7 +206,7 @@ impl Node {
             return;
         }
         let partial = shared.incoming.take().expect("complete");
-        let snapshot = Snapshot { meta, data: Bytes::from(partial.data) };
+        let snapshot = Snapshot { meta, membership: partial.membership, data: Bytes::from(partial.data) };
         if snapshot.checksum() != checksum {
             // Damaged on the way (or by a faulty sender): never install it; fetch it again.
             shared.marks.snapshots_corrupt += 1;
@@ -225,11 +229,13 @@ impl Node {
             // The bug: the log is thrown away and the commit index set to the snapshot's,
             // whatever this node held and had committed.
             shared.log.install_unchecked(meta);
+            shared.configs.installed(meta.index, snapshot.membership.clone(), false);
             shared.commit = meta.index;
             shared.applied = meta.index;
         } else {
             // Only entries past the commit index can be dropped here (meta.index > commit).
-            shared.log.install(meta);
+            let kept = shared.log.install(meta);
+            shared.configs.installed(meta.index, snapshot.membership.clone(), kept);
             shared.commit = shared.commit.max(meta.index);
             shared.applied = shared.applied.max(meta.index);
         }

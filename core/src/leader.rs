@@ -75,7 +75,12 @@ impl Node {
         assert_eq!(shared.voted_for, Some(shared.config.id), "leader must have voted for itself");
         let next = shared.log.last_index().next();
         let mut leader = Leader {
-            progress: shared.config.peers.iter().map(|&peer| (peer, Progress::new(next))).collect(),
+            progress: shared
+                .configs
+                .latest()
+                .others(shared.config.id)
+                .map(|peer| (peer, Progress::new(next)))
+                .collect(),
             proposals: VecDeque::new(),
             reads: VecDeque::new(),
             seq: 0,
@@ -93,6 +98,16 @@ impl Node {
 }
 
 impl Leader {
+    /// Waits for `first..=last` to commit, then answers `request` (in log order).
+    pub(crate) fn track(&mut self, request: RequestId, first: LogIndex, last: LogIndex) {
+        self.proposals.push_back(Proposal { request, first, last });
+    }
+
+    /// Whether a leadership transfer is under way.
+    pub(crate) fn is_transferring(&self) -> bool {
+        self.transfer.is_some()
+    }
+
     /// The member leadership is being handed to, if a transfer is under way.
     pub(crate) fn transferring_to(&self) -> Option<NodeId> {
         self.transfer.as_ref().map(|transfer| transfer.to)
@@ -151,10 +166,11 @@ impl LeaderCtx<'_> {
         self.leader.seq += 1;
         let seq = self.leader.seq;
         self.leader.reads.push_back(PendingRead { request, seq });
-        for position in 0..self.shared.config.peers.len() {
-            let peer = self.shared.config.peers[position];
+        for peer in self.peers() {
             self.send_heartbeat(peer);
         }
+        // A leader that is the only voter confirms itself.
+        self.answer_clients();
     }
 
     pub(crate) fn tick(&mut self) -> Leadership {
@@ -164,13 +180,23 @@ impl LeaderCtx<'_> {
             shared.election_elapsed = 0;
             // Dissertation §6.2: a leader that has not heard from a majority within an election
             // timeout steps down, so clients can find the real leader.
-            let active = 1 + self.leader.progress.values().filter(|p| p.recent_active).count();
-            if active < shared.config.quorum() {
+            let membership = shared.configs.latest();
+            let counted = |id: NodeId| {
+                membership.is_voter(id)
+                    || (shared.config.has_bug(Bug::LearnerCountedInQuorum) && membership.contains(id))
+            };
+            let active = usize::from(counted(shared.config.id))
+                + self.leader.progress.iter().filter(|(&id, p)| p.recent_active && counted(id)).count();
+            let voters = membership.members.keys().filter(|&&id| counted(id)).count();
+            if active < shared.config.quorum_of(voters) {
                 return Leadership::StepDown;
             }
             for progress in self.leader.progress.values_mut() {
                 progress.recent_active = false;
             }
+        }
+        for progress in self.leader.progress.values_mut() {
+            progress.silent_ticks = progress.silent_ticks.saturating_add(1);
         }
         if let Some(transfer) = self.leader.transfer.as_mut() {
             transfer.elapsed += 1;
@@ -185,11 +211,11 @@ impl LeaderCtx<'_> {
             return Leadership::Keep;
         }
         self.leader.heartbeat_elapsed = 0;
+        self.maybe_promote();
         // A new round: answers echo it, so a rejection below a follower's acknowledged match
         // can be told apart as news (the follower lost entries) or an old answer.
         self.leader.seq += 1;
-        for position in 0..self.shared.config.peers.len() {
-            let peer = self.shared.config.peers[position];
+        for peer in self.peers() {
             let progress = self.leader.progress.get_mut(&peer).expect("peer progress");
             let stalled = progress.state == ReplicationState::Replicate
                 && progress.match_index < progress.next_index.prev()
@@ -244,6 +270,7 @@ impl LeaderCtx<'_> {
             return;
         };
         progress.recent_active = true;
+        progress.silent_ticks = 0;
         progress.heard = true;
         progress.acked_seq = progress.acked_seq.max(seq);
         match outcome {
@@ -274,7 +301,7 @@ impl LeaderCtx<'_> {
 
     /// Sends entries from `next_index` on, as many messages as the window allows. An empty
     /// message goes out only when `allow_empty` (a probe).
-    fn send_append(&mut self, to: NodeId, allow_empty: bool) {
+    pub(crate) fn send_append(&mut self, to: NodeId, allow_empty: bool) {
         let config = &self.shared.config;
         let (messages_max, bytes_max) = (config.inflight_messages_max, config.inflight_bytes_max);
         let (count_max, message_bytes_max) = (config.entries_per_message_max, config.message_bytes_max);
@@ -438,6 +465,7 @@ impl LeaderCtx<'_> {
         transfer.paused = true;
         let body = Body::SnapshotRequest {
             meta: transfer.snapshot.meta,
+            membership: transfer.snapshot.membership.clone(),
             total,
             checksum: transfer.checksum,
             offset,
@@ -459,6 +487,7 @@ impl LeaderCtx<'_> {
             return;
         };
         progress.recent_active = true;
+        progress.silent_ticks = 0;
         progress.heard = true;
         if installed {
             // The follower holds everything through meta.index, durably (§7).
@@ -488,20 +517,48 @@ impl LeaderCtx<'_> {
         self.send_snapshot_chunk(from, true);
     }
 
-    fn broadcast_append(&mut self) {
-        for position in 0..self.shared.config.peers.len() {
-            let peer = self.shared.config.peers[position];
+    pub(crate) fn broadcast_append(&mut self) {
+        for peer in self.peers() {
             self.send_append(peer, false);
         }
     }
 
-    /// §5.3/§5.4.2: commit the highest index stored on a majority, if it is of the current term.
-    /// The leader counts itself only as far as its own log is durable (§10.2.1).
+    /// Every member but this node, in id order: whom the leader replicates to.
+    pub(crate) fn peers(&self) -> Vec<NodeId> {
+        self.leader.progress.keys().copied().collect()
+    }
+
+    /// Whether `id` counts in quorums: a voter of the latest configuration (§4.1). Learners
+    /// never do; neither does a leader that removed itself (§4.2.2).
+    fn counts(&self, id: NodeId) -> bool {
+        let shared = &*self.shared;
+        let membership = shared.configs.latest();
+        membership.is_voter(id)
+            || (shared.config.has_bug(Bug::LearnerCountedInQuorum) && membership.contains(id))
+            || (id == shared.config.id && shared.config.has_bug(Bug::RemovedLeaderKeepsLeading))
+    }
+
+    /// §5.3/§5.4.2: commit the highest index stored on a majority of the voters, if it is of the
+    /// current term. The leader counts itself only as far as its own log is durable (§10.2.1),
+    /// and only while it is a voter (§4.2.2).
     pub(crate) fn maybe_commit(&mut self) {
+        let own = self.shared.config.id;
+        let mut matches: Vec<LogIndex> = self
+            .leader
+            .progress
+            .iter()
+            .filter(|(&id, _)| self.counts(id))
+            .map(|(_, p)| p.match_index)
+            .collect();
+        if self.counts(own) {
+            matches.push(self.shared.log.persisted());
+        }
         let shared = &mut *self.shared;
-        let mut matches: Vec<LogIndex> = self.leader.progress.values().map(|p| p.match_index).collect();
-        matches.push(shared.log.persisted());
-        let candidate = quorum::quorum_value(&mut matches, shared.config.quorum());
+        if matches.is_empty() {
+            return; // No voter at all (a malformed configuration never gets here).
+        }
+        let quorum = shared.config.quorum_of(matches.len());
+        let candidate = quorum::quorum_value(&mut matches, quorum);
         let current_term = shared.log.term_at(candidate) == Some(shared.term);
         if candidate > shared.commit && (current_term || shared.config.has_bug(Bug::CommitOldTermByCounting))
         {
@@ -522,10 +579,18 @@ impl LeaderCtx<'_> {
         let own_term_committed =
             shared.log.term_at(commit) == Some(term) || shared.config.has_bug(Bug::ReadBeforeOwnTermCommit);
         if own_term_committed && !leader.reads.is_empty() {
-            let mut seqs: Vec<u64> = leader.progress.values().map(|p| p.acked_seq).collect();
-            seqs.push(leader.seq);
-            debug_assert_eq!(shared.cluster_size(), seqs.len());
-            let mut confirmed = quorum::quorum_value(&mut seqs, shared.config.quorum());
+            let membership = shared.configs.latest();
+            let mut seqs: Vec<u64> = leader
+                .progress
+                .iter()
+                .filter(|(&id, _)| membership.is_voter(id))
+                .map(|(_, p)| p.acked_seq)
+                .collect();
+            if membership.is_voter(shared.config.id) {
+                seqs.push(leader.seq);
+            }
+            let quorum = shared.config.quorum_of(seqs.len());
+            let mut confirmed = if seqs.is_empty() { 0 } else { quorum::quorum_value(&mut seqs, quorum) };
             if shared.config.has_bug(Bug::ReadWithoutQuorum) {
                 confirmed = leader.seq;
             }

@@ -96,10 +96,12 @@ mod follower;
 mod leader;
 mod log;
 mod marks;
+mod membership;
 mod message;
 mod node;
 mod progress;
 pub mod quorum;
+mod reconfigure;
 mod status;
 // Test support, not part of a normal build: the core's own tests enable it (see Cargo.toml).
 #[cfg(feature = "testkit")]
@@ -112,6 +114,7 @@ pub use config::{Config, ConfigError};
 pub use event::Event;
 pub use log::LogError;
 pub use marks::Marks;
+pub use membership::{ChangeRefusal, Member, MemberRole, Membership, MembershipChange};
 pub use message::{AppendOutcome, Body, Message};
 pub use node::{Node, Recovered, StartError};
 pub use status::{PeerStatus, RoleKind, Status};

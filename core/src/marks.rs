@@ -66,4 +66,17 @@ pub struct Marks {
     /// As follower: snapshots not installed because the log already held what they cover (an
     /// old or duplicated transfer).
     pub snapshots_stale: u64,
+    /// Vote requests ignored because the sender is no voter of our configuration (a removed
+    /// server, a learner, a stranger; §4.2.3).
+    pub votes_from_non_voters: u64,
+    /// As leader: membership changes appended (operators' and automatic promotions).
+    pub membership_changes: u64,
+    /// As leader: learners promoted to voter automatically once caught up (§4.2.1).
+    pub promotions: u64,
+    /// As leader: membership changes refused (pending, barrier, invalid, unsafe).
+    pub changes_refused: u64,
+    /// As leader: stepped down because a committed configuration no longer has it as a voter.
+    pub removed_stepdowns: u64,
+    /// Elections not started because this node is no voter of its configuration.
+    pub campaigns_as_non_voter: u64,
 }

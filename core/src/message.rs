@@ -1,5 +1,6 @@
 //! The messages Raft nodes exchange (Figure 2's RPCs, as one-way messages).
 
+use crate::membership::Membership;
 use crate::types::{Bytes, Entry, LogIndex, NodeId, Payload, SnapshotMeta, Term};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -80,6 +81,8 @@ pub enum Body {
     SnapshotRequest {
         /// What the snapshot covers.
         meta: SnapshotMeta,
+        /// The configuration in force at `meta.index` (part of the snapshot, §4.1).
+        membership: Membership,
         /// The snapshot's full length in bytes.
         total: u64,
         /// `Snapshot::checksum` of the whole snapshot, checked by the follower once complete.
@@ -143,13 +146,20 @@ impl Body {
                     && prev_log_index.0.checked_add(entries.len() as u64).is_some()
                     && entries.iter().all(|entry| {
                         expected = expected.next();
+                        if let Payload::Config(membership) = &entry.payload {
+                            // A configuration with no voter could never decide anything.
+                            if membership.voter_count() == 0 {
+                                return false;
+                            }
+                        }
                         let fits = entry.index == expected && entry.term >= last_term && entry.term <= term;
                         last_term = entry.term;
                         fits
                     })
             }
-            Body::SnapshotRequest { meta, total, offset, chunk, .. } => {
+            Body::SnapshotRequest { meta, membership, total, offset, chunk, .. } => {
                 meta.term <= term
+                    && membership.voter_count() > 0
                     && meta.index.0 < u64::MAX / 2
                     && offset.checked_add(chunk.len() as u64).is_some_and(|end| end <= *total)
             }
@@ -210,7 +220,7 @@ impl fmt::Display for Message {
                     write!(f, " seq={seq}")
                 }
             },
-            Body::SnapshotRequest { meta, total, checksum, offset, chunk } => write!(
+            Body::SnapshotRequest { meta, total, checksum, offset, chunk, .. } => write!(
                 f,
                 "Snapshot {}/{} bytes={offset}..{}/{total} sum={checksum:016x}",
                 meta.index,
@@ -246,6 +256,7 @@ pub fn fmt_entries(f: &mut fmt::Formatter<'_>, entries: &[Entry]) -> fmt::Result
         match &entry.payload {
             Payload::Noop => write!(f, " noop")?,
             Payload::Command(data) => write!(f, " {data:?}")?,
+            Payload::Config(membership) => write!(f, " config{membership}")?,
         }
     }
     write!(f, "]")

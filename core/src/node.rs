@@ -10,11 +10,13 @@ use crate::follower::Follower;
 use crate::leader::{Leader, LeaderCtx, Leadership};
 use crate::log::{Log, LogError};
 use crate::marks::Marks;
+use crate::membership::{Configurations, Membership};
 use crate::message::{AppendOutcome, Body, Message};
 use crate::progress::ReplicationState;
 use crate::status::{PeerStatus, RoleKind, Status};
 use crate::types::{
-    Bytes, Entry, HardState, LogIndex, NodeId, PartialSnapshot, RequestId, Snapshot, SnapshotMeta, Term,
+    Bytes, Entry, HardState, LogIndex, NodeId, PartialSnapshot, Payload, RequestId, Snapshot, SnapshotMeta,
+    Term,
 };
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -39,6 +41,11 @@ pub struct Recovered {
     pub partial: Option<PartialSnapshot>,
     /// How far the driver's state machine has already applied; the node re-delivers the rest.
     pub applied: LogIndex,
+    /// The configuration entries of the durable log after the snapshot, ascending, as
+    /// `(index, configuration)`: at least those older than `entries` (which the core reads
+    /// itself); duplicates of ones in `entries` are allowed. The configuration in force is the
+    /// latest of these, else the snapshot's, else the bootstrap's (`Config::peers`).
+    pub configs: Vec<(LogIndex, Membership)>,
     /// Storage lost entries this node had (and may have acknowledged) through this index: a
     /// log shorter than the commit index saved with it, or a damaged record cut off on the
     /// operator's request. Until its log again reaches this index with entries from a leader,
@@ -150,6 +157,8 @@ pub(crate) struct Shared {
     pub(crate) snapshot: Option<Snapshot>,
     /// A snapshot being received from a leader, as far as it got.
     pub(crate) incoming: Option<PartialSnapshot>,
+    /// The configurations in the log; the latest is in force (§4.1).
+    pub(crate) configs: Configurations,
 }
 
 impl fmt::Debug for Node {
@@ -183,6 +192,13 @@ impl Node {
         let mut config = config;
         config.peers.sort(); // Every iteration over peers is in id order: deterministic.
         let base = recovered.snapshot.as_ref().map(|snapshot| snapshot.meta).unwrap_or_default();
+        let configs = recover_configurations(
+            &config,
+            recovered.snapshot.as_ref(),
+            recovered.configs,
+            &recovered.entries,
+            base.index,
+        );
         let log = Log::recover(base, recovered.term_runs, recovered.entries).map_err(StartError::Log)?;
         // A snapshot covers only committed, applied entries (§7); the commit index on disk may
         // lag it (it is written lazily).
@@ -219,6 +235,7 @@ impl Node {
             repair_to: recovered.repair_to,
             snapshot: recovered.snapshot,
             incoming: recovered.partial.filter(|partial| partial.meta.index > base.index),
+            configs,
         };
         shared.reset_election_timer();
         Ok(Node { shared, role: Role::Follower(Follower { leader: None }) })
@@ -257,9 +274,15 @@ impl Node {
                     leader.on_log_read(peer, entries);
                 }
             }
+            Event::ChangeMembership { request, change, force } => match self.as_leader() {
+                Some(mut leader) => leader.change_membership(request, change, force),
+                None => self.reply_not_leader(request),
+            },
             Event::Campaign => {
                 if self.is_repairing() {
                     self.shared.marks.repair_refusals += 1;
+                } else if !self.shared.is_voter() {
+                    self.shared.marks.campaigns_as_non_voter += 1;
                 } else if !self.is_leader() {
                     self.campaign(self.shared.config.pre_vote);
                 }
@@ -288,6 +311,13 @@ impl Node {
         }
         self.shared.election_elapsed += 1;
         if self.shared.election_elapsed >= self.shared.election_timeout {
+            if !self.shared.is_voter() {
+                // A learner, a removed server, or one that has not joined: it never campaigns,
+                // so it cannot disrupt the cluster (§4.2.3).
+                self.shared.marks.campaigns_as_non_voter += 1;
+                self.shared.reset_election_timer();
+                return;
+            }
             if self.is_repairing() {
                 // Lost entries it may have acknowledged: it waits for a leader to restore them.
                 self.shared.marks.repair_refusals += 1;
@@ -299,8 +329,18 @@ impl Node {
     }
 
     fn on_receive(&mut self, message: Message) {
-        if message.to != self.shared.config.id || !self.shared.config.peers.contains(&message.from) {
-            return; // Misrouted or from a stranger: not ours to act on.
+        if message.to != self.shared.config.id || message.from == self.shared.config.id {
+            return; // Misrouted: not ours to act on.
+        }
+        // §4.2.3: only a voter of our configuration may ask for votes; a removed server, a
+        // learner, or a stranger (a wiped server under a new id) cannot disrupt the cluster.
+        // Every other request is processed whatever our configuration says (§4.1: a new server
+        // learns its configuration from the leader's log).
+        if matches!(message.body, Body::VoteRequest { .. })
+            && !self.shared.configs.latest().is_voter(message.from)
+        {
+            self.shared.marks.votes_from_non_voters += 1;
+            return;
         }
         if !message.body.is_well_formed(message.term) {
             self.shared.marks.malformed_messages += 1;
@@ -367,7 +407,9 @@ impl Node {
                 let current = self.shared.log.last_index() == last_log_index
                     && self.shared.log.last_term() == last_log_term;
                 if self.leader() == Some(from) && !self.is_leader() && current {
-                    if self.is_repairing() {
+                    if !self.shared.is_voter() {
+                        self.shared.marks.campaigns_as_non_voter += 1;
+                    } else if self.is_repairing() {
                         self.shared.marks.repair_refusals += 1;
                     } else {
                         self.shared.marks.transfer_elections += 1;
@@ -400,12 +442,12 @@ impl Node {
                     leader.on_append_response(from, outcome, seq);
                 }
             }
-            Body::SnapshotRequest { meta, total, checksum, offset, chunk } => {
+            Body::SnapshotRequest { meta, membership, total, checksum, offset, chunk } => {
                 assert!(!self.is_leader(), "{}: two leaders in {}", self.shared.config.id, self.shared.term);
                 if !matches!(self.role, Role::Follower(_)) {
                     self.become_follower(self.shared.term, Some(from));
                 }
-                self.on_snapshot_request(from, meta, total, checksum, offset, chunk);
+                self.on_snapshot_request(from, meta, membership, total, checksum, offset, chunk);
             }
             Body::SnapshotResponse { meta, received, installed } => {
                 if let Some(mut leader) = self.as_leader() {
@@ -438,7 +480,15 @@ impl Node {
             shared.config.id,
             meta.index
         );
+        assert_eq!(
+            &snapshot.membership,
+            shared.configs.at(meta.index),
+            "{}: snapshot through {} names the wrong configuration",
+            shared.config.id,
+            meta.index
+        );
         shared.log.compact(meta);
+        shared.configs.compacted(meta.index);
         shared.snapshot = Some(snapshot);
         shared.marks.compactions += 1;
         if shared.incoming.as_ref().is_some_and(|partial| partial.meta.index <= meta.index) {
@@ -515,6 +565,13 @@ impl Node {
         shared.log.evict(shared.applied, shared.config.log_cache_bytes_max);
         if let Some(mut leader) = self.as_leader() {
             leader.answer_clients();
+            if leader.removed_by_committed_configuration() {
+                // §4.2.2: a leader that is no voter of its committed configuration steps down;
+                // it hands over to an up-to-date voter so the cluster need not wait a timeout.
+                leader.hand_over_after_removal();
+                self.shared.marks.removed_stepdowns += 1;
+                self.become_follower(self.shared.term, None);
+            }
         }
         self.shared.save_hard_state();
     }
@@ -545,6 +602,7 @@ impl Node {
         shared.marks.truncations += 1;
         shared.save_hard_state();
         shared.log.truncate_from(from);
+        shared.configs.truncated(from);
         shared.unsynced = true;
         shared.out.push(Action::TruncateLog { from });
     }
@@ -623,7 +681,7 @@ impl Node {
             Role::Leader(leader) => {
                 assert_eq!(shared.voted_for, Some(id), "{id}: leader that did not vote for itself");
                 assert!(
-                    leader.progress.keys().eq(shared.config.peers.iter()),
+                    leader.progress.keys().copied().eq(shared.configs.latest().others(id)),
                     "{id}: progress for the wrong peers"
                 );
                 for progress in leader.progress.values() {
@@ -653,6 +711,26 @@ impl Node {
     #[must_use]
     pub fn is_repairing(&self) -> bool {
         self.shared.repair_to > self.shared.log.last_index()
+    }
+
+    /// The configuration in force: the latest in the log, committed or not (§4.1).
+    #[must_use]
+    pub fn membership(&self) -> &Membership {
+        self.shared.configs.latest()
+    }
+
+    /// The index of the entry that set the configuration in force; 0 if it comes from the
+    /// snapshot or the bootstrap. It is committed once `commit() >= membership_index()`.
+    #[must_use]
+    pub fn membership_index(&self) -> LogIndex {
+        self.shared.configs.latest_index()
+    }
+
+    /// The configuration in force through `index` (at least the snapshot's index): what a
+    /// snapshot through `index` must carry (`Snapshot::membership`).
+    #[must_use]
+    pub fn membership_at(&self, index: LogIndex) -> &Membership {
+        self.shared.configs.at(index)
     }
 
     /// This node's id.
@@ -880,6 +958,11 @@ impl Shared {
         }
         self.save_hard_state();
         self.log.append(&entries);
+        for entry in &entries {
+            if let Payload::Config(membership) = &entry.payload {
+                self.configs.appended(entry.index, membership.clone());
+            }
+        }
         self.unsynced = true;
         self.out.push(Action::AppendLog { entries });
     }
@@ -913,11 +996,36 @@ impl Shared {
         }
     }
 
-    pub(crate) fn cluster_size(&self) -> usize {
-        self.config.peers.len() + 1
+    /// Whether this node votes in its latest configuration (a removed node, a learner and a
+    /// node that has not joined yet do not, and never campaign).
+    pub(crate) fn is_voter(&self) -> bool {
+        self.configs.latest().is_voter(self.config.id)
     }
 
     fn hard_state(&self) -> HardState {
         HardState { term: self.term, voted_for: self.voted_for, commit: self.commit }
     }
+}
+
+/// The configurations a recovered node starts with: the snapshot's (or the bootstrap's) at the
+/// log's start, then every configuration entry of the durable log after it.
+fn recover_configurations(
+    config: &Config,
+    snapshot: Option<&Snapshot>,
+    listed: Vec<(LogIndex, Membership)>,
+    entries: &[Entry],
+    base: LogIndex,
+) -> Configurations {
+    let start = match snapshot {
+        Some(snapshot) if snapshot.membership.voter_count() > 0 => snapshot.membership.clone(),
+        _ => config.bootstrap(),
+    };
+    let mut found: std::collections::BTreeMap<LogIndex, Membership> =
+        listed.into_iter().filter(|&(index, _)| index > base).collect();
+    for entry in entries {
+        if let Payload::Config(membership) = &entry.payload {
+            found.insert(entry.index, membership.clone());
+        }
+    }
+    Configurations::new(start, found.into_iter().collect())
 }

@@ -56,6 +56,9 @@ pub struct Progress {
     inflight_bytes: u64,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// Leader ticks since the follower last answered: it counts as live for a membership
+    /// change's safety check while this is under an election timeout.
+    pub silent_ticks: u32,
     /// Answered since the last heartbeat round: a retransmission carries entries only to a
     /// follower that answers, so a dead one costs an empty probe per round, not a window.
     pub heard: bool,
@@ -81,6 +84,7 @@ impl Progress {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             recent_active: false,
+            silent_ticks: 0,
             heard: true,
             advanced: false,
             acked_seq: 0,

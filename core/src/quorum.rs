@@ -31,25 +31,27 @@ pub enum VoteResult {
     Pending,
 }
 
-/// A candidate's votes: each member answers once, later answers from the same member are
-/// ignored (duplicated messages cannot count twice).
+/// A candidate's votes: each voter answers once, later answers from the same voter are
+/// ignored (duplicated messages cannot count twice), and answers from non-voters never count.
 #[derive(Clone, Debug, Default)]
 pub struct VoteTally {
-    members: usize,
+    voters: Vec<NodeId>,
     quorum: usize,
     answers: BTreeMap<NodeId, bool>,
 }
 
 impl VoteTally {
-    /// An empty tally for a cluster of `members` that needs `quorum` votes.
+    /// An empty tally among `voters` that needs `quorum` votes.
     #[must_use]
-    pub fn new(members: usize, quorum: usize) -> VoteTally {
-        VoteTally { members, quorum, answers: BTreeMap::new() }
+    pub fn new(voters: Vec<NodeId>, quorum: usize) -> VoteTally {
+        VoteTally { voters, quorum, answers: BTreeMap::new() }
     }
 
-    /// Records `from`'s answer, unless it already answered.
+    /// Records `from`'s answer, unless it already answered or is no voter.
     pub fn record(&mut self, from: NodeId, granted: bool) {
-        self.answers.entry(from).or_insert(granted);
+        if self.voters.contains(&from) {
+            self.answers.entry(from).or_insert(granted);
+        }
     }
 
     /// How many granted.
@@ -66,7 +68,7 @@ impl VoteTally {
         let needed = self.quorum;
         if granted >= needed {
             VoteResult::Won
-        } else if self.members - rejected < needed {
+        } else if self.voters.len() - rejected < needed {
             VoteResult::Lost
         } else {
             VoteResult::Pending
@@ -86,7 +88,7 @@ mod tests {
 
     #[test]
     fn tally_wins_loses_and_ignores_repeats() {
-        let mut tally = VoteTally::new(5, 3);
+        let mut tally = VoteTally::new(ids(5), 3);
         tally.record(NodeId(1), true);
         tally.record(NodeId(2), true);
         tally.record(NodeId(2), true);
@@ -94,13 +96,19 @@ mod tests {
         tally.record(NodeId(3), true);
         assert_eq!(tally.result(), VoteResult::Won);
 
-        let mut tally = VoteTally::new(3, 2);
+        let mut tally = VoteTally::new(ids(3), 2);
+        tally.record(NodeId(7), true);
+        assert_eq!(tally.granted(), 0, "a non-voter's answer never counts");
         tally.record(NodeId(1), true);
         tally.record(NodeId(2), false);
         tally.record(NodeId(2), true);
         assert_eq!(tally.result(), VoteResult::Pending);
         tally.record(NodeId(3), false);
         assert_eq!(tally.result(), VoteResult::Lost);
+    }
+
+    fn ids(count: u64) -> Vec<NodeId> {
+        (1..=count).map(NodeId).collect()
     }
 
     /// The naive definition: the largest v such that at least a majority of values are >= v.
@@ -125,7 +133,7 @@ mod tests {
         #[test]
         fn tally_matches_naive(members in 1usize..8, answers in proptest::collection::vec(any::<bool>(), 0..8)) {
             let answers = &answers[..answers.len().min(members)];
-            let mut tally = VoteTally::new(members, majority(members));
+            let mut tally = VoteTally::new((0..members as u64).map(NodeId).collect(), majority(members));
             for (i, &granted) in answers.iter().enumerate() {
                 tally.record(NodeId(i as u64), granted);
             }

@@ -46,10 +46,11 @@ impl Disk {
             Action::TruncateLog { from } => self.log.truncate((from.0 - self.base().index.0 - 1) as usize),
             Action::AppendLog { entries } => self.log.extend(entries.iter().cloned()),
             Action::InstallSnapshot { snapshot } => self.store_snapshot(snapshot.clone()),
-            Action::SaveSnapshotChunk { meta, total, checksum, offset, chunk } => {
+            Action::SaveSnapshotChunk { meta, membership, total, checksum, offset, chunk } => {
                 if *offset == 0 {
-                    let (meta, total, checksum) = (*meta, *total, *checksum);
-                    self.partial = Some(PartialSnapshot { meta, total, checksum, data: Vec::new() });
+                    let (meta, total, checksum, membership) = (*meta, *total, *checksum, membership.clone());
+                    self.partial =
+                        Some(PartialSnapshot { meta, membership, total, checksum, data: Vec::new() });
                 }
                 if let Some(partial) = self.partial.as_mut().filter(|p| p.data.len() as u64 == *offset) {
                     partial.data.extend_from_slice(chunk.as_slice());
@@ -187,6 +188,7 @@ impl Cluster {
             entries: disk.log.clone(),
             partial: disk.partial.clone(),
             term_runs: Vec::new(),
+            configs: Vec::new(),
             applied: base,
             repair_to,
         };
@@ -260,6 +262,9 @@ impl Cluster {
             Event::TransferLeadership { to } => format!("{id} transfer-leadership to {to}"),
             Event::Compact { snapshot } => {
                 format!("{id} compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
+            }
+            Event::ChangeMembership { request, change, force } => {
+                format!("{id} change-membership {request} {change:?}{}", if *force { " forced" } else { "" })
             }
             Event::Campaign => format!("{id} campaign"),
         };
@@ -391,7 +396,8 @@ impl Cluster {
         }
         let term = node.term_at(index).expect("applied entry in the log");
         let data = Bytes::from(format!("state through {index}/{term}").as_str());
-        let snapshot = Snapshot { meta: SnapshotMeta { index, term }, data };
+        let membership = node.membership_at(index).clone();
+        let snapshot = Snapshot { meta: SnapshotMeta { index, term }, membership, data };
         // Durable first, then the core is told (the Event::Compact contract).
         self.disks.get_mut(&id).expect("disk").store_snapshot(snapshot.clone());
         self.step(id, Event::Compact { snapshot })
@@ -573,6 +579,7 @@ impl Cluster {
                         .map(|entry| match &entry.payload {
                             Payload::Noop => format!("{}", entry.term.0),
                             Payload::Command(data) => format!("{}:{data:?}", entry.term.0),
+                            Payload::Config(membership) => format!("{}:config{membership}", entry.term.0),
                         })
                         .collect();
                     let _ = writeln!(

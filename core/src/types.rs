@@ -1,5 +1,6 @@
 //! Newtypes for the numbers Raft juggles, so a term can never be used as an index.
 
+use crate::membership::Membership;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::Arc;
@@ -136,6 +137,25 @@ pub enum Payload {
     Noop,
     /// A client's command.
     Command(Bytes),
+    /// A new configuration (dissertation §4.1): in force on every server from the moment the
+    /// entry is in its log.
+    Config(Membership),
+}
+
+impl Payload {
+    /// Bytes it counts for beyond [`ENTRY_OVERHEAD_BYTES`]: a command's length; for a
+    /// configuration, a generous bound on its encoding (64 bytes per member plus twice its
+    /// address: drivers encode it as JSON).
+    #[must_use]
+    pub fn size_bytes(&self) -> u64 {
+        match self {
+            Payload::Noop => 0,
+            Payload::Command(data) => data.len() as u64,
+            Payload::Config(membership) => {
+                membership.members.values().map(|member| 64 + 2 * member.address.len() as u64).sum()
+            }
+        }
+    }
 }
 
 /// Bytes every entry counts for on top of its command in the byte limits
@@ -164,11 +184,7 @@ impl Entry {
     /// [`ENTRY_OVERHEAD_BYTES`].
     #[must_use]
     pub fn size_bytes(&self) -> u64 {
-        ENTRY_OVERHEAD_BYTES
-            + match &self.payload {
-                Payload::Noop => 0,
-                Payload::Command(data) => data.len() as u64,
-            }
+        ENTRY_OVERHEAD_BYTES + self.payload.size_bytes()
     }
 }
 
@@ -188,6 +204,10 @@ pub struct SnapshotMeta {
 pub struct Snapshot {
     /// What it covers.
     pub meta: SnapshotMeta,
+    /// The configuration in force at `meta.index` (§4.1: the log it replaces held it). Empty in
+    /// snapshots written before configurations were replicated: the bootstrap's then holds.
+    #[serde(default)]
+    pub membership: Membership,
     /// The state machine's image, as the driver encoded it.
     pub data: Bytes,
 }
@@ -207,6 +227,8 @@ impl Snapshot {
 pub struct PartialSnapshot {
     /// What the snapshot covers.
     pub meta: SnapshotMeta,
+    /// The configuration in force at `meta.index`.
+    pub membership: Membership,
     /// Its full length in bytes.
     pub total: u64,
     /// Its [`Snapshot::checksum`]: identifies the transfer, and is checked once it is complete.

@@ -4,6 +4,11 @@
 use replog_core::testkit::Cluster;
 use replog_core::*;
 
+/// The bootstrap configuration of a three-node test cluster.
+fn three() -> Membership {
+    Membership::voters_only([n(1), n(2), n(3)])
+}
+
 fn n(id: u64) -> NodeId {
     NodeId(id)
 }
@@ -136,6 +141,7 @@ fn a_snapshot_arriving_after_newer_entries_keeps_them_and_an_old_one_changes_not
         to: n(3),
         term: cluster.node(n(1)).term(),
         body: Body::SnapshotRequest {
+            membership: three(),
             meta: snapshot.meta,
             total: snapshot.data.len() as u64,
             checksum: snapshot.checksum(),
@@ -165,12 +171,17 @@ fn a_snapshot_whose_last_entry_the_follower_holds_keeps_the_entries_after_it() {
     assert_eq!(follower.last_index(), LogIndex(4));
     assert!(follower.commit() < LogIndex(3), "commit is still behind");
     let term = follower.term();
-    let snapshot = Snapshot { meta: SnapshotMeta { index: LogIndex(3), term }, data: Bytes::from("s") };
+    let snapshot = Snapshot {
+        meta: SnapshotMeta { index: LogIndex(3), term },
+        membership: three(),
+        data: Bytes::from("s"),
+    };
     let request = Message {
         from: n(1),
         to: n(3),
         term,
         body: Body::SnapshotRequest {
+            membership: three(),
             meta: snapshot.meta,
             total: 1,
             checksum: snapshot.checksum(),
@@ -212,12 +223,13 @@ fn a_corrupt_transfer_is_refused_and_fetched_again() {
     let mut cluster = Lone::new();
     let term = Term(1);
     let meta = SnapshotMeta { index: LogIndex(9), term };
-    let good = Snapshot { meta, data: Bytes::from("image") };
+    let good = Snapshot { meta, membership: three(), data: Bytes::from("image") };
     let request = Message {
         from: n(1),
         to: n(3),
         term,
         body: Body::SnapshotRequest {
+            membership: three(),
             meta,
             total: 5,
             checksum: good.checksum(),
@@ -241,12 +253,13 @@ fn a_chunk_at_the_wrong_offset_is_answered_with_the_offset_held() {
     let mut cluster = Lone::new();
     let term = Term(1);
     let meta = SnapshotMeta { index: LogIndex(9), term };
-    let snapshot = Snapshot { meta, data: Bytes::from("0123456789") };
+    let snapshot = Snapshot { meta, membership: three(), data: Bytes::from("0123456789") };
     let chunk = |offset: u64, bytes: &str| Message {
         from: n(1),
         to: n(3),
         term,
         body: Body::SnapshotRequest {
+            membership: three(),
             meta,
             total: 10,
             checksum: snapshot.checksum(),
@@ -282,7 +295,11 @@ fn a_snapshot_of_unapplied_entries_is_a_broken_contract() {
     cluster.campaign(n(1));
     cluster.deliver_all();
     let term = cluster.node(n(1)).term();
-    let snapshot = Snapshot { meta: SnapshotMeta { index: LogIndex(5), term }, data: Bytes::from("x") };
+    let snapshot = Snapshot {
+        meta: SnapshotMeta { index: LogIndex(5), term },
+        membership: three(),
+        data: Bytes::from("x"),
+    };
     let _ = cluster.step(n(1), Event::Compact { snapshot });
 }
 
@@ -403,6 +420,7 @@ fn malformed_messages_from_a_peer_are_dropped_not_acted_on() {
             to: n(3),
             term,
             body: Body::SnapshotRequest {
+                membership: three(),
                 meta: SnapshotMeta { index: LogIndex(5), term: Term(3) }, // a later term
                 total: 1,
                 checksum: 0,
@@ -415,6 +433,7 @@ fn malformed_messages_from_a_peer_are_dropped_not_acted_on() {
             to: n(3),
             term,
             body: Body::SnapshotRequest {
+                membership: three(),
                 meta: SnapshotMeta { index: LogIndex(5), term: Term(1) },
                 total: 1,
                 checksum: 0,

@@ -4,7 +4,7 @@
 
 use crate::status::StatusReport;
 use replog_core::{
-    AppendOutcome, Body, Bytes, Entry, LogIndex, Message, NodeId, Payload, SnapshotMeta, Term,
+    AppendOutcome, Body, Bytes, Entry, LogIndex, Membership, Message, NodeId, Payload, SnapshotMeta, Term,
 };
 use std::fmt;
 
@@ -150,6 +150,8 @@ pub enum CodecError {
     CommandIdMismatch,
     /// A status answer that is not a status report (serde's reason).
     BadStatus(String),
+    /// A configuration that is not one (serde's reason).
+    BadMembership(String),
 }
 
 impl fmt::Display for CodecError {
@@ -168,6 +170,7 @@ impl fmt::Display for CodecError {
             CodecError::UnknownMessageBody => f.write_str("unknown message body"),
             CodecError::CommandIdMismatch => f.write_str("command id does not match the entry kind"),
             CodecError::BadStatus(why) => write!(f, "bad status report: {why}"),
+            CodecError::BadMembership(why) => write!(f, "bad configuration: {why}"),
         }
     }
 }
@@ -197,9 +200,13 @@ pub const QUERIED_ENTRY_BYTES_MIN: usize = ENTRY_BYTES_MIN + 8;
 /// An AppendEntries payload besides its entries: frame kind, from, to, term, body kind,
 /// previous index and term, leader commit, sequence number, entry count.
 pub const APPEND_ENTRIES_HEADER_BYTES: usize = 1 + 8 * 3 + 1 + 8 * 4 + 4;
+/// The most bytes a configuration's JSON may take (a change that would make it longer is
+/// refused): it travels in snapshot chunks beside their data.
+pub const MEMBERSHIP_JSON_BYTES_MAX: usize = 64 * 1024;
 /// A snapshot chunk's payload besides its bytes: frame kind, from, to, term, body kind, last
-/// index and term, total, checksum, offset, length.
-pub const SNAPSHOT_REQUEST_HEADER_BYTES: usize = 1 + 8 * 3 + 1 + 8 * 5 + 4;
+/// index and term, the configuration (length and JSON), total, checksum, offset, length.
+pub const SNAPSHOT_REQUEST_HEADER_BYTES: usize =
+    1 + 8 * 3 + 1 + 8 * 2 + 4 + MEMBERSHIP_JSON_BYTES_MAX + 8 * 3 + 4;
 /// A client's append payload besides its command: frame kind, request id, length.
 pub const APPEND_HEADER_BYTES: usize = 1 + 8 + 4;
 /// A query answer's payload besides its entries: frame kind, commit, first index, first ID,
@@ -213,6 +220,7 @@ impl QueriedEntry {
             + match &entry.payload {
                 Payload::Noop => 0,
                 Payload::Command(data) => data.len(),
+                Payload::Config(membership) => membership_json(membership).len(),
             }
     }
 }
@@ -353,10 +361,11 @@ fn encode_message(message: &Message, out: &mut Vec<u8>) {
                 }
             }
         }
-        Body::SnapshotRequest { meta, total, checksum, offset, chunk } => {
+        Body::SnapshotRequest { meta, membership, total, checksum, offset, chunk } => {
             out.push(4);
             put_u64(out, meta.index.0);
             put_u64(out, meta.term.0);
+            put_bytes(out, &membership_json(membership));
             put_u64(out, *total);
             put_u64(out, *checksum);
             put_u64(out, *offset);
@@ -409,7 +418,16 @@ fn put_entry(out: &mut Vec<u8>, entry: &Entry) {
             out.push(1);
             put_bytes(out, data.as_slice());
         }
+        Payload::Config(membership) => {
+            out.push(2);
+            put_bytes(out, &membership_json(membership));
+        }
     }
+}
+
+/// A configuration on the wire: its JSON (small, rare, and the same text as in the log files).
+fn membership_json(membership: &Membership) -> Vec<u8> {
+    serde_json::to_vec(membership).expect("a configuration serializes")
 }
 
 /// A cursor over a payload that refuses to read past its end.
@@ -467,7 +485,7 @@ impl<'a> Reader<'a> {
         for _ in 0..count {
             let entry = self.entry()?;
             let id = match (&entry.payload, self.u64()?) {
-                (Payload::Noop, 0) => None,
+                (Payload::Noop | Payload::Config(_), 0) => None,
                 (Payload::Command(_), id) if id > 0 => Some(id),
                 _ => return Err(CodecError::CommandIdMismatch),
             };
@@ -495,9 +513,14 @@ impl<'a> Reader<'a> {
                 Payload::Noop
             }
             1 => Payload::Command(Bytes::from(self.bytes()?)),
+            2 => Payload::Config(self.membership()?),
             _ => return Err(CodecError::UnknownEntryKind),
         };
         Ok(Entry { index, term, payload })
+    }
+
+    fn membership(&mut self) -> Result<Membership, CodecError> {
+        serde_json::from_slice(self.bytes()?).map_err(|error| CodecError::BadMembership(error.to_string()))
     }
 
     fn finish<T>(self, value: T) -> Result<T, CodecError> {
@@ -605,9 +628,10 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
         }
         4 => {
             let meta = SnapshotMeta { index: LogIndex(reader.u64()?), term: Term(reader.u64()?) };
+            let membership = reader.membership()?;
             let (total, checksum, offset) = (reader.u64()?, reader.u64()?, reader.u64()?);
             let chunk = Bytes::from(reader.bytes()?);
-            Body::SnapshotRequest { meta, total, checksum, offset, chunk }
+            Body::SnapshotRequest { meta, membership, total, checksum, offset, chunk }
         }
         5 => {
             let meta = SnapshotMeta { index: LogIndex(reader.u64()?), term: Term(reader.u64()?) };
@@ -655,8 +679,11 @@ mod tests {
         })));
         round_trip(Frame::Raft(message(Body::VoteResponse { pre_vote: false, granted: true })));
         let meta = SnapshotMeta { index: LogIndex(40), term: Term(3) };
+        let mut membership = Membership::voters_only([NodeId(1), NodeId(2)]);
+        membership.members.get_mut(&NodeId(2)).expect("member").address = "127.0.0.1:8082".into();
         round_trip(Frame::Raft(message(Body::SnapshotRequest {
             meta,
+            membership: membership.clone(),
             total: 9,
             checksum: 0xdead_beef,
             offset: 4,
@@ -666,7 +693,11 @@ mod tests {
         round_trip(Frame::Raft(message(Body::AppendRequest {
             prev_log_index: LogIndex(1),
             prev_log_term: Term(1),
-            entries: vec![entry(2, 3, None), entry(3, 3, Some("x"))],
+            entries: vec![
+                entry(2, 3, None),
+                entry(3, 3, Some("x")),
+                Entry { index: LogIndex(4), term: Term(3), payload: Payload::Config(membership) },
+            ],
             leader_commit: LogIndex(1),
             seq: 9,
         })));

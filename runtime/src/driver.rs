@@ -231,7 +231,19 @@ impl<F: FileSystem> Driver<F> {
             recovery.entries.iter().filter(|e| e.index > applied).map(Entry::size_bytes).sum();
         let held_bytes = recovery.entry_bytes.saturating_sub(unapplied);
         let repair_to = recovery.repair_to;
+        // Configuration entries are among the entries that are no command; those older than
+        // the tail the core gets are read one by one (few: one per election or change).
+        let tail_from = recovery.entries.first().map_or(LogIndex(u64::MAX), |entry| entry.index);
+        let mut configs = Vec::new();
+        for &index in recovery.noops.iter().filter(|&&index| index > base && index < tail_from) {
+            for entry in storage.read_entries(index, index, 0)? {
+                if let Payload::Config(membership) = entry.payload {
+                    configs.push((entry.index, membership));
+                }
+            }
+        }
         let recovered = Recovered {
+            configs,
             hard_state: recovery.hard_state,
             snapshot: recovery.snapshot,
             entries: recovery.entries,
@@ -402,7 +414,9 @@ impl<F: FileSystem> Driver<F> {
             image = image.fold([entry]);
             covered_bytes += entry.size_bytes();
         })?;
-        let snapshot = Snapshot { meta: SnapshotMeta { index: through, term }, data: image.encode() };
+        let membership = self.node.membership_at(through).clone();
+        let snapshot =
+            Snapshot { meta: SnapshotMeta { index: through, term }, membership, data: image.encode() };
         // Durable before the core is told (the Event::Compact contract).
         self.storage.save_snapshot(&snapshot)?;
         self.base_image = image;
@@ -529,7 +543,10 @@ impl<F: FileSystem> Driver<F> {
                 self.storage.truncate(from)?;
             }
             Action::AppendLog { entries } => {
-                self.noops.extend(entries.iter().filter(|e| e.payload == Payload::Noop).map(|e| e.index.0));
+                // Entries that are no command (no-ops, configurations) take no command ID.
+                self.noops.extend(
+                    entries.iter().filter(|e| !matches!(e.payload, Payload::Command(_))).map(|e| e.index.0),
+                );
                 self.storage.append(&entries)?
             }
             Action::InstallSnapshot { snapshot } => {
@@ -549,9 +566,9 @@ impl<F: FileSystem> Driver<F> {
                     self.release(action);
                 }
             }
-            Action::SaveSnapshotChunk { meta, total, checksum, offset, chunk } => {
-                self.storage.save_snapshot_chunk((meta, total, checksum), offset, chunk.as_slice())?
-            }
+            Action::SaveSnapshotChunk { meta, membership, total, checksum, offset, chunk } => self
+                .storage
+                .save_snapshot_chunk((meta, membership, total, checksum), offset, chunk.as_slice())?,
             Action::ReadLog { peer, from, to, bytes_max } => {
                 let entries = match self.storage.read_entries(from, to, bytes_max) {
                     Ok(entries) => entries,

@@ -4,12 +4,15 @@
 //!
 //! - a log record: `{"index":1,"term":1,"type":"command","data":"user_login:alice","crc":N}`
 //!   (`"type":"noop"` for leaders' no-ops; `"data_hex"` instead of `"data"` for bytes that are
-//!   not UTF-8);
-//! - `snapshot.json`: `{"index":N,"term":T,"data":"..."|"data_hex":"...","crc":N}`;
+//!   not UTF-8; `"type":"config","config":{"members":{...}}` for a membership change);
+//! - `snapshot.json`: `{"index":N,"term":T,"config":{...},"data":"..."|"data_hex":"...","crc":N}`;
 //! - the header line of `snapshot.partial`:
-//!   `{"index":N,"term":T,"total":B,"checksum":C,"crc":N}`, raw bytes after it.
+//!   `{"index":N,"term":T,"config":{...},"total":B,"checksum":C,"crc":N}`, raw bytes after it.
+//!
+//! `"config"` is the configuration in force (`{"members":{"<id>":{"address":"...","role":
+//! "voter"|"learner"|"joining"}}}`); files written before membership changes lack it.
 
-use replog_core::{Bytes, Entry, LogIndex, Payload, Snapshot, SnapshotMeta, Term};
+use replog_core::{Bytes, Entry, LogIndex, Membership, Payload, Snapshot, SnapshotMeta, Term};
 use std::io::Write;
 
 /// One log record, with its newline.
@@ -21,6 +24,10 @@ pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) {
         Payload::Command(data) => {
             out.extend_from_slice(b"\"type\":\"command\",");
             encode_data(data.as_slice(), out);
+        }
+        Payload::Config(membership) => {
+            out.extend_from_slice(b"\"type\":\"config\",\"config\":");
+            serde_json::to_writer(&mut *out, membership).expect("writing to a Vec cannot fail");
         }
     }
     end_line(start, out);
@@ -57,6 +64,7 @@ struct Record {
     kind: String,
     data: Option<String>,
     data_hex: Option<String>,
+    config: Option<Membership>,
 }
 
 /// Verifies the checksum that ends `{...,"crc":N}` (the line without its newline).
@@ -76,9 +84,10 @@ pub(crate) fn decode_record(line: &[u8]) -> Result<Entry, String> {
     let line = std::str::from_utf8(line).map_err(|_| "record is not UTF-8".to_string())?;
     checked(line)?;
     let record: Record = serde_json::from_str(line).map_err(|e| format!("unreadable record: {e}"))?;
-    let payload = match (record.kind.as_str(), record.data, record.data_hex) {
-        ("noop", None, None) => Payload::Noop,
-        ("command", data, data_hex) => Payload::Command(decode_data(data, data_hex)?),
+    let payload = match (record.kind.as_str(), record.data, record.data_hex, record.config) {
+        ("noop", None, None, None) => Payload::Noop,
+        ("command", data, data_hex, None) => Payload::Command(decode_data(data, data_hex)?),
+        ("config", None, None, Some(membership)) => Payload::Config(membership),
         _ => return Err("record has an unknown type or payload".into()),
     };
     Ok(Entry { index: LogIndex(record.index), term: Term(record.term), payload })
@@ -119,7 +128,10 @@ pub fn scan_records(bytes: &[u8], next_index: u64) -> Vec<(Entry, usize)> {
 /// The whole `snapshot.json`.
 pub(crate) fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
     let mut out = Vec::with_capacity(snapshot.data.len() + 64);
-    let _ = write!(out, "{{\"index\":{},\"term\":{},", snapshot.meta.index.0, snapshot.meta.term.0);
+    let _ =
+        write!(out, "{{\"index\":{},\"term\":{},\"config\":", snapshot.meta.index.0, snapshot.meta.term.0);
+    serde_json::to_writer(&mut out, &snapshot.membership).expect("writing to a Vec cannot fail");
+    out.push(b',');
     encode_data(snapshot.data.as_slice(), &mut out);
     end_line(0, &mut out);
     out
@@ -129,6 +141,8 @@ pub(crate) fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
 struct SnapshotRecord {
     index: u64,
     term: u64,
+    #[serde(default)]
+    config: Membership,
     data: Option<String>,
     data_hex: Option<String>,
 }
@@ -140,13 +154,14 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, String> {
     checked(line)?;
     let record: SnapshotRecord = serde_json::from_str(line).map_err(|e| format!("unreadable: {e}"))?;
     let meta = SnapshotMeta { index: LogIndex(record.index), term: Term(record.term) };
-    Ok(Snapshot { meta, data: decode_data(record.data, record.data_hex)? })
+    Ok(Snapshot { meta, membership: record.config, data: decode_data(record.data, record.data_hex)? })
 }
 
 /// Which transfer a `snapshot.partial` holds the first bytes of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PartialHeader {
     pub(crate) meta: SnapshotMeta,
+    pub(crate) membership: Membership,
     pub(crate) total: u64,
     pub(crate) checksum: u64,
 }
@@ -156,8 +171,12 @@ pub(crate) fn encode_partial_header(header: &PartialHeader) -> Vec<u8> {
     let mut out = Vec::with_capacity(128);
     let _ = write!(
         out,
-        "{{\"index\":{},\"term\":{},\"total\":{},\"checksum\":{}",
-        header.meta.index.0, header.meta.term.0, header.total, header.checksum
+        "{{\"index\":{},\"term\":{},\"config\":{},\"total\":{},\"checksum\":{}",
+        header.meta.index.0,
+        header.meta.term.0,
+        serde_json::to_string(&header.membership).expect("a configuration serializes"),
+        header.total,
+        header.checksum
     );
     end_line(0, &mut out);
     out
@@ -167,6 +186,8 @@ pub(crate) fn encode_partial_header(header: &PartialHeader) -> Vec<u8> {
 struct PartialRecord {
     index: u64,
     term: u64,
+    #[serde(default)]
+    config: Membership,
     total: u64,
     checksum: u64,
 }
@@ -178,7 +199,9 @@ pub(crate) fn decode_partial_header(bytes: &[u8]) -> Result<(PartialHeader, usiz
     checked(line)?;
     let record: PartialRecord = serde_json::from_str(line).map_err(|e| format!("unreadable header: {e}"))?;
     let meta = SnapshotMeta { index: LogIndex(record.index), term: Term(record.term) };
-    Ok((PartialHeader { meta, total: record.total, checksum: record.checksum }, length + 1))
+    let header =
+        PartialHeader { meta, membership: record.config, total: record.total, checksum: record.checksum };
+    Ok((header, length + 1))
 }
 
 /// A JSON string literal.
@@ -204,7 +227,9 @@ mod tests {
         assert!(decode_record(&line[..line.len() - 1]).unwrap_err().contains("checksum"));
 
         for data in [Bytes::from("text \"quoted\"\n"), Bytes::from(vec![0x80, 1]), Bytes::from("")] {
-            let snapshot = Snapshot { meta: SnapshotMeta { index: LogIndex(9), term: Term(2) }, data };
+            let membership = Membership::voters_only([replog_core::NodeId(1), replog_core::NodeId(2)]);
+            let meta = SnapshotMeta { index: LogIndex(9), term: Term(2) };
+            let snapshot = Snapshot { meta, membership, data };
             let bytes = encode_snapshot(&snapshot);
             assert_eq!(decode_snapshot(&bytes), Ok(snapshot));
             assert!(decode_snapshot(&bytes[..bytes.len() - 1]).is_err(), "a torn snapshot is refused");
@@ -212,6 +237,7 @@ mod tests {
 
         let header = PartialHeader {
             meta: SnapshotMeta { index: LogIndex(4), term: Term(1) },
+            membership: Membership::voters_only([replog_core::NodeId(3)]),
             total: 10,
             checksum: 99,
         };

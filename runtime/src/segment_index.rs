@@ -14,7 +14,8 @@
 //! - `first`..=`last` are the entries the segment holds (at least one) and `bytes` its length;
 //! - `entry_bytes` is the sum of [`Entry::size_bytes`] of its entries;
 //! - `terms` are its term runs: the first index of each run and its term, ascending;
-//! - `noops` are the indexes of its no-op entries, ascending;
+//! - `noops` are the indexes of its entries that are no client command (leaders' no-ops and
+//!   configuration changes), ascending;
 //! - `marks[k]` is `[byte offset, entry bytes before]` of entry `first + k * stride`: where its
 //!   record starts, and the sum of `size_bytes` of the segment's entries before it;
 //! - `tail` is `[offset, CRC-32]` of the last record (its bytes with the newline).
@@ -94,7 +95,7 @@ impl Tally {
         if self.terms.last().is_none_or(|&(_, term)| term != entry.term) {
             self.terms.push((entry.index, entry.term));
         }
-        if entry.payload == Payload::Noop {
+        if !matches!(entry.payload, Payload::Command(_)) {
             self.noops.push(entry.index);
         }
         self.offsets.push(self.end);

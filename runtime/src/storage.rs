@@ -51,7 +51,9 @@ use crate::records::{
     self, decode_partial_header, encode_partial_header, encode_record, json_string, PartialHeader,
 };
 use crate::segments::{self, Segments};
-use replog_core::{Entry, HardState, LogIndex, NodeId, PartialSnapshot, Snapshot, SnapshotMeta, Term};
+use replog_core::{
+    Entry, HardState, LogIndex, Membership, NodeId, PartialSnapshot, Snapshot, SnapshotMeta, Term,
+};
 use std::collections::VecDeque;
 use std::fmt;
 use std::io;
@@ -366,7 +368,7 @@ impl<F: FileSystem> Storage<F> {
             snapshot: snapshot_meta,
             partial: partial
                 .as_ref()
-                .map(|(header, data)| Partial { header: *header, len: data.len() as u64 }),
+                .map(|(header, data)| Partial { header: header.clone(), len: data.len() as u64 }),
             buffer: Vec::with_capacity(64 * 1024),
             log_dirty: false,
             write_seq: 0,
@@ -386,6 +388,7 @@ impl<F: FileSystem> Storage<F> {
         }
         let partial = partial.map(|(header, data)| PartialSnapshot {
             meta: header.meta,
+            membership: header.membership,
             total: header.total,
             checksum: header.checksum,
             data,
@@ -528,12 +531,12 @@ impl<F: FileSystem> Storage<F> {
     /// same transfer exactly where the file ends, and is ignored otherwise.
     pub fn save_snapshot_chunk(
         &mut self,
-        partial_meta: (SnapshotMeta, u64, u64),
+        partial_meta: (SnapshotMeta, Membership, u64, u64),
         offset: u64,
         chunk: &[u8],
     ) -> Result<(), StorageError> {
-        let (meta, total, checksum) = partial_meta;
-        let header = PartialHeader { meta, total, checksum };
+        let (meta, membership, total, checksum) = partial_meta;
+        let header = PartialHeader { meta, membership, total, checksum };
         if offset.checked_add(chunk.len() as u64).is_none_or(|end| end > total) {
             return Ok(()); // not a part of that snapshot
         }

@@ -359,7 +359,9 @@ fn term_runs_noops_and_entry_bytes_follow_rolls_truncations_and_snapshots() {
     let third = scratch_first(&scratch.segments()[2]).0;
     let at = third + INDEX_STRIDE + 17;
     let meta = SnapshotMeta { index: LogIndex(at), term: log[(at - 1) as usize].term };
-    storage.save_snapshot(&Snapshot { meta, data: Bytes::from("state") }).unwrap();
+    storage
+        .save_snapshot(&Snapshot { meta, membership: Default::default(), data: Bytes::from("state") })
+        .unwrap();
     storage.close().unwrap();
     let after: Vec<Entry> = log[at as usize..].to_vec();
     let (mut storage, recovery) = open(&scratch.0, medium()).unwrap();
@@ -376,7 +378,9 @@ fn term_runs_noops_and_entry_bytes_follow_rolls_truncations_and_snapshots() {
 
     // A snapshot at the log's end: the log after it is empty.
     let end = SnapshotMeta { index: storage.last_index(), term: after.last().unwrap().term };
-    storage.save_snapshot(&Snapshot { meta: end, data: Bytes::from("all") }).unwrap();
+    storage
+        .save_snapshot(&Snapshot { meta: end, membership: Default::default(), data: Bytes::from("all") })
+        .unwrap();
     storage.close().unwrap();
     let (_, recovery) = open(&scratch.0, medium()).unwrap();
     check_recovery(&recovery, &[], Some(end));

@@ -5,13 +5,14 @@
 mod common;
 
 use common::*;
-use replog_core::{Bytes, LogIndex, PartialSnapshot, Snapshot, SnapshotMeta, Term};
+use replog_core::{Bytes, LogIndex, Membership, NodeId, PartialSnapshot, Snapshot, SnapshotMeta, Term};
 use replog_runtime::storage::{segment_name, StorageError};
 
 fn snapshot(index: u64, term: u64) -> Snapshot {
     let data = format!("state through {index}");
     Snapshot {
         meta: SnapshotMeta { index: LogIndex(index), term: Term(term) },
+        membership: Membership::voters_only([NodeId(1)]),
         data: Bytes::from(data.as_str()),
     }
 }
@@ -156,27 +157,29 @@ fn partial_snapshots_resume_and_a_damaged_one_is_ignored() {
     written(&scratch.0, 5, tiny());
     let whole = Snapshot {
         meta: SnapshotMeta { index: LogIndex(30), term: Term(2) },
+        membership: Membership::voters_only([NodeId(1), NodeId(2)]),
         data: Bytes::from("hello world"),
     };
-    let transfer = (whole.meta, whole.data.len() as u64, whole.checksum());
+    let transfer = || (whole.meta, whole.membership.clone(), whole.data.len() as u64, whole.checksum());
     let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
     assert_eq!(recovery.partial, None);
-    storage.save_snapshot_chunk(transfer, 0, b"hello").unwrap();
-    storage.save_snapshot_chunk(transfer, 5, b" wor").unwrap();
-    storage.save_snapshot_chunk(transfer, 3, b"XX").unwrap(); // not where the file ends: ignored
-    storage.save_snapshot_chunk((whole.meta, 11, 1), 9, b"XX").unwrap(); // another transfer: ignored
-    storage.save_snapshot_chunk(transfer, 9, b"ld!").unwrap(); // past the total: ignored
+    storage.save_snapshot_chunk(transfer(), 0, b"hello").unwrap();
+    storage.save_snapshot_chunk(transfer(), 5, b" wor").unwrap();
+    storage.save_snapshot_chunk(transfer(), 3, b"XX").unwrap(); // not where the file ends: ignored
+    storage.save_snapshot_chunk((whole.meta, whole.membership.clone(), 11, 1), 9, b"XX").unwrap(); // another transfer: ignored
+    storage.save_snapshot_chunk(transfer(), 9, b"ld!").unwrap(); // past the total: ignored
     storage.close().unwrap();
 
     let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
     let expected = PartialSnapshot {
         meta: whole.meta,
+        membership: whole.membership.clone(),
         total: 11,
         checksum: whole.checksum(),
         data: b"hello wor".to_vec(),
     };
     assert_eq!(recovery.partial, Some(expected));
-    storage.save_snapshot_chunk(transfer, 9, b"ld").unwrap(); // resumes where it stopped
+    storage.save_snapshot_chunk(transfer(), 9, b"ld").unwrap(); // resumes where it stopped
     storage.close().unwrap();
     let (mut storage, recovery) = open(&scratch.0, tiny()).unwrap();
     assert_eq!(recovery.partial.map(|partial| partial.data), Some(b"hello world".to_vec()));
@@ -189,7 +192,7 @@ fn partial_snapshots_resume_and_a_damaged_one_is_ignored() {
 
     // A torn header (the file is never synced): ignored with a warning, and removed.
     let next = SnapshotMeta { index: LogIndex(40), term: Term(3) };
-    storage.save_snapshot_chunk((next, 4, 9), 0, b"ab").unwrap();
+    storage.save_snapshot_chunk((next, Membership::default(), 4, 9), 0, b"ab").unwrap();
     storage.close().unwrap();
     let path = scratch.path("snapshot.partial");
     let bytes = std::fs::read(&path).unwrap();

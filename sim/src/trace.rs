@@ -67,6 +67,9 @@ pub(crate) fn describe(event: &Event) -> String {
             _ => format!("log-read for {peer} nothing"),
         },
         Event::TransferLeadership { to } => format!("transfer-leadership to {to}"),
+        Event::ChangeMembership { request, change, force } => {
+            format!("change-membership {request} {change:?}{}", if *force { " forced" } else { "" })
+        }
         Event::Compact { snapshot } => {
             format!("compact {}/{} {:?}", snapshot.meta.index, snapshot.meta.term, snapshot.data)
         }

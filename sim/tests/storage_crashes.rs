@@ -18,7 +18,7 @@
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Bytes, Entry, HardState, LogIndex, Payload, Snapshot, SnapshotMeta, Term};
+use replog_core::{Bytes, Entry, HardState, LogIndex, Membership, Payload, Snapshot, SnapshotMeta, Term};
 use replog_runtime::storage::{Identity, OnCorruption, Recovery, Storage, StorageError, StorageOptions};
 use sim::disk::{SimDisk, SimFs, DATA_DIR};
 use std::path::Path;
@@ -179,7 +179,11 @@ fn recovery_after_any_crash_matches_the_durable_view_and_keeps_what_was_durable(
                             storage.read_entries(index, index, 0).and_then(|read| {
                                 let meta = SnapshotMeta { index, term: read[0].term };
                                 let data = Bytes::from(format!("through {}", index.0).as_str());
-                                storage.save_snapshot(&Snapshot { meta, data })
+                                storage.save_snapshot(&Snapshot {
+                                    meta,
+                                    membership: Membership::default(),
+                                    data,
+                                })
                             })
                         } else {
                             Ok(())
@@ -193,7 +197,11 @@ fn recovery_after_any_crash_matches_the_durable_view_and_keeps_what_was_durable(
                         let index = LogIndex(rng.random_range(first.0..=last.0 + 3));
                         let meta = SnapshotMeta { index, term };
                         save_term(&mut storage, term).and_then(|()| {
-                            storage.save_snapshot(&Snapshot { meta, data: Bytes::from("installed") })
+                            storage.save_snapshot(&Snapshot {
+                                meta,
+                                membership: Membership::default(),
+                                data: Bytes::from("installed"),
+                            })
                         })
                     }
                     _ => {

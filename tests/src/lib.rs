@@ -225,7 +225,7 @@ impl TestCluster {
                 replog_core::Payload::Command(data) => {
                     Some((e.index.0, String::from_utf8_lossy(data.as_slice()).into_owned()))
                 }
-                replog_core::Payload::Noop => None,
+                replog_core::Payload::Noop | replog_core::Payload::Config(_) => None,
             })
             .collect();
         (commit, commands)

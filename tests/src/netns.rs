@@ -380,7 +380,7 @@ pub fn commands(entries: &[QueriedEntry]) -> Vec<LogEntry> {
                 id: queried.id,
                 value: String::from_utf8_lossy(data.as_slice()).into_owned(),
             }),
-            Payload::Noop => None,
+            Payload::Noop | Payload::Config(_) => None,
         })
         .collect()
 }
