@@ -3,6 +3,7 @@
 
 mod bench;
 mod cluster;
+mod member;
 
 use clap::{Parser, Subcommand};
 use replog_core::Payload;
@@ -38,9 +39,17 @@ enum Command {
         /// Address to bind to (for peers and clients alike)
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         address: String,
-        /// Peer addresses (comma-separated)
+        /// Peer addresses (comma-separated): the other nodes of a NEW cluster. Not needed once
+        /// the node has bootstrapped (the configuration then lives in its log)
         #[arg(short, long, value_delimiter = ',')]
         peers: Vec<String>,
+        /// Join an existing cluster through this member: a new node asks to be added, as a
+        /// learner promoted to voter once caught up (see `replog member`)
+        #[arg(long, value_name = "ADDR", conflicts_with = "peers")]
+        join: Option<String>,
+        /// With --join: stay a learner (receives the log, never votes) until promoted
+        #[arg(long, requires = "join")]
+        learner: bool,
         /// Start as leader: start an election at once (Raft still decides)
         #[arg(short, long)]
         leader: bool,
@@ -110,6 +119,12 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         timeout: f64,
     },
+    /// See or change the cluster's members (one server at a time; every command follows
+    /// redirects to the leader).
+    Member {
+        #[command(subcommand)]
+        action: member::MemberCommand,
+    },
     /// Show a node's role, term, leader, commit and its peers' replication progress.
     Status {
         /// Target node address
@@ -159,6 +174,8 @@ fn main() {
             id,
             address,
             peers,
+            join,
+            learner,
             leader,
             data_dir,
             repair,
@@ -168,13 +185,15 @@ fn main() {
         } => {
             let retention = Retention { entries: retain_entries, bytes: retain_bytes };
             let storage = StorageOptions { segment_bytes_max: segment_bytes };
-            start(id, address, peers, leader, data_dir, NodeFlags { repair, retention, storage })
+            let join = Join { through: join, learner };
+            start(id, address, peers, join, leader, data_dir, NodeFlags { repair, retention, storage })
         }
         Command::Trim { target, before } => trim(&target, before),
         Command::TransferLeader { target, to, timeout } => transfer_leader(&target, to.as_deref(), timeout),
         Command::Append { target, command, timeout } => append(&target, &command, timeout),
         Command::Query { target, linearizable } => query(&target, linearizable),
         Command::Status { target, json } => status(&target, json),
+        Command::Member { action } => member::run(action),
         Command::Cluster { nodes, base_port, data_dir } => cluster::run(nodes, base_port, &data_dir),
         Command::Bench { target, clients, duration, size, json } => {
             bench::run(&target, clients, duration, size, json)
@@ -202,6 +221,12 @@ fn parse_address(flag: &str, text: &str) -> Result<SocketAddr, String> {
     address::parse(text).map_err(|error| format!("{flag} {error}"))
 }
 
+/// `start --join ADDR [--learner]`.
+struct Join {
+    through: Option<String>,
+    learner: bool,
+}
+
 /// `start`'s flags that go straight to the node.
 struct NodeFlags {
     repair: bool,
@@ -213,6 +238,7 @@ fn start(
     id: String,
     address: String,
     peers: Vec<String>,
+    join: Join,
     leader: bool,
     data_dir: PathBuf,
     flags: NodeFlags,
@@ -232,6 +258,12 @@ fn start(
         .filter(|p| !p.is_empty())
         .map(|p| parse_address("--peers", p))
         .collect::<Result<Vec<_>, _>>()?;
+    let through = join.through.as_deref().map(|text| parse_address("--join", text)).transpose()?;
+    if through == Some(address) {
+        return Err(format!(
+            "--join {address} is this node's own address: give a member of the cluster to join"
+        ));
+    }
     let shutdown = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
@@ -243,6 +275,8 @@ fn start(
         name: id,
         address,
         peers,
+        join: through,
+        learner: join.learner,
         bootstrap: leader,
         repair,
         retention,

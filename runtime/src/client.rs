@@ -4,7 +4,7 @@
 //! many clients on their own mio loop (`replog bench`).
 
 use crate::address::{self, AddressError};
-use crate::codec::{self, AppendResult, Frame, QueriedEntry};
+use crate::codec::{self, AppendResult, Frame, MemberRequest, QueriedEntry};
 use crate::connection::{self, Closed};
 use crate::frame::{self, Inbox};
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX};
@@ -294,6 +294,42 @@ pub fn query_log(target: &str, timeout: Duration, linearizable: bool) -> Result<
         answer = session
             .call(&Frame::Query { from: next, max, linearizable: false })
             .map_err(querying(address))?;
+    }
+}
+
+/// Asks the cluster (through `target`, following redirects to the leader) for one membership
+/// change, and waits until it commits. Returns the configuration entry's index; an error with
+/// the leader's reason if it refused (nothing changed), or if no answer came within `timeout`.
+pub fn change_membership(
+    target: &str,
+    request: &MemberRequest,
+    timeout: Duration,
+) -> Result<u64, ClientError> {
+    let started = Instant::now();
+    let mut address = address::parse(target)?;
+    let remaining =
+        |started: Instant| timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
+    loop {
+        let mut session = Session::open(address, remaining(started))?;
+        let answer = session.call(&Frame::ChangeMembership(request.clone())).map_err(|error| {
+            ClientError::Io { doing: "asking for a membership change at", address, error }
+        })?;
+        match answer {
+            Frame::MembershipChanged { index } => return Ok(index),
+            Frame::Redirect { leader: Some(leader) } if started.elapsed() < timeout => {
+                address = address::parse(&leader)?;
+                sleep(RETRY_PAUSE / 10); // two nodes naming each other must not spin
+            }
+            Frame::Redirect { leader: None } if started.elapsed() < timeout => sleep(RETRY_PAUSE),
+            Frame::Redirect { leader } => return Err(ClientError::NotLeader { address, leader }),
+            // A new leader that has not committed in its term yet, or a change still pending:
+            // the same request is fine a moment later.
+            Frame::Failed { reason } if reason.ends_with("; retry") && started.elapsed() < timeout => {
+                sleep(RETRY_PAUSE)
+            }
+            Frame::Failed { reason } => return Err(ClientError::Failed { address, reason }),
+            other => return Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
+        }
     }
 }
 

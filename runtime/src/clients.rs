@@ -3,17 +3,19 @@
 //! gathered into one batch a round, proposals and linearizable reads waiting for the core's
 //! replies, query pages and status answers.
 
-use crate::codec::{AppendResult, Frame, QueriedEntry};
+use crate::codec::{AppendResult, Frame, MemberRequest, QueriedEntry};
 use crate::connection::{Caller, Closed, Connection, Violation};
 use crate::driver::Driver;
 use crate::fs::RealFs;
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
-use crate::members::{node_id, Members};
+use crate::members::Members;
 use crate::status::StatusReport;
 use crate::storage::StorageError;
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
-use replog_core::{Bytes, Entry, Event, LogIndex, NodeId, Payload, Reply, RequestId};
+use replog_core::{
+    Bytes, Entry, Event, LogIndex, Membership, NodeId, Payload, RejectReason, Reply, RequestId,
+};
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
@@ -27,12 +29,24 @@ const CONNECTIONS_MAX: usize = 4096;
 pub enum Inbound {
     /// Step this event: a peer's Raft message, or a linearizable read to confirm.
     Step(Event),
-    /// A peer said hello under this name.
+    /// A peer said hello.
     Hello {
         /// The peer.
         peer: NodeId,
         /// The name it gave.
         name: String,
+        /// Where it listens.
+        address: SocketAddr,
+        /// The configuration it bootstrapped with, if it has.
+        bootstrap: Option<Membership>,
+    },
+    /// A client asked for a membership change: answered when the core replies (`on_reply`,
+    /// after `track_change`) or at once by the loop.
+    ChangeMembership {
+        /// The connection that asked.
+        token: Token,
+        /// What it asked.
+        request: MemberRequest,
     },
     /// A client asked for the node's status: answer with [`Clients::answer_status`].
     Status(Token),
@@ -79,6 +93,8 @@ pub struct Clients {
     /// Appends received this round, proposed together at its end (group commit).
     batch: Vec<(Token, u64, Bytes)>,
     proposals: BTreeMap<RequestId, Waiting>,
+    /// Membership changes waiting for the core's reply: the connection that asked.
+    changes: BTreeMap<RequestId, Token>,
     reads: BTreeMap<RequestId, PendingRead>,
     next_request: u64,
 }
@@ -93,6 +109,7 @@ impl Clients {
             next_token: first_token.0,
             batch: Vec::new(),
             proposals: BTreeMap::new(),
+            changes: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_request: 1,
         }
@@ -172,10 +189,38 @@ impl Clients {
         Some(Event::Propose { request, commands })
     }
 
+    /// A request id for a membership change the connection `token` asked for; its answer goes
+    /// there when the core replies.
+    pub fn track_change(&mut self, token: Token) -> RequestId {
+        let request = self.new_request();
+        self.changes.insert(request, token);
+        request
+    }
+
     /// Answers the clients waiting on a reply of the core.
     pub fn on_reply(&mut self, reply: Reply, members: &Members, driver: &mut Driver<RealFs>) {
         let leader_address =
             |leader: Option<NodeId>| leader.and_then(|id| members.address_of(id)).map(|a| a.to_string());
+        if let Some(token) = self.changes.remove(&reply.request()) {
+            let answer = match reply {
+                Reply::Committed { last, .. } => Frame::MembershipChanged { index: last.0 },
+                Reply::NotLeader { leader, .. } => Frame::Redirect { leader: leader_address(leader) },
+                Reply::Rejected { reason: RejectReason::Change(refusal), .. } => {
+                    Frame::Failed { reason: crate::server::describe_refusal(refusal, members) }
+                }
+                Reply::Rejected { reason, .. } => {
+                    Frame::Failed { reason: format!("refused by the leader ({reason:?}); retry") }
+                }
+                Reply::Indeterminate { .. } | Reply::ReadReady { .. } => Frame::Failed {
+                    reason:
+                        "leadership changed before the change committed: it may or may not have happened; \
+                             check with `replog member list`"
+                            .into(),
+                },
+            };
+            self.queue(token, &answer);
+            return;
+        }
         if let Some(read) = self.reads.remove(&reply.request()) {
             let answer = match reply {
                 // The node has applied through `index` (the core applies before it replies).
@@ -275,23 +320,34 @@ impl Clients {
     ) -> Result<(), Violation> {
         let accepted = self.accepted.get_mut(&token).expect("present");
         match (accepted.caller, frame) {
-            (Caller::Unknown, Frame::Hello { address, name }) => {
+            (Caller::Unknown, Frame::Hello { address, name, id, bootstrap }) => {
                 let Ok(address) = address.parse::<SocketAddr>() else {
                     return Err(Violation::BadHelloAddress(address));
                 };
-                let peer = node_id(&address);
-                if !members.is_peer(peer) {
-                    return Err(Violation::UnknownPeer { name, address });
+                if id == members.id() || address == members.address() {
+                    return Err(Violation::Impostor { name, address });
                 }
-                info!("peer {name} ({address}) connected");
-                accepted.caller = Caller::Peer(peer);
-                inbound.push(Inbound::Hello { peer, name });
+                // Any node may call: a new one being added, or one this node's configuration
+                // does not list yet. The core decides what its messages count for (§4.1).
+                info!("peer {name} ({address}, id {}) connected", crate::storage::id_text(id));
+                accepted.caller = Caller::Peer(id);
+                inbound.push(Inbound::Hello { peer: id, name, address, bootstrap });
             }
             (Caller::Peer(link), Frame::Raft(message)) => {
-                if message.from != link || message.to != members.id() {
+                if message.from != link {
                     return Err(Violation::Misaddressed { from: message.from, to: message.to, link });
                 }
+                if message.to != members.id() {
+                    // For an id this address had before (a node whose folder was wiped came back
+                    // under a new id): not ours, and not the sender's fault.
+                    debug!("dropped a message for {} from {}", message.to, message.from);
+                    return Ok(());
+                }
                 inbound.push(Inbound::Step(Event::Receive(message)));
+            }
+            (Caller::Unknown | Caller::Client, Frame::ChangeMembership(request)) => {
+                accepted.caller = Caller::Client;
+                inbound.push(Inbound::ChangeMembership { token, request });
             }
             (Caller::Unknown | Caller::Client, Frame::Append { request, command }) => {
                 accepted.caller = Caller::Client;

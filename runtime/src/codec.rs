@@ -11,10 +11,14 @@ use std::fmt;
 /// Everything that travels on a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
-    /// First frame of a peer connection: who is calling (its listen address and name).
+    /// First frame of a peer connection: who is calling (its listen address, name and id),
+    /// and the configuration it bootstrapped with, if it has (a fresh node learns from it
+    /// whether the cluster it was told of exists already, and with whom).
     Hello {
         address: String,
         name: String,
+        id: NodeId,
+        bootstrap: Option<Membership>,
     },
     Raft(Message),
     /// Client: append one command; answered by `AppendResult`.
@@ -76,6 +80,40 @@ pub enum Frame {
     },
     /// The answer to `Status`, as JSON on the wire.
     StatusResult(StatusReport),
+    /// Client: change the cluster's membership, one server at a time. Answered by
+    /// `MembershipChanged` once the change committed, `Failed` with the reason the leader
+    /// refused it (nothing changed), or `Redirect`.
+    ChangeMembership(MemberRequest),
+    /// The answer to `ChangeMembership`: the configuration entry's index, committed.
+    MembershipChanged {
+        index: u64,
+    },
+}
+
+/// A membership change as a client asks for it: by address (the node finds the member), with
+/// the new node's id for an addition (the client asks the new node for it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRequest {
+    pub action: MemberAction,
+    /// The member's address (`host:port`, as the node was started with `-a`).
+    pub address: String,
+    /// For `Add`: the new node's id (its `status` tells it); ignored otherwise.
+    pub id: NodeId,
+    /// Skip the check that enough voters stay reachable.
+    pub force: bool,
+}
+
+/// What a `MemberRequest` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberAction {
+    /// Add as a learner the leader promotes once caught up.
+    Add,
+    /// Add as a learner that stays one.
+    AddLearner,
+    /// Make a learner a voter.
+    Promote,
+    /// Remove a member.
+    Remove,
 }
 
 impl Frame {
@@ -96,6 +134,8 @@ impl Frame {
             Frame::TransferStarted { .. } => "transfer-started",
             Frame::TrimResult { .. } => "trim-result",
             Frame::StatusResult { .. } => "status-result",
+            Frame::ChangeMembership(_) => "change-membership",
+            Frame::MembershipChanged { .. } => "membership-changed",
         }
     }
 }
@@ -152,6 +192,8 @@ pub enum CodecError {
     BadStatus(String),
     /// A configuration that is not one (serde's reason).
     BadMembership(String),
+    /// A membership change naming no action.
+    UnknownMemberAction,
 }
 
 impl fmt::Display for CodecError {
@@ -171,6 +213,7 @@ impl fmt::Display for CodecError {
             CodecError::CommandIdMismatch => f.write_str("command id does not match the entry kind"),
             CodecError::BadStatus(why) => write!(f, "bad status report: {why}"),
             CodecError::BadMembership(why) => write!(f, "bad configuration: {why}"),
+            CodecError::UnknownMemberAction => f.write_str("unknown membership change"),
         }
     }
 }
@@ -191,6 +234,8 @@ const TRIM_RESULT: u8 = 24;
 const FAILED: u8 = 25;
 const TRANSFER_LEADER: u8 = 14;
 const TRANSFER_STARTED: u8 = 26;
+const CHANGE_MEMBERSHIP: u8 = 15;
+const MEMBERSHIP_CHANGED: u8 = 27;
 
 /// What one entry's encoding adds to its command: index, term, kind and length. Also its
 /// smallest encoding (a no-op), which bounds a claimed count.
@@ -227,10 +272,28 @@ impl QueriedEntry {
 
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
-        Frame::Hello { address, name } => {
+        Frame::Hello { address, name, id, bootstrap } => {
             out.push(HELLO);
             put_bytes(out, address.as_bytes());
             put_bytes(out, name.as_bytes());
+            put_u64(out, id.0);
+            put_bytes(out, &bootstrap.as_ref().map_or_else(Vec::new, membership_json));
+        }
+        Frame::ChangeMembership(request) => {
+            out.push(CHANGE_MEMBERSHIP);
+            out.push(match request.action {
+                MemberAction::Add => 0,
+                MemberAction::AddLearner => 1,
+                MemberAction::Promote => 2,
+                MemberAction::Remove => 3,
+            });
+            put_bytes(out, request.address.as_bytes());
+            put_u64(out, request.id.0);
+            out.push(u8::from(request.force));
+        }
+        Frame::MembershipChanged { index } => {
+            out.push(MEMBERSHIP_CHANGED);
+            put_u64(out, *index);
         }
         Frame::Raft(message) => {
             out.push(RAFT);
@@ -535,7 +598,31 @@ impl<'a> Reader<'a> {
 pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
     let mut reader = Reader { bytes: payload };
     let frame = match reader.u8()? {
-        HELLO => Frame::Hello { address: reader.text()?, name: reader.text()? },
+        HELLO => {
+            let (address, name, id) = (reader.text()?, reader.text()?, NodeId(reader.u64()?));
+            let bootstrap = reader.bytes()?;
+            let bootstrap = if bootstrap.is_empty() {
+                None
+            } else {
+                Some(
+                    serde_json::from_slice(bootstrap)
+                        .map_err(|e| CodecError::BadMembership(e.to_string()))?,
+                )
+            };
+            Frame::Hello { address, name, id, bootstrap }
+        }
+        CHANGE_MEMBERSHIP => {
+            let action = match reader.u8()? {
+                0 => MemberAction::Add,
+                1 => MemberAction::AddLearner,
+                2 => MemberAction::Promote,
+                3 => MemberAction::Remove,
+                _ => return Err(CodecError::UnknownMemberAction),
+            };
+            let (address, id, force) = (reader.text()?, NodeId(reader.u64()?), reader.flag()?);
+            Frame::ChangeMembership(MemberRequest { action, address, id, force })
+        }
+        MEMBERSHIP_CHANGED => Frame::MembershipChanged { index: reader.u64()? },
         RAFT => Frame::Raft(decode_message(&mut reader)?),
         APPEND => Frame::Append { request: reader.u64()?, command: reader.bytes()?.to_vec() },
         QUERY => Frame::Query { from: reader.u64()?, max: reader.u32()?, linearizable: reader.flag()? },
@@ -666,7 +753,30 @@ mod tests {
             payload: data.map_or(Payload::Noop, |d| Payload::Command(Bytes::from(d))),
         };
         let message = |body| Message { from: NodeId(1), to: NodeId(2), term: Term(3), body };
-        round_trip(Frame::Hello { address: "127.0.0.1:8080".into(), name: "node1".into() });
+        round_trip(Frame::Hello {
+            address: "127.0.0.1:8080".into(),
+            name: "node1".into(),
+            id: NodeId(7),
+            bootstrap: None,
+        });
+        round_trip(Frame::Hello {
+            address: "127.0.0.1:8080".into(),
+            name: "node1".into(),
+            id: NodeId(7),
+            bootstrap: Some(Membership::voters_only([NodeId(7), NodeId(8)])),
+        });
+        for action in
+            [MemberAction::Add, MemberAction::AddLearner, MemberAction::Promote, MemberAction::Remove]
+        {
+            let address = "127.0.0.1:8083".into();
+            round_trip(Frame::ChangeMembership(MemberRequest {
+                action,
+                address,
+                id: NodeId(9),
+                force: true,
+            }));
+        }
+        round_trip(Frame::MembershipChanged { index: 12 });
         round_trip(Frame::Raft(message(Body::VoteRequest {
             pre_vote: true,
             last_log_index: LogIndex(4),
@@ -764,6 +874,9 @@ mod tests {
             first_id: 1,
             cached_bytes: 40,
             peers: Vec::new(),
+            id: "00000000000000ff".into(),
+            members: Vec::new(),
+            members_committed: false,
         }));
     }
 

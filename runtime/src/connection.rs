@@ -64,8 +64,9 @@ pub enum Violation {
     Undecodable(DecodeError),
     /// A hello whose address does not parse.
     BadHelloAddress(String),
-    /// A hello from an address that is not one of this node's peers.
-    UnknownPeer {
+    /// A hello that claims this node's own id or address (an impostor, or a node started twice
+    /// with one folder).
+    Impostor {
         /// The name the caller gave.
         name: String,
         /// The address it claimed.
@@ -94,8 +95,8 @@ impl fmt::Display for Violation {
         match self {
             Violation::Undecodable(error) => write!(f, "{error}"),
             Violation::BadHelloAddress(address) => write!(f, "hello with a bad address {address:?}"),
-            Violation::UnknownPeer { name, address } => {
-                write!(f, "{name} at {address} is not one of this node's peers")
+            Violation::Impostor { name, address } => {
+                write!(f, "hello from {name} at {address} claims this node's own identity")
             }
             Violation::Misaddressed { from, to, link } => {
                 write!(f, "message from {from} to {to} on the link of {link}")

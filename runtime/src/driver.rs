@@ -20,8 +20,8 @@ use crate::image::Image;
 use crate::retention::Retention;
 use crate::storage::{Identity, OnCorruption, Storage, StorageError, StorageOptions};
 use replog_core::{
-    Action, Config, Entry, Event, LogIndex, Message, Node, Payload, Recovered, Reply, Snapshot, SnapshotMeta,
-    StartError,
+    Action, Config, Entry, Event, LogIndex, Membership, Message, Node, Payload, Recovered, Reply, Snapshot,
+    SnapshotMeta, StartError, Term,
 };
 use std::collections::VecDeque;
 use std::fmt;
@@ -477,6 +477,33 @@ impl<F: FileSystem> Driver<F> {
     /// The core.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// Gives a node that has never done anything (no term, no log, no snapshot) the bootstrap
+    /// configuration `membership` (all voters; this node among them), recorded durably in
+    /// `metadata.json` first, so a restart keeps it. False (and nothing changes) if the node
+    /// has done something: a configuration then comes only from a leader's log.
+    pub fn bootstrap(&mut self, membership: &Membership) -> Result<bool, DriverError> {
+        let node = &self.node;
+        let pristine =
+            node.term() == Term::ZERO && node.last_index() == LogIndex::ZERO && node.snapshot().is_none();
+        let id = node.id();
+        if !pristine || !membership.is_voter(id) {
+            return Ok(false);
+        }
+        self.storage.record_identity(id, Some(membership.clone()))?;
+        let mut config = node.config().clone();
+        config.joining = false;
+        config.peers = membership.voters().filter(|&voter| voter != id).collect();
+        config.addresses =
+            membership.members.iter().map(|(&id, member)| (id, member.address.clone())).collect();
+        self.node = Node::new(config, Recovered::default()).map_err(DriverError::Start)?;
+        Ok(true)
+    }
+
+    /// The storage, to record who this node is (`Storage::record_identity`) and label members.
+    pub fn storage_mut(&mut self) -> &mut Storage<F> {
+        &mut self.storage
     }
 
     /// The storage.

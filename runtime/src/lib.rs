@@ -25,5 +25,5 @@ pub mod server;
 pub mod status;
 pub mod storage;
 
-pub use members::node_id;
+pub use members::legacy_id;
 pub use server::{run, NodeOptions, RuntimeError};

@@ -1,24 +1,25 @@
-//! Who is in the cluster: this node and its configured peers, fixed at start. A node's Raft id
-//! is derived from its address, so every node knows every member's id from its flags and
-//! membership needs no extra exchange.
+//! Who is who: this node's id and address, and the address of every other node it knows of,
+//! from the configurations in its log and from peers' hellos. Ids are drawn at random at a
+//! node's first start and kept in its `metadata.json`; a folder of an older version keeps the
+//! id it had, derived from its address (`legacy_id`).
 
-use replog_core::NodeId;
+use replog_core::{Membership, NodeId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
-/// The Raft id of the node listening at `address`: FNV-1a of the address text, stable on every
-/// machine and Rust version (std's hasher promises neither).
-pub fn node_id(address: &SocketAddr) -> NodeId {
+/// The id a node of a version before random ids had: FNV-1a of its address text. Kept for
+/// folders written then, so an upgraded cluster keeps its identities.
+pub fn legacy_id(address: &SocketAddr) -> NodeId {
     NodeId(crate::fnv::of_bytes(address.to_string().as_bytes()))
 }
 
-/// This node and its peers, by id.
+/// This node and the other nodes it knows, by id.
 #[derive(Clone, Debug)]
 pub struct Members {
     id: NodeId,
     address: SocketAddr,
-    peers: BTreeMap<NodeId, SocketAddr>,
+    known: BTreeMap<NodeId, SocketAddr>,
 }
 
 /// Why a list of peers makes no cluster.
@@ -41,19 +42,24 @@ impl fmt::Display for MembersError {
 
 impl std::error::Error for MembersError {}
 
-impl Members {
-    /// The node at `address` with `peers`.
-    pub fn new(address: SocketAddr, peers: &[SocketAddr]) -> Result<Members, MembersError> {
-        let mut by_id = BTreeMap::new();
-        for &peer in peers {
-            if peer == address {
-                return Err(MembersError::OwnAddress(peer));
-            }
-            if by_id.insert(node_id(&peer), peer).is_some() {
-                return Err(MembersError::Duplicate(peer));
-            }
+/// Checks a `--peers` list: distinct addresses, none of them this node's.
+pub fn check_peers(address: SocketAddr, peers: &[SocketAddr]) -> Result<(), MembersError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for &peer in peers {
+        if peer == address {
+            return Err(MembersError::OwnAddress(peer));
         }
-        Ok(Members { id: node_id(&address), address, peers: by_id })
+        if !seen.insert(peer) {
+            return Err(MembersError::Duplicate(peer));
+        }
+    }
+    Ok(())
+}
+
+impl Members {
+    /// The node `id` at `address`, knowing nobody else yet.
+    pub fn new(id: NodeId, address: SocketAddr) -> Members {
+        Members { id, address, known: BTreeMap::new() }
     }
 
     /// This node's id.
@@ -66,22 +72,42 @@ impl Members {
         self.address
     }
 
-    /// The peers, in id order.
-    pub fn peers(&self) -> impl Iterator<Item = (NodeId, SocketAddr)> + '_ {
-        self.peers.iter().map(|(&id, &address)| (id, address))
+    /// `id` is reached at `address` (a hello, or a configuration). A node that came back with a
+    /// new id at an old address leaves the old id pointing there too, harmlessly: messages for
+    /// the old id are dropped by the new node.
+    pub fn learn(&mut self, id: NodeId, address: SocketAddr) {
+        if id != self.id {
+            self.known.insert(id, address);
+        }
     }
 
-    /// Whether `id` is one of the peers.
-    pub fn is_peer(&self, id: NodeId) -> bool {
-        self.peers.contains_key(&id)
+    /// Learns every member's address from a configuration (members without a parseable
+    /// address are skipped).
+    pub fn learn_all(&mut self, membership: &Membership) {
+        for (&id, member) in &membership.members {
+            if let Ok(address) = member.address.parse() {
+                self.learn(id, address);
+            }
+        }
     }
 
-    /// The address of a member (this node included), if `id` is one.
+    /// The address of a node (this one included), if known.
     pub fn address_of(&self, id: NodeId) -> Option<SocketAddr> {
         if id == self.id {
             return Some(self.address);
         }
-        self.peers.get(&id).copied()
+        self.known.get(&id).copied()
+    }
+
+    /// The ids known at `address` (several if a node there came back under a new id), in id
+    /// order.
+    pub fn ids_at(&self, address: SocketAddr) -> impl Iterator<Item = NodeId> + '_ {
+        self.known.iter().filter(move |(_, &at)| at == address).map(|(&id, _)| id)
+    }
+
+    /// Whether `id` is another node this one knows.
+    pub fn is_peer(&self, id: NodeId) -> bool {
+        self.known.contains_key(&id)
     }
 }
 
@@ -94,25 +120,29 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_fnv1a_of_the_address_text() {
-        // Pinned: every node of a cluster must derive the same ids, across versions.
-        assert_eq!(node_id(&address(8080)), NodeId(0x1cf0_caae_52b4_57cc));
-        assert_ne!(node_id(&address(8080)), node_id(&address(8081)));
+    fn legacy_ids_are_fnv1a_of_the_address_text() {
+        // Pinned: folders of earlier versions keep these ids.
+        assert_eq!(legacy_id(&address(8080)), NodeId(0x1cf0_caae_52b4_57cc));
+        assert_ne!(legacy_id(&address(8080)), legacy_id(&address(8081)));
     }
 
     #[test]
-    fn members_refuse_self_and_duplicates_and_resolve_addresses() {
+    fn peers_lists_are_checked_and_addresses_learned() {
         let me = address(1);
-        assert_eq!(Members::new(me, &[address(2), me]).unwrap_err(), MembersError::OwnAddress(me));
+        assert_eq!(check_peers(me, &[address(2), me]).unwrap_err(), MembersError::OwnAddress(me));
         assert_eq!(
-            Members::new(me, &[address(2), address(2)]).unwrap_err(),
+            check_peers(me, &[address(2), address(2)]).unwrap_err(),
             MembersError::Duplicate(address(2))
         );
-        let members = Members::new(me, &[address(2), address(3)]).unwrap();
-        assert_eq!(members.address_of(members.id()), Some(me));
-        assert_eq!(members.address_of(node_id(&address(3))), Some(address(3)));
-        assert_eq!(members.address_of(node_id(&address(4))), None);
-        assert!(members.is_peer(node_id(&address(2))) && !members.is_peer(members.id()));
-        assert_eq!(members.peers().count(), 2);
+        let mut members = Members::new(NodeId(1), me);
+        members.learn(NodeId(3), address(3));
+        members.learn(NodeId(1), address(9));
+        assert_eq!(members.address_of(NodeId(1)), Some(me), "this node's own address never changes");
+        assert_eq!(members.address_of(NodeId(3)), Some(address(3)));
+        assert!(members.is_peer(NodeId(3)) && !members.is_peer(NodeId(4)));
+        let mut membership = Membership::voters_only([NodeId(5)]);
+        membership.members.get_mut(&NodeId(5)).unwrap().address = address(5).to_string();
+        members.learn_all(&membership);
+        assert_eq!(members.address_of(NodeId(5)), Some(address(5)));
     }
 }

@@ -1,5 +1,5 @@
-//! Outbound peer links: one connection a peer, opened by this node, that carries this node's
-//! Raft messages. It opens with a hello naming this node; a lost link is reopened with backoff.
+//! Outbound peer links: one connection a peer (by address), opened by this node, that carries
+//! this node's Raft messages. It opens with a hello naming this node; a lost link is reopened with backoff.
 //! Peers answer on their own outbound links (accepted in `clients.rs`), so nothing arrives here
 //! but the close.
 
@@ -17,17 +17,19 @@ use tracing::{debug, info};
 const RECONNECT_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 
-/// Every peer's outbound link.
+/// Every peer's outbound link, by address (a node's id is learned from its hello, or from a
+/// configuration; bootstrap peers are dialled before their ids are known).
 #[derive(Debug)]
 pub struct Peers {
-    links: BTreeMap<NodeId, Link>,
+    links: BTreeMap<SocketAddr, Link>,
     /// The first frame of every link: who is calling.
     hello: Frame,
+    next_token: usize,
+    last_token: usize,
 }
 
 #[derive(Debug)]
 struct Link {
-    address: SocketAddr,
     /// The name the peer gave in its own hello, once it has called.
     name: Option<String>,
     token: Token,
@@ -43,8 +45,6 @@ struct Link {
 /// One link as the status reports it.
 #[derive(Debug)]
 pub struct LinkState<'a> {
-    /// The peer.
-    pub id: NodeId,
     /// Its address.
     pub address: SocketAddr,
     /// The name it gave in its hello, once it has called.
@@ -56,33 +56,44 @@ pub struct LinkState<'a> {
 }
 
 impl Peers {
-    /// A link for each of `members`' peers, on tokens from `first_token` on; `name` goes in
-    /// the hello.
-    pub fn new(members: &Members, name: &str, first_token: Token) -> Peers {
-        let links = members
-            .peers()
-            .enumerate()
-            .map(|(i, (id, address))| {
-                let link = Link {
-                    address,
-                    name: None,
-                    token: Token(first_token.0 + i),
-                    connection: None,
-                    ready: false,
-                    next_attempt: Instant::now(),
-                    backoff: RECONNECT_MIN,
-                    dropped: 0,
-                };
-                (id, link)
-            })
-            .collect();
-        let hello = Frame::Hello { address: members.address().to_string(), name: name.to_string() };
-        Peers { links, hello }
+    /// No links yet; links get tokens from `first_token` up to (not including) `last_token`;
+    /// `hello` opens every link.
+    pub fn new(hello: Frame, first_token: Token, last_token: Token) -> Peers {
+        Peers { links: BTreeMap::new(), hello, next_token: first_token.0, last_token: last_token.0 }
+    }
+
+    /// What new links say first (the node's configuration changed: a bootstrap).
+    pub fn set_hello(&mut self, hello: Frame) {
+        self.hello = hello;
+    }
+
+    /// Makes sure there is a link to `address` (dialled on the next `reconnect`).
+    pub fn ensure(&mut self, address: SocketAddr) {
+        if self.links.contains_key(&address) || self.next_token >= self.last_token {
+            return;
+        }
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let link = Link {
+            name: None,
+            token,
+            connection: None,
+            ready: false,
+            next_attempt: Instant::now(),
+            backoff: RECONNECT_MIN,
+            dropped: 0,
+        };
+        self.links.insert(address, link);
     }
 
     /// Queues a Raft message for its peer, or counts it dropped: Raft retransmits what is lost.
-    pub fn send(&mut self, message: Message) {
-        let Some(link) = self.links.get_mut(&message.to) else {
+    /// A peer whose address is unknown is skipped.
+    pub fn send(&mut self, message: Message, members: &Members) {
+        let Some(address) = members.address_of(message.to) else {
+            return;
+        };
+        self.ensure(address);
+        let Some(link) = self.links.get_mut(&address) else {
             return;
         };
         match (&mut link.connection, link.ready) {
@@ -98,13 +109,13 @@ impl Peers {
     /// Starts connecting every link that is down and whose backoff has passed.
     pub fn reconnect(&mut self, registry: &Registry) {
         let now = Instant::now();
-        for link in self.links.values_mut() {
+        for (address, link) in self.links.iter_mut() {
             if link.connection.is_some() || now < link.next_attempt {
                 continue;
             }
             link.next_attempt = now + link.backoff;
             link.backoff = (link.backoff * 2).min(RECONNECT_MAX);
-            match TcpStream::connect(link.address) {
+            match TcpStream::connect(*address) {
                 Ok(mut stream) => {
                     if registry
                         .register(&mut stream, link.token, Interest::READABLE | Interest::WRITABLE)
@@ -114,7 +125,7 @@ impl Peers {
                         link.ready = false;
                     }
                 }
-                Err(error) => debug!("connecting to {}: {error}", link.address),
+                Err(error) => debug!("connecting to {address}: {error}"),
             }
         }
     }
@@ -134,7 +145,7 @@ impl Peers {
                     link.ready = true;
                     link.backoff = RECONNECT_MIN;
                     connection.queue(&self.hello);
-                    info!("connected to peer {}", link.address);
+                    info!("connected to peer {id}");
                 }
                 Ok(None) => return, // still connecting
                 _ => {
@@ -167,37 +178,42 @@ impl Peers {
         }
     }
 
-    /// Remembers the name a peer gave in its hello.
-    pub fn named(&mut self, id: NodeId, name: String) {
-        if let Some(link) = self.links.get_mut(&id) {
+    /// Remembers the name the peer at `address` gave in its hello.
+    pub fn named(&mut self, address: SocketAddr, name: String) {
+        if let Some(link) = self.links.get_mut(&address) {
             link.name = Some(name);
         }
     }
 
-    /// The peer's name if it has called, else its address.
-    pub fn display_name(&self, id: NodeId) -> String {
-        self.links
-            .get(&id)
-            .map_or_else(String::new, |link| link.name.clone().unwrap_or_else(|| link.address.to_string()))
+    /// The peer's name if it has called, else its address (`?` if unknown).
+    pub fn display_name(&self, id: NodeId, members: &Members) -> String {
+        let Some(address) = members.address_of(id) else {
+            return crate::storage::id_text(id);
+        };
+        self.links.get(&address).and_then(|link| link.name.clone()).unwrap_or_else(|| address.to_string())
     }
 
-    /// Every link's state, in id order.
+    /// Whether the link to `address` is connected.
+    pub fn is_connected(&self, address: SocketAddr) -> bool {
+        self.links.get(&address).is_some_and(|link| link.ready)
+    }
+
+    /// Every link's state, in address order.
     pub fn states(&self) -> impl Iterator<Item = LinkState<'_>> {
-        self.links.iter().map(|(&id, link)| LinkState {
-            id,
-            address: link.address,
+        self.links.iter().map(|(&address, link)| LinkState {
+            address,
             name: link.name.as_deref(),
             connected: link.ready,
             messages_dropped: link.dropped,
         })
     }
 
-    fn drop_link(&mut self, id: NodeId, registry: &Registry, why: &str) {
+    fn drop_link(&mut self, id: SocketAddr, registry: &Registry, why: &str) {
         let link = self.links.get_mut(&id).expect("known peer");
         if let Some(mut connection) = link.connection.take() {
             let _ = registry.deregister(&mut connection.stream);
             if link.ready {
-                info!("lost connection to peer {}: {why}", link.address);
+                info!("lost connection to peer {id}: {why}");
             }
         }
         link.ready = false;

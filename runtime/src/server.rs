@@ -15,17 +15,22 @@
 use crate::address;
 use crate::clients::{Clients, Inbound};
 use crate::codec::Frame;
+use crate::codec::{MemberAction, MemberRequest};
 use crate::driver::{Driver, DriverError, Output};
 use crate::fs::RealFs;
 use crate::limits;
-use crate::members::{node_id, Members, MembersError};
+use crate::members::{check_peers, legacy_id, Members, MembersError};
 use crate::peers::Peers;
 use crate::retention::Retention;
+use crate::status::MemberReport;
 use crate::status::{PeerReport, Replication, StatusReport};
+use crate::storage::{id_text, stored_identity};
 use crate::storage::{Identity, OnCorruption, StorageError, StorageOptions};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
+use replog_core::{ChangeRefusal, MemberRole, Membership, MembershipChange};
 use replog_core::{Config, Event, NodeId, Term};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -58,10 +63,16 @@ const FIRST_ACCEPTED: Token = Token(1 << 20);
 pub struct NodeOptions {
     /// The node's name (`-i`): in logs, hellos and the status.
     pub name: String,
-    /// Where peers and clients reach it; also its identity in the cluster.
+    /// Where peers and clients reach it.
     pub address: SocketAddr,
-    /// The other members' addresses.
+    /// The addresses of the other nodes of a new cluster (`-p`): a fresh node bootstraps with
+    /// them once it knows each one's id. Not needed once the configuration lives in the log.
     pub peers: Vec<SocketAddr>,
+    /// A fresh node that joins an existing cluster through this member (`--join`) instead of
+    /// bootstrapping one: it asks to be added, as a learner promoted once caught up.
+    pub join: Option<SocketAddr>,
+    /// With `join`: stay a learner (`--learner`).
+    pub learner: bool,
     /// Start an election at once (`--leader`).
     pub bootstrap: bool,
     /// The node's own data folder.
@@ -135,6 +146,13 @@ struct Server {
     fresh: bool,
     /// The leadership last logged.
     last_leader: Option<(Term, Option<NodeId>)>,
+    /// A fresh node of a new cluster waiting to learn its peers' ids: `-p` addresses and the
+    /// ids learned so far. None once bootstrapped (or when not bootstrapping).
+    awaiting: Option<BTreeMap<SocketAddr, Option<NodeId>>>,
+    /// The configuration last seen in force, to notice changes.
+    membership: Membership,
+    /// Names peers gave in their hellos, by id.
+    names: BTreeMap<NodeId, String>,
 }
 
 /// Runs a node until `shutdown` is set (Ctrl-C, SIGTERM) or a fatal error (storage, fsync).
@@ -151,9 +169,40 @@ pub fn run(options: NodeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Runtim
 
 impl Server {
     fn start(options: NodeOptions) -> Result<Server, RuntimeError> {
-        let members = Members::new(options.address, &options.peers).map_err(RuntimeError::Members)?;
-        let mut config = Config::new(members.id(), members.peers().map(|(id, _)| id).collect());
-        config.seed = members.id().0 ^ u64::from(std::process::id());
+        check_peers(options.address, &options.peers).map_err(RuntimeError::Members)?;
+        // Who this node is: the id its folder recorded; for a folder of an older version, the
+        // id derived from its address it always had; for a fresh folder, a new random one.
+        let stored = stored_identity(&mut RealFs::new(), &options.data_dir);
+        let fresh_folder = stored.is_none();
+        let legacy = matches!(stored, Some((None, _)));
+        let (id, mut bootstrap) = match stored {
+            Some((Some(id), bootstrap)) => (id, bootstrap),
+            Some((None, _)) => {
+                // Every node of such a cluster derived its peers' ids from their addresses.
+                let mut voters: Vec<(NodeId, SocketAddr)> =
+                    options.peers.iter().map(|&peer| (legacy_id(&peer), peer)).collect();
+                voters.push((legacy_id(&options.address), options.address));
+                (legacy_id(&options.address), Some(voters_of(&voters)))
+            }
+            None => (fresh_id(), None),
+        };
+        if fresh_folder && options.join.is_none() && options.peers.is_empty() {
+            // A cluster of one: it knows everything it needs.
+            bootstrap = Some(voters_of(&[(id, options.address)]));
+        }
+        let members = Members::new(id, options.address);
+        let mut config = Config::new(id, Vec::new());
+        match &bootstrap {
+            Some(membership) => {
+                config.peers = membership.voters().filter(|&voter| voter != id).collect();
+                config.addresses =
+                    membership.members.iter().map(|(&id, member)| (id, member.address.clone())).collect();
+            }
+            // Joining, waiting for its peers' ids, or a member that joined (its configuration
+            // is in its log).
+            None => config.joining = true,
+        }
+        config.seed = id.0 ^ u64::from(std::process::id());
         config.message_bytes_max = limits::MESSAGE_BYTES_MAX;
         let poll = Poll::new().map_err(|e| RuntimeError::Io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), SYNCED)
@@ -174,6 +223,19 @@ impl Server {
             error => error.into(),
         })?;
         driver.set_retention(options.retention);
+        if fresh_folder || legacy {
+            driver.storage_mut().record_identity(id, bootstrap.clone())?;
+        }
+        let awaiting = (fresh_folder && bootstrap.is_none() && options.join.is_none())
+            .then(|| options.peers.iter().map(|&peer| (peer, None)).collect());
+        if let Some(join) = options.join.filter(|_| fresh_folder) {
+            spawn_joiner(join, options.address, id, options.learner);
+        } else if options.join.is_some() {
+            info!(
+                "{} has a data folder already: --join ignored (it is a member, or waits to be added)",
+                options.name
+            );
+        }
         for warning in &opened.warnings {
             warn!("recovery: {warning}");
         }
@@ -191,9 +253,22 @@ impl Server {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| RuntimeError::Io("registering", e))?;
-        info!("{} listening on {} with peers {:?}", options.name, options.address, options.peers);
-        Ok(Server {
-            peers: Peers::new(&members, &options.name, FIRST_PEER),
+        info!("{} (id {}) listening on {}", options.name, id_text(id), options.address);
+        let hello = Frame::Hello {
+            address: options.address.to_string(),
+            name: options.name.clone(),
+            id,
+            bootstrap: driver.storage().bootstrap().cloned(),
+        };
+        let mut peers = Peers::new(hello, FIRST_PEER, SYNCED);
+        for &peer in &options.peers {
+            peers.ensure(peer); // bootstrap peers are dialled before their ids are known
+        }
+        if awaiting.is_some() {
+            info!("{} waits for its peers {:?} to bootstrap a new cluster", options.name, options.peers);
+        }
+        let mut server = Server {
+            peers,
             clients: Clients::new(listener, FIRST_ACCEPTED),
             name: options.name,
             bootstrap: options.bootstrap,
@@ -205,7 +280,158 @@ impl Server {
             started: Instant::now(),
             fresh: opened.fresh,
             last_leader: None,
-        })
+            awaiting,
+            membership: Membership::default(),
+            names: BTreeMap::new(),
+        };
+        server.note_membership();
+        Ok(server)
+    }
+
+    /// Follows the configuration in force: learns members' addresses, dials them, logs changes.
+    fn note_membership(&mut self) {
+        let node = self.driver.node();
+        if *node.membership() == self.membership {
+            return;
+        }
+        let membership = node.membership().clone();
+        let committed = node.commit() >= node.membership_index();
+        self.members.learn_all(&membership);
+        for (&id, member) in &membership.members {
+            if let Ok(address) = member.address.parse::<SocketAddr>() {
+                if id != self.members.id() {
+                    self.peers.ensure(address);
+                }
+                self.driver.storage_mut().label_member(id, member.address.clone());
+            }
+        }
+        let own = membership.members.get(&self.members.id()).map_or("not a member", |m| m.role.name());
+        info!(
+            "configuration{}: {} ({} here)",
+            if committed { "" } else { " (not committed yet)" },
+            describe_membership(&membership),
+            own
+        );
+        self.membership = membership;
+    }
+
+    /// A fresh node of a new cluster learned a peer's id: bootstrap once every `-p` peer's id
+    /// is known, or adopt the configuration a peer already bootstrapped with if it lists this
+    /// node, or give up bootstrapping if the peers formed a cluster without it.
+    fn on_bootstrap_hello(
+        &mut self,
+        peer: NodeId,
+        address: SocketAddr,
+        bootstrap: Option<Membership>,
+    ) -> Result<(), RuntimeError> {
+        let Some(awaiting) = self.awaiting.as_mut() else {
+            return Ok(());
+        };
+        if let Some(slot) = awaiting.get_mut(&address) {
+            *slot = Some(peer);
+        }
+        let membership = match bootstrap {
+            Some(theirs) if theirs.contains(self.members.id()) => theirs,
+            Some(_) => {
+                warn!(
+                    "{} is new, and its peers already form a cluster without it: it waits to be added \
+                     (`replog member add -t {address} --address {}`)",
+                    self.name,
+                    self.members.address()
+                );
+                self.awaiting = None;
+                return Ok(());
+            }
+            None if awaiting.values().all(Option::is_some) => {
+                let mut voters: Vec<(NodeId, SocketAddr)> =
+                    awaiting.iter().map(|(&address, id)| (id.expect("all known"), address)).collect();
+                voters.push((self.members.id(), self.members.address()));
+                voters_of(&voters)
+            }
+            None => return Ok(()),
+        };
+        self.awaiting = None;
+        if !self.driver.bootstrap(&membership)? {
+            return Ok(()); // it heard from a leader meanwhile: its configuration comes from the log
+        }
+        info!("{} bootstrapped a new cluster: {}", self.name, describe_membership(&membership));
+        self.peers.set_hello(Frame::Hello {
+            address: self.members.address().to_string(),
+            name: self.name.clone(),
+            id: self.members.id(),
+            bootstrap: Some(membership),
+        });
+        self.started = Instant::now();
+        self.note_membership();
+        if self.bootstrap {
+            self.step(Event::Campaign)?;
+        }
+        Ok(())
+    }
+
+    /// A client's membership change: resolved to ids here (clients name members by address),
+    /// decided by the core, answered when it commits.
+    fn change_membership(&mut self, token: Token, request: MemberRequest) -> Result<(), RuntimeError> {
+        let node = self.driver.node();
+        if !node.is_leader() {
+            let leader = node.leader().and_then(|id| self.members.address_of(id)).map(|a| a.to_string());
+            self.clients.answer(token, &Frame::Redirect { leader });
+            return Ok(());
+        }
+        let address = match address::parse(&request.address) {
+            Ok(address) => address.to_string(),
+            Err(error) => {
+                self.clients.answer(token, &Frame::Failed { reason: error.to_string() });
+                return Ok(());
+            }
+        };
+        let membership = node.membership();
+        let member = membership.members.iter().find(|(_, m)| m.address == address).map(|(&id, _)| id);
+        let change = match (request.action, member) {
+            (MemberAction::Add | MemberAction::AddLearner, _) if request.id == NodeId(0) => {
+                Err("the new node's id is missing".to_string())
+            }
+            (MemberAction::Add | MemberAction::AddLearner, _) => Ok(MembershipChange::Add {
+                id: request.id,
+                address: address.clone(),
+                promote: request.action == MemberAction::Add,
+            }),
+            (MemberAction::Promote, Some(id)) => Ok(MembershipChange::Promote { id }),
+            (MemberAction::Remove, Some(id)) => Ok(MembershipChange::Remove { id }),
+            (MemberAction::Promote | MemberAction::Remove, None) => {
+                Err(format!("{address} is not a member of this cluster (see `replog member list`)"))
+            }
+        };
+        let change = match change.and_then(|change| self.check_change_size(membership, change)) {
+            Ok(change) => change,
+            Err(reason) => {
+                self.clients.answer(token, &Frame::Failed { reason });
+                return Ok(());
+            }
+        };
+        info!("membership change asked: {}", describe_change(&change, &self.members));
+        let force = request.force;
+        let request = self.clients.track_change(token);
+        self.step(Event::ChangeMembership { request, change, force })?;
+        Ok(())
+    }
+
+    /// Refuses a change whose configuration would not fit the wire's limit for one.
+    fn check_change_size(
+        &self,
+        membership: &Membership,
+        change: MembershipChange,
+    ) -> Result<MembershipChange, String> {
+        if let Ok(next) = membership.apply(&change) {
+            let bytes = serde_json::to_vec(&next).map_or(usize::MAX, |json| json.len());
+            if bytes > crate::codec::MEMBERSHIP_JSON_BYTES_MAX {
+                return Err(format!(
+                    "the configuration would take {bytes} bytes, more than the {} one message carries",
+                    crate::codec::MEMBERSHIP_JSON_BYTES_MAX
+                ));
+            }
+        }
+        Ok(change)
     }
 
     fn serve(&mut self, shutdown: &AtomicBool) -> Result<(), RuntimeError> {
@@ -278,7 +504,7 @@ impl Server {
         self.driver.take_output(&mut outputs);
         for output in outputs.drain(..) {
             match output {
-                Output::Send(message) => self.peers.send(message),
+                Output::Send(message) => self.peers.send(message, &self.members),
                 Output::Reply(reply) => self.clients.on_reply(reply, &self.members, &mut self.driver),
                 // The log is the state machine: applying needs no work beyond the commit index,
                 // and a snapshot's image (the command count) is the driver's.
@@ -287,6 +513,7 @@ impl Server {
             }
         }
         self.outputs = outputs;
+        self.note_membership();
         self.log_leadership();
     }
 
@@ -314,7 +541,15 @@ impl Server {
     fn on_inbound(&mut self, item: Inbound) -> Result<(), RuntimeError> {
         match item {
             Inbound::Step(event) => self.step(event)?,
-            Inbound::Hello { peer, name } => self.peers.named(peer, name),
+            Inbound::Hello { peer, name, address, bootstrap } => {
+                self.members.learn(peer, address);
+                self.peers.ensure(address);
+                self.peers.named(address, name.clone());
+                self.names.insert(peer, name);
+                self.driver.storage_mut().label_member(peer, address.to_string());
+                self.on_bootstrap_hello(peer, address, bootstrap)?;
+            }
+            Inbound::ChangeMembership { token, request } => self.change_membership(token, request)?,
             Inbound::Status(token) => {
                 let report = self.status_report();
                 self.clients.answer_status(token, report);
@@ -350,7 +585,9 @@ impl Server {
             Some(leader) if leader == self.members.id() => {
                 info!("{} is leader in term {}", self.name, term.0)
             }
-            Some(leader) => info!("term {}: leader is {}", term.0, self.peers.display_name(leader)),
+            Some(leader) => {
+                info!("term {}: leader is {}", term.0, self.peers.display_name(leader, &self.members))
+            }
             None if self.last_leader.is_some_and(|(_, l)| l.is_some()) => {
                 info!("term {}: no leader known ({})", term.0, node.role_name())
             }
@@ -384,7 +621,11 @@ impl Server {
                 Ok(address) if address == self.members.address() => {
                     return Ok(Frame::Failed { reason: format!("{to} leads already") })
                 }
-                Ok(address) => Some(node_id(&address)).filter(|&id| self.members.is_peer(id)),
+                Ok(address) => {
+                    let text = address.to_string();
+                    let membership = node.membership();
+                    membership.members.iter().find(|(_, m)| m.address == text).map(|(&id, _)| id)
+                }
                 Err(error) => return Ok(Frame::Failed { reason: error.to_string() }),
             }
         };
@@ -401,6 +642,36 @@ impl Server {
         Ok(Frame::TransferStarted { to: address })
     }
 
+    /// One row per member of the configuration in force; replication figures on the leader.
+    fn member_reports(&self, status: &replog_core::Status) -> Vec<MemberReport> {
+        let node = self.driver.node();
+        let own = self.members.id();
+        let last = node.last_index();
+        let leading = node.is_leader();
+        node.membership()
+            .members
+            .iter()
+            .map(|(&id, member)| {
+                let match_index = if id == own {
+                    leading.then(|| node.persisted_index())
+                } else {
+                    status.peers.iter().find(|peer| peer.id == id).map(|peer| peer.match_index)
+                };
+                let connected =
+                    id == own || member.address.parse().is_ok_and(|address| self.peers.is_connected(address));
+                MemberReport {
+                    id: id_text(id),
+                    name: if id == own { Some(self.name.clone()) } else { self.names.get(&id).cloned() },
+                    address: member.address.clone(),
+                    role: member.role.name().to_string(),
+                    match_index,
+                    lag: match_index.map(|index| last.0.saturating_sub(index.0)),
+                    connected,
+                }
+            })
+            .collect()
+    }
+
     fn status_report(&self) -> StatusReport {
         let status = self.driver.node().status();
         let peers = self
@@ -410,13 +681,17 @@ impl Server {
                 address: link.address,
                 name: link.name.map(str::to_string),
                 outbound_connected: link.connected,
-                inbound_connected: self.clients.has_peer(link.id),
+                inbound_connected: self.members.ids_at(link.address).any(|id| self.clients.has_peer(id)),
                 messages_dropped: link.messages_dropped,
-                replication: status.peers.iter().find(|p| p.id == link.id).map(|p| Replication {
-                    match_index: p.match_index,
-                    next_index: p.next_index,
-                    replicating: p.replicating,
-                }),
+                replication: status
+                    .peers
+                    .iter()
+                    .find(|p| self.members.address_of(p.id) == Some(link.address))
+                    .map(|p| Replication {
+                        match_index: p.match_index,
+                        next_index: p.next_index,
+                        replicating: p.replicating,
+                    }),
             })
             .collect();
         StatusReport {
@@ -432,6 +707,98 @@ impl Server {
             first_id: self.driver.first_command_id(),
             cached_bytes: self.driver.node().cached_bytes(),
             peers,
+            id: id_text(self.members.id()),
+            members: self.member_reports(&status),
+            members_committed: self.driver.node().commit() >= self.driver.node().membership_index(),
         }
     }
+}
+
+/// A configuration of these voters.
+fn voters_of(voters: &[(NodeId, SocketAddr)]) -> Membership {
+    let mut membership = Membership::voters_only(voters.iter().map(|&(id, _)| id));
+    for &(id, address) in voters {
+        membership.members.get_mut(&id).expect("just added").address = address.to_string();
+    }
+    membership
+}
+
+/// A new node's id: random, so a node whose folder was wiped comes back as a new node and can
+/// never vote twice in a term under its old identity.
+fn fresh_id() -> NodeId {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return NodeId(id);
+        }
+    }
+}
+
+/// `{address (id) role, ...}` for the log.
+fn describe_membership(membership: &Membership) -> String {
+    let members: Vec<String> = membership
+        .members
+        .iter()
+        .map(|(&id, member)| match member.role {
+            MemberRole::Voter => format!("{} ({})", member.address, id_text(id)),
+            role => format!("{} ({}) {role}", member.address, id_text(id)),
+        })
+        .collect();
+    format!("[{}]", members.join(", "))
+}
+
+fn describe_change(change: &MembershipChange, members: &Members) -> String {
+    let at = |id: NodeId| members.address_of(id).map_or_else(|| id_text(id), |address| address.to_string());
+    match change {
+        MembershipChange::Add { id, address, promote: true } => format!("add {address} ({})", id_text(*id)),
+        MembershipChange::Add { id, address, promote: false } => {
+            format!("add {address} ({}) as a learner", id_text(*id))
+        }
+        MembershipChange::Promote { id } => format!("promote {}", at(*id)),
+        MembershipChange::Remove { id } => format!("remove {}", at(*id)),
+    }
+}
+
+/// A refusal in the operator's terms (members by address).
+pub(crate) fn describe_refusal(refusal: ChangeRefusal, members: &Members) -> String {
+    let at = |id: NodeId| members.address_of(id).map_or_else(|| id_text(id), |address| address.to_string());
+    match refusal {
+        ChangeRefusal::AlreadyMember(id) => format!("that node ({}) is already a member", id_text(id)),
+        ChangeRefusal::AddressInUse(id) => {
+            format!("the address is already used by member {} ({}): remove it first", at(id), id_text(id))
+        }
+        ChangeRefusal::UnknownMember(id) => format!("{} is not a member", at(id)),
+        ChangeRefusal::AlreadyVoter(id) => format!("{} is already a voter", at(id)),
+        refusal => refusal.to_string(),
+    }
+}
+
+/// `start --join`: asks the cluster, in the background, to add this node; retries while the
+/// cluster is busy with another change or electing a leader, for up to a minute.
+fn spawn_joiner(join: SocketAddr, address: SocketAddr, id: NodeId, learner: bool) {
+    let action = if learner { MemberAction::AddLearner } else { MemberAction::Add };
+    let request = MemberRequest { action, address: address.to_string(), id, force: false };
+    std::thread::spawn(move || {
+        let started = Instant::now();
+        loop {
+            match crate::client::change_membership(&join.to_string(), &request, Duration::from_secs(10)) {
+                Ok(index) => {
+                    info!("joined the cluster through {join}: added at entry {index}");
+                    return;
+                }
+                Err(error) if error.to_string().contains("already a member") => {
+                    info!("already a member of the cluster of {join}");
+                    return;
+                }
+                Err(error) if started.elapsed() < Duration::from_secs(60) => {
+                    debug!("joining through {join}: {error}; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(error) => {
+                    warn!("could not join through {join}: {error}; add this node by hand with `replog member add`");
+                    return;
+                }
+            }
+        }
+    });
 }

@@ -33,8 +33,37 @@ pub struct StatusReport {
     /// Bytes of log entries it holds in memory (the rest are read from disk when needed).
     #[serde(default)]
     pub cached_bytes: u64,
-    /// Every configured peer, in id order.
+    /// Every peer it has a link to, in address order.
     pub peers: Vec<PeerReport>,
+    /// Its id (16 hex digits), drawn at its first start.
+    #[serde(default)]
+    pub id: String,
+    /// The configuration in force as it sees it (the latest in its log), one row per member.
+    #[serde(default)]
+    pub members: Vec<MemberReport>,
+    /// Whether that configuration is committed (`commit` has reached its entry).
+    #[serde(default)]
+    pub members_committed: bool,
+}
+
+/// One member of the configuration in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberReport {
+    /// Its id (16 hex digits).
+    pub id: String,
+    /// Its name, if it has called this node (a hello).
+    pub name: Option<String>,
+    /// Its address.
+    pub address: String,
+    /// `voter`, `learner` or `joining` (a learner promoted once caught up).
+    pub role: String,
+    /// On the leader: the highest index known stored on it (the leader's own last durable
+    /// index for itself).
+    pub match_index: Option<LogIndex>,
+    /// On the leader: how many entries it is behind the leader's last index.
+    pub lag: Option<u64>,
+    /// This node's link to it is up (always true for itself).
+    pub connected: bool,
 }
 
 /// One peer as the node sees it.
@@ -117,6 +146,17 @@ mod tests {
                 ),
                 peer(8082, None),
             ],
+            id: "1cf0caae52b457cc".into(),
+            members: vec![MemberReport {
+                id: "1cf0caae52b457cc".into(),
+                name: Some("node1".into()),
+                address: "127.0.0.1:8080".into(),
+                role: "voter".into(),
+                match_index: Some(LogIndex(4)),
+                lag: Some(0),
+                connected: true,
+            }],
+            members_committed: true,
         }
     }
 
@@ -127,8 +167,10 @@ mod tests {
             json,
             concat!(
                 r#"{"address":"127.0.0.1:8080","cached_bytes":96,"commit":3,"durable_index":4,"#,
-                r#""first_id":1,"first_index":1,"last_index":4,"#,
-                r#""leader":"127.0.0.1:8080","name":"node1","peers":[{"address":"127.0.0.1:8081","#,
+                r#""first_id":1,"first_index":1,"id":"1cf0caae52b457cc","last_index":4,"#,
+                r#""leader":"127.0.0.1:8080","members":[{"address":"127.0.0.1:8080","connected":true,"#,
+                r#""id":"1cf0caae52b457cc","lag":0,"match_index":4,"name":"node1","role":"voter"}],"#,
+                r#""members_committed":true,"name":"node1","peers":[{"address":"127.0.0.1:8081","#,
                 r#""inbound_connected":true,"match_index":3,"messages_dropped":1,"name":"node2","#,
                 r#""next_index":5,"outbound_connected":true,"replicating":true},"#,
                 r#"{"address":"127.0.0.1:8082","inbound_connected":false,"messages_dropped":1,"#,
@@ -136,10 +178,16 @@ mod tests {
             )
         );
         assert_eq!(StatusReport::from_json(&json).unwrap(), report());
-        // A report from a node that predates snapshots still reads.
-        let old = json.replace(r#""cached_bytes":96,"#, "").replace(r#""first_id":1,"first_index":1,"#, "");
+        // A report from a node that predates snapshots and membership changes still reads.
+        let members_start = json.find(r#""members":"#).unwrap();
+        let members_end = json.find(r#""name":"node1","peers""#).unwrap();
+        let old = format!("{}{}", &json[..members_start], &json[members_end..])
+            .replace(r#""cached_bytes":96,"#, "")
+            .replace(r#""first_id":1,"first_index":1,"#, "")
+            .replace(r#""id":"1cf0caae52b457cc","#, "");
         let read = StatusReport::from_json(&old).unwrap();
         assert_eq!((read.first_index, read.first_id, read.cached_bytes), (LogIndex(0), 0, 0));
+        assert!(read.members.is_empty() && read.id.is_empty());
     }
 
     #[test]

@@ -19,8 +19,12 @@
 //! - `snapshot.partial`: a snapshot being received: a header line (what it covers, its length and
 //!   checksum, a CRC) and the bytes so far. Never synced: a cache, so a transfer resumes after a
 //!   restart; the whole snapshot is checked against its checksum once complete.
-//! - `metadata.json`: term, vote and commit index (and which node the folder belongs to), with
-//!   the same kind of checksum, replaced atomically like the snapshot.
+//! - `metadata.json`: which node the folder belongs to (name, address, and the random id it drew
+//!   at its first start), the configuration it bootstrapped with, term, vote (the id and address
+//!   of the node voted for) and commit index, with the same kind of checksum, replaced atomically
+//!   like the snapshot:
+//!   `{"name":"node1","address":"127.0.0.1:8080","id":"9f0c...","term":3,"voted_for":{"id":
+//!   "5a1e...","address":"127.0.0.1:8081"},"commit":42,"bootstrap":{"members":{...}},"crc":N}`.
 //!
 //! A folder of a version before segments holds the log in `log.jsonl`: at open it is renamed to
 //! the first segment's name.
@@ -250,6 +254,12 @@ pub struct Storage<F: FileSystem> {
     hard: HardState,
     hard_written: HardState,
     ticks_since_commit_write: u64,
+    /// The node's id, once recorded (`record_identity`); a folder of an older version has none.
+    node_id: Option<NodeId>,
+    /// The configuration the node bootstrapped with, once recorded.
+    bootstrap: Option<Membership>,
+    /// Addresses of members by id, so `voted_for` is written with the address it names.
+    labels: std::collections::BTreeMap<NodeId, String>,
     /// While the log repairs lost entries, `metadata.json` records through which index
     /// (`repair_to`), so a restart mid-repair still knows what is missing.
     repair_floor: LogIndex,
@@ -342,7 +352,8 @@ impl<F: FileSystem> Storage<F> {
             .map(|&(_, term)| term)
             .or(snapshot_meta.map(|meta| meta.term))
             .unwrap_or(Term::ZERO);
-        let (saved, repairing_to) = meta.unwrap_or_default();
+        let fresh = meta.is_none();
+        let (saved, repairing_to, node_id, bootstrap) = meta.unwrap_or_default();
         let repair_to = saved.commit.max(repairing_to).max(damaged_at.unwrap_or(LogIndex::ZERO));
         let repair_to = if repair_to > last { repair_to } else { LogIndex::ZERO };
         if repair_to > LogIndex::ZERO {
@@ -380,8 +391,11 @@ impl<F: FileSystem> Storage<F> {
             ticks_since_commit_write: 0,
             repair_floor: repair_to,
             commit_known: saved.commit.max(snapshot_index),
+            node_id,
+            bootstrap,
+            labels: std::collections::BTreeMap::new(),
         };
-        if meta.is_none() {
+        if fresh {
             storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once (and syncs the folder)
         } else if created {
             storage.fs.sync_dir(&storage.dir).map_err(io_error(&storage.dir))?;
@@ -765,6 +779,33 @@ impl<F: FileSystem> Storage<F> {
     }
 
     /// write, fsync, rename, fsync the folder. The commit written never exceeds the durable log.
+    /// Records who this node is: its id and (once known) the configuration it bootstrapped
+    /// with; durable when this returns. A recorded id never changes: a folder belongs to one
+    /// node for its whole life.
+    pub fn record_identity(&mut self, id: NodeId, bootstrap: Option<Membership>) -> Result<(), StorageError> {
+        assert!(self.node_id.is_none_or(|known| known == id), "a data folder's node id never changes");
+        self.node_id = Some(id);
+        if bootstrap.is_some() {
+            self.bootstrap = bootstrap;
+        }
+        self.write_metadata(self.hard)
+    }
+
+    /// The id recorded in `metadata.json`, if any.
+    pub fn node_id(&self) -> Option<NodeId> {
+        self.node_id
+    }
+
+    /// The configuration recorded as this node's bootstrap, if any.
+    pub fn bootstrap(&self) -> Option<&Membership> {
+        self.bootstrap.as_ref()
+    }
+
+    /// Remembers `address` for member `id`, so a vote for it names it in `metadata.json`.
+    pub fn label_member(&mut self, id: NodeId, address: String) {
+        self.labels.insert(id, address);
+    }
+
     fn write_metadata(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         if self.durable.last >= self.repair_floor {
             self.repair_floor = LogIndex::ZERO; // repaired
@@ -774,13 +815,29 @@ impl<F: FileSystem> Storage<F> {
         let path = self.dir.join(METADATA_FILE);
         let temp = self.dir.join(METADATA_TEMP_FILE);
         let mut text = format!(
-            "{{\"name\":{},\"address\":{},\"term\":{},\"voted_for\":{},\"commit\":{}",
+            "{{\"name\":{},\"address\":{}",
             json_string(&self.identity.name),
-            json_string(&self.identity.address),
-            hard_state.term.0,
-            hard_state.voted_for.map_or("null".to_string(), |id| id.0.to_string()),
-            hard_state.commit.0
+            json_string(&self.identity.address)
         );
+        if let Some(id) = self.node_id {
+            text.push_str(&format!(",\"id\":\"{}\"", id_text(id)));
+        }
+        let voted_for = match hard_state.voted_for {
+            None => "null".to_string(),
+            Some(id) => format!(
+                "{{\"id\":\"{}\",\"address\":{}}}",
+                id_text(id),
+                json_string(self.labels.get(&id).map_or("", String::as_str))
+            ),
+        };
+        text.push_str(&format!(
+            ",\"term\":{},\"voted_for\":{voted_for},\"commit\":{}",
+            hard_state.term.0, hard_state.commit.0
+        ));
+        if let Some(bootstrap) = &self.bootstrap {
+            text.push_str(",\"bootstrap\":");
+            text.push_str(&serde_json::to_string(bootstrap).expect("a configuration serializes"));
+        }
         if self.repair_floor > LogIndex::ZERO {
             text.push_str(&format!(",\"repair_to\":{}", self.repair_floor.0));
         }
@@ -834,29 +891,66 @@ fn read_partial<F: FileSystem>(
 /// and the index through which lost committed entries are still being repaired (zero if none).
 pub fn decode_metadata(bytes: &[u8]) -> Option<(HardState, LogIndex)> {
     let meta = read_metadata(bytes).ok()?;
-    Some((meta.hard_state(), LogIndex(meta.repair_to)))
+    Some((meta.hard_state().ok()?, LogIndex(meta.repair_to)))
 }
 
 #[derive(serde::Deserialize)]
 struct Meta {
     name: String,
     address: String,
+    /// Absent in folders of versions before node ids were drawn at random.
+    #[serde(default)]
+    id: Option<String>,
     term: u64,
-    voted_for: Option<u64>,
+    voted_for: Option<Vote>,
     commit: u64,
     /// Present only while a repair is under way.
     #[serde(default)]
     repair_to: u64,
+    #[serde(default)]
+    bootstrap: Option<Membership>,
+}
+
+/// `voted_for` as written now (the id and the address it names) or by older versions (a number).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Vote {
+    Named { id: String },
+    Legacy(u64),
 }
 
 impl Meta {
-    fn hard_state(&self) -> HardState {
-        HardState {
-            term: Term(self.term),
-            voted_for: self.voted_for.map(NodeId),
-            commit: LogIndex(self.commit),
-        }
+    fn hard_state(&self) -> Result<HardState, String> {
+        let voted_for = match &self.voted_for {
+            None => None,
+            Some(Vote::Legacy(id)) => Some(NodeId(*id)),
+            Some(Vote::Named { id }) => Some(parse_id(id)?),
+        };
+        Ok(HardState { term: Term(self.term), voted_for, commit: LogIndex(self.commit) })
     }
+}
+
+/// A node id as the data folder and the operator commands show it: 16 hex digits.
+pub fn id_text(id: NodeId) -> String {
+    format!("{:016x}", id.0)
+}
+
+/// The id `id_text` wrote.
+pub fn parse_id(text: &str) -> Result<NodeId, String> {
+    if text.len() != 16 {
+        return Err(format!("node id {text:?} is not 16 hex digits"));
+    }
+    u64::from_str_radix(text, 16).map(NodeId).map_err(|_| format!("node id {text:?} is not 16 hex digits"))
+}
+
+/// Who a data folder says it is, read before the node starts: its id (None for a folder of a
+/// version before random ids) and the configuration it bootstrapped with. None: no readable
+/// `metadata.json` (a fresh folder; `Storage::open` reports damage with the details).
+pub fn stored_identity(fs: &mut impl FileSystem, dir: &Path) -> Option<(Option<NodeId>, Option<Membership>)> {
+    let bytes = fs.read(&dir.join(METADATA_FILE)).ok()?;
+    let meta = read_metadata(&bytes).ok()?;
+    let id = meta.id.as_deref().map(parse_id).transpose().ok()?;
+    Some((id, meta.bootstrap))
 }
 
 fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
@@ -866,11 +960,7 @@ fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
     serde_json::from_str(line).map_err(|e| format!("unreadable: {e}"))
 }
 
-fn parse_metadata(
-    path: &Path,
-    bytes: &[u8],
-    identity: &Identity,
-) -> Result<(HardState, LogIndex), StorageError> {
+fn parse_metadata(path: &Path, bytes: &[u8], identity: &Identity) -> Result<ParsedMeta, StorageError> {
     let meta = read_metadata(bytes).map_err(|why| StorageError::Corrupt {
         path: path.to_path_buf(),
         line: 1,
@@ -885,8 +975,14 @@ fn parse_metadata(
             ),
         });
     }
-    Ok((meta.hard_state(), LogIndex(meta.repair_to)))
+    let corrupt = |why: String| StorageError::Corrupt { path: path.to_path_buf(), line: 1, why };
+    let hard_state = meta.hard_state().map_err(corrupt)?;
+    let id = meta.id.as_deref().map(parse_id).transpose().map_err(corrupt)?;
+    Ok((hard_state, LogIndex(meta.repair_to), id, meta.bootstrap))
 }
+
+/// What `metadata.json` held: hard state, repair index, id, bootstrap configuration.
+type ParsedMeta = (HardState, LogIndex, Option<NodeId>, Option<Membership>);
 
 #[cfg(test)]
 mod tests {

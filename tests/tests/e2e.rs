@@ -166,21 +166,24 @@ fn garbage_and_oversized_frames_close_the_connection_not_the_node() {
     let mut unknown = Vec::new();
     replog_runtime::frame::encode(&[0xee, 1, 2, 3], &mut unknown);
     assert!(closed_by_node(&unknown), "unknown frame kind");
-    // A client that claims to be a peer it is not.
-    let mut stranger = Vec::new();
-    replog_runtime::frame::encode_with(&mut stranger, |out| {
-        replog_runtime::codec::encode(
-            &replog_runtime::codec::Frame::Hello { address: "127.0.0.1:1".into(), name: "mallory".into() },
-            out,
-        )
+    // A caller that claims to be the node it calls.
+    let mut impostor = Vec::new();
+    replog_runtime::frame::encode_with(&mut impostor, |out| {
+        let hello = replog_runtime::codec::Frame::Hello {
+            address: address.clone(),
+            name: "mallory".into(),
+            id: replog_core::NodeId(1),
+            bootstrap: None,
+        };
+        replog_runtime::codec::encode(&hello, out)
     });
-    assert!(closed_by_node(&stranger), "unknown peer");
+    assert!(closed_by_node(&impostor), "impostor");
     client::append(&address, b"still-serving", 5 * SECOND).expect("the node keeps serving");
     let log = cluster.log_text(leader);
     assert!(
         log.contains("checksum mismatch")
             && log.contains("exceeds")
-            && log.contains("not one of this node's peers"),
+            && log.contains("claims this node's own identity"),
         "{log}"
     );
 }
