@@ -347,6 +347,14 @@ fn status(target: &str, raw: bool) -> Result<(), String> {
         return Ok(());
     }
     println!("{} at {}: {} in term {}", status.name, status.address, status.role, status.term.0);
+    let voters = status.members.iter().filter(|member| member.role == "voter").count();
+    let learners = status.members.len() - voters;
+    println!(
+        "id {}  configuration: {voters} voter(s){}{}",
+        status.id,
+        if learners > 0 { format!(", {learners} learner(s)") } else { String::new() },
+        if status.members_committed { "" } else { " (a change not committed yet)" }
+    );
     println!(
         "leader {}  commit {}  last index {}  durable {}",
         status.leader.map_or_else(|| "unknown".to_string(), |leader| leader.to_string()),

@@ -226,15 +226,16 @@ impl Server {
         if fresh_folder || legacy {
             driver.storage_mut().record_identity(id, bootstrap.clone())?;
         }
-        let awaiting = (fresh_folder && bootstrap.is_none() && options.join.is_none())
+        // A node in no configuration at all (not bootstrapped, never reached by a leader):
+        // with -p it waits for its peers' ids to bootstrap; with --join it asks to be added.
+        // Also after a restart that came before either finished.
+        let in_no_configuration = driver.node().membership().members.is_empty();
+        let awaiting = (in_no_configuration && options.join.is_none() && !options.peers.is_empty())
             .then(|| options.peers.iter().map(|&peer| (peer, None)).collect());
-        if let Some(join) = options.join.filter(|_| fresh_folder) {
-            spawn_joiner(join, options.address, id, options.learner);
-        } else if options.join.is_some() {
-            info!(
-                "{} has a data folder already: --join ignored (it is a member, or waits to be added)",
-                options.name
-            );
+        match options.join {
+            Some(join) if in_no_configuration => spawn_joiner(join, options.address, id, options.learner),
+            Some(_) => info!("{} is in a configuration already: --join ignored", options.name),
+            None => {}
         }
         for warning in &opened.warnings {
             warn!("recovery: {warning}");
