@@ -384,7 +384,9 @@ impl LeaderCtx<'_> {
     /// to date, then `TimeoutNow`. A transfer to itself, to a stranger, or while one is under
     /// way is ignored.
     pub(crate) fn transfer_to(&mut self, to: NodeId) {
-        if self.leader.transfer.is_some() || !self.leader.progress.contains_key(&to) {
+        // Only a voter can be elected: a learner would never campaign.
+        let voter = self.shared.configs.latest().is_voter(to);
+        if self.leader.transfer.is_some() || !self.leader.progress.contains_key(&to) || !voter {
             return;
         }
         self.shared.marks.transfers_started += 1;

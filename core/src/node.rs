@@ -199,6 +199,12 @@ impl Node {
             &recovered.entries,
             base.index,
         );
+        // A snapshot written before configurations were replicated carries none: it holds the
+        // bootstrap's, which a follower that installs it must get.
+        let mut snapshot = recovered.snapshot;
+        if let Some(snapshot) = snapshot.as_mut().filter(|snapshot| snapshot.membership.members.is_empty()) {
+            snapshot.membership = configs.at(base.index).clone();
+        }
         let log = Log::recover(base, recovered.term_runs, recovered.entries).map_err(StartError::Log)?;
         // A snapshot covers only committed, applied entries (§7); the commit index on disk may
         // lag it (it is written lazily).
@@ -233,7 +239,7 @@ impl Node {
             out: Vec::new(),
             marks: Marks::default(),
             repair_to: recovered.repair_to,
-            snapshot: recovered.snapshot,
+            snapshot,
             incoming: recovered.partial.filter(|partial| partial.meta.index > base.index),
             configs,
         };
@@ -1020,8 +1026,9 @@ fn recover_configurations(
         Some(snapshot) if snapshot.membership.voter_count() > 0 => snapshot.membership.clone(),
         _ => config.bootstrap(),
     };
+    let last = entries.last().map_or(base, |entry| entry.index);
     let mut found: std::collections::BTreeMap<LogIndex, Membership> =
-        listed.into_iter().filter(|&(index, _)| index > base).collect();
+        listed.into_iter().filter(|&(index, _)| index > base && index <= last).collect();
     for entry in entries {
         if let Payload::Config(membership) = &entry.payload {
             found.insert(entry.index, membership.clone());

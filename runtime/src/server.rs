@@ -609,7 +609,9 @@ impl Server {
         let target = if to.is_empty() {
             // The most up-to-date follower among those answering now (not one just stopped).
             let status = node.status();
-            let live = status.peers.iter().filter(|peer| peer.recent_active && peer.replicating);
+            let voter = |id| node.membership().is_voter(id);
+            let live =
+                status.peers.iter().filter(|peer| peer.recent_active && peer.replicating && voter(peer.id));
             match live.max_by_key(|peer| (peer.match_index, std::cmp::Reverse(peer.id))) {
                 Some(peer) => Some(peer.id),
                 None => {
@@ -625,7 +627,15 @@ impl Server {
                 Ok(address) => {
                     let text = address.to_string();
                     let membership = node.membership();
-                    membership.members.iter().find(|(_, m)| m.address == text).map(|(&id, _)| id)
+                    let found = membership.members.iter().find(|(_, m)| m.address == text);
+                    match found {
+                        Some((_, member)) if member.role != MemberRole::Voter => {
+                            return Ok(Frame::Failed {
+                                reason: format!("{to} is a learner: only a voter can lead"),
+                            })
+                        }
+                        found => found.map(|(&id, _)| id),
+                    }
                 }
                 Err(error) => return Ok(Frame::Failed { reason: error.to_string() }),
             }
