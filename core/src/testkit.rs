@@ -11,6 +11,7 @@
 use crate::action::{Action, Reply};
 use crate::config::Config;
 use crate::event::Event;
+use crate::membership::{Membership, MembershipChange};
 use crate::message::Message;
 use crate::node::{Node, Recovered};
 use crate::types::{
@@ -93,15 +94,22 @@ impl Disk {
 }
 
 /// A cluster of nodes `n1..=nN` on a network that delivers in order unless told otherwise.
+/// Nodes added later (`add_node`) join with no configuration; a message to a node that does not
+/// exist is lost, as on a real network.
 #[derive(Debug)]
 pub struct Cluster {
     configs: BTreeMap<NodeId, Config>,
+    /// The bootstrap configuration `n1..=nN`: `describe` shows a node's configuration only when
+    /// it differs from this one.
+    bootstrap: Membership,
     /// `None` while crashed.
     nodes: BTreeMap<NodeId, Option<Node>>,
     disks: BTreeMap<NodeId, Disk>,
     in_flight: VecDeque<Message>,
     /// Directed links that drop everything.
     cut: BTreeSet<(NodeId, NodeId)>,
+    /// Groups cut off from everyone outside them (`isolate`), nodes added later included.
+    isolated: Vec<BTreeSet<NodeId>>,
     /// What each node applied since it last started (or installed a snapshot): the index its
     /// state started from, and the entries after it.
     applied: BTreeMap<NodeId, (LogIndex, Vec<Entry>)>,
@@ -121,10 +129,12 @@ impl Cluster {
         let ids: Vec<NodeId> = (1..=size).map(NodeId).collect();
         let mut cluster = Cluster {
             configs: BTreeMap::new(),
+            bootstrap: Membership::voters_only(ids.iter().copied()),
             nodes: BTreeMap::new(),
             disks: BTreeMap::new(),
             in_flight: VecDeque::new(),
             cut: BTreeSet::new(),
+            isolated: Vec::new(),
             applied: BTreeMap::new(),
             replies: Vec::new(),
             leaders_by_term: BTreeMap::new(),
@@ -174,6 +184,26 @@ impl Cluster {
         cluster
     }
 
+    /// A new, empty, running node `id` that joins the cluster (`Config::joining`): no bootstrap
+    /// configuration, so it neither votes nor campaigns until a leader's log makes it a voter.
+    /// Its configuration is node n1's (the `Cluster::new` tweak included) with its own id and
+    /// seed. It hears nothing until a leader adds it (`change`).
+    pub fn add_node(&mut self, id: NodeId) {
+        self.add_node_with(id, |_| {});
+    }
+
+    /// As `add_node`, with `tweak` applied to its configuration last.
+    pub fn add_node_with(&mut self, id: NodeId, tweak: impl FnOnce(&mut Config)) {
+        assert!(!self.nodes.contains_key(&id), "{id} exists already");
+        let template = self.configs.values().next().expect("a cluster has a node").clone();
+        let mut config = Config { id, peers: Vec::new(), joining: true, seed: id.0, ..template };
+        tweak(&mut config);
+        self.configs.insert(id, config);
+        self.disks.insert(id, Disk::default());
+        self.start(id);
+        let _ = writeln!(self.trace, "{id} added (joining, empty)");
+    }
+
     fn start(&mut self, id: NodeId) {
         let disk = &self.disks[&id];
         // As a real driver does: a log that ends before its saved commit index lost committed
@@ -207,9 +237,9 @@ impl Cluster {
         self.nodes[&id].as_ref().expect("node is running")
     }
 
-    /// Whether node `id` is running.
+    /// Whether node `id` exists and is running.
     pub fn is_up(&self, id: NodeId) -> bool {
-        self.nodes[&id].is_some()
+        self.nodes.get(&id).is_some_and(Option::is_some)
     }
 
     /// The running leader with the highest term, if any.
@@ -302,7 +332,7 @@ impl Cluster {
                 // Every write is applied to the disk at once: syncs are immediate here.
                 Action::Sync => {}
                 Action::Send(message) => {
-                    if self.cut.contains(&(message.from, message.to)) {
+                    if self.is_cut(message.from, message.to) {
                         let _ = writeln!(self.trace, "  (dropped by partition)");
                     } else {
                         self.in_flight.push_back(message.clone());
@@ -431,6 +461,10 @@ impl Cluster {
         let Some(message) = self.in_flight.pop_front() else {
             return false;
         };
+        if !self.nodes.contains_key(&message.to) {
+            let _ = writeln!(self.trace, "lost {message} (no such node)");
+            return true;
+        }
         if !self.is_up(message.to) {
             let _ = writeln!(self.trace, "lost {message} (receiver down)");
             return true;
@@ -495,6 +529,15 @@ impl Cluster {
         self.step(id, Event::Campaign);
     }
 
+    /// Asks node `id` for a membership change (§4.1); returns the request id. `force` skips the
+    /// leader's live-quorum check.
+    pub fn change(&mut self, id: NodeId, change: MembershipChange, force: bool) -> RequestId {
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        self.step(id, Event::ChangeMembership { request, change, force });
+        request
+    }
+
     /// Proposes commands at `id`; returns the request id.
     pub fn propose(&mut self, id: NodeId, commands: &[&str]) -> RequestId {
         let request = RequestId(self.next_request);
@@ -517,15 +560,15 @@ impl Cluster {
         self.replies.iter().map(|(_, reply)| reply).find(|reply| reply.request() == request)
     }
 
-    /// Cuts every link between `group` and the rest, both ways.
+    /// Cuts every link between `group` and the rest (nodes added later included), both ways.
     pub fn isolate(&mut self, group: &[NodeId]) {
-        for a in self.ids() {
-            for b in self.ids() {
-                if group.contains(&a) != group.contains(&b) {
-                    self.cut.insert((a, b));
-                }
-            }
-        }
+        self.isolated.push(group.iter().copied().collect());
+    }
+
+    /// Whether the network drops messages from `from` to `to`.
+    fn is_cut(&self, from: NodeId, to: NodeId) -> bool {
+        self.cut.contains(&(from, to))
+            || self.isolated.iter().any(|group| group.contains(&from) != group.contains(&to))
     }
 
     /// Cuts one direction only.
@@ -536,6 +579,7 @@ impl Cluster {
     /// Restores every link.
     pub fn heal(&mut self) {
         self.cut.clear();
+        self.isolated.clear();
     }
 
     /// Stops a node; it keeps only what it wrote to its disk.
@@ -564,7 +608,8 @@ impl Cluster {
         let _ = writeln!(self.trace, "{line}");
     }
 
-    /// One line per node: role, term, commit, and its log as index/term pairs.
+    /// One line per node: role, term, commit, its configuration (only when it is not the
+    /// bootstrap one, marked if not committed yet), and its log as index/term pairs.
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for (id, node) in &self.nodes {
@@ -582,9 +627,16 @@ impl Cluster {
                             Payload::Config(membership) => format!("{}:config{membership}", entry.term.0),
                         })
                         .collect();
+                    let membership = match node.membership() {
+                        membership if *membership == self.bootstrap => String::new(),
+                        membership if node.membership_index() > node.commit() => {
+                            format!("config={membership}(uncommitted) ")
+                        }
+                        membership => format!("config={membership} "),
+                    };
                     let _ = writeln!(
                         out,
-                        "{id} {} {} commit={} {}log=[{}]",
+                        "{id} {} {} commit={} {}{membership}log=[{}]",
                         node.role(),
                         node.term(),
                         node.commit(),
@@ -689,6 +741,28 @@ impl Cluster {
                     let to = node_arg(2)?;
                     cluster.step(node_arg(1)?, Event::TransferLeadership { to });
                 }
+                "add-node" => cluster.add_node(node_arg(1)?),
+                "member" => {
+                    let (leader, target) = (node_arg(1)?, node_arg(3)?);
+                    let flag = words.get(4).copied();
+                    let (change, force) = match (words.get(2).copied(), flag) {
+                        (Some("add"), None | Some("learner")) => {
+                            let address = format!("{target}");
+                            let promote = flag.is_none();
+                            (MembershipChange::Add { id: target, address, promote }, false)
+                        }
+                        (Some("promote"), None) => (MembershipChange::Promote { id: target }, false),
+                        (Some("remove"), None | Some("force")) => {
+                            (MembershipChange::Remove { id: target }, flag.is_some())
+                        }
+                        _ => {
+                            return Err(fail(
+                                "expected member N add M [learner] | promote M | remove M [force]",
+                            ))
+                        }
+                    };
+                    cluster.change(leader, change, force);
+                }
                 "crash" => cluster.crash(node_arg(1)?),
                 "restart" => cluster.restart(node_arg(1)?),
                 "isolate" => {
@@ -720,6 +794,7 @@ fn apply_setting(config: &mut Config, key: &str, value: &str) -> Result<(), Stri
         "entries_per_message_max" => config.entries_per_message_max = number()? as u32,
         "inflight_messages_max" => config.inflight_messages_max = number()? as u32,
         "snapshot_chunk_bytes" => config.snapshot_chunk_bytes = number()?,
+        "promote_lag_entries_max" => config.promote_lag_entries_max = number()?,
         _ => return Err(format!("unknown setting {key}")),
     }
     Ok(())
