@@ -79,8 +79,10 @@ fn configuration_state(cluster: &Cluster) -> (Membership, LogIndex, LogIndex) {
 #[test]
 fn a_learner_gets_the_log_but_never_votes_counts_or_campaigns() {
     let mut cluster = led_by_n1(3, |_| {});
-    cluster.add_node(n(4));
-    change_committed(&mut cluster, add(4, false));
+    for id in [4, 5] {
+        cluster.add_node(n(id));
+        change_committed(&mut cluster, add(id, false));
+    }
     cluster.propose(n(1), &["b"]);
     cluster.run(&cluster.ids(), 6);
     let (leader, learner) = (cluster.node(n(1)), cluster.node(n(4)));
@@ -91,34 +93,34 @@ fn a_learner_gets_the_log_but_never_votes_counts_or_campaigns() {
     // Kept a learner: no automatic promotion however long it has been caught up.
     assert_eq!(cluster.node(n(1)).marks().promotions, 0);
 
-    // Never counts: with both other voters cut off, leader + learner (2 of 4 members) commit
-    // nothing, though the learner holds the entry.
+    // Never counts: with both other voters cut off, the leader and the two learners (3 of 5
+    // members, 1 of 3 voters) commit nothing, though the learners hold the entry.
     cluster.isolate(&[n(2), n(3)]);
     let commit = cluster.node(n(1)).commit();
     let request = cluster.propose(n(1), &["needs a voter"]);
     cluster.deliver_all();
-    assert_eq!(cluster.node(n(4)).last_index(), cluster.node(n(1)).last_index());
+    for id in [4, 5] {
+        assert_eq!(cluster.node(n(id)).last_index(), cluster.node(n(1)).last_index());
+    }
     assert_eq!(cluster.node(n(1)).commit(), commit);
     assert_eq!(cluster.reply(request), None);
     cluster.heal();
     cluster.run(&cluster.ids(), 6);
     assert!(matches!(cluster.reply(request), Some(Reply::Committed { .. })));
 
-    // Never asked to vote, and its vote would not count: n2 campaigns with n1 and n3 down.
+    // Never asked to vote, and their votes would not count: n2 campaigns with n1 and n3 down.
     cluster.crash(n(1));
     cluster.crash(n(3));
     let actions = cluster.step(n(2), Event::Campaign);
     let asked: Vec<NodeId> = sent(&actions).iter().map(|m| m.to).collect();
     assert_eq!(asked, vec![n(1), n(3)], "pre-vote requests go to the voters only");
     let term = cluster.node(n(2)).term();
-    let grant = Message {
-        from: n(4),
-        to: n(2),
-        term: term.next(),
-        body: Body::VoteResponse { pre_vote: true, granted: true },
-    };
-    cluster.step(n(2), Event::Receive(grant));
-    assert_eq!(cluster.node(n(2)).role(), RoleKind::PreCandidate, "the learner's grant does not count");
+    for learner in [4, 5] {
+        let body = Body::VoteResponse { pre_vote: true, granted: true };
+        let grant = Message { from: n(learner), to: n(2), term: term.next(), body };
+        cluster.step(n(2), Event::Receive(grant));
+    }
+    assert_eq!(cluster.node(n(2)).role(), RoleKind::PreCandidate, "the learners' grants do not count");
     cluster.drop_all();
 
     // Never campaigns: a learner that hears from no leader for ten election timeouts stays put.
@@ -481,12 +483,14 @@ fn the_configuration_survives_compaction_snapshots_and_restarts() {
     change_committed(&mut cluster, add(4, true));
     cluster.run(&cluster.ids(), 6);
     assert!(cluster.node(n(1)).membership().is_voter(n(4)), "promoted");
+    // n2 misses the removal of n3: it will learn of it from the snapshot alone.
+    cluster.crash(n(2));
     change_committed(&mut cluster, remove(3));
     cluster.crash(n(3));
     for i in 0..5 {
         cluster.propose(n(1), &[format!("c{i}").as_str()]);
     }
-    cluster.run(&[n(1), n(2), n(4)], 6);
+    cluster.run(&[n(1), n(4)], 6);
     let compacted = cluster.node(n(1)).membership().clone();
     let last_change = cluster.node(n(1)).membership_index();
     cluster.compact(n(1));
@@ -496,6 +500,13 @@ fn the_configuration_survives_compaction_snapshots_and_restarts() {
     assert_eq!(leader.snapshot().expect("compacted").membership, compacted);
     assert_eq!(leader.membership(), &compacted);
 
+    cluster.restart(n(2));
+    cluster.run(&[n(1), n(2), n(4)], 10);
+    let (leader, lagging) = (cluster.node(n(1)), cluster.node(n(2)));
+    assert_eq!(lagging.marks().snapshots_installed, 1);
+    assert!(lagging.membership().is_voter(n(4)) && !lagging.membership().contains(n(3)));
+    assert_eq!(lagging.membership(), leader.membership());
+
     // n5 joins after the compaction: it can only get the log through the snapshot.
     cluster.add_node(n(5));
     change_committed(&mut cluster, add(5, false));
@@ -503,6 +514,7 @@ fn the_configuration_survives_compaction_snapshots_and_restarts() {
     let (leader, joined) = (cluster.node(n(1)), cluster.node(n(5)));
     assert_eq!(joined.marks().snapshots_installed, 1);
     assert_eq!(joined.snapshot().expect("installed").membership, compacted);
+    assert_eq!(joined.membership_at(joined.snapshot_meta().index), &compacted);
     assert_eq!(joined.membership(), leader.membership());
     assert_eq!(role_of(&cluster, 5, 5), Some(MemberRole::Learner));
 
