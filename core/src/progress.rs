@@ -57,7 +57,8 @@ pub struct Progress {
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
     /// Leader ticks since the follower last answered: it counts as live for a membership
-    /// change's safety check while this is under an election timeout.
+    /// change's safety check while this is under an election timeout. `u32::MAX` until this
+    /// leader first hears from it: a follower that died before the election is not live.
     pub silent_ticks: u32,
     /// Answered since the last heartbeat round: a retransmission carries entries only to a
     /// follower that answers, so a dead one costs an empty probe per round, not a window.
@@ -84,7 +85,7 @@ impl Progress {
             inflight: VecDeque::new(),
             inflight_bytes: 0,
             recent_active: false,
-            silent_ticks: 0,
+            silent_ticks: u32::MAX,
             heard: true,
             advanced: false,
             acked_seq: 0,

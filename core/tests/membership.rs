@@ -362,6 +362,25 @@ fn a_change_that_leaves_no_live_quorum_is_refused_unless_forced() {
     assert!(matches!(cluster.reply(forced), Some(Reply::Committed { .. })));
 }
 
+/// The live-quorum check counts only voters the leader has heard from: a leader elected
+/// after a follower died must not take it for live because it has not been leading long
+/// enough to notice its silence.
+#[test]
+fn a_new_leader_does_not_count_a_follower_it_never_heard_from_as_live() {
+    let mut cluster = led_by_n1(3, |_| {});
+    cluster.crash(n(3));
+    cluster.run(&[n(1), n(2)], 40);
+    // A hand-over elects n2 at once; its no-op commits with n1.
+    cluster.step(n(1), Event::TransferLeadership { to: n(2) });
+    cluster.deliver_all();
+    assert_eq!(cluster.leader(), Some(n(2)));
+    let leader = cluster.node(n(2));
+    assert_eq!(leader.term_at(leader.commit()), Some(leader.term()), "past the barrier");
+    // Removing n1 would leave {n2, n3} with n3 dead: the cluster could commit nothing more.
+    let request = cluster.change(n(2), remove(1), false);
+    assert_eq!(refusal(&cluster, request), Some(ChangeRefusal::Unsafe { live: 1, needed: 2 }));
+}
+
 // ---- removing the leader ----
 
 /// §4.2.2: a leader that removes itself replicates the change without counting itself, steps
