@@ -97,19 +97,19 @@ impl LeaderCtx<'_> {
     }
 
     /// §4.2.1: a joining learner whose log is within `promote_lag_entries_max` of the commit
-    /// index becomes a voter (one at a time, like every change; never while one is pending or
-    /// before the barrier).
+    /// index, and that answered within an election timeout, becomes a voter (one at a time,
+    /// like every change; never while one is pending or before the barrier). A learner that
+    /// never answered is not caught up, however short the log.
     pub(crate) fn maybe_promote(&mut self) {
         let shared = &*self.shared;
         let lag_max = shared.config.promote_lag_entries_max;
+        let live_ticks = shared.config.election_ticks_min;
         let commit = shared.commit;
         let ready = shared.configs.latest().members.iter().find(|&(id, member)| {
             member.role == MemberRole::Joining
-                && self
-                    .leader
-                    .progress
-                    .get(id)
-                    .is_some_and(|p| p.match_index.0.saturating_add(lag_max) >= commit.0)
+                && self.leader.progress.get(id).is_some_and(|p| {
+                    p.silent_ticks < live_ticks && p.match_index.0.saturating_add(lag_max) >= commit.0
+                })
         });
         let Some((&id, _)) = ready else {
             return;

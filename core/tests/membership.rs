@@ -145,8 +145,9 @@ fn a_joining_learner_is_promoted_once_caught_up() {
     cluster.deliver_all();
     assert!(matches!(cluster.reply(request), Some(Reply::Committed { .. })));
     assert_eq!(role_of(&cluster, 1, 4), Some(MemberRole::Joining));
-    // The leader looks at each heartbeat interval.
-    cluster.run(&cluster.ids(), 6);
+    // The leader looks at each heartbeat interval: the first one reaches n4 (a probe), the
+    // second finds it answered and caught up.
+    cluster.run(&cluster.ids(), 11);
     let leader = cluster.node(n(1));
     assert_eq!(leader.marks().promotions, 1);
     assert!(leader.membership().is_voter(n(4)));
@@ -203,6 +204,29 @@ fn a_joining_learner_far_behind_is_not_promoted() {
         cluster.deliver_all();
     }
     assert_eq!(cluster.node(n(1)).marks().promotions, 1);
+}
+
+/// §4.2.1: "caught up" means heard from and close behind, not merely a short log: a server
+/// that never answered (down, or a wrong address) is not made a voter, or a one-voter
+/// cluster would need it for every commit from then on.
+#[test]
+fn a_joining_learner_that_never_answers_is_not_promoted() {
+    let mut cluster = Cluster::new(1, |_| {});
+    cluster.campaign(n(1));
+    cluster.deliver_all();
+    // n2 is added but never starts: everything sent to it is lost.
+    change_committed(&mut cluster, add(2, true));
+    cluster.run(&[n(1)], 50);
+    assert_eq!(role_of(&cluster, 1, 2), Some(MemberRole::Joining));
+    assert_eq!(cluster.node(n(1)).marks().promotions, 0);
+    let request = cluster.propose(n(1), &["alone"]);
+    cluster.deliver_all();
+    assert!(matches!(cluster.reply(request), Some(Reply::Committed { .. })), "n1 still commits alone");
+    // Once it runs and answers, it is promoted.
+    cluster.add_node(n(2));
+    cluster.run(&cluster.ids(), 12);
+    assert!(cluster.node(n(1)).membership().is_voter(n(2)));
+    assert!(cluster.node(n(2)).membership().is_voter(n(2)));
 }
 
 // ---- operators' changes ----
@@ -500,7 +524,7 @@ fn the_configuration_survives_compaction_snapshots_and_restarts() {
     let mut cluster = led_by_n1(3, |config| config.snapshot_chunk_bytes = 8);
     cluster.add_node(n(4));
     change_committed(&mut cluster, add(4, true));
-    cluster.run(&cluster.ids(), 6);
+    cluster.run(&cluster.ids(), 11);
     assert!(cluster.node(n(1)).membership().is_voter(n(4)), "promoted");
     // n2 misses the removal of n3: it will learn of it from the snapshot alone.
     cluster.crash(n(2));
