@@ -405,6 +405,23 @@ fn a_new_leader_does_not_count_a_follower_it_never_heard_from_as_live() {
     assert_eq!(refusal(&cluster, request), Some(ChangeRefusal::Unsafe { live: 1, needed: 2 }));
 }
 
+/// §3.10 meets §4.2.1: a learner cannot win an election, so a hand-over to one is ignored
+/// like one to a stranger, instead of stopping proposals for an election timeout.
+#[test]
+fn leadership_is_not_handed_to_a_learner() {
+    let mut cluster = led_by_n1(3, |_| {});
+    cluster.add_node(n(4));
+    change_committed(&mut cluster, add(4, false));
+    cluster.run(&cluster.ids(), 6);
+    cluster.step(n(1), Event::TransferLeadership { to: n(4) });
+    assert_eq!(cluster.node(n(1)).marks().transfers_started, 0);
+    assert_eq!(cluster.node(n(1)).status().transferring_to, None);
+    let request = cluster.propose(n(1), &["not held up"]);
+    cluster.deliver_all();
+    assert!(matches!(cluster.reply(request), Some(Reply::Committed { .. })));
+    assert_eq!(cluster.leader(), Some(n(1)));
+}
+
 // ---- removing the leader ----
 
 /// §4.2.2: a leader that removes itself replicates the change without counting itself, steps
