@@ -211,7 +211,6 @@ impl LeaderCtx<'_> {
             return Leadership::Keep;
         }
         self.leader.heartbeat_elapsed = 0;
-        self.maybe_promote();
         // A new round: answers echo it, so a rejection below a follower's acknowledged match
         // can be told apart as news (the follower lost entries) or an old answer.
         self.leader.seq += 1;
@@ -247,6 +246,9 @@ impl LeaderCtx<'_> {
                 }
             }
         }
+        // After the round, not before: a promotion's entry, sent with it, would look stalled
+        // to the round's check and be sent a second time.
+        self.maybe_promote();
         Leadership::Keep
     }
 
