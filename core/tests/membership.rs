@@ -270,6 +270,7 @@ fn promote_remove_a_follower_and_remove_a_learner() {
     assert_eq!(cluster.node(n(1)).marks().membership_changes, 5);
 }
 
+/// §4.1: a change must make sense in the latest configuration, one at a time, from the leader.
 /// Each refusal leaves the configuration (and the log) as it was, and says why.
 #[test]
 fn invalid_changes_are_refused_and_change_nothing() {
@@ -324,7 +325,8 @@ fn invalid_changes_are_refused_and_change_nothing() {
     assert_eq!(configuration_state(&cluster), before);
 }
 
-/// A one-voter cluster cannot remove its voter, learners or not.
+/// §4.1: a configuration keeps at least one voter; a one-voter cluster cannot remove its
+/// voter, learners or not, forced or not.
 #[test]
 fn the_last_voter_cannot_be_removed() {
     let mut cluster = Cluster::new(1, |_| {});
@@ -340,7 +342,8 @@ fn the_last_voter_cannot_be_removed() {
     assert_eq!(configuration_state(&cluster), before);
 }
 
-/// The first-commit barrier: a new leader changes nothing until its no-op committed.
+/// The first-commit barrier (Ongaro's 2015 correction to §4.1, see below): a new leader
+/// changes nothing until its no-op committed.
 #[test]
 fn a_new_leader_refuses_changes_until_it_committed_an_entry_of_its_term() {
     let mut cluster = Cluster::new(3, |_| {});
@@ -359,7 +362,7 @@ fn a_new_leader_refuses_changes_until_it_committed_an_entry_of_its_term() {
     assert!(matches!(cluster.reply(request), Some(Reply::Committed { .. })));
 }
 
-/// The live-quorum check: removing n2 while n3 is down leaves {n1, n3} with one live voter of
+/// §4.1's availability concern, as a check: removing n2 while n3 is down leaves {n1, n3} with one live voter of
 /// the two it needs. Refused; forced, it is taken and cannot commit until n3 is back.
 #[test]
 fn a_change_that_leaves_no_live_quorum_is_refused_unless_forced() {
@@ -386,7 +389,7 @@ fn a_change_that_leaves_no_live_quorum_is_refused_unless_forced() {
     assert!(matches!(cluster.reply(forced), Some(Reply::Committed { .. })));
 }
 
-/// The live-quorum check counts only voters the leader has heard from: a leader elected
+/// §4.1, the live-quorum check: it counts only voters the leader has heard from: a leader elected
 /// after a follower died must not take it for live because it has not been leading long
 /// enough to notice its silence.
 #[test]
@@ -609,6 +612,8 @@ fn the_configuration_survives_compaction_snapshots_and_restarts() {
 // elected, so S2's change lands after its no-op rather than at the same index; the conflict is
 // the same. The first-commit barrier refuses S2's change until the no-op committed, which
 // takes S4 (S1 being gone), and S4 with a term-2 entry never votes for S1's term-1 log.
+// Sk is node nk; without pre-vote and check-quorum, so each election happens when the test
+// says (they are not what protects against this bug).
 
 /// Up to S2 leading term 2 with its no-op on S2 and S3 only; S1 and S5 down with C1.
 fn ongaro_scenario_until_s2_leads(tweak: impl FnMut(&mut Config)) -> Cluster {
@@ -641,6 +646,8 @@ fn ongaro_scenario_until_s2_leads(tweak: impl FnMut(&mut Config)) -> Cluster {
     cluster
 }
 
+/// With the barrier: S2's change is refused at the point where the bug lets it through, and
+/// once S2 could commit in its term, S1 can no longer be elected.
 #[test]
 fn ongaro_scenario_the_barrier_refuses_the_change_and_the_cluster_stays_safe() {
     let mut cluster = ongaro_scenario_until_s2_leads(plain);
@@ -677,6 +684,8 @@ fn ongaro_scenario_the_barrier_refuses_the_change_and_the_cluster_stays_safe() {
     }
 }
 
+/// Without the barrier: C2 commits, S1 wins term 3 under C1 and commits over it; the
+/// cluster's safety check catches S1's committed log differing from the committed history.
 #[cfg(feature = "bugs")]
 #[test]
 #[should_panic(expected = "state machine safety")]
