@@ -131,8 +131,11 @@ impl LeaderCtx<'_> {
             shared.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Empty }));
             return;
         }
-        if self.leader.transfer.is_some() {
+        if self.leader.transfer.is_some() || !shared.is_voter() {
             // §3.10: no new entries while the target catches up, or it could never be up to date.
+            // A leader that removed itself (§4.2.2) is handing over too: once its removal
+            // commits it tells a voter whose log matches its own to take over, which no new
+            // entry may spoil.
             let reason = RejectReason::Transferring;
             shared.out.push(Action::Reply(Reply::Rejected { request, reason }));
             return;

@@ -88,7 +88,9 @@ impl LeaderCtx<'_> {
     /// probing at the end of the log; removed ones are dropped.
     fn sync_progress(&mut self) {
         let own = self.shared.config.id;
-        let next = self.shared.log.last_index().next();
+        // From the configuration entry itself, so the broadcast that follows probes a new
+        // member at once (not at the next heartbeat); its rejection says where its log ends.
+        let next = self.shared.log.last_index();
         let members: Vec<NodeId> = self.shared.configs.latest().others(own).collect();
         self.leader.progress.retain(|id, _| members.contains(id));
         for id in members {
