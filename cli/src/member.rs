@@ -19,8 +19,9 @@ pub enum MemberCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Add a running node (started with `replog start ... --join` or without peers): as a
-    /// learner that the leader promotes to voter once it has caught up.
+    /// Add a running new node (started with `replog start ... --join`, or with an empty data
+    /// folder and `-p` flags of a cluster that exists): as a learner that the leader promotes to
+    /// voter once it has caught up.
     Add {
         /// Any node of the cluster
         #[arg(short, long, default_value = "127.0.0.1:8080")]
@@ -75,6 +76,15 @@ pub fn run(command: MemberCommand) -> Result<(), String> {
             })?;
             let id = replog_runtime::storage::parse_id(&report.id)
                 .map_err(|why| format!("{address} reports no usable id ({why}); is it an older version?"))?;
+            // Only a node that has done nothing can join: one with a log of its own (a cluster
+            // of its own, or another cluster's) would mix two histories.
+            if !report.members.is_empty() || report.last_index.0 > 0 || report.term.0 > 0 {
+                return Err(format!(
+                    "{address} already belongs to a cluster (term {}, {} log entries): only a new node \
+                     (started with --join, or with an empty data folder) can be added",
+                    report.term.0, report.last_index.0
+                ));
+            }
             let action = if learner { MemberAction::AddLearner } else { MemberAction::Add };
             change(
                 &target,

@@ -35,6 +35,11 @@ pub struct Config {
     /// A node that joins an existing cluster: no bootstrap configuration. It is no member of
     /// anything (never campaigns, never votes) until a leader's log tells it otherwise.
     pub joining: bool,
+    /// The first leader writes the bootstrap configuration into the log, as its term's first
+    /// entry (in place of the no-op), when no entry or snapshot holds a configuration yet. A
+    /// node that missed the bootstrap, or joined later and compacts, then learns it from the
+    /// log. Drivers whose nodes get their configuration only from `peers` set it.
+    pub record_bootstrap: bool,
     /// A learner added with promotion ([`MemberRole::Joining`](crate::MemberRole::Joining))
     /// becomes a voter once its log is at most this many entries behind the leader's commit
     /// index (dissertation §4.2.1: a new server must catch up before it counts).
@@ -96,6 +101,7 @@ impl Config {
             peers,
             addresses: BTreeMap::new(),
             joining: false,
+            record_bootstrap: false,
             promote_lag_entries_max: 256,
             election_ticks_min: ELECTION_TICKS_MIN,
             election_ticks_max: ELECTION_TICKS_MAX,

@@ -170,7 +170,9 @@ impl Node {
             shared.send(from, shared.term, body);
             return;
         }
-        let same = |p: &PartialSnapshot| p.meta == meta && p.total == total && p.checksum == checksum;
+        let same = |p: &PartialSnapshot| {
+            p.meta == meta && p.total == total && p.checksum == checksum && p.membership == membership
+        };
         if !shared.incoming.as_ref().is_some_and(same) {
             if offset != 0 {
                 // A transfer we hold nothing of: start it over.

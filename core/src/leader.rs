@@ -90,7 +90,14 @@ impl Node {
         shared.election_elapsed = 0;
         shared.marks.became_leader += 1;
         let mut ctx = LeaderCtx { leader: &mut leader, shared };
-        let noop = Entry { index: next, term: ctx.shared.term, payload: Payload::Noop };
+        let shared = &*ctx.shared;
+        let payload = if shared.config.record_bootstrap && shared.configs.only_bootstrapped() {
+            // The same configuration, now in the log: it commits like the no-op would.
+            Payload::Config(shared.configs.latest().clone())
+        } else {
+            Payload::Noop
+        };
+        let noop = Entry { index: next, term: ctx.shared.term, payload };
         ctx.shared.append_entries(vec![noop]);
         ctx.broadcast_append();
         self.set_role(Role::Leader(leader), None);

@@ -126,6 +126,9 @@ pub enum ChangeRefusal {
     AlreadyVoter(NodeId),
     /// Removing the only voter would leave nobody to decide anything.
     LastVoter,
+    /// The learner does not hold the configuration that made it a member yet: as a voter it
+    /// would know no configuration, and neither vote nor campaign. Refused unless forced.
+    NotCaughtUp(NodeId),
     /// The new configuration would have fewer live voters than its quorum: the cluster could
     /// not commit after the change. Refused unless forced.
     Unsafe {
@@ -148,6 +151,9 @@ impl fmt::Display for ChangeRefusal {
             ChangeRefusal::UnknownMember(id) => write!(f, "{id} is not a member"),
             ChangeRefusal::AlreadyVoter(id) => write!(f, "{id} is already a voter"),
             ChangeRefusal::LastVoter => write!(f, "cannot remove the last voter"),
+            ChangeRefusal::NotCaughtUp(id) => {
+                write!(f, "{id} has not received the configuration that added it yet; retry")
+            }
             ChangeRefusal::Unsafe { live, needed } => write!(
                 f,
                 "after the change only {live} voter(s) would be reachable and {needed} are needed to commit \
@@ -263,13 +269,25 @@ impl fmt::Display for Membership {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Configurations {
     base: Membership,
+    /// `base` is held by a snapshot (or came from one); false while it is only the bootstrap
+    /// every node was started with.
+    base_recorded: bool,
     entries: Vec<(crate::types::LogIndex, Membership)>,
 }
 
 impl Configurations {
-    pub fn new(base: Membership, entries: Vec<(crate::types::LogIndex, Membership)>) -> Configurations {
+    pub fn new(
+        base: Membership,
+        base_recorded: bool,
+        entries: Vec<(crate::types::LogIndex, Membership)>,
+    ) -> Configurations {
         debug_assert!(entries.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        Configurations { base, entries }
+        Configurations { base, base_recorded, entries }
+    }
+
+    /// The configuration in force is only the bootstrap's: no log entry or snapshot holds it.
+    pub fn only_bootstrapped(&self) -> bool {
+        self.entries.is_empty() && !self.base_recorded
     }
 
     /// The configuration in force: the latest in the log, committed or not.
@@ -307,6 +325,7 @@ impl Configurations {
     /// becomes the base.
     pub fn compacted(&mut self, index: crate::types::LogIndex) {
         self.base = self.at(index).clone();
+        self.base_recorded = true;
         self.entries.retain(|&(at, _)| at > index);
     }
 
@@ -314,6 +333,7 @@ impl Configurations {
     /// kept them (`log_kept`).
     pub fn installed(&mut self, index: crate::types::LogIndex, membership: Membership, log_kept: bool) {
         self.base = membership;
+        self.base_recorded = true;
         if log_kept {
             self.entries.retain(|&(at, _)| at > index);
         } else {
@@ -360,7 +380,8 @@ mod tests {
 
     #[test]
     fn latest_configuration_follows_the_log() {
-        let mut configs = Configurations::new(three(), Vec::new());
+        let mut configs = Configurations::new(three(), false, Vec::new());
+        assert!(configs.only_bootstrapped());
         let four = three()
             .apply(&MembershipChange::Add { id: NodeId(4), address: String::new(), promote: false })
             .unwrap();

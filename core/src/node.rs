@@ -338,15 +338,19 @@ impl Node {
         if message.to != self.shared.config.id || message.from == self.shared.config.id {
             return; // Misrouted: not ours to act on.
         }
-        // §4.2.3: only a voter of our configuration may ask for votes; a removed server, a
-        // learner, or a stranger (a wiped server under a new id) cannot disrupt the cluster.
-        // Every other request is processed whatever our configuration says (§4.1: a new server
-        // learns its configuration from the leader's log).
-        if matches!(message.body, Body::VoteRequest { .. })
-            && !self.shared.configs.latest().is_voter(message.from)
-        {
-            self.shared.marks.votes_from_non_voters += 1;
-            return;
+        // §4.2.3: a vote request from a node that is no voter of our configuration, with a log
+        // behind ours, is dropped: a removed server (it lacks its removal entry), a learner or
+        // a stranger (a wiped server under a new id) cannot disrupt the cluster. One whose log
+        // is at least as up to date as ours is heard: it may be a voter of a configuration we
+        // have not received yet, and may be the only node able to win. Every other request is
+        // processed whatever our configuration says (§4.1: a new server learns its
+        // configuration from the leader's log).
+        if let Body::VoteRequest { last_log_index, last_log_term, .. } = message.body {
+            let voter = self.shared.configs.latest().is_voter(message.from);
+            if !voter && !self.shared.log.is_up_to_date(last_log_index, last_log_term) {
+                self.shared.marks.votes_from_non_voters += 1;
+                return;
+            }
         }
         if !message.body.is_well_formed(message.term) {
             self.shared.marks.malformed_messages += 1;
@@ -1022,9 +1026,9 @@ fn recover_configurations(
     entries: &[Entry],
     base: LogIndex,
 ) -> Configurations {
-    let start = match snapshot {
-        Some(snapshot) if snapshot.membership.voter_count() > 0 => snapshot.membership.clone(),
-        _ => config.bootstrap(),
+    let (start, recorded) = match snapshot {
+        Some(snapshot) if snapshot.membership.voter_count() > 0 => (snapshot.membership.clone(), true),
+        _ => (config.bootstrap(), false),
     };
     let last = entries.last().map_or(base, |entry| entry.index);
     let mut found: std::collections::BTreeMap<LogIndex, Membership> =
@@ -1034,5 +1038,5 @@ fn recover_configurations(
             found.insert(entry.index, membership.clone());
         }
     }
-    Configurations::new(start, found.into_iter().collect())
+    Configurations::new(start, recorded, found.into_iter().collect())
 }

@@ -30,6 +30,13 @@ impl LeaderCtx<'_> {
             if let Err(refusal) = self.keeps_live_quorum(&next) {
                 return refuse(self, RejectReason::Change(refusal));
             }
+            if let MembershipChange::Promote { id } = change {
+                let holds =
+                    self.leader.progress.get(&id).map_or(crate::types::LogIndex::ZERO, |p| p.match_index);
+                if holds < self.shared.configs.latest_index() {
+                    return refuse(self, RejectReason::Change(ChangeRefusal::NotCaughtUp(id)));
+                }
+            }
         }
         let index = self.append_configuration(next);
         self.leader.track(request, index, index);
@@ -107,10 +114,16 @@ impl LeaderCtx<'_> {
         let lag_max = shared.config.promote_lag_entries_max;
         let live_ticks = shared.config.election_ticks_min;
         let commit = shared.commit;
+        // It must hold the configuration that made it a member (or a later one): promoted
+        // before, it would be a voter that knows no configuration, and neither votes nor
+        // campaigns.
+        let holds_configuration = shared.configs.latest_index();
         let ready = shared.configs.latest().members.iter().find(|&(id, member)| {
             member.role == MemberRole::Joining
                 && self.leader.progress.get(id).is_some_and(|p| {
-                    p.silent_ticks < live_ticks && p.match_index.0.saturating_add(lag_max) >= commit.0
+                    p.silent_ticks < live_ticks
+                        && p.match_index >= holds_configuration
+                        && p.match_index.0.saturating_add(lag_max) >= commit.0
                 })
         });
         let Some((&id, _)) = ready else {

@@ -72,6 +72,32 @@ fn configuration_state(cluster: &Cluster) -> (Membership, LogIndex, LogIndex) {
     (leader.membership().clone(), leader.membership_index(), leader.last_index())
 }
 
+// ---- votes across configurations ----
+
+/// §4.1: a server uses the latest configuration in its log, so a voter promoted in an entry
+/// another server lacks is no voter to it. Its vote request is still heard when its log is at
+/// least as up to date: here it is the only node that can win (n2 lacks `q`, n3 lacks the
+/// promotion), and dropping its requests would leave the cluster without a leader for good.
+#[test]
+fn a_voter_of_a_configuration_another_lacks_can_still_be_elected() {
+    let mut cluster = led_by_n1(3, plain);
+    cluster.add_node(n(4));
+    change_committed(&mut cluster, add(4, false));
+    cluster.isolate(&[n(3)]);
+    change_committed(&mut cluster, promote(4));
+    assert!(!cluster.node(n(3)).membership().is_voter(n(4)), "n3 never got the promotion");
+    // q reaches n4 only; then n1 is gone.
+    cluster.cut_link(n(1), n(2));
+    cluster.propose(n(1), &["q"]);
+    cluster.deliver_all();
+    cluster.crash(n(1));
+    cluster.heal();
+    cluster.campaign(n(4));
+    cluster.deliver_all();
+    assert_eq!(cluster.leader(), Some(n(4)), "n2 and n3 both grant: n4's log is the most up to date");
+    assert_eq!(cluster.node(n(3)).marks().votes_from_non_voters, 0);
+}
+
 // ---- learners ----
 
 /// §4.2.1: a learner receives the log but never votes, never counts in a quorum and never

@@ -630,17 +630,20 @@ fn leader_status_shows_each_followers_progress() {
 
 #[test]
 fn messages_from_strangers_or_for_others_are_ignored() {
-    let mut cluster = Cluster::new(3, plain);
+    // n2 holds n1's no-op of term 1.
+    let mut cluster = elected(3, plain);
     let request = || Body::VoteRequest {
         pre_vote: false,
         last_log_index: LogIndex(0),
         last_log_term: Term(0),
         transfer: false,
     };
-    // n9 is no member; the second message is addressed to n3, not n2.
+    // n9 is no member and its log is behind n2's (§4.2.3: a wiped or removed server cannot
+    // disrupt); the second message is addressed to n3, not n2.
     assert!(cluster.step(n(2), message(9, 2, 5, request())).is_empty());
     assert!(cluster.step(n(2), message(1, 3, 5, request())).is_empty());
-    assert_eq!(cluster.node(n(2)).term(), Term(0));
+    assert_eq!(cluster.node(n(2)).term(), Term(1));
+    assert_eq!(cluster.node(n(2)).marks().votes_from_non_voters, 1);
 }
 
 #[test]

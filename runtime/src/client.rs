@@ -307,6 +307,9 @@ pub fn change_membership(
 ) -> Result<u64, ClientError> {
     let started = Instant::now();
     let mut address = address::parse(target)?;
+    // Names are resolved here, never by the node (its event loop must not wait on DNS).
+    let member = address::parse(&request.address)?;
+    let request = MemberRequest { address: member.to_string(), ..request.clone() };
     let remaining =
         |started: Instant| timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
     loop {
@@ -344,7 +347,11 @@ pub fn transfer_leader(
 ) -> Result<(String, Duration), ClientError> {
     let started = Instant::now();
     let mut address = address::parse(target)?;
-    let to_text = to.unwrap_or("").to_string();
+    // Names are resolved here, never by the node (its event loop must not wait on DNS).
+    let to_text = match to {
+        Some(to) => address::parse(to)?.to_string(),
+        None => String::new(),
+    };
     let remaining =
         |started: Instant| timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
     let new_leader = loop {

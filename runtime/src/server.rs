@@ -12,7 +12,6 @@
 //! (dissertation §10.2.1), the loop keeps serving while the disk works, and no vote or
 //! acknowledgement leaves before the state it vouches for is on disk.
 
-use crate::address;
 use crate::clients::{Clients, Inbound};
 use crate::codec::Frame;
 use crate::codec::{MemberAction, MemberRequest};
@@ -178,6 +177,14 @@ impl Server {
         let (id, mut bootstrap) = match stored {
             Some((Some(id), bootstrap)) => (id, bootstrap),
             Some((None, _)) => {
+                if options.peers.is_empty() {
+                    return Err(RuntimeError::Config(format!(
+                        "{}: this data folder is from an earlier version, which kept the cluster's \
+                         members only in the -p flags: start it once more with the same -p flags \
+                         (it then records them)",
+                        options.data_dir.display()
+                    )));
+                }
                 // Every node of such a cluster derived its peers' ids from their addresses.
                 let mut voters: Vec<(NodeId, SocketAddr)> =
                     options.peers.iter().map(|&peer| (legacy_id(&peer), peer)).collect();
@@ -203,6 +210,9 @@ impl Server {
             None => config.joining = true,
         }
         config.seed = id.0 ^ u64::from(std::process::id());
+        // The first leader writes the bootstrap into the log: a node that missed it (it heard
+        // from the leader before it knew every peer's id) or joined later learns it there.
+        config.record_bootstrap = true;
         config.message_bytes_max = limits::MESSAGE_BYTES_MAX;
         let poll = Poll::new().map_err(|e| RuntimeError::Io("creating the poller", e))?;
         let waker = mio::Waker::new(poll.registry(), SYNCED)
@@ -331,8 +341,11 @@ impl Server {
         if let Some(slot) = awaiting.get_mut(&address) {
             *slot = Some(peer);
         }
+        let from_a_peer = awaiting.contains_key(&address);
         let membership = match bootstrap {
             Some(theirs) if theirs.contains(self.members.id()) => theirs,
+            // Only the peers it was told of can say the cluster exists without it.
+            Some(_) if !from_a_peer => return Ok(()),
             Some(_) => {
                 warn!(
                     "{} is new, and its peers already form a cluster without it: it waits to be added \
@@ -379,10 +392,12 @@ impl Server {
             self.clients.answer(token, &Frame::Redirect { leader });
             return Ok(());
         }
-        let address = match address::parse(&request.address) {
+        // `host:port` as the client resolved it: no name lookup on the event loop.
+        let address = match request.address.parse::<SocketAddr>() {
             Ok(address) => address.to_string(),
-            Err(error) => {
-                self.clients.answer(token, &Frame::Failed { reason: error.to_string() });
+            Err(_) => {
+                let reason = format!("{:?} is not an address (ip:port)", request.address);
+                self.clients.answer(token, &Frame::Failed { reason });
                 return Ok(());
             }
         };
@@ -620,7 +635,8 @@ impl Server {
                 }
             }
         } else {
-            match address::parse(to) {
+            // `host:port` as the client resolved it: no name lookup on the event loop.
+            match to.parse::<SocketAddr>().map_err(|_| format!("{to:?} is not an address (ip:port)")) {
                 Ok(address) if address == self.members.address() => {
                     return Ok(Frame::Failed { reason: format!("{to} leads already") })
                 }
@@ -780,6 +796,9 @@ pub(crate) fn describe_refusal(refusal: ChangeRefusal, members: &Members) -> Str
         }
         ChangeRefusal::UnknownMember(id) => format!("{} is not a member", at(id)),
         ChangeRefusal::AlreadyVoter(id) => format!("{} is already a voter", at(id)),
+        ChangeRefusal::NotCaughtUp(id) => {
+            format!("{} has not received the configuration that added it yet; retry", at(id))
+        }
         refusal => refusal.to_string(),
     }
 }

@@ -949,6 +949,11 @@ pub fn parse_id(text: &str) -> Result<NodeId, String> {
 pub fn stored_identity(fs: &mut impl FileSystem, dir: &Path) -> Option<(Option<NodeId>, Option<Membership>)> {
     let bytes = fs.read(&dir.join(METADATA_FILE)).ok()?;
     let meta = read_metadata(&bytes).ok()?;
+    if meta.id.is_none() && meta.term == 0 {
+        // Written at a first start that stopped before it recorded its id (or a folder of an
+        // earlier version that never saw a term): nothing happened under any id; it is fresh.
+        return None;
+    }
     let id = meta.id.as_deref().map(parse_id).transpose().ok()?;
     Some((id, meta.bootstrap))
 }
