@@ -72,12 +72,21 @@ impl Members {
         self.address
     }
 
-    /// `id` is reached at `address` (a hello, or a configuration). A node that came back with a
-    /// new id at an old address leaves the old id pointing there too, harmlessly: messages for
-    /// the old id are dropped by the new node.
+    /// `id` is reached at `address`, as a configuration says (it wins over a hello). A node
+    /// that came back with a new id at an old address leaves the old id pointing there too,
+    /// harmlessly: messages for the old id are dropped by the new node.
     pub fn learn(&mut self, id: NodeId, address: SocketAddr) {
         if id != self.id {
             self.known.insert(id, address);
+        }
+    }
+
+    /// `id` says in its hello that it is at `address`: believed for a node not known yet (a new
+    /// node being added, a leader calling a node that has no configuration), never over what
+    /// is known, so a hello cannot re-point a member.
+    pub fn learn_from_hello(&mut self, id: NodeId, address: SocketAddr) {
+        if id != self.id {
+            self.known.entry(id).or_insert(address);
         }
     }
 
@@ -140,6 +149,8 @@ mod tests {
         assert_eq!(members.address_of(NodeId(1)), Some(me), "this node's own address never changes");
         assert_eq!(members.address_of(NodeId(3)), Some(address(3)));
         assert!(members.is_peer(NodeId(3)) && !members.is_peer(NodeId(4)));
+        members.learn_from_hello(NodeId(3), address(7));
+        assert_eq!(members.address_of(NodeId(3)), Some(address(3)), "a hello re-points no one");
         let mut membership = Membership::voters_only([NodeId(5)]);
         membership.members.get_mut(&NodeId(5)).unwrap().address = address(5).to_string();
         members.learn_all(&membership);

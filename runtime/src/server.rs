@@ -558,7 +558,7 @@ impl Server {
         match item {
             Inbound::Step(event) => self.step(event)?,
             Inbound::Hello { peer, name, address, bootstrap } => {
-                self.members.learn(peer, address);
+                self.members.learn_from_hello(peer, address);
                 self.peers.ensure(address);
                 self.peers.named(address, name.clone());
                 self.names.insert(peer, name);
