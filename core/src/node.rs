@@ -281,7 +281,7 @@ impl Node {
             Event::Campaign => {
                 if self.is_repairing() {
                     self.shared.marks.repair_refusals += 1;
-                } else if !self.shared.is_voter() {
+                } else if !self.shared.may_campaign() {
                     self.shared.marks.campaigns_as_non_voter += 1;
                 } else if !self.is_leader() {
                     self.campaign(self.shared.config.pre_vote);
@@ -311,7 +311,7 @@ impl Node {
         }
         self.shared.election_elapsed += 1;
         if self.shared.election_elapsed >= self.shared.election_timeout {
-            if !self.shared.is_voter() {
+            if !self.shared.may_campaign() {
                 // A learner, a removed server, or one that has not joined: it never campaigns,
                 // so it cannot disrupt the cluster (§4.2.3).
                 self.shared.marks.campaigns_as_non_voter += 1;
@@ -997,9 +997,23 @@ impl Shared {
     }
 
     /// Whether this node votes in its latest configuration (a removed node, a learner and a
-    /// node that has not joined yet do not, and never campaign).
+    /// node that has not joined yet do not).
     pub(crate) fn is_voter(&self) -> bool {
         self.configs.latest().is_voter(self.config.id)
+    }
+
+    /// Whether this node starts elections: a voter of its latest configuration does; so does
+    /// a voter of the configuration before it while the latest (its own removal) is not known
+    /// committed (dissertation §4.2.2: "a server that is not part of its own latest
+    /// configuration should still start new elections, as it might still be needed until the
+    /// C_new entry is committed"). A leader that appended its removal and lost office before it
+    /// committed may hold the only log the others can elect (they refuse a shorter one); if it
+    /// stayed silent the cluster could be left with no possible leader. Its own vote never
+    /// counts (the tally takes the latest configuration's voters only), and once elected it
+    /// commits the removal and steps down. Learners and nodes that never joined never campaign.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let latest = self.configs.latest_index();
+        self.is_voter() || (latest > self.commit && self.configs.at(latest.prev()).is_voter(self.config.id))
     }
 
     fn hard_state(&self) -> HardState {
