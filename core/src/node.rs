@@ -332,15 +332,22 @@ impl Node {
         if message.to != self.shared.config.id || message.from == self.shared.config.id {
             return; // Misrouted: not ours to act on.
         }
-        // §4.2.3: only a voter of our configuration may ask for votes; a removed server, a
-        // learner, or a stranger (a wiped server under a new id) cannot disrupt the cluster.
-        // Every other request is processed whatever our configuration says (§4.1: a new server
-        // learns its configuration from the leader's log).
-        if matches!(message.body, Body::VoteRequest { .. })
-            && !self.shared.configs.latest().is_voter(message.from)
-        {
-            self.shared.marks.votes_from_non_voters += 1;
-            return;
+        // §4.2.3: a vote request from a node that is no voter of our configuration (a removed
+        // server, a learner, a stranger) is ignored, so it cannot disrupt the cluster, unless
+        // its log is ahead of ours: then it may hold a configuration we have not received yet
+        // that makes it a voter (a promoted learner, or we are a new server that knows none),
+        // and §4.1 says such a vote may be needed to keep the cluster available. (A removed
+        // server lacks the entry that removed it, which every member that knows of the removal
+        // holds; a log equal to ours holds our configuration.) Every other request is
+        // processed whatever our configuration says (§4.1: a new server learns its
+        // configuration from the leader's log).
+        if let Body::VoteRequest { last_log_index, last_log_term, .. } = message.body {
+            let ahead =
+                (last_log_term, last_log_index) > (self.shared.log.last_term(), self.shared.log.last_index());
+            if !self.shared.configs.latest().is_voter(message.from) && !ahead {
+                self.shared.marks.votes_from_non_voters += 1;
+                return;
+            }
         }
         if !message.body.is_well_formed(message.term) {
             self.shared.marks.malformed_messages += 1;
