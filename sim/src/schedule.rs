@@ -462,6 +462,17 @@ mod tests {
     }
 
     #[test]
+    fn membership_changes_parse_with_their_flags() {
+        let text = "options seed=1\nat 5 member remove-leader leader force on-election\nat 9 member add-promote n4\n";
+        let (_, schedule) = Schedule::parse(text).unwrap();
+        let op = |kind, to, force, on_election| Fault::Member(MemberOp { kind, to, force, on_election });
+        assert_eq!(schedule.faults[0].fault, op(MemberKind::RemoveLeader, Target::Leader, true, true));
+        assert_eq!(schedule.faults[1].fault, op(MemberKind::AddPromote, Target::Node(4), false, false));
+        assert_eq!(schedule.faults[0].fault.to_string(), "member remove-leader leader force on-election");
+        assert!(Schedule::parse("options seed=1\nat 5 member add leader now\n").is_err());
+    }
+
+    #[test]
     fn bad_lines_are_reported_with_their_number() {
         let error = Schedule::parse("options seed=1\nat 5 explode n1\n").unwrap_err();
         assert!(error.contains("line 2"), "{error}");
