@@ -285,9 +285,10 @@ impl Cluster {
     }
 
     /// A storage fault on synced data: the node stops, and its log loses a suffix (cut, or a
-    /// flipped bit that `start --repair` will cut). Only a suffix that a majority of the other
-    /// nodes hold durably, and none of them is repairing, may go: Raft promises nothing for an
-    /// entry that a majority no longer keeps, so the checks could not tell a bug from bad luck.
+    /// flipped bit that `start --repair` will cut). Only a suffix that a majority of the voters
+    /// of every configuration that could elect a leader hold durably (the node itself not
+    /// counted, nor any node repairing) may go: Raft promises nothing for an entry that a
+    /// majority no longer keeps, so the checks could not tell a bug from bad luck.
     pub(crate) fn damage(&mut self, index: usize, damage: Damage, t: &mut Timeline) {
         self.crash(index, "stopped for a storage fault", t);
         // The fault hits the last segment, counted in its records.
