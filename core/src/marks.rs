@@ -67,7 +67,7 @@ pub struct Marks {
     /// old or duplicated transfer).
     pub snapshots_stale: u64,
     /// Vote requests ignored because the sender is no voter of our configuration (a removed
-    /// server, a learner, a stranger; §4.2.3).
+    /// server, a learner, a stranger; §4.2.3) and its log is not ahead of ours.
     pub votes_from_non_voters: u64,
     /// As leader: membership changes appended (operators' and automatic promotions).
     pub membership_changes: u64,

@@ -287,7 +287,7 @@ impl Node {
             Event::Campaign => {
                 if self.is_repairing() {
                     self.shared.marks.repair_refusals += 1;
-                } else if !self.shared.is_voter() {
+                } else if !self.shared.may_campaign() {
                     self.shared.marks.campaigns_as_non_voter += 1;
                 } else if !self.is_leader() {
                     self.campaign(self.shared.config.pre_vote);
@@ -317,7 +317,7 @@ impl Node {
         }
         self.shared.election_elapsed += 1;
         if self.shared.election_elapsed >= self.shared.election_timeout {
-            if !self.shared.is_voter() {
+            if !self.shared.may_campaign() {
                 // A learner, a removed server, or one that has not joined: it never campaigns,
                 // so it cannot disrupt the cluster (§4.2.3).
                 self.shared.marks.campaigns_as_non_voter += 1;
@@ -338,16 +338,19 @@ impl Node {
         if message.to != self.shared.config.id || message.from == self.shared.config.id {
             return; // Misrouted: not ours to act on.
         }
-        // §4.2.3: a vote request from a node that is no voter of our configuration, with a log
-        // behind ours, is dropped: a removed server (it lacks its removal entry), a learner or
-        // a stranger (a wiped server under a new id) cannot disrupt the cluster. One whose log
-        // is at least as up to date as ours is heard: it may be a voter of a configuration we
-        // have not received yet, and may be the only node able to win. Every other request is
+        // §4.2.3: a vote request from a node that is no voter of our configuration (a removed
+        // server, a learner, a stranger) is ignored, so it cannot disrupt the cluster, unless
+        // its log is ahead of ours: then it may hold a configuration we have not received yet
+        // that makes it a voter (a promoted learner, or we are a new server that knows none),
+        // and §4.1 says such a vote may be needed to keep the cluster available. (A removed
+        // server lacks the entry that removed it, which every member that knows of the removal
+        // holds; a log equal to ours holds our configuration.) Every other request is
         // processed whatever our configuration says (§4.1: a new server learns its
         // configuration from the leader's log).
         if let Body::VoteRequest { last_log_index, last_log_term, .. } = message.body {
-            let voter = self.shared.configs.latest().is_voter(message.from);
-            if !voter && !self.shared.log.is_up_to_date(last_log_index, last_log_term) {
+            let ahead =
+                (last_log_term, last_log_index) > (self.shared.log.last_term(), self.shared.log.last_index());
+            if !self.shared.configs.latest().is_voter(message.from) && !ahead {
                 self.shared.marks.votes_from_non_voters += 1;
                 return;
             }
@@ -1007,9 +1010,23 @@ impl Shared {
     }
 
     /// Whether this node votes in its latest configuration (a removed node, a learner and a
-    /// node that has not joined yet do not, and never campaign).
+    /// node that has not joined yet do not).
     pub(crate) fn is_voter(&self) -> bool {
         self.configs.latest().is_voter(self.config.id)
+    }
+
+    /// Whether this node starts elections: a voter of its latest configuration does; so does
+    /// a voter of the configuration before it while the latest (its own removal) is not known
+    /// committed (dissertation §4.2.2: "a server that is not part of its own latest
+    /// configuration should still start new elections, as it might still be needed until the
+    /// C_new entry is committed"). A leader that appended its removal and lost office before it
+    /// committed may hold the only log the others can elect (they refuse a shorter one); if it
+    /// stayed silent the cluster could be left with no possible leader. Its own vote never
+    /// counts (the tally takes the latest configuration's voters only), and once elected it
+    /// commits the removal and steps down. Learners and nodes that never joined never campaign.
+    pub(crate) fn may_campaign(&self) -> bool {
+        let latest = self.configs.latest_index();
+        self.is_voter() || (latest > self.commit && self.configs.at(latest.prev()).is_voter(self.config.id))
     }
 
     fn hard_state(&self) -> HardState {

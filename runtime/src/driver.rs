@@ -406,7 +406,15 @@ impl<F: FileSystem> Driver<F> {
 
     /// Snapshots the state machine through `through` (applied, after the current snapshot),
     /// makes it durable, then lets the core and the storage drop what it covers (§7).
+    /// Nothing happens (the current snapshot's end is returned) while the configuration at
+    /// `through` is unknown: a node that joined holds no configuration before the first
+    /// configuration entry its log got, and a snapshot carrying none would leave whoever
+    /// restarts from it or installs it with none, or with its bootstrap, until later entries
+    /// tell it.
     fn compact(&mut self, through: LogIndex) -> Result<SnapshotMeta, DriverError> {
+        if self.node.membership_at(through).voter_count() == 0 {
+            return Ok(self.node.snapshot_meta());
+        }
         let base = self.node.snapshot_meta().index;
         let term = self.node.term_at(through).expect("an applied entry after the snapshot");
         let (mut image, mut covered_bytes) = (self.base_image, 0);

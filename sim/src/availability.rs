@@ -16,7 +16,7 @@ use crate::timeline::{SimEvent, Timeline};
 use crate::workload::Workload;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Config, Node, NodeId, Term};
+use replog_core::{Config, NodeId, Term};
 
 pub(crate) struct Availability {
     /// The leader and term that must stand while the network is healthy.
@@ -90,8 +90,10 @@ impl Availability {
             return Ok(());
         }
         let nodes = cluster.len() as u64;
-        if self.rejoin && nodes >= 3 {
-            let followers: Vec<u64> = (1..=nodes).filter(|&n| n != id.0).collect();
+        // Members only: cutting off a removed node or a spare tests nothing.
+        let followers: Vec<u64> =
+            (1..=nodes).filter(|&n| n != id.0 && cluster.is_member(NodeId(n))).collect();
+        if self.rejoin && followers.len() >= 2 {
             let cut = followers[rng_fault.random_range(0..followers.len())];
             network.isolate(cut, nodes);
             t.note(|| {
@@ -125,11 +127,20 @@ impl Availability {
         t.schedule((settle + 1) * TICK, SimEvent::RestartNode(index));
     }
 
-    /// While settled, no term grows and nobody else leads: checked on `node` after its rounds.
-    pub(crate) fn check_stable(&self, node: Option<&Node>, t: &Timeline) -> Result<(), Violation> {
-        let (Some((term, leader)), Some(node)) = (self.stable, node) else {
+    /// While settled, no term grows and nobody else leads: checked on node `index` after its
+    /// rounds, if it is a member (a removed node may campaign on; the members ignore it).
+    pub(crate) fn check_stable(
+        &self,
+        cluster: &Cluster,
+        index: usize,
+        t: &Timeline,
+    ) -> Result<(), Violation> {
+        let (Some((term, leader)), Some(node)) = (self.stable, cluster.node(index)) else {
             return Ok(());
         };
+        if !cluster.is_member(node.id()) {
+            return Ok(());
+        }
         if node.term() > term || (node.is_leader() && node.id() != leader) {
             let broken = (
                 "availability",
@@ -177,11 +188,12 @@ pub(crate) fn check_liveness(
     Ok(())
 }
 
-/// The end: every node holds exactly the committed log, and the client history is
-/// linearizable against it.
+/// The end: every member holds exactly the committed log, and the client history is
+/// linearizable against it. (Nodes outside the committed configuration, removed or never
+/// added, need not have it: nobody replicates to them.)
 pub(crate) fn check_end(cluster: &Cluster, workload: &Workload, t: &Timeline) -> Result<(), Violation> {
     let committed = cluster.committed().len() as u64;
-    for sim in cluster.nodes() {
+    for sim in cluster.nodes().iter().filter(|sim| cluster.is_member(sim.id)) {
         let node = sim.node().expect("every node runs after the heal");
         if node.commit().0 != committed || node.last_index().0 != committed {
             let broken = (

@@ -4,7 +4,9 @@
 
 use crate::digest;
 use crate::disk::DurableLog;
-use replog_core::{Body, Entry, LogIndex, Message, Node, NodeId, Snapshot, SnapshotMeta, Term};
+use replog_core::{
+    Body, Entry, LogIndex, Membership, Message, Node, NodeId, Payload, Snapshot, SnapshotMeta, Term,
+};
 use replog_runtime::image::Image;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -61,11 +63,137 @@ pub struct Checker {
     /// The state-machine image of the committed log through each index, built on demand: what
     /// a snapshot through that index must hold.
     committed_images: Vec<Image>,
+    /// Each node's configuration before any configuration entry: the bootstrap voters for the
+    /// nodes the cluster starts with, none for a spare (`Config::joining`).
+    bootstrap: BTreeMap<NodeId, Membership>,
+    /// The cluster's bootstrap configuration: in force before the first configuration entry.
+    cluster_bootstrap: Membership,
+    /// Each node's configurations, mirrored from its storage actions like `logs` (§4.1: the
+    /// latest in the log is in force, committed or not).
+    configs: BTreeMap<NodeId, ConfigMirror>,
+    /// Every configuration entry any node ever held, by (index, term): what a durable log's
+    /// configuration is looked up in.
+    config_entries: BTreeMap<(LogIndex, Term), Membership>,
+    /// The configuration entries of the committed log, in order, and how much of it was scanned.
+    committed_configs: Vec<(LogIndex, Membership)>,
+    committed_scanned: usize,
+}
+
+/// A node's configurations: the one its log starts with (snapshot or bootstrap) and every
+/// configuration entry after it.
+#[derive(Clone, Debug, Default)]
+struct ConfigMirror {
+    base: Membership,
+    entries: Vec<(LogIndex, Membership)>,
+}
+
+impl ConfigMirror {
+    fn latest(&self) -> &Membership {
+        self.entries.last().map_or(&self.base, |(_, membership)| membership)
+    }
+
+    fn latest_index(&self) -> LogIndex {
+        self.entries.last().map_or(LogIndex::ZERO, |&(index, _)| index)
+    }
+
+    /// The configuration before the latest entry's.
+    fn before_latest(&self) -> &Membership {
+        match self.entries.len() {
+            0 | 1 => &self.base,
+            n => &self.entries[n - 2].1,
+        }
+    }
+}
+
+/// Who may start an election (dissertation §4.2.2): a voter of its latest configuration, and
+/// a voter of the configuration before it while the latest (its removal) is not committed as
+/// far as it knows: it may still be needed until the change commits. Learners never do.
+pub fn may_campaign(
+    id: NodeId,
+    commit: LogIndex,
+    latest_index: LogIndex,
+    latest: &Membership,
+    before: &Membership,
+) -> bool {
+    latest.is_voter(id) || (latest_index > commit && !latest.contains(id) && before.is_voter(id))
+}
+
+/// How many voters make a majority.
+pub fn majority(voters: usize) -> usize {
+    voters / 2 + 1
 }
 
 impl Checker {
+    /// A checker for a cluster whose nodes start with these configurations (`cluster` is the
+    /// bootstrap voters').
+    pub fn new(bootstrap: BTreeMap<NodeId, Membership>, cluster: Membership) -> Checker {
+        Checker { bootstrap, cluster_bootstrap: cluster, ..Checker::default() }
+    }
+
     pub fn committed(&self) -> &[Entry] {
         &self.committed
+    }
+
+    /// The configuration in force in node `id`'s log (its latest, committed or not).
+    pub fn membership(&self, id: NodeId) -> &Membership {
+        self.configs.get(&id).map_or(&self.cluster_bootstrap, ConfigMirror::latest)
+    }
+
+    /// The configuration at the end of the committed log.
+    pub fn committed_membership(&self) -> &Membership {
+        self.committed_configs.last().map_or(&self.cluster_bootstrap, |(_, membership)| membership)
+    }
+
+    /// The configuration in force in the committed log through `index`.
+    pub fn committed_membership_at(&self, index: LogIndex) -> &Membership {
+        let at = self.committed_configs.partition_point(|&(at, _)| at <= index);
+        at.checked_sub(1).map_or(&self.cluster_bootstrap, |at| &self.committed_configs[at].1)
+    }
+
+    /// The configurations node `id` would start with from this durable log: the index of its
+    /// latest configuration entry (0 if none), that configuration, and the one before it (each
+    /// from a configuration entry, else the snapshot's configuration, else the bootstrap).
+    pub fn durable_membership(&self, id: NodeId, log: &DurableLog) -> (LogIndex, Membership, Membership) {
+        let snapshot = log.snapshot();
+        let mut found: Vec<(LogIndex, &Membership)> = Vec::new();
+        for (&(index, term), membership) in self.config_entries.iter().rev() {
+            if found.len() == 2 || snapshot.is_some_and(|snapshot| index <= snapshot.index) {
+                break;
+            }
+            if found.last().is_none_or(|&(last, _)| index < last)
+                && log.entry(index).is_some_and(|entry| entry.term == term)
+            {
+                found.push((index, membership));
+            }
+        }
+        let base = match snapshot {
+            // A snapshot holds committed entries only, and their configuration.
+            Some(snapshot) if snapshot.index > LogIndex::ZERO => {
+                self.committed_membership_at(snapshot.index).clone()
+            }
+            _ => self.bootstrap.get(&id).cloned().unwrap_or_default(),
+        };
+        match (found.first(), found.get(1)) {
+            (None, _) => (LogIndex::ZERO, base.clone(), base),
+            (Some(&(index, latest)), None) => (index, latest.clone(), base),
+            (Some(&(index, latest)), Some(&(_, previous))) => (index, latest.clone(), previous.clone()),
+        }
+    }
+
+    /// Whether node `id` may start an election now (see `may_campaign`).
+    pub fn may_campaign(&self, id: NodeId, commit: LogIndex) -> bool {
+        let mirror = &self.configs[&id];
+        may_campaign(id, commit, mirror.latest_index(), mirror.latest(), mirror.before_latest())
+    }
+
+    /// Finds the configuration entries the committed log gained.
+    fn scan_committed_configs(&mut self) {
+        for entry in &self.committed[self.committed_scanned..] {
+            if let Payload::Config(membership) = &entry.payload {
+                self.committed_configs.push((entry.index, membership.clone()));
+            }
+        }
+        self.committed_scanned = self.committed.len();
     }
 
     /// A node (re)started from its durable snapshot (if any) and the log after it.
@@ -80,6 +208,13 @@ impl Checker {
         let mut prefixes = Vec::with_capacity(base + log.len());
         prefixes.extend_from_slice(&self.committed_prefix[..base]);
         self.logs.insert(id, prefixes);
+        // As the core recovers it: the snapshot's configuration, else the bootstrap, then the
+        // log's configuration entries.
+        let start = match snapshot {
+            Some(snapshot) if snapshot.membership.voter_count() > 0 => snapshot.membership.clone(),
+            _ => self.bootstrap.get(&id).cloned().unwrap_or_default(),
+        };
+        self.configs.insert(id, ConfigMirror { base: start, entries: Vec::new() });
         self.on_append(id, log)
     }
 
@@ -95,6 +230,7 @@ impl Checker {
                 self.committed_in.push(term);
             }
         }
+        self.scan_committed_configs();
     }
 
     /// A snapshot a node made or received covers committed entries only, ends in the committed
@@ -125,6 +261,17 @@ impl Checker {
             let next = self.committed_images.len();
             self.committed_images.push(previous.fold(&self.committed[next..=next]));
         }
+        self.scan_committed_configs();
+        let membership = self.committed_membership_at(index);
+        if snapshot.membership != *membership {
+            return Err((
+                "snapshot configuration",
+                format!(
+                    "{id}'s snapshot through {index} carries configuration {}, the committed log's is {membership}",
+                    snapshot.membership
+                ),
+            ));
+        }
         let expected = if at == 0 { Image::empty() } else { self.committed_images[at - 1] };
         let image = Image::decode(snapshot.data.as_slice())
             .map_err(|why| ("snapshot image", format!("{id}: {why}")))?;
@@ -148,6 +295,13 @@ impl Checker {
         if !holds {
             prefixes.clear();
             prefixes.extend_from_slice(committed);
+        }
+        let mirror = self.configs.get_mut(&id).expect("node known");
+        mirror.base = snapshot.membership.clone();
+        if holds {
+            mirror.entries.retain(|&(index, _)| index > snapshot.meta.index);
+        } else {
+            mirror.entries.clear();
         }
         Ok(())
     }
@@ -174,6 +328,11 @@ impl Checker {
                 ));
             }
             prefixes.push(prefix);
+            if let Payload::Config(membership) = &entry.payload {
+                let mirror = self.configs.get_mut(&id).expect("node known");
+                mirror.entries.push((entry.index, membership.clone()));
+                self.config_entries.entry((entry.index, entry.term)).or_insert_with(|| membership.clone());
+            }
         }
         Ok(())
     }
@@ -201,6 +360,8 @@ impl Checker {
             return Err(("state machine safety", format!("{id} truncated committed entry {from} in {term}")));
         }
         prefixes.truncate(at);
+        // A truncated configuration entry takes its configuration with it (§4.1).
+        self.configs.get_mut(&id).expect("node known").entries.retain(|&(index, _)| index < from);
         Ok(())
     }
 
@@ -215,16 +376,47 @@ impl Checker {
                 format!("{id} reports {} entries, its actions built {}", node.last_index(), prefixes.len()),
             ));
         }
+        let mirror = &self.configs[&id];
+        let (membership, membership_index) = (mirror.latest(), mirror.latest_index());
+        if membership != node.membership() {
+            return Err((
+                "configuration mirror",
+                format!("{id} reports configuration {}, its log holds {membership}", node.membership()),
+            ));
+        }
         if node.is_leader() {
             let leader = *self.leaders_by_term.entry(node.term()).or_insert(id);
             if leader != id {
                 return Err(("election safety", format!("{leader} and {id} both lead {}", node.term())));
             }
+            let term = node.term();
+            // §4.2.1: learners never vote, so never lead; a node is elected only if it may
+            // campaign (its configuration cannot change while it does).
+            let learner =
+                membership.members.get(&id).is_some_and(|m| m.role != replog_core::MemberRole::Voter);
+            let eligible =
+                may_campaign(id, node.commit(), membership_index, membership, mirror.before_latest());
+            if learner || (became_leader && !eligible) {
+                return Err((
+                    "only voters lead",
+                    format!("{id} leads {term} but is no voter of its configuration {membership}"),
+                ));
+            }
+            // §4.2.2: a leader removed by a committed configuration steps down (in the step
+            // that commits it), whether or not anything was lost yet.
+            if membership_index <= node.commit() && !membership.is_voter(id) {
+                return Err((
+                    "removed leader steps down",
+                    format!(
+                        "{id} still leads {term} after its removal committed: {membership} at {membership_index}, commit {}",
+                        node.commit()
+                    ),
+                ));
+            }
             if became_leader {
                 // §5.4: entries committed in earlier terms must be in this leader's log. (A
                 // stale election can still finish in an old term after later terms committed
                 // more; those entries do not bind it.)
-                let term = node.term();
                 let len = self
                     .committed_in
                     .iter()
@@ -251,6 +443,7 @@ impl Checker {
             self.committed.extend(node.entries(from, LogIndex(commit as u64)));
             self.committed_prefix.extend_from_slice(&prefixes[shared..commit]);
             self.committed_in.resize(commit, node.term());
+            self.scan_committed_configs();
         }
         Ok(())
     }
@@ -405,7 +598,7 @@ pub fn check_durable(
 }
 
 /// What one node's logs look like to the commit-finality check.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct LogView {
     pub id: NodeId,
     /// (last term, last index) of the durable log, and whether it holds the entry.
@@ -415,41 +608,64 @@ pub struct LogView {
     pub memory: Option<((Term, LogIndex), bool)>,
     /// Repairing lost committed entries: it neither votes nor campaigns.
     pub repairing: bool,
+    /// The voters of the configuration its durable log ends in (what it restarts with), and of
+    /// its in-memory log's latest configuration (a running node's).
+    pub durable_voters: Vec<NodeId>,
+    pub memory_voters: Option<Vec<NodeId>>,
+    /// Whether it may campaign from its durable log, and from its in-memory log.
+    pub durable_campaigns: bool,
+    pub memory_campaigns: bool,
 }
 
 /// Commit finality (the heart of §5.4.3): once an entry is committed, no node lacking it can
 /// win an election. A node that lacks it (in its durable log, which it could restart from, or
-/// its in-memory log) can win only if a majority of voters, judged by their durable logs, find
-/// its log at least as up-to-date (§5.4.1). With correct Raft the majority that stores a
-/// current-term entry always refuses; committing an earlier term's entry by counting (Figure 8)
-/// leaves a window where it does not, and this check catches that window.
-pub fn check_commit_final(views: &[LogView], index: LogIndex, quorum: usize) -> Result<(), Broken> {
+/// its in-memory log), if it may campaign from that log, can win only if a majority of the
+/// voters of the configuration that log ends in (§4.1: a candidate counts the voters of its
+/// latest configuration) would vote for it:
+/// each judged by its durable log (§5.4.1), and only if the candidate is a voter of its own
+/// configuration, in memory or on disk (§4.2.3: others' vote requests are ignored). With
+/// correct Raft the majority that stores a current-term entry always refuses, and with
+/// single-server changes any two configurations a candidate and the committing leader can hold
+/// have overlapping majorities; committing an earlier term's entry by counting (Figure 8), or
+/// a change made before the new leader's first commit (two changes apart), leaves a window
+/// where they do not, and this check catches that window.
+pub fn check_commit_final(views: &[LogView], index: LogIndex) -> Result<(), Broken> {
     for candidate in views.iter().filter(|view| !view.repairing) {
-        let mut best: Option<(Term, LogIndex)> = None;
-        if !candidate.durable_has {
-            best = Some(candidate.durable);
+        let mut logs: Vec<((Term, LogIndex), &[NodeId])> = Vec::new();
+        if !candidate.durable_has && candidate.durable_campaigns {
+            logs.push((candidate.durable, &candidate.durable_voters));
         }
-        if let Some((last, false)) = candidate.memory {
-            best = best.max(Some(last));
+        if let (Some((last, false)), Some(voters), true) =
+            (candidate.memory, &candidate.memory_voters, candidate.memory_campaigns)
+        {
+            logs.push((last, voters));
         }
-        let Some(log) = best else {
-            continue;
-        };
-        let granted = views
-            .iter()
-            .filter(|voter| voter.id == candidate.id || (!voter.repairing && log >= voter.durable))
-            .count();
-        if granted >= quorum {
-            return Err((
-                "commit finality",
-                format!(
-                    "{} lacks committed entry {index} yet {granted} of {} nodes would vote for its log ending {}/{}",
-                    candidate.id,
-                    views.len(),
-                    log.1,
-                    log.0
-                ),
-            ));
+        // Its own vote counts only if it is a voter of that configuration.
+        for (log, voters) in logs {
+            let accepts = |voter: &LogView| {
+                voter.durable_voters.contains(&candidate.id)
+                    || voter.memory_voters.as_ref().is_some_and(|voters| voters.contains(&candidate.id))
+            };
+            let granted = views
+                .iter()
+                .filter(|voter| voters.contains(&voter.id))
+                .filter(|voter| {
+                    voter.id == candidate.id || (!voter.repairing && log >= voter.durable && accepts(voter))
+                })
+                .count();
+            let quorum = majority(voters.len());
+            if granted >= quorum {
+                return Err((
+                    "commit finality",
+                    format!(
+                        "{} lacks committed entry {index} yet {granted} of its {} voters {voters:?} would vote for its log ending {}/{}",
+                        candidate.id,
+                        voters.len(),
+                        log.1,
+                        log.0
+                    ),
+                ));
+            }
         }
     }
     Ok(())

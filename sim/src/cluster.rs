@@ -14,11 +14,13 @@ use crate::world::stream;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{
-    Bytes, Config, Entry, Event, LogIndex, Marks, Message, Node, NodeId, Reply, RequestId, SnapshotMeta, Term,
+    Bytes, Config, Entry, Event, LogIndex, Marks, Membership, Message, Node, NodeId, Reply, RequestId,
+    SnapshotMeta, Term,
 };
 use replog_runtime::driver::{DriverError, Output};
 use replog_runtime::retention::Retention;
 use replog_runtime::storage::StorageOptions;
+use std::collections::BTreeMap;
 
 pub(crate) struct Cluster {
     options: Options,
@@ -44,7 +46,7 @@ impl Cluster {
     /// Every node down, with an empty disk; `rng_setup` draws each node's tick period.
     pub(crate) fn new(options: &Options, rng_setup: &mut ChaCha8Rng, rng_disk: ChaCha8Rng) -> Cluster {
         let spread = TICK * options.clock_drift_pct / 100;
-        let nodes = (1..=options.nodes)
+        let nodes = (1..=options.ids())
             .map(|id| {
                 let disk = SimDisk::new(
                     stream(options.seed, 100 + id),
@@ -54,9 +56,17 @@ impl Cluster {
                 SimNode::new(NodeId(id), disk, rng_setup.random_range(TICK - spread..=TICK + spread))
             })
             .collect::<Vec<_>>();
+        // The bootstrap voters start with the configuration of them all; a spare with none.
+        let cluster = Membership::voters_only((1..=options.nodes).map(NodeId));
+        let bootstrap: BTreeMap<NodeId, Membership> = nodes
+            .iter()
+            .map(|sim| {
+                (sim.id, if sim.id.0 <= options.nodes { cluster.clone() } else { Membership::default() })
+            })
+            .collect();
         Cluster {
             options: options.clone(),
-            safety: Safety::new(nodes.len()),
+            safety: Safety::new(bootstrap, cluster),
             nodes,
             rng_disk,
             crashes: 0,
@@ -92,27 +102,52 @@ impl Cluster {
         self.safety.committed()
     }
 
-    /// The highest term of a running node.
-    pub(crate) fn max_term(&self) -> Option<Term> {
-        self.nodes.iter().filter_map(SimNode::node).map(Node::term).max()
+    /// Configuration entries in the committed log: membership changes that took effect.
+    pub(crate) fn committed_changes(&self) -> u64 {
+        self.committed()
+            .iter()
+            .filter(|entry| matches!(entry.payload, replog_core::Payload::Config(_)))
+            .count() as u64
     }
 
-    /// The highest term of a running node, and a leader in that term if there is one.
+    /// Whether `id` is a member (voter or learner) of the committed configuration. Removed
+    /// nodes and spares not (yet) added are not: they may keep running, but no check after the
+    /// heal waits for them (a removed node that never heard of its removal may campaign on in
+    /// ever higher terms; the members ignore it).
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        self.safety.committed_membership().contains(id)
+    }
+
+    /// The running members.
+    fn members(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().filter_map(SimNode::node).filter(|node| self.is_member(node.id()))
+    }
+
+    /// The highest term of a running member.
+    pub(crate) fn max_term(&self) -> Option<Term> {
+        self.members().map(Node::term).max()
+    }
+
+    /// The highest term of a running member, and a leader in that term if there is one.
     pub(crate) fn leader(&self) -> (Option<Term>, Option<&Node>) {
         let max_term = self.max_term();
-        let leader =
-            self.nodes.iter().filter_map(SimNode::node).find(|n| n.is_leader() && Some(n.term()) == max_term);
+        let leader = self.members().find(|n| n.is_leader() && Some(n.term()) == max_term);
         (max_term, leader)
-    }
-
-    fn quorum(&self) -> usize {
-        self.nodes.len() / 2 + 1
     }
 
     fn config(&self, index: usize) -> Config {
         let id = self.nodes[index].id;
-        let peers = self.nodes.iter().map(|n| n.id).filter(|&peer| peer != id).collect();
+        let bootstrap = id.0 <= self.options.nodes;
+        let peers = if bootstrap {
+            (1..=self.options.nodes).map(NodeId).filter(|&peer| peer != id).collect()
+        } else {
+            Vec::new()
+        };
         let mut config = Config::new(id, peers);
+        // A spare waits to be added: no configuration until a leader's log gives it one.
+        config.joining = !bootstrap;
+        // As the runtime's server runs it: the first leader writes the bootstrap into the log.
+        config.record_bootstrap = true;
         config.pre_vote = self.options.pre_vote;
         config.check_quorum = self.options.check_quorum;
         config.seed = crate::digest::of(&(self.options.seed, id.0, self.nodes[index].life()));
@@ -252,9 +287,10 @@ impl Cluster {
     }
 
     /// A storage fault on synced data: the node stops, and its log loses a suffix (cut, or a
-    /// flipped bit that `start --repair` will cut). Only a suffix that a majority of the other
-    /// nodes hold durably, and none of them is repairing, may go: Raft promises nothing for an
-    /// entry that a majority no longer keeps, so the checks could not tell a bug from bad luck.
+    /// flipped bit that `start --repair` will cut). Only a suffix that a majority of the voters
+    /// of every configuration that could elect a leader hold durably (the node itself not
+    /// counted, nor any node repairing) may go: Raft promises nothing for an entry that a
+    /// majority no longer keeps, so the checks could not tell a bug from bad luck.
     pub(crate) fn damage(&mut self, index: usize, damage: Damage, t: &mut Timeline) {
         self.crash(index, "stopped for a storage fault", t);
         // The fault hits the last segment, counted in its records.
@@ -267,12 +303,27 @@ impl Cluster {
         if records == 0 {
             return; // a segment just started: nothing synced to damage
         }
-        let holders = (0..self.nodes.len())
-            .filter(|&other| other != index && !self.nodes[other].is_repairing())
-            .filter(|&other| self.nodes[other].disk.durable_log().covers(last_index, last_term))
-            .count();
+        // Every configuration that could elect a leader (the committed one, and the latest in
+        // each node's log, in memory or on disk) must keep a majority of its voters holding it.
+        let holds = |other: usize| {
+            other != index
+                && !self.nodes[other].is_repairing()
+                && self.nodes[other].disk.durable_log().covers(last_index, last_term)
+        };
+        let mut configs = vec![self.safety.committed_membership().clone()];
+        for sim in &self.nodes {
+            if sim.is_up() {
+                configs.push(self.safety.membership(sim.id).clone());
+            }
+            configs.push(self.safety.durable_membership(sim));
+        }
         let id = self.nodes[index].id;
-        if holders < self.quorum() {
+        let kept = configs.iter().all(|config| {
+            let voters: Vec<NodeId> = config.voters().collect();
+            let holders = voters.iter().filter(|voter| holds(voter.0 as usize - 1)).count();
+            voters.is_empty() || holders >= crate::checker::majority(voters.len())
+        });
+        if !kept {
             t.note(|| format!("{id} storage fault skipped: its tail is not on a majority of the others"));
             return;
         }
@@ -353,7 +404,7 @@ impl Cluster {
         }))
     }
 
-    /// An operator's request (a leadership transfer) reaches node `index`: stepped if it runs,
+    /// An operator's request (a leadership transfer, a membership change) reaches node `index`: stepped if it runs,
     /// dropped if it is down or paused (the operator's command times out).
     pub(crate) fn on_operator(&mut self, index: usize, event: Event) -> Option<Call> {
         let sim = &self.nodes[index];

@@ -6,11 +6,19 @@ use crate::checker::Violation;
 use crate::cluster::Cluster;
 use crate::network::Network;
 use crate::options::{Options, TICK};
-use crate::schedule::{Fault, Schedule, Target, Timed};
+use crate::schedule::{Fault, MemberOp, Schedule, Target, Timed};
 use crate::timeline::{SimEvent, Timeline};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{Event, NodeId};
+
+/// An operator's request a fault makes.
+pub(crate) enum Operation {
+    /// Step this node with this event (a leadership transfer).
+    Step(usize, Event),
+    /// A membership change, for the operator to send.
+    Member(MemberOp),
+}
 
 pub(crate) struct Faults {
     timed: Vec<Timed>,
@@ -44,8 +52,8 @@ impl Faults {
     }
 
     /// Fault `index` of the schedule falls due; `rng_fault` picks a node for `Target::Leader`
-    /// when there is no leader. Returns an operator's request for a node to step, if the fault
-    /// is one (a leadership transfer).
+    /// when there is no leader. Returns an operator's request, if the fault is one (a
+    /// leadership transfer, a membership change).
     pub(crate) fn apply(
         &mut self,
         index: usize,
@@ -53,7 +61,7 @@ impl Faults {
         network: &mut Network,
         rng_fault: &mut ChaCha8Rng,
         t: &mut Timeline,
-    ) -> Result<Option<(usize, Event)>, Violation> {
+    ) -> Result<Option<Operation>, Violation> {
         // Faults past the phase end (a hand-written schedule may hold some) never fire.
         if self.healed {
             return Ok(None);
@@ -98,9 +106,10 @@ impl Faults {
                 let leader = cluster.leader().1.map(|leader| leader.id());
                 if let (Some(leader), true) = (leader, (1..=n).contains(&node)) {
                     let event = Event::TransferLeadership { to: NodeId(node) };
-                    return Ok(Some((leader.0 as usize - 1, event)));
+                    return Ok(Some(Operation::Step(leader.0 as usize - 1, event)));
                 }
             }
+            Fault::Member(op) => return Ok(Some(Operation::Member(op))),
         }
         Ok(None)
     }

@@ -14,6 +14,7 @@ mod faults;
 pub mod history;
 pub mod network;
 mod node;
+pub mod operator;
 pub mod options;
 pub mod provenance;
 mod safety;

@@ -369,7 +369,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         let total = outcomes.iter().map(|o| f(&o.summary)).sum();
         (seeds, total)
     };
-    let rows: [(&str, Metric); 29] = [
+    let rows: [(&str, Metric); 45] = [
         ("crash", |s| s.crashes),
         ("restart", |s| s.restarts),
         ("pause", |s| s.pauses),
@@ -399,6 +399,22 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         ("leadership transfer", |s| s.coverage.transfers_started),
         ("election on TimeoutNow", |s| s.coverage.transfer_elections),
         ("transfer given up", |s| s.coverage.transfers_aborted),
+        ("membership change requested", |s| s.operator.requests),
+        ("  forced", |s| s.operator.forced),
+        ("  asked of a non-leader", |s| s.operator.not_leader),
+        ("  unanswered (retried)", |s| s.operator.unanswered),
+        ("membership change appended", |s| s.coverage.membership_changes),
+        ("  learner promoted (auto)", |s| s.coverage.promotions),
+        ("membership change committed", |s| s.changes_committed),
+        ("membership change refused", |s| s.coverage.changes_refused),
+        ("  refused: change pending", |s| s.operator.refused_pending),
+        ("  refused: no own-term commit", |s| s.operator.refused_not_ready),
+        ("  refused: unsafe (no force)", |s| s.operator.refused_unsafe),
+        ("  refused: transferring", |s| s.operator.refused_transferring),
+        ("  refused: invalid change", |s| s.operator.refused_invalid),
+        ("removed leader stepped down", |s| s.coverage.removed_stepdowns),
+        ("vote request from non-voter", |s| s.coverage.votes_from_non_voters),
+        ("campaign skipped: non-voter", |s| s.coverage.campaigns_as_non_voter),
     ];
     let mut out = String::from("coverage (seeds where it happened / total occurrences):");
     for (name, f) in rows {

@@ -261,7 +261,8 @@ impl SimNode {
         }
     }
 
-    /// Whether this node holds entry `index` of term `term`, on disk and in memory.
+    /// Whether this node holds entry `index` of term `term`, on disk and in memory (its
+    /// configurations are the checker's to fill in).
     pub(crate) fn log_view(&self, index: LogIndex, term: Term) -> LogView {
         let durable = self.disk.durable_last();
         let durable_has = self.disk.durable_log().covers(index, term);
@@ -270,6 +271,16 @@ impl SimNode {
             let held = n.term_at(index) == Some(term) || index <= n.snapshot_meta().index;
             ((n.last_term(), n.last_index()), held)
         });
-        LogView { id: self.id, durable, durable_has, memory, repairing: self.is_repairing() }
+        LogView {
+            id: self.id,
+            durable,
+            durable_has,
+            memory,
+            repairing: self.is_repairing(),
+            durable_voters: Vec::new(),
+            memory_voters: None,
+            durable_campaigns: false,
+            memory_campaigns: false,
+        }
     }
 }

@@ -81,6 +81,12 @@ pub struct Options {
     pub log_cache_bytes: u64,
     /// Mean ticks between leadership transfers asked of the leader (§3.10); 0 disables.
     pub transfer_every_ticks: u64,
+    /// Nodes started with no configuration (`Config::joining`), ids after the bootstrap
+    /// voters', that an operator may add; removed ids are never added again.
+    pub spares: u64,
+    /// Mean ticks between membership changes asked of the cluster (dissertation §4.1); 0
+    /// disables.
+    pub member_every_ticks: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -89,6 +95,11 @@ impl Options {
     /// The bug to plant: none in builds without the `bugs` feature.
     pub fn planted(&self) -> Option<Planted> {
         self.bug.filter(|_| cfg!(feature = "bugs"))
+    }
+
+    /// Every node id of the run: the bootstrap voters `1..=nodes`, then the spares.
+    pub fn ids(&self) -> u64 {
+        self.nodes + self.spares
     }
 
     pub fn from_seed(seed: u64) -> Options {
@@ -125,6 +136,9 @@ impl Options {
                 [rng.random_range(0..4usize)],
             log_cache_bytes: [0, 0, 200, 2000][rng.random_range(0..4usize)],
             transfer_every_ticks: [0, 150, 500][rng.random_range(0..3usize)],
+            // Drawn after: the options above keep their values for every seed.
+            spares: [0, 1, 2, 2][rng.random_range(0..4usize)],
+            member_every_ticks: [0, 100, 200, 400][rng.random_range(0..4usize)],
             bug: None,
         }
     }
@@ -173,6 +187,8 @@ impl Options {
                 "chunk" => self.snapshot_chunk_bytes = int()?.max(1),
                 "log_cache" => self.log_cache_bytes = int()?,
                 "transfer_every" => self.transfer_every_ticks = int()?,
+                "spares" => self.spares = int()?.min(4),
+                "member_every" => self.member_every_ticks = int()?,
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -214,8 +230,12 @@ impl fmt::Display for Options {
         )?;
         write!(
             f,
-            " segment_bytes_max={} log_cache={} transfer_every={}",
-            self.segment_bytes_max, self.log_cache_bytes, self.transfer_every_ticks
+            " segment_bytes_max={} log_cache={} transfer_every={} spares={} member_every={}",
+            self.segment_bytes_max,
+            self.log_cache_bytes,
+            self.transfer_every_ticks,
+            self.spares,
+            self.member_every_ticks
         )?;
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;

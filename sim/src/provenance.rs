@@ -3,15 +3,26 @@
 //! counted here independently of the core's own tallies.
 //!
 //! - Vote provenance (§5.2): a leader of term T won with grants *of term T* from distinct
-//!   voters, itself included, forming a quorum. A candidate that counts a stale grant of an
-//!   earlier term, or one vote twice, is caught the moment it wins, even when the outcome
+//!   voters of its configuration, itself included, forming a majority of them. A candidate
+//!   that counts a stale grant of an earlier term, one vote twice, or a learner's grant
+//!   (§4.2.1: learners never count), is caught the moment it wins, even when the outcome
 //!   happens to look legal.
 //! - Commit provenance (§5.3, §5.4.2): a leader's commit index is acknowledged, in its term,
-//!   by a quorum counting itself only once its own log is durable through it.
-//! - Read provenance (dissertation §6.4): a read answered by a leader was confirmed by a quorum
-//!   answering heartbeats it sent after the read arrived.
+//!   by a majority of the voters of its configuration, counting itself only while it is one
+//!   of them (§4.2.2) and its own log is durable through it.
+//! - Read provenance (dissertation §6.4): a read answered by a leader was confirmed by a
+//!   majority of its configuration's voters answering heartbeats it sent after the read
+//!   arrived.
+//!
+//! "Its configuration" is the latest in the leader's log when it decides (§4.1), committed or
+//! not. That is all single-server changes guarantee: an entry is durable on a majority of the
+//! voters of the configuration the leader held when it committed the entry, which may be one
+//! change later than the configuration in force at the entry itself (an entry committed right
+//! after a removal from four voters to three may be on two of the four). Any two
+//! configurations one change apart have overlapping majorities, which is what the later checks
+//! (commit finality, leader completeness) rely on.
 
-use crate::checker::Broken;
+use crate::checker::{majority, Broken};
 use replog_core::{AppendOutcome, Body, LogIndex, Message, NodeId, RequestId, Term};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -47,38 +58,54 @@ impl Provenance {
         }
     }
 
-    /// `leader` just won term `term`.
-    pub fn on_elected(&self, leader: NodeId, term: Term, quorum: usize) -> Result<(), Broken> {
-        let mut voters = self.grants.get(&(leader, term)).cloned().unwrap_or_default();
-        voters.insert(leader);
-        if voters.len() < quorum {
+    /// `leader` just won term `term`; `voters` are its configuration's.
+    pub fn on_elected(&self, leader: NodeId, term: Term, voters: &[NodeId]) -> Result<(), Broken> {
+        let mut granted = self.grants.get(&(leader, term)).cloned().unwrap_or_default();
+        granted.insert(leader);
+        granted.retain(|id| voters.contains(id));
+        let quorum = majority(voters.len());
+        if granted.len() < quorum {
             return Err((
                 "vote provenance",
-                format!("{leader} leads {term} with grants of {term} from only {voters:?} (quorum {quorum})"),
+                format!(
+                    "{leader} leads {term} with grants of {term} from only {granted:?} of the voters {voters:?} (quorum {quorum})"
+                ),
             ));
         }
         Ok(())
     }
 
     /// `leader` of `term` moved its commit index to `commit`; `self_durable` if its own durable
-    /// log holds that entry.
+    /// log holds that entry; `voters` are its configuration's.
     pub fn on_commit(
         &self,
         leader: NodeId,
         term: Term,
         commit: LogIndex,
         self_durable: bool,
-        quorum: usize,
+        voters: &[NodeId],
     ) -> Result<(), Broken> {
         let acked = self.acks.get(&(leader, term));
-        let followers = acked.map_or(0, |acks| acks.values().filter(|&&index| index >= commit).count());
-        let count = followers + usize::from(self_durable);
+        let followers = acked.map_or(0, |acks| {
+            acks.iter()
+                .filter(|&(id, &index)| index >= commit && *id != leader && voters.contains(id))
+                .count()
+        });
+        let self_counts = self_durable && voters.contains(&leader);
+        let count = followers + usize::from(self_counts);
+        let quorum = majority(voters.len());
         if count < quorum {
             return Err((
                 "commit provenance",
                 format!(
-                    "{leader} committed {commit} in {term} with {followers} acknowledgements delivered{} (quorum {quorum})",
-                    if self_durable { " and its own durable copy" } else { ", its own copy not durable" }
+                    "{leader} committed {commit} in {term} with {followers} acknowledgements of voters {voters:?} delivered{} (quorum {quorum})",
+                    if self_counts {
+                        " and its own durable copy"
+                    } else if self_durable {
+                        ", its own copy not counted (no voter)"
+                    } else {
+                        ", its own copy not durable"
+                    }
                 ),
             ));
         }
@@ -90,10 +117,17 @@ impl Provenance {
         self.reads.insert(request, (leader, term, seq));
     }
 
-    /// `node` answered read `request` as ready.
-    pub fn on_read_ready(&mut self, request: RequestId, node: NodeId, quorum: usize) -> Result<(), Broken> {
+    /// `node` answered read `request` as ready; `voters` are its configuration's.
+    pub fn on_read_ready(
+        &mut self,
+        request: RequestId,
+        node: NodeId,
+        voters: &[NodeId],
+    ) -> Result<(), Broken> {
+        let quorum = majority(voters.len());
         let Some((leader, term, seq)) = self.reads.remove(&request) else {
-            if quorum == 1 {
+            // A sole voter with no one to replicate to confirms itself.
+            if voters == [node] {
                 return Ok(());
             }
             return Err((
@@ -102,7 +136,13 @@ impl Provenance {
             ));
         };
         let echoes = self.echoes.get(&(leader, term));
-        let confirmed = 1 + echoes.map_or(0, |echoes| echoes.values().filter(|&&echo| echo >= seq).count());
+        let confirmed = usize::from(voters.contains(&leader))
+            + echoes.map_or(0, |echoes| {
+                echoes
+                    .iter()
+                    .filter(|&(id, &echo)| echo >= seq && *id != leader && voters.contains(id))
+                    .count()
+            });
         if node != leader || confirmed < quorum {
             return Err((
                 "read provenance",

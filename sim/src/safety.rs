@@ -6,8 +6,9 @@ use crate::checker::{self, Broken, Checker, SyncContract};
 use crate::node::SimNode;
 use crate::provenance::Provenance;
 use replog_core::{
-    Action, Body, Entry, Event, HardState, LogIndex, Message, Node, NodeId, Reply, Snapshot, Term,
+    Action, Body, Entry, Event, HardState, LogIndex, Membership, Message, Node, NodeId, Reply, Snapshot, Term,
 };
+use std::collections::BTreeMap;
 
 pub(crate) struct Safety {
     checker: Checker,
@@ -16,18 +17,37 @@ pub(crate) struct Safety {
     contracts: Vec<SyncContract>,
     /// Per node: the commit index in the durable metadata. It never goes back.
     durable_commits: Vec<LogIndex>,
-    quorum: usize,
 }
 
 impl Safety {
-    pub(crate) fn new(nodes: usize) -> Safety {
+    /// `bootstrap`: each node's configuration at birth; `cluster`: the bootstrap voters'.
+    pub(crate) fn new(bootstrap: BTreeMap<NodeId, Membership>, cluster: Membership) -> Safety {
+        let nodes = bootstrap.len();
         Safety {
-            checker: Checker::default(),
+            checker: Checker::new(bootstrap, cluster),
             provenance: Provenance::default(),
             contracts: vec![SyncContract::new(HardState::default()); nodes],
             durable_commits: vec![LogIndex::ZERO; nodes],
-            quorum: nodes / 2 + 1,
         }
+    }
+
+    /// The configuration in force in node `id`'s log.
+    pub(crate) fn membership(&self, id: NodeId) -> &Membership {
+        self.checker.membership(id)
+    }
+
+    /// The configuration at the end of the committed log.
+    pub(crate) fn committed_membership(&self) -> &Membership {
+        self.checker.committed_membership()
+    }
+
+    /// The configuration node `sim` would restart with.
+    pub(crate) fn durable_membership(&self, sim: &SimNode) -> Membership {
+        self.checker.durable_membership(sim.id, &sim.disk.durable_log()).1
+    }
+
+    fn voters(&self, id: NodeId) -> Vec<NodeId> {
+        self.checker.membership(id).voters().collect()
     }
 
     /// The longest committed log any node reported.
@@ -78,6 +98,15 @@ impl Safety {
         }
         for action in actions {
             match action {
+                // §4.2.1: learners and strangers never campaign; a removed server only while
+                // its removal may not have committed (the node's commit index is not known
+                // mid-round, so any removal in its log counts as that).
+                Action::Send(Message { body: Body::VoteRequest { .. }, .. })
+                    if !self.checker.may_campaign(id, LogIndex::ZERO) =>
+                {
+                    let membership = self.checker.membership(id);
+                    Err(("only voters campaign", format!("{id} asks for votes, no voter of {membership}")))
+                }
                 Action::AppendLog { entries } => self.checker.on_append(id, entries),
                 Action::TruncateLog { from } => self.checker.on_truncate(id, *from, is_leader, term),
                 Action::InstallSnapshot { snapshot } => self.checker.on_install(id, snapshot),
@@ -107,7 +136,8 @@ impl Safety {
     /// A reply node `id` sends a client: a read it answers was confirmed by a quorum.
     pub(crate) fn on_reply(&mut self, id: NodeId, reply: &Reply) -> Result<(), Broken> {
         if let Reply::ReadReady { request, .. } = reply {
-            self.provenance.on_read_ready(*request, id, self.quorum)?;
+            let voters = self.voters(id);
+            self.provenance.on_read_ready(*request, id, &voters)?;
         }
         Ok(())
     }
@@ -126,7 +156,7 @@ impl Safety {
         let id = node.id();
         self.checker.after_step(node, became_leader)?;
         if became_leader {
-            self.provenance.on_elected(id, node.term(), self.quorum)?;
+            self.provenance.on_elected(id, node.term(), &self.voters(id))?;
         }
         if commit_moved {
             self.check_commit_provenance(&nodes[index])?;
@@ -148,15 +178,29 @@ impl Safety {
             Some(term) => durable.covers(commit, term),
             None => durable.entry(commit).is_none(),
         };
-        self.provenance.on_commit(node.id(), term, commit, self_durable, self.quorum)
+        self.provenance.on_commit(node.id(), term, commit, self_durable, &self.voters(node.id()))
     }
 
     /// See `checker::check_commit_final`; run whenever a leader's commit index moves.
     fn check_commit_final(&self, nodes: &[SimNode], leader: &Node) -> Result<(), Broken> {
         let index = leader.commit();
         let term = leader.term_at(index).expect("committed entry");
-        let views: Vec<checker::LogView> = nodes.iter().map(|sim| sim.log_view(index, term)).collect();
-        checker::check_commit_final(&views, index, self.quorum)
+        let views: Vec<checker::LogView> = nodes
+            .iter()
+            .map(|sim| {
+                let (at, latest, before) = self.checker.durable_membership(sim.id, &sim.disk.durable_log());
+                let commit = sim.disk.durable_hard_state().commit;
+                let mut view = sim.log_view(index, term);
+                view.durable_voters = latest.voters().collect();
+                view.durable_campaigns = checker::may_campaign(sim.id, commit, at, &latest, &before);
+                if let Some(node) = sim.node() {
+                    view.memory_voters = Some(self.voters(sim.id));
+                    view.memory_campaigns = self.checker.may_campaign(sim.id, node.commit());
+                }
+                view
+            })
+            .collect();
+        checker::check_commit_final(&views, index)
     }
 
     /// The commit index on disk never goes back (it is written only up to the durable log).

@@ -38,6 +38,63 @@ pub enum Fault {
     Damage(u64, Damage),
     /// The leader (if any) is asked to hand leadership to this node (dissertation §3.10).
     Transfer(u64),
+    /// An operator asks for a membership change (dissertation §4.1): see `MemberOp`.
+    Member(MemberOp),
+}
+
+/// The kind of single-server change an operator asks for. Which member it names is decided
+/// when it is sent, from the configuration the asked node holds (an operator reads
+/// `replog members` first), so a schedule stays meaningful when faults are shrunk away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberKind {
+    /// Add a spare as a learner.
+    Add,
+    /// Add a spare as a learner the leader promotes once it has caught up.
+    AddPromote,
+    /// Make a learner a voter.
+    Promote,
+    /// Remove a voter other than the leader.
+    RemoveVoter,
+    /// Remove the leader itself: it steps down once the removal commits.
+    RemoveLeader,
+    /// Remove a learner.
+    RemoveLearner,
+}
+
+impl MemberKind {
+    pub const ALL: [MemberKind; 6] = [
+        MemberKind::Add,
+        MemberKind::AddPromote,
+        MemberKind::Promote,
+        MemberKind::RemoveVoter,
+        MemberKind::RemoveLeader,
+        MemberKind::RemoveLearner,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MemberKind::Add => "add",
+            MemberKind::AddPromote => "add-promote",
+            MemberKind::Promote => "promote",
+            MemberKind::RemoveVoter => "remove-voter",
+            MemberKind::RemoveLeader => "remove-leader",
+            MemberKind::RemoveLearner => "remove-learner",
+        }
+    }
+}
+
+/// One operator's membership change request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberOp {
+    pub kind: MemberKind,
+    /// Whom it is sent to: the leader, or any node (a follower answers NotLeader and the
+    /// operator follows its hint).
+    pub to: Target,
+    /// Skip the leader's live-quorum check.
+    pub force: bool,
+    /// Held until a node wins an election, then sent to it at once: an operator's retry loop
+    /// meeting a new leader before it has committed anything.
+    pub on_election: bool,
 }
 
 /// What a storage fault does to a node's synced log.
@@ -66,7 +123,8 @@ impl Schedule {
     pub fn generate(options: &Options) -> Schedule {
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed ^ 0x6661_756c_7473_2121);
         let end = options.ticks * TICK;
-        let n = options.nodes;
+        // Spares are nodes like the others: faults hit them too.
+        let n = options.ids();
         let mut faults = Vec::new();
         let mut push = |at: u64, fault: Fault| {
             if at < end {
@@ -159,6 +217,37 @@ impl Schedule {
                 at += gap(&mut rng, options.transfer_every_ticks);
             }
         }
+        // Drawn after the others, which keep their draws.
+        if options.member_every_ticks > 0 {
+            let op = |rng: &mut ChaCha8Rng, on_election: bool| {
+                // Adds and removals of voters are what move quorums; learners come and go too.
+                let kind = MemberKind::ALL[[0, 0, 1, 1, 2, 3, 3, 4, 5][rng.random_range(0..9usize)]];
+                let to = if rng.random_bool(0.85) {
+                    Target::Leader
+                } else {
+                    Target::Node(rng.random_range(1..=n))
+                };
+                MemberOp { kind, to, force: rng.random_bool(0.1), on_election }
+            };
+            let mut at = gap(&mut rng, options.member_every_ticks);
+            while at < end {
+                push(at, Fault::Member(op(&mut rng, false)));
+                if rng.random_bool(0.35) {
+                    // The leader is cut off as it appends the change (its AppendEntries are
+                    // lost), and the operator, retrying, meets the next leader as it wins: two
+                    // changes from leaders of different terms, the first uncommitted.
+                    let cut = if rng.random_bool(0.7) {
+                        Fault::Isolate(Target::Leader)
+                    } else {
+                        Fault::Cut(random_links(&mut rng, n))
+                    };
+                    push(at, cut);
+                    push(at, Fault::Member(op(&mut rng, true)));
+                    push(at + rng.random_range(10..=80) * TICK, Fault::Heal);
+                }
+                at += gap(&mut rng, options.member_every_ticks);
+            }
+        }
         faults.sort_by_key(|timed| timed.at); // stable: equal times keep generation order
         Schedule { faults }
     }
@@ -214,6 +303,20 @@ impl Schedule {
                     Fault::Damage(node(arg)?, damage)
                 }
                 "transfer" => Fault::Transfer(node(arg)?),
+                "member" => {
+                    let kind = MemberKind::ALL
+                        .into_iter()
+                        .find(|kind| kind.name() == arg)
+                        .ok_or_else(|| fail("unknown membership change"))?;
+                    let to = target(words.get(4).copied().unwrap_or(""))?;
+                    let flags = &words[5.min(words.len())..];
+                    if let Some(flag) = flags.iter().find(|f| !["force", "on-election"].contains(f)) {
+                        return Err(fail(&format!("unknown flag {flag:?}")));
+                    }
+                    let force = flags.contains(&"force");
+                    let on_election = flags.contains(&"on-election");
+                    Fault::Member(MemberOp { kind, to, force, on_election })
+                }
                 "cut" => {
                     let mut links = Vec::new();
                     for link in &words[3..] {
@@ -272,6 +375,16 @@ impl fmt::Display for Fault {
             Fault::Damage(node, Damage::LoseTail(count)) => write!(f, "damage n{node} lose {count}"),
             Fault::Damage(node, Damage::Flip(count)) => write!(f, "damage n{node} flip {count}"),
             Fault::Transfer(node) => write!(f, "transfer n{node}"),
+            Fault::Member(op) => {
+                write!(f, "member {} {}", op.kind.name(), op.to)?;
+                if op.force {
+                    write!(f, " force")?;
+                }
+                if op.on_election {
+                    write!(f, " on-election")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -346,6 +459,17 @@ mod tests {
         let (parsed_options, parsed) = Schedule::parse(&schedule.render(&options)).unwrap();
         assert_eq!(parsed_options, options);
         assert_eq!(parsed, schedule);
+    }
+
+    #[test]
+    fn membership_changes_parse_with_their_flags() {
+        let text = "options seed=1\nat 5 member remove-leader leader force on-election\nat 9 member add-promote n4\n";
+        let (_, schedule) = Schedule::parse(text).unwrap();
+        let op = |kind, to, force, on_election| Fault::Member(MemberOp { kind, to, force, on_election });
+        assert_eq!(schedule.faults[0].fault, op(MemberKind::RemoveLeader, Target::Leader, true, true));
+        assert_eq!(schedule.faults[1].fault, op(MemberKind::AddPromote, Target::Node(4), false, false));
+        assert_eq!(schedule.faults[0].fault.to_string(), "member remove-leader leader force on-election");
+        assert!(Schedule::parse("options seed=1\nat 5 member add leader now\n").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use crate::checker::Violation;
 use crate::history::Tally;
 use crate::network::NetworkStats;
+use crate::operator::OperatorStats;
 use crate::trace::Trace;
 use replog_core::Marks;
 use std::fmt::Write as _;
@@ -33,6 +34,12 @@ pub struct Coverage {
     pub transfers_started: u64,
     pub transfer_elections: u64,
     pub transfers_aborted: u64,
+    pub membership_changes: u64,
+    pub promotions: u64,
+    pub changes_refused: u64,
+    pub removed_stepdowns: u64,
+    pub votes_from_non_voters: u64,
+    pub campaigns_as_non_voter: u64,
 }
 
 impl Coverage {
@@ -57,6 +64,12 @@ impl Coverage {
         self.transfers_started += after.transfers_started - before.transfers_started;
         self.transfer_elections += after.transfer_elections - before.transfer_elections;
         self.transfers_aborted += after.transfers_aborted - before.transfers_aborted;
+        self.membership_changes += after.membership_changes - before.membership_changes;
+        self.promotions += after.promotions - before.promotions;
+        self.changes_refused += after.changes_refused - before.changes_refused;
+        self.removed_stepdowns += after.removed_stepdowns - before.removed_stepdowns;
+        self.votes_from_non_voters += after.votes_from_non_voters - before.votes_from_non_voters;
+        self.campaigns_as_non_voter += after.campaigns_as_non_voter - before.campaigns_as_non_voter;
     }
 }
 
@@ -72,6 +85,10 @@ pub struct Summary {
     pub committed: u64,
     pub clients: Tally,
     pub coverage: Coverage,
+    /// What the operator's membership changes met.
+    pub operator: OperatorStats,
+    /// Configuration entries in the final committed log.
+    pub changes_committed: u64,
     /// Fingerprint of every event and action, in order: equal runs have equal digests.
     pub digest: u64,
 }
@@ -108,6 +125,27 @@ pub fn render_summary(summary: &Summary) -> String {
         "raft: elections={} leader_changes={} split_votes={} truncations={} stale_term_messages={} stepdowns={} prevote_rejections={} lease_ignored_votes={} committed={}",
         c.elections, summary.leader_changes, c.split_votes, c.truncations, c.stale_term_messages, c.leader_stepdowns, c.prevote_rejections, c.votes_ignored_by_lease, summary.committed
     );
+    if summary.operator.requests > 0 || c.membership_changes > 0 {
+        let o = &summary.operator;
+        let _ = writeln!(
+            out,
+            "membership: requests={} appended={} committed={} promotions={} refused={} (pending={} not_ready={} unsafe={} transferring={} invalid={}) not_leader={} unanswered={} removed_stepdowns={} non_voter_votes_ignored={}",
+            o.requests,
+            c.membership_changes,
+            summary.changes_committed,
+            c.promotions,
+            c.changes_refused,
+            o.refused_pending,
+            o.refused_not_ready,
+            o.refused_unsafe,
+            o.refused_transferring,
+            o.refused_invalid,
+            o.not_leader,
+            o.unanswered,
+            c.removed_stepdowns,
+            c.votes_from_non_voters
+        );
+    }
     let _ = write!(
         out,
         "clients: acknowledged={} failed={} indeterminate={} reads={} digest={:016x}",

@@ -52,6 +52,16 @@ pub(crate) enum SimEvent {
         life: u64,
     },
     Heal,
+    // The operator's membership changes.
+    /// A change request reaches a node.
+    OperatorArrive {
+        node: usize,
+        request: RequestId,
+    },
+    /// The operator gives up waiting for an answer to a request.
+    OperatorTimeout {
+        request: RequestId,
+    },
     // The checks after the heal.
     LivenessCheck,
     /// Availability: a leader must hold office now, and keep it while the network is healthy.

@@ -43,7 +43,7 @@ impl Workload {
     pub(crate) fn new(options: &Options, rng_setup: &mut ChaCha8Rng, rng: ChaCha8Rng) -> Workload {
         let clients = (0..options.clients)
             .map(|_| Client {
-                guess: rng_setup.random_range(0..options.nodes as usize),
+                guess: rng_setup.random_range(0..options.ids() as usize),
                 outstanding: None,
                 next_op: 0,
                 acked_after_heal: false,
@@ -54,7 +54,8 @@ impl Workload {
             requests: BTreeMap::new(),
             next_request: 1,
             history: History::default(),
-            nodes: options.nodes as usize,
+            // Clients may ask any node, spares and removed ones too: they redirect.
+            nodes: options.ids() as usize,
             stopped: false,
             healed: false,
             fault_phase_end: options.ticks * TICK,

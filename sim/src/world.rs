@@ -18,9 +18,10 @@ use crate::availability::{self, Availability};
 use crate::checker::Violation;
 use crate::cluster::Cluster;
 use crate::digest;
-use crate::faults::Faults;
+use crate::faults::{Faults, Operation};
 use crate::network::Network;
 use crate::node::Call;
+use crate::operator::Operator;
 use crate::options::{Options, TICK};
 use crate::schedule::Schedule;
 use crate::timeline::{SimEvent, Timeline};
@@ -55,6 +56,7 @@ struct World {
     network: Network,
     workload: Workload,
     faults: Faults,
+    operator: Operator,
     availability: Availability,
     rng_net: ChaCha8Rng,
     /// Which node a fault or check hits, and when a started node first ticks.
@@ -77,6 +79,7 @@ impl World {
                 options.latency_max,
             ),
             faults: Faults::new(options, schedule),
+            operator: Operator::new(options),
             availability: Availability::new(options),
             rng_net: stream(seed, 2),
             rng_fault: stream(seed, 5),
@@ -123,11 +126,21 @@ impl World {
                         &mut self.rng_fault,
                         t,
                     )?;
-                    if let Some((node, event)) = request {
-                        if let Some(call) = self.cluster.on_operator(node, event) {
-                            self.drive(node, call)?;
+                    let step = match request {
+                        Some(Operation::Step(node, event)) => Some((node, event)),
+                        Some(Operation::Member(op)) => {
+                            self.operator.on_fault(op, &self.cluster, &mut self.rng_fault, t)
                         }
-                    }
+                        None => None,
+                    };
+                    self.operate(step)?;
+                }
+                SimEvent::OperatorArrive { node, request } => {
+                    let step = self.operator.arrive(node, request, &self.cluster, &mut self.rng_fault, t);
+                    self.operate(step)?;
+                }
+                SimEvent::OperatorTimeout { request } => {
+                    self.operator.on_timeout(request, &self.cluster, &mut self.rng_fault, t)
                 }
                 SimEvent::CrashNode { node, life } => self.faults.on_ambush(node, life, &mut self.cluster, t),
                 SimEvent::Heal => self.on_heal()?,
@@ -145,6 +158,16 @@ impl World {
             }
         }
         unreachable!("the run ends with its End event")
+    }
+
+    /// An operator's request reaches a node: stepped if it runs.
+    fn operate(&mut self, step: Option<(usize, replog_core::Event)>) -> Result<(), Violation> {
+        if let Some((node, event)) = step {
+            if let Some(call) = self.cluster.on_operator(node, event) {
+                self.drive(node, call)?;
+            }
+        }
+        Ok(())
     }
 
     /// One driver round on a node, and where what it released goes: each message, once checked,
@@ -169,14 +192,20 @@ impl World {
                 Output::Restored(meta) => self.cluster.on_restored(index, meta),
                 Output::Reply(reply) => {
                     let read_len = self.cluster.check_reply(index, &reply, &self.timeline)?;
-                    self.workload.route_reply(reply, read_len, &self.network, &mut self.timeline);
+                    if self.operator.owns(reply.request()) {
+                        let t = &mut self.timeline;
+                        self.operator.on_reply(&reply, &self.cluster, &mut self.rng_fault, t);
+                    } else {
+                        self.workload.route_reply(reply, read_len, &self.network, &mut self.timeline);
+                    }
                 }
             }
         }
         if self.cluster.end_round(index, before, &applied, &self.timeline)? {
             self.faults.on_elected(index, self.cluster.life(index), &mut self.timeline);
+            self.operator.on_elected(index, &mut self.rng_fault, &mut self.timeline);
         }
-        self.availability.check_stable(self.cluster.node(index), &self.timeline)?;
+        self.availability.check_stable(&self.cluster, index, &self.timeline)?;
         self.cluster.schedule_sync(index, &mut self.timeline);
         Ok(())
     }
@@ -206,6 +235,7 @@ impl World {
         let t = &mut self.timeline;
         t.note(|| "heal: faults stop, every node runs, the network calms".into());
         self.faults.on_heal();
+        self.operator.on_heal();
         self.workload.on_heal();
         self.network.calm();
         self.cluster.heal(&mut self.rng_fault, t)?;
@@ -225,6 +255,8 @@ impl World {
             committed: self.cluster.committed().len() as u64,
             clients: self.workload.tally(),
             coverage: self.cluster.coverage,
+            operator: self.operator.stats,
+            changes_committed: self.cluster.committed_changes(),
             digest: self.timeline.digest.finish(),
         }
     }

@@ -2,7 +2,7 @@
 //! A failure shrinks to a minimal schedule (proptest's shrinking over the fault list).
 
 use proptest::prelude::*;
-use sim::schedule::{Fault, Target, Timed};
+use sim::schedule::{Fault, MemberKind, MemberOp, Target, Timed};
 use sim::{run, Options, Schedule, Trace};
 
 const TICKS: u64 = 200;
@@ -15,7 +15,15 @@ fn fault(nodes: u64) -> impl Strategy<Value = Fault> {
         Just(Fault::Restart),
         target.clone().prop_map(Fault::Pause),
         Just(Fault::Resume),
-        target.prop_map(Fault::Isolate),
+        target.clone().prop_map(Fault::Isolate),
+        (0..MemberKind::ALL.len(), target, proptest::bool::weighted(0.1), any::<bool>()).prop_map(
+            |(kind, to, force, on_election)| Fault::Member(MemberOp {
+                kind: MemberKind::ALL[kind],
+                to,
+                force,
+                on_election
+            })
+        ),
         proptest::collection::vec((node.clone(), node.clone()), 1..6).prop_map(Fault::Cut),
         Just(Fault::Heal),
         (0u64..3000).prop_map(Fault::Ambush),
@@ -40,6 +48,7 @@ proptest! {
         let schedule = Schedule {
             faults: schedule.faults.into_iter().filter(|t| match &t.fault {
                 Fault::Crash(Target::Node(n)) | Fault::Pause(Target::Node(n)) | Fault::Isolate(Target::Node(n)) | Fault::Drift(n, _) => *n <= nodes,
+                Fault::Member(MemberOp { to: Target::Node(n), .. }) => *n <= nodes,
                 Fault::Cut(links) => links.iter().all(|&(a, b)| a <= nodes && b <= nodes),
                 _ => true,
             }).collect(),
