@@ -317,6 +317,12 @@ impl Node {
         }
         self.shared.election_elapsed += 1;
         if self.shared.election_elapsed >= self.shared.election_timeout {
+            // Nothing from a leader for a whole timeout: it knows no leader any more. Without
+            // this, a node that does not campaign (below) would keep its old leader, and with
+            // it a lease that ignores every candidate for most of each timeout (§4.2.3).
+            if let Role::Follower(follower) = &mut self.role {
+                follower.leader = None;
+            }
             if !self.shared.may_campaign() {
                 // A learner, a removed server, or one that has not joined: it never campaigns,
                 // so it cannot disrupt the cluster (§4.2.3).

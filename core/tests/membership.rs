@@ -98,6 +98,38 @@ fn a_voter_of_a_configuration_another_lacks_can_still_be_elected() {
     assert_eq!(cluster.node(n(3)).marks().votes_from_non_voters, 0);
 }
 
+/// A node that never campaigns (here a learner) forgets its leader once it has heard nothing
+/// for an election timeout, like a voter does when it campaigns. Otherwise its leader lease
+/// (§4.2.3) would stay armed against every candidate for most of each timeout, and a learner
+/// that a newer configuration made a voter could never help elect anyone (simulator seed 731).
+#[test]
+fn a_node_that_does_not_campaign_forgets_a_silent_leader() {
+    let mut cluster = led_by_n1(3, |_| {});
+    cluster.add_node(n(4));
+    change_committed(&mut cluster, add(4, false));
+    assert_eq!(cluster.node(n(4)).leader(), Some(n(1)));
+    cluster.crash(n(1));
+    let before = cluster.node(n(4)).marks().campaigns_as_non_voter;
+    while cluster.node(n(4)).marks().campaigns_as_non_voter == before {
+        cluster.tick_nodes(&[n(4)], 1);
+    }
+    assert_eq!(cluster.node(n(4)).leader(), None, "its timer fired with nothing heard");
+    // A candidate ahead of it (n2 holds what n4 holds, and more) is answered, not ignored.
+    let (last, term) = (cluster.node(n(4)).last_index(), cluster.node(n(4)).last_term());
+    let request = Body::VoteRequest {
+        pre_vote: true,
+        last_log_index: last.next(),
+        last_log_term: term,
+        transfer: false,
+    };
+    let message = Message { from: n(2), to: n(4), term: term.next(), body: request };
+    let actions = cluster.step(n(4), Event::Receive(message));
+    assert!(
+        sent(&actions).iter().any(|m| matches!(m.body, Body::VoteResponse { pre_vote: true, .. })),
+        "{actions:?}"
+    );
+}
+
 // ---- learners ----
 
 /// §4.2.1: a learner receives the log but never votes, never counts in a quorum and never
