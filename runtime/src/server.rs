@@ -29,7 +29,7 @@ use crate::storage::{Identity, OnCorruption, StorageError, StorageOptions};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use replog_core::{ChangeRefusal, MemberRole, Membership, MembershipChange};
-use replog_core::{Config, Event, NodeId, Term};
+use replog_core::{Config, Event, NodeId, RoleKind, Term};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -462,7 +462,12 @@ impl Server {
                 if Instant::now() > next_tick + TICK * 10 {
                     next_tick = Instant::now() + TICK; // far behind (paused?): do not burst
                 }
-                let waiting = self.fresh && !self.bootstrap && self.started.elapsed() < FRESH_FOLLOWER_GRACE;
+                // Only a follower waits: a fresh node handed leadership (TimeoutNow) in that
+                // time must keep time at once, or it sends no heartbeats until it is over.
+                let waiting = self.fresh
+                    && !self.bootstrap
+                    && self.driver.node().role() == RoleKind::Follower
+                    && self.started.elapsed() < FRESH_FOLLOWER_GRACE;
                 if !waiting {
                     self.step(Event::Tick)?;
                 }
