@@ -19,9 +19,10 @@ pub enum MemberCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Add a running new node (started with `replog start ... --join`, or with an empty data
-    /// folder and `-p` flags of a cluster that exists): as a learner that the leader promotes to
-    /// voter once it has caught up.
+    /// Add a running node that belongs to no other cluster (a node whose data folder was wiped
+    /// and waits to be added, or one removed from this cluster): as a learner that the leader
+    /// promotes to voter once it has caught up. A new node adds itself with `replog start ...
+    /// --join`.
     Add {
         /// Any node of the cluster
         #[arg(short, long, default_value = "127.0.0.1:8080")]
@@ -70,21 +71,14 @@ pub fn run(command: MemberCommand) -> Result<(), String> {
     match command {
         MemberCommand::List { target, json } => list(&target, json),
         MemberCommand::Add { target, address, learner, timeout } => {
+            crate::parse_address("--address", &address)?;
             // The new node knows its id (drawn at its first start); the cluster learns it here.
             let report = client::status(&address, Duration::from_secs(3)).map_err(|e| {
                 format!("cannot reach the new node at {address} ({e}): start it first (`replog start -i NAME -a {address} --join {target}`)")
             })?;
             let id = replog_runtime::storage::parse_id(&report.id)
                 .map_err(|why| format!("{address} reports no usable id ({why}); is it an older version?"))?;
-            // Only a node that has done nothing can join: one with a log of its own (a cluster
-            // of its own, or another cluster's) would mix two histories.
-            if !report.members.is_empty() || report.last_index.0 > 0 || report.term.0 > 0 {
-                return Err(format!(
-                    "{address} already belongs to a cluster (term {}, {} log entries): only a new node \
-                     (started with --join, or with an empty data folder) can be added",
-                    report.term.0, report.last_index.0
-                ));
-            }
+            refuse_another_clusters_node(&target, &report)?;
             let action = if learner { MemberAction::AddLearner } else { MemberAction::Add };
             change(
                 &target,
@@ -118,6 +112,29 @@ pub fn run(command: MemberCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Refuses a node that is a member of a configuration sharing nobody with this cluster: it
+/// belongs to another cluster (a node started without `--peers` or `--join` bootstraps a
+/// cluster of one). Adding it would mix two logs that agree on indexes and terms but not on
+/// content, and two leaders of the same term would meet (the core stops on that). A fresh
+/// node or a wiped one has no configuration; a node removed from this cluster shares members.
+fn refuse_another_clusters_node(target: &str, new: &StatusReport) -> Result<(), String> {
+    if new.members.is_empty() {
+        return Ok(());
+    }
+    let cluster = leaders_view(target)?;
+    let ours: std::collections::BTreeSet<&str> = cluster.members.iter().map(|m| m.id.as_str()).collect();
+    if new.members.iter().any(|member| ours.contains(member.id.as_str())) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} belongs to another cluster ({} member(s), term {}): adding it would mix two logs; start the \
+         new node on an empty data folder with `--join {target}` instead",
+        new.address,
+        new.members.len(),
+        new.term.0
+    ))
 }
 
 fn change(target: &str, request: MemberRequest, timeout: f64) -> Result<u64, String> {

@@ -927,6 +927,7 @@ impl Node {
                     next_index: progress.next_index,
                     replicating: progress.state == ReplicationState::Replicate,
                     recent_active: progress.recent_active,
+                    answering: progress.silent_ticks < self.shared.config.election_ticks_min,
                 })
                 .collect(),
             Role::Follower(_) | Role::Candidate(_) => Vec::new(),

@@ -79,6 +79,10 @@ pub struct PeerStatus {
     pub replicating: bool,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// Answered within the last election timeout (unlike `recent_active`, not cleared by each
+    /// check-quorum round): what "live" means for a membership change or a transfer target.
+    #[serde(default)]
+    pub answering: bool,
 }
 
 #[cfg(test)]

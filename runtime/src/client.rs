@@ -204,13 +204,15 @@ pub fn append(target: &str, command: &[u8], deadline: Duration) -> Result<Append
                 address = address::parse(&leader)?;
                 last = Some(ClientError::NotLeader { address: asked, leader: Some(leader) });
             }
-            // Nothing was appended: no leader known yet, the leader pushed back, or the
-            // request never left.
-            Err(
-                error @ (ClientError::NotLeader { .. }
-                | ClientError::Rejected { .. }
-                | ClientError::Io { .. }),
-            ) => {
+            // No leader known there: ask where we started again. A node we were sent to may
+            // never learn the next leader (a leader that removed itself is no member any more).
+            Err(error @ ClientError::NotLeader { leader: None, .. }) => {
+                last = Some(error);
+                address = home;
+                sleep(RETRY_PAUSE);
+            }
+            // Nothing was appended: the leader pushed back, or the request never left.
+            Err(error @ (ClientError::Rejected { .. } | ClientError::Io { .. })) => {
                 last = Some(error);
                 sleep(RETRY_PAUSE);
             }

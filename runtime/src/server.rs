@@ -28,7 +28,7 @@ use crate::storage::{Identity, OnCorruption, StorageError, StorageOptions};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use replog_core::{ChangeRefusal, MemberRole, Membership, MembershipChange};
-use replog_core::{Config, Event, NodeId, Term};
+use replog_core::{Config, Event, NodeId, RoleKind, Term};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -478,7 +478,12 @@ impl Server {
                 if Instant::now() > next_tick + TICK * 10 {
                     next_tick = Instant::now() + TICK; // far behind (paused?): do not burst
                 }
-                let waiting = self.fresh && !self.bootstrap && self.started.elapsed() < FRESH_FOLLOWER_GRACE;
+                // Only a follower waits: a fresh node handed leadership (TimeoutNow) in that
+                // time must keep time at once, or it sends no heartbeats until it is over.
+                let waiting = self.fresh
+                    && !self.bootstrap
+                    && self.driver.node().role() == RoleKind::Follower
+                    && self.started.elapsed() < FRESH_FOLLOWER_GRACE;
                 if !waiting {
                     self.step(Event::Tick)?;
                 }
@@ -626,7 +631,7 @@ impl Server {
             let status = node.status();
             let voter = |id| node.membership().is_voter(id);
             let live =
-                status.peers.iter().filter(|peer| peer.recent_active && peer.replicating && voter(peer.id));
+                status.peers.iter().filter(|peer| peer.answering && peer.replicating && voter(peer.id));
             match live.max_by_key(|peer| (peer.match_index, std::cmp::Reverse(peer.id))) {
                 Some(peer) => Some(peer.id),
                 None => {

@@ -39,24 +39,27 @@ pub fn replog_binary() -> &'static Path {
     })
 }
 
-/// Free loopback ports (bound and released; the OS does not hand them out again at once).
-/// The arguments of `replog start` for a node (without `--leader` or extra flags).
+/// The arguments of `replog start` for a node (without `--leader` or extra flags); no `-p` when
+/// it has no peers (a cluster of one, a node that joins, or a restart that reads its
+/// configuration from its log).
 pub fn start_args(
     name: &str,
     address: SocketAddr,
     peers: &[SocketAddr],
     data: &Path,
 ) -> Vec<std::ffi::OsString> {
-    let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
     let mut args: Vec<std::ffi::OsString> =
-        ["start", "-i", name, "-a", &address.to_string(), "-p", &peers.join(","), "--data-dir"]
-            .iter()
-            .map(Into::into)
-            .collect();
+        ["start", "-i", name, "-a", &address.to_string()].iter().map(Into::into).collect();
+    if !peers.is_empty() {
+        let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+        args.extend(["-p".into(), peers.join(",").into()]);
+    }
+    args.push("--data-dir".into());
     args.push(data.into());
     args
 }
 
+/// Free loopback ports (bound and released; the OS does not hand them out again at once).
 pub fn free_ports(count: usize) -> Vec<u16> {
     let listeners: Vec<TcpListener> =
         (0..count).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
@@ -109,6 +112,36 @@ impl TestCluster {
             cluster.start_node(k, k == 0);
         }
         cluster
+    }
+
+    /// A slot for one more node (`node<N+1>` on a free port, no peers), not started: start it
+    /// with `start_node_with(k, false, &["--join", MEMBER])` to add it to the cluster.
+    pub fn add_slot(&mut self) -> usize {
+        let k = self.nodes.len();
+        let port = free_ports(1)[0];
+        self.nodes.push(NodeProcess {
+            name: format!("node{}", k + 1),
+            address: format!("127.0.0.1:{port}").parse().expect("address"),
+            peers: Vec::new(),
+            child: None,
+            log: self.dir.join(format!("node{}.log", k + 1)),
+        });
+        k
+    }
+
+    /// Deletes a stopped node's data folder: it comes back as a new node (a new random id).
+    pub fn wipe(&mut self, k: usize) {
+        assert!(self.nodes[k].child.is_none(), "{} still running", self.nodes[k].name);
+        match std::fs::remove_dir_all(self.data_dir(k)) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => panic!("wiping {}: {error}", self.data_dir(k).display()),
+        }
+    }
+
+    /// Whether node `k`'s process was started and not stopped or killed since.
+    pub fn is_running(&self, k: usize) -> bool {
+        self.nodes[k].child.is_some()
     }
 
     pub fn data_dir(&self, k: usize) -> PathBuf {
@@ -204,6 +237,53 @@ impl TestCluster {
         None
     }
 
+    /// Builds stopped node `k`'s data folder with `count` committed commands of
+    /// `command_bytes` bytes in term 1, through the storage API (fast; the segment files are what
+    /// a node writes). A folder written this way has no id recorded: the node takes the id
+    /// derived from its address, as a folder of an older version does.
+    pub fn build_log(&self, k: usize, count: u64, command_bytes: usize) {
+        use replog_core::{Bytes, Entry, HardState, LogIndex, Payload, Term};
+        use replog_runtime::fs::RealFs;
+        use replog_runtime::storage::{Identity, Storage};
+        assert!(self.nodes[k].child.is_none(), "{} still running", self.nodes[k].name);
+        let identity = Identity { name: self.nodes[k].name.clone(), address: self.address(k) };
+        let (mut storage, _) =
+            Storage::open(RealFs::new(), &self.data_dir(k), identity).expect("opening storage");
+        // Whose folder it is, as a node records at its first start: an id (derived from the
+        // address here, so every built folder of a cluster agrees) and the bootstrap of it and
+        // its peers.
+        let id_of = |address: &SocketAddr| replog_runtime::legacy_id(address);
+        let node = &self.nodes[k];
+        let mut bootstrap =
+            replog_core::Membership::voters_only(node.peers.iter().chain([&node.address]).map(id_of));
+        for address in node.peers.iter().chain([&node.address]) {
+            bootstrap.members.get_mut(&id_of(address)).expect("a voter").address = address.to_string();
+        }
+        storage.record_identity(id_of(&node.address), Some(bootstrap)).expect("identity");
+        storage
+            .save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(0) })
+            .expect("hard state");
+        let data = Bytes::from(vec![b'x'; command_bytes]);
+        let mut next = 1;
+        while next <= count {
+            let last = (next + 9_999).min(count);
+            let batch: Vec<Entry> = (next..=last)
+                .map(|index| Entry {
+                    index: LogIndex(index),
+                    term: Term(1),
+                    payload: Payload::Command(data.clone()),
+                })
+                .collect();
+            storage.append(&batch).expect("append");
+            storage.request_sync(true).expect("sync");
+            next = last + 1;
+        }
+        storage
+            .save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(count) })
+            .expect("hard state");
+        storage.close().expect("close");
+    }
+
     /// Runs the CLI itself: `replog ARGS`, returning (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
         let output = Command::new(replog_binary()).args(args).output().expect("running replog");
@@ -233,21 +313,27 @@ impl TestCluster {
 
     /// Waits until every running node has committed its whole log and the logs are equal.
     pub fn wait_converged(&self, within: Duration) -> Vec<(u64, String)> {
+        let running: Vec<usize> = (0..self.nodes.len()).filter(|&k| self.is_running(k)).collect();
+        self.wait_converged_among(&running, within)
+    }
+
+    /// Waits until nodes `among` (running) have each committed their whole log and the logs
+    /// are equal (a removed node that keeps running is left out this way).
+    pub fn wait_converged_among(&self, among: &[usize], within: Duration) -> Vec<(u64, String)> {
+        let first = *among.first().expect("a node to compare");
         let deadline = Instant::now() + within;
         loop {
-            let views: Vec<_> = (0..self.nodes.len())
-                .filter(|&k| self.nodes[k].child.is_some())
-                .map(|k| client::query(&self.address(k), Duration::from_secs(2), false))
+            let views: Vec<_> = among
+                .iter()
+                .map(|&k| client::query(&self.address(k), Duration::from_secs(2), false))
                 .collect();
-            if let Some(Ok((commit, first))) = views.first() {
-                let all_same = views.iter().all(|v| matches!(v, Ok((c, e)) if c == commit && e == first));
-                if all_same && *commit == first.len() as u64 {
-                    return self
-                        .log_of(self.nodes.iter().position(|n| n.child.is_some()).expect("a node runs"))
-                        .1;
+            if let Some(Ok((commit, entries))) = views.first() {
+                let all_same = views.iter().all(|v| matches!(v, Ok((c, e)) if c == commit && e == entries));
+                if all_same && *commit == entries.len() as u64 {
+                    return self.log_of(first).1;
                 }
             }
-            assert!(Instant::now() < deadline, "logs did not converge within {within:?}");
+            assert!(Instant::now() < deadline, "logs of nodes {among:?} did not converge within {within:?}");
             sleep(Duration::from_millis(50));
         }
     }

@@ -138,34 +138,6 @@ fn retention_keeps_the_newest_entries_and_deletes_old_segments() {
     assert!(err.contains("--retain-entries"), "{err}");
 }
 
-/// Builds node 0's data folder with `count` committed 100-byte commands in term 1, through the
-/// storage API (fast; the segment files are what a node writes), for the cluster's address.
-fn build_log(cluster: &TestCluster, count: u64) {
-    use replog_core::{Bytes, Entry, HardState, LogIndex, Payload, Term};
-    use replog_runtime::fs::RealFs;
-    use replog_runtime::storage::{Identity, Storage};
-    let identity = Identity { name: cluster.nodes[0].name.clone(), address: cluster.address(0) };
-    let (mut storage, _) = Storage::open(RealFs::new(), &cluster.data_dir(0), identity).unwrap();
-    storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(0) }).unwrap();
-    let data = Bytes::from(vec![b'x'; 100]);
-    let mut next = 1;
-    while next <= count {
-        let last = (next + 9_999).min(count);
-        let batch: Vec<Entry> = (next..=last)
-            .map(|index| Entry {
-                index: LogIndex(index),
-                term: Term(1),
-                payload: Payload::Command(data.clone()),
-            })
-            .collect();
-        storage.append(&batch).unwrap();
-        storage.request_sync(true).unwrap();
-        next = last + 1;
-    }
-    storage.save_hard_state(HardState { term: Term(1), voted_for: None, commit: LogIndex(count) }).unwrap();
-    storage.close().unwrap();
-}
-
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -184,7 +156,7 @@ fn a_node_restarts_on_a_million_entries_quickly_and_in_bounded_memory() {
     assert!(cluster.stop(0), "clean stop");
     let _ = std::fs::remove_dir_all(cluster.data_dir(0));
     const COUNT: u64 = 1_000_000;
-    build_log(&cluster, COUNT);
+    cluster.build_log(0, COUNT, 100);
     let began = Instant::now();
     cluster.start_node(0, true);
     let address = cluster.address(0);
