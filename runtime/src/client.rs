@@ -317,6 +317,14 @@ pub fn change_membership(
     loop {
         let mut session = Session::open(address, remaining(started))?;
         let answer = session.call(&Frame::ChangeMembership(request.clone())).map_err(|error| {
+            if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
+                // Sent, unanswered within the timeout: the leader may still commit it.
+                let reason = format!(
+                    "no answer within {:.1}s: the change may or may not happen; check with `replog member list`",
+                    timeout.as_secs_f64()
+                );
+                return ClientError::Failed { address, reason };
+            }
             ClientError::Io { doing: "asking for a membership change at", address, error }
         })?;
         match answer {
