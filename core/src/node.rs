@@ -349,8 +349,11 @@ impl Node {
         // its log is ahead of ours: then it may hold a configuration we have not received yet
         // that makes it a voter (a promoted learner, or we are a new server that knows none),
         // and §4.1 says such a vote may be needed to keep the cluster available. (A removed
-        // server lacks the entry that removed it, which every member that knows of the removal
-        // holds; a log equal to ours holds our configuration.) Every other request is
+        // follower lacks the entry that removed it, which every member that knows of the removal
+        // holds; a removed leader holds it, but so does every member that knows of it, so its
+        // log is no longer strictly ahead; a log equal to ours holds our configuration.) A
+        // stranger whose log is ahead gets through: the runtime keeps other clusters' nodes out
+        // (a cluster id in the peer protocol is future work). Every other request is
         // processed whatever our configuration says (§4.1: a new server learns its
         // configuration from the leader's log).
         if let Body::VoteRequest { last_log_index, last_log_term, .. } = message.body {

@@ -39,6 +39,8 @@ pub enum Inbound {
         address: SocketAddr,
         /// The configuration it bootstrapped with, if it has.
         bootstrap: Option<Membership>,
+        /// The new cluster's addresses as it was told them (empty: none).
+        cluster: Vec<String>,
     },
     /// A client asked for a membership change: answered when the core replies (`on_reply`,
     /// after `track_change`) or at once by the loop.
@@ -320,7 +322,7 @@ impl Clients {
     ) -> Result<(), Violation> {
         let accepted = self.accepted.get_mut(&token).expect("present");
         match (accepted.caller, frame) {
-            (Caller::Unknown, Frame::Hello { address, name, id, bootstrap }) => {
+            (Caller::Unknown, Frame::Hello { address, name, id, bootstrap, cluster }) => {
                 let Ok(address) = address.parse::<SocketAddr>() else {
                     return Err(Violation::BadHelloAddress(address));
                 };
@@ -331,7 +333,7 @@ impl Clients {
                 // does not list yet. The core decides what its messages count for (§4.1).
                 info!("peer {name} ({address}, id {}) connected", crate::storage::id_text(id));
                 accepted.caller = Caller::Peer(id);
-                inbound.push(Inbound::Hello { peer: id, name, address, bootstrap });
+                inbound.push(Inbound::Hello { peer: id, name, address, bootstrap, cluster });
             }
             (Caller::Peer(link), Frame::Raft(message)) => {
                 if message.from != link {

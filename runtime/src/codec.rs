@@ -19,6 +19,10 @@ pub enum Frame {
         name: String,
         id: NodeId,
         bootstrap: Option<Membership>,
+        /// The addresses of a new cluster's nodes as the caller was told them (its `-p` flags and
+        /// its own address, sorted); empty if it bootstraps nothing. Fresh nodes bootstrap only
+        /// if every peer names the same set, so mismatched flags cannot make two clusters.
+        cluster: Vec<String>,
     },
     Raft(Message),
     /// Client: append one command; answered by `AppendResult`.
@@ -272,12 +276,13 @@ impl QueriedEntry {
 
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
     match frame {
-        Frame::Hello { address, name, id, bootstrap } => {
+        Frame::Hello { address, name, id, bootstrap, cluster } => {
             out.push(HELLO);
             put_bytes(out, address.as_bytes());
             put_bytes(out, name.as_bytes());
             put_u64(out, id.0);
             put_bytes(out, &bootstrap.as_ref().map_or_else(Vec::new, membership_json));
+            put_bytes(out, cluster.join("\n").as_bytes());
         }
         Frame::ChangeMembership(request) => {
             out.push(CHANGE_MEMBERSHIP);
@@ -609,7 +614,13 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                         .map_err(|e| CodecError::BadMembership(e.to_string()))?,
                 )
             };
-            Frame::Hello { address, name, id, bootstrap }
+            let cluster = reader.text()?;
+            let cluster = if cluster.is_empty() {
+                Vec::new()
+            } else {
+                cluster.split('\n').map(str::to_string).collect()
+            };
+            Frame::Hello { address, name, id, bootstrap, cluster }
         }
         CHANGE_MEMBERSHIP => {
             let action = match reader.u8()? {
@@ -758,12 +769,14 @@ mod tests {
             name: "node1".into(),
             id: NodeId(7),
             bootstrap: None,
+            cluster: Vec::new(),
         });
         round_trip(Frame::Hello {
             address: "127.0.0.1:8080".into(),
             name: "node1".into(),
             id: NodeId(7),
             bootstrap: Some(Membership::voters_only([NodeId(7), NodeId(8)])),
+            cluster: vec!["127.0.0.1:8080".into(), "127.0.0.1:8081".into()],
         });
         for action in
             [MemberAction::Add, MemberAction::AddLearner, MemberAction::Promote, MemberAction::Remove]

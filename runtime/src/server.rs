@@ -127,6 +127,9 @@ impl From<DriverError> for RuntimeError {
     }
 }
 
+/// What a `-p` peer said in its hello: its id and the new cluster's addresses as it was told.
+type PeerHello = (NodeId, Vec<String>);
+
 /// The loop's state: the driver, the two transport parts, and the clock.
 struct Server {
     name: String,
@@ -145,9 +148,12 @@ struct Server {
     fresh: bool,
     /// The leadership last logged.
     last_leader: Option<(Term, Option<NodeId>)>,
-    /// A fresh node of a new cluster waiting to learn its peers' ids: `-p` addresses and the
-    /// ids learned so far. None once bootstrapped (or when not bootstrapping).
-    awaiting: Option<BTreeMap<SocketAddr, Option<NodeId>>>,
+    /// A fresh node of a new cluster waiting to learn its peers' ids: `-p` addresses and, for
+    /// each, the id and the cluster it was told of, once it said hello. None once bootstrapped
+    /// (or when not bootstrapping).
+    awaiting: Option<BTreeMap<SocketAddr, Option<PeerHello>>>,
+    /// The new cluster's addresses as this node was told them (`-p` and its own, sorted).
+    cluster: Vec<String>,
     /// The configuration last seen in force, to notice changes.
     membership: Membership,
     /// Names peers gave in their hellos, by id.
@@ -265,11 +271,13 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| RuntimeError::Io("registering", e))?;
         info!("{} (id {}) listening on {}", options.name, id_text(id), options.address);
+        let cluster = cluster_of(options.address, &options.peers);
         let hello = Frame::Hello {
             address: options.address.to_string(),
             name: options.name.clone(),
             id,
             bootstrap: driver.storage().bootstrap().cloned(),
+            cluster: cluster.clone(),
         };
         let mut peers = Peers::new(hello, FIRST_PEER, SYNCED);
         for &peer in &options.peers {
@@ -292,6 +300,7 @@ impl Server {
             fresh: opened.fresh,
             last_leader: None,
             awaiting,
+            cluster,
             membership: Membership::default(),
             names: BTreeMap::new(),
         };
@@ -334,12 +343,23 @@ impl Server {
         peer: NodeId,
         address: SocketAddr,
         bootstrap: Option<Membership>,
+        cluster: Vec<String>,
     ) -> Result<(), RuntimeError> {
         let Some(awaiting) = self.awaiting.as_mut() else {
             return Ok(());
         };
+        if bootstrap.is_none() && awaiting.contains_key(&address) && cluster != self.cluster {
+            // Two nodes told of different clusters would bootstrap different configurations,
+            // and each could elect its own leader: refuse, loudly, until the flags agree.
+            warn!(
+                "{} was started with -p naming the cluster {:?}, but {address} with {:?}: every node of a \
+                 new cluster must name the same nodes; not bootstrapping until they do (fix the flags and \
+                 restart the nodes)",
+                self.name, self.cluster, cluster
+            );
+        }
         if let Some(slot) = awaiting.get_mut(&address) {
-            *slot = Some(peer);
+            *slot = Some((peer, cluster));
         }
         let from_a_peer = awaiting.contains_key(&address);
         let membership = match bootstrap {
@@ -356,9 +376,14 @@ impl Server {
                 self.awaiting = None;
                 return Ok(());
             }
-            None if awaiting.values().all(Option::is_some) => {
-                let mut voters: Vec<(NodeId, SocketAddr)> =
-                    awaiting.iter().map(|(&address, id)| (id.expect("all known"), address)).collect();
+            None if awaiting
+                .values()
+                .all(|known| known.as_ref().is_some_and(|(_, theirs)| *theirs == self.cluster)) =>
+            {
+                let mut voters: Vec<(NodeId, SocketAddr)> = awaiting
+                    .iter()
+                    .map(|(&address, known)| (known.as_ref().expect("all known").0, address))
+                    .collect();
                 voters.push((self.members.id(), self.members.address()));
                 voters_of(&voters)
             }
@@ -374,6 +399,7 @@ impl Server {
             name: self.name.clone(),
             id: self.members.id(),
             bootstrap: Some(membership),
+            cluster: self.cluster.clone(),
         });
         self.started = Instant::now();
         self.note_membership();
@@ -562,13 +588,13 @@ impl Server {
     fn on_inbound(&mut self, item: Inbound) -> Result<(), RuntimeError> {
         match item {
             Inbound::Step(event) => self.step(event)?,
-            Inbound::Hello { peer, name, address, bootstrap } => {
+            Inbound::Hello { peer, name, address, bootstrap, cluster } => {
                 self.members.learn_from_hello(peer, address);
                 self.peers.ensure(address);
                 self.peers.named(address, name.clone());
                 self.names.insert(peer, name);
                 self.driver.storage_mut().label_member(peer, address.to_string());
-                self.on_bootstrap_hello(peer, address, bootstrap)?;
+                self.on_bootstrap_hello(peer, address, bootstrap, cluster)?;
             }
             Inbound::ChangeMembership { token, request } => self.change_membership(token, request)?,
             Inbound::Status(token) => {
@@ -836,4 +862,15 @@ fn spawn_joiner(join: SocketAddr, address: SocketAddr, id: NodeId, learner: bool
             }
         }
     });
+}
+
+/// A new cluster's addresses as `-p` names them, with this node's own, sorted; empty without
+/// `-p` (a node that bootstraps nothing from flags).
+fn cluster_of(address: SocketAddr, peers: &[SocketAddr]) -> Vec<String> {
+    if peers.is_empty() {
+        return Vec::new();
+    }
+    let mut all: Vec<String> = peers.iter().chain([&address]).map(SocketAddr::to_string).collect();
+    all.sort();
+    all
 }

@@ -174,6 +174,7 @@ fn garbage_and_oversized_frames_close_the_connection_not_the_node() {
             name: "mallory".into(),
             id: replog_core::NodeId(1),
             bootstrap: None,
+            cluster: Vec::new(),
         };
         replog_runtime::codec::encode(&hello, out)
     });

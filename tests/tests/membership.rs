@@ -12,7 +12,7 @@ use replog_runtime::client;
 use replog_runtime::codec::{self, Frame, MemberAction, MemberRequest};
 use replog_runtime::frame::{self, Inbox};
 use replog_runtime::status::{MemberReport, StatusReport};
-use replog_tests::{replog_binary, serial, TestCluster};
+use replog_tests::{free_ports, replog_binary, serial, TestCluster};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -915,6 +915,49 @@ fn a_node_handed_leadership_in_its_first_second_heartbeats_at_once() {
         took.as_millis()
     );
     assert!(took < Duration::from_millis(300), "no heartbeat for {took:?} after the hand-over");
+}
+
+/// Nodes started with `-p` flags that name different clusters would each bootstrap their own
+/// configuration, and two leaders could commit different entries at one index: every fresh
+/// node bootstraps only once each peer names the same set, and says why it waits.
+#[test]
+fn nodes_told_of_different_clusters_do_not_bootstrap() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("replog-e2e-mismatch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let ports = free_ports(3);
+    let address = |k: usize| format!("127.0.0.1:{}", ports[k]);
+    // node1 was told of {1, 2}; node2 and node3 of {1, 2, 3}.
+    let flags = [vec![address(1)], vec![address(0), address(2)], vec![address(0), address(1)]];
+    let mut children: Vec<std::process::Child> = (0..3)
+        .map(|k| {
+            let log = std::fs::File::create(dir.join(format!("node{k}.log"))).expect("log file");
+            Command::new(replog_binary())
+                .args(["start", "-i", &format!("node{k}"), "-a", &address(k), "-p", &flags[k].join(",")])
+                .arg("--data-dir")
+                .arg(dir.join("data"))
+                .stderr(log)
+                .spawn()
+                .expect("starting a node")
+        })
+        .collect();
+    sleep(3 * SECOND);
+    let leaders: Vec<String> = (0..3)
+        .filter_map(|k| client::status(&address(k), SECOND).ok())
+        .filter(|status| status.role == RoleKind::Leader)
+        .map(|status| status.address.to_string())
+        .collect();
+    let logs: String = (0..3)
+        .map(|k| std::fs::read_to_string(dir.join(format!("node{k}.log"))).unwrap_or_default())
+        .collect();
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    assert!(leaders.is_empty(), "leaders {leaders:?} though the flags disagree");
+    assert!(logs.contains("must name the same nodes"), "{logs}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 // ---------------------------------------------------------------------------------------------
