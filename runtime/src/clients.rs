@@ -208,7 +208,7 @@ impl Clients {
                 Reply::Committed { last, .. } => Frame::MembershipChanged { index: last.0 },
                 Reply::NotLeader { leader, .. } => Frame::Redirect { leader: leader_address(leader) },
                 Reply::Rejected { reason: RejectReason::Change(refusal), .. } => {
-                    Frame::Failed { reason: crate::server::describe_refusal(refusal, members) }
+                    Frame::Failed { reason: crate::members::describe_refusal(refusal, members) }
                 }
                 Reply::Rejected { reason, .. } => {
                     Frame::Failed { reason: format!("refused by the leader ({reason:?}); retry") }

@@ -14,6 +14,7 @@ pub mod fnv;
 pub mod frame;
 pub mod fs;
 pub mod image;
+mod joining;
 pub mod limits;
 pub mod members;
 mod peers;

@@ -3,7 +3,8 @@
 //! node's first start and kept in its `metadata.json`; a folder of an older version keeps the
 //! id it had, derived from its address (`legacy_id`).
 
-use replog_core::{Membership, NodeId};
+use crate::storage::id_text;
+use replog_core::{ChangeRefusal, MemberRole, Membership, MembershipChange, NodeId};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -117,6 +118,48 @@ impl Members {
     /// Whether `id` is another node this one knows.
     pub fn is_peer(&self, id: NodeId) -> bool {
         self.known.contains_key(&id)
+    }
+}
+
+/// `{address (id) role, ...}` for the log.
+pub(crate) fn describe_membership(membership: &Membership) -> String {
+    let members: Vec<String> = membership
+        .members
+        .iter()
+        .map(|(&id, member)| match member.role {
+            MemberRole::Voter => format!("{} ({})", member.address, id_text(id)),
+            role => format!("{} ({}) {role}", member.address, id_text(id)),
+        })
+        .collect();
+    format!("[{}]", members.join(", "))
+}
+
+pub(crate) fn describe_change(change: &MembershipChange, members: &Members) -> String {
+    let at = |id: NodeId| members.address_of(id).map_or_else(|| id_text(id), |address| address.to_string());
+    match change {
+        MembershipChange::Add { id, address, promote: true } => format!("add {address} ({})", id_text(*id)),
+        MembershipChange::Add { id, address, promote: false } => {
+            format!("add {address} ({}) as a learner", id_text(*id))
+        }
+        MembershipChange::Promote { id } => format!("promote {}", at(*id)),
+        MembershipChange::Remove { id } => format!("remove {}", at(*id)),
+    }
+}
+
+/// A refusal in the operator's terms (members by address).
+pub(crate) fn describe_refusal(refusal: ChangeRefusal, members: &Members) -> String {
+    let at = |id: NodeId| members.address_of(id).map_or_else(|| id_text(id), |address| address.to_string());
+    match refusal {
+        ChangeRefusal::AlreadyMember(id) => format!("that node ({}) is already a member", id_text(id)),
+        ChangeRefusal::AddressInUse(id) => {
+            format!("the address is already used by member {} ({}): remove it first", at(id), id_text(id))
+        }
+        ChangeRefusal::UnknownMember(id) => format!("{} is not a member", at(id)),
+        ChangeRefusal::AlreadyVoter(id) => format!("{} is already a voter", at(id)),
+        ChangeRefusal::NotCaughtUp(id) => {
+            format!("{} has not received the configuration that added it yet; retry", at(id))
+        }
+        refusal => refusal.to_string(),
     }
 }
 

@@ -17,8 +17,9 @@ use crate::codec::Frame;
 use crate::codec::{MemberAction, MemberRequest};
 use crate::driver::{Driver, DriverError, Output};
 use crate::fs::RealFs;
+use crate::joining::{cluster_of, fresh_id, spawn_joiner, voters_of};
 use crate::limits;
-use crate::members::{check_peers, legacy_id, Members, MembersError};
+use crate::members::{check_peers, describe_change, describe_membership, legacy_id, Members, MembersError};
 use crate::peers::Peers;
 use crate::retention::Retention;
 use crate::status::MemberReport;
@@ -27,8 +28,8 @@ use crate::storage::{id_text, stored_identity};
 use crate::storage::{Identity, OnCorruption, StorageError, StorageOptions};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
-use replog_core::{ChangeRefusal, MemberRole, Membership, MembershipChange};
 use replog_core::{Config, Event, NodeId, RoleKind, Term};
+use replog_core::{MemberRole, Membership, MembershipChange};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
@@ -770,107 +771,4 @@ impl Server {
             members_committed: self.driver.node().commit() >= self.driver.node().membership_index(),
         }
     }
-}
-
-/// A configuration of these voters.
-fn voters_of(voters: &[(NodeId, SocketAddr)]) -> Membership {
-    let mut membership = Membership::voters_only(voters.iter().map(|&(id, _)| id));
-    for &(id, address) in voters {
-        membership.members.get_mut(&id).expect("just added").address = address.to_string();
-    }
-    membership
-}
-
-/// A new node's id: random, so a node whose folder was wiped comes back as a new node and can
-/// never vote twice in a term under its old identity.
-fn fresh_id() -> NodeId {
-    loop {
-        let id = rand::random::<u64>();
-        if id != 0 {
-            return NodeId(id);
-        }
-    }
-}
-
-/// `{address (id) role, ...}` for the log.
-fn describe_membership(membership: &Membership) -> String {
-    let members: Vec<String> = membership
-        .members
-        .iter()
-        .map(|(&id, member)| match member.role {
-            MemberRole::Voter => format!("{} ({})", member.address, id_text(id)),
-            role => format!("{} ({}) {role}", member.address, id_text(id)),
-        })
-        .collect();
-    format!("[{}]", members.join(", "))
-}
-
-fn describe_change(change: &MembershipChange, members: &Members) -> String {
-    let at = |id: NodeId| members.address_of(id).map_or_else(|| id_text(id), |address| address.to_string());
-    match change {
-        MembershipChange::Add { id, address, promote: true } => format!("add {address} ({})", id_text(*id)),
-        MembershipChange::Add { id, address, promote: false } => {
-            format!("add {address} ({}) as a learner", id_text(*id))
-        }
-        MembershipChange::Promote { id } => format!("promote {}", at(*id)),
-        MembershipChange::Remove { id } => format!("remove {}", at(*id)),
-    }
-}
-
-/// A refusal in the operator's terms (members by address).
-pub(crate) fn describe_refusal(refusal: ChangeRefusal, members: &Members) -> String {
-    let at = |id: NodeId| members.address_of(id).map_or_else(|| id_text(id), |address| address.to_string());
-    match refusal {
-        ChangeRefusal::AlreadyMember(id) => format!("that node ({}) is already a member", id_text(id)),
-        ChangeRefusal::AddressInUse(id) => {
-            format!("the address is already used by member {} ({}): remove it first", at(id), id_text(id))
-        }
-        ChangeRefusal::UnknownMember(id) => format!("{} is not a member", at(id)),
-        ChangeRefusal::AlreadyVoter(id) => format!("{} is already a voter", at(id)),
-        ChangeRefusal::NotCaughtUp(id) => {
-            format!("{} has not received the configuration that added it yet; retry", at(id))
-        }
-        refusal => refusal.to_string(),
-    }
-}
-
-/// `start --join`: asks the cluster, in the background, to add this node; retries while the
-/// cluster is busy with another change or electing a leader, for up to a minute.
-fn spawn_joiner(join: SocketAddr, address: SocketAddr, id: NodeId, learner: bool) {
-    let action = if learner { MemberAction::AddLearner } else { MemberAction::Add };
-    let request = MemberRequest { action, address: address.to_string(), id, force: false };
-    std::thread::spawn(move || {
-        let started = Instant::now();
-        loop {
-            match crate::client::change_membership(&join.to_string(), &request, Duration::from_secs(10)) {
-                Ok(index) => {
-                    info!("joined the cluster through {join}: added at entry {index}");
-                    return;
-                }
-                Err(error) if error.to_string().contains("already a member") => {
-                    info!("already a member of the cluster of {join}");
-                    return;
-                }
-                Err(error) if started.elapsed() < Duration::from_secs(60) => {
-                    debug!("joining through {join}: {error}; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                Err(error) => {
-                    warn!("could not join through {join}: {error}; add this node by hand with `replog member add`");
-                    return;
-                }
-            }
-        }
-    });
-}
-
-/// A new cluster's addresses as `-p` names them, with this node's own, sorted; empty without
-/// `-p` (a node that bootstraps nothing from flags).
-fn cluster_of(address: SocketAddr, peers: &[SocketAddr]) -> Vec<String> {
-    if peers.is_empty() {
-        return Vec::new();
-    }
-    let mut all: Vec<String> = peers.iter().chain([&address]).map(SocketAddr::to_string).collect();
-    all.sort();
-    all
 }
