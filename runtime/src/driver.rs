@@ -161,11 +161,22 @@ pub struct Driver<F: FileSystem> {
     retain_checked: LogIndex,
     /// `Event::LogRead`s to step once the current step's actions are carried out.
     log_reads: VecDeque<Event>,
+    /// Entry bytes read from disk for the core this round (`Action::ReadLog`), and the most
+    /// a round reads before leaving further reads for the next.
+    read_bytes_this_round: u64,
+    read_bytes_per_round_max: u64,
+    /// `Action::ReadLog`s past this round's budget, carried out at the end of the round.
+    pending_reads: VecDeque<Action>,
     /// Every core step, when recording (the simulator).
     recorded: Option<Vec<Stepped>>,
     #[cfg(feature = "bugs")]
     bug: Option<DriverBug>,
 }
+
+/// Entry bytes the driver reads from disk for the core in one round before it leaves further
+/// reads for the next round (`end_round`): a bound on how long catching up a follower holds the
+/// event loop (a few 1 MiB reads, some milliseconds each).
+const READ_BYTES_PER_ROUND_MAX: u64 = 4 * 1024 * 1024;
 
 impl<F: FileSystem> Driver<F> {
     /// Opens the data folder on `fs`, recovers it, and starts the core on what it holds.
@@ -267,6 +278,9 @@ impl<F: FileSystem> Driver<F> {
             held_bytes,
             retain_checked: LogIndex::ZERO,
             log_reads: VecDeque::new(),
+            read_bytes_this_round: 0,
+            read_bytes_per_round_max: READ_BYTES_PER_ROUND_MAX,
+            pending_reads: VecDeque::new(),
             recorded: None,
             #[cfg(feature = "bugs")]
             bug: None,
@@ -449,6 +463,18 @@ impl<F: FileSystem> Driver<F> {
     /// `inline_if_idle` and no other sync is in flight. Call [`Driver::on_synced`] after it and
     /// whenever a background sync completes.
     pub fn end_round(&mut self, inline_if_idle: bool) -> Result<(), DriverError> {
+        // A new round's read budget: the reads that waited go now (their entries are stepped
+        // in, which may ask for more, within the budget), the rest wait for the next round.
+        self.read_bytes_this_round = 0;
+        while self.read_bytes_this_round < self.read_bytes_per_round_max {
+            let Some(read) = self.pending_reads.pop_front() else {
+                break;
+            };
+            self.carry_out(read)?;
+            while let Some(event) = self.log_reads.pop_front() {
+                self.step(event)?;
+            }
+        }
         Ok(self.storage.request_sync(inline_if_idle)?)
     }
 
@@ -507,6 +533,13 @@ impl<F: FileSystem> Driver<F> {
             membership.members.iter().map(|(&id, member)| (id, member.address.clone())).collect();
         self.node = Node::new(config, Recovered::default()).map_err(DriverError::Start)?;
         Ok(true)
+    }
+
+    /// Reads at most `bytes` of entries from disk for the core per round (at least one read a
+    /// round goes through); the default is 4 MiB. The simulator draws small budgets so reads
+    /// left for the next round happen often.
+    pub fn set_read_budget(&mut self, bytes: u64) {
+        self.read_bytes_per_round_max = bytes.max(1);
     }
 
     /// The storage, to record who this node is (`Storage::record_identity`) and label members.
@@ -604,7 +637,16 @@ impl<F: FileSystem> Driver<F> {
             Action::SaveSnapshotChunk { meta, membership, total, checksum, offset, chunk } => self
                 .storage
                 .save_snapshot_chunk((meta, membership, total, checksum), offset, chunk.as_slice())?,
+            action @ Action::ReadLog { .. }
+                if self.read_bytes_this_round >= self.read_bytes_per_round_max =>
+            {
+                // Each read's entries let the core ask for the next one at once: without a
+                // budget one step would read a lagging follower's whole window (16 MiB) from
+                // disk while the event loop waits, long enough to miss heartbeats.
+                self.pending_reads.push_back(action);
+            }
             Action::ReadLog { peer, from, to, bytes_max } => {
+                self.read_bytes_this_round += bytes_max.clamp(1, self.read_bytes_per_round_max);
                 let entries = match self.storage.read_entries(from, to, bytes_max) {
                     Ok(entries) => entries,
                     // Trimmed meanwhile: the core sends the snapshot instead.

@@ -208,6 +208,9 @@ impl Cluster {
             Err(error) => return Err(t.violation(Kind::Safety, Some(id), ("recovery", error.to_string()))),
         };
         driver.record();
+        if self.options.read_budget > 0 {
+            driver.set_read_budget(self.options.read_budget);
+        }
         if self.options.retain_entries > 0 {
             driver.set_retention(Retention { entries: Some(self.options.retain_entries), bytes: None });
         }

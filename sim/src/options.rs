@@ -87,6 +87,10 @@ pub struct Options {
     /// Mean ticks between membership changes asked of the cluster (dissertation §4.1); 0
     /// disables.
     pub member_every_ticks: u64,
+    /// Entry bytes each node's driver reads from disk for its core per round
+    /// (`Driver::set_read_budget`); 0 keeps the runtime's default. Small ones leave reads for
+    /// later rounds often.
+    pub read_budget: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -139,6 +143,8 @@ impl Options {
             // Drawn after: the options above keep their values for every seed.
             spares: [0, 1, 2, 2][rng.random_range(0..4usize)],
             member_every_ticks: [0, 100, 200, 400][rng.random_range(0..4usize)],
+            // Drawn after: the options above keep their values for every seed.
+            read_budget: [0, 0, 1, 300][rng.random_range(0..4usize)],
             bug: None,
         }
     }
@@ -189,6 +195,7 @@ impl Options {
                 "transfer_every" => self.transfer_every_ticks = int()?,
                 "spares" => self.spares = int()?.min(4),
                 "member_every" => self.member_every_ticks = int()?,
+                "read_budget" => self.read_budget = int()?,
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -230,12 +237,13 @@ impl fmt::Display for Options {
         )?;
         write!(
             f,
-            " segment_bytes_max={} log_cache={} transfer_every={} spares={} member_every={}",
+            " segment_bytes_max={} log_cache={} transfer_every={} spares={} member_every={} read_budget={}",
             self.segment_bytes_max,
             self.log_cache_bytes,
             self.transfer_every_ticks,
             self.spares,
-            self.member_every_ticks
+            self.member_every_ticks,
+            self.read_budget
         )?;
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;
