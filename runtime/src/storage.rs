@@ -395,9 +395,10 @@ impl<F: FileSystem> Storage<F> {
             bootstrap,
             labels: std::collections::BTreeMap::new(),
         };
-        if fresh {
-            storage.write_metadata(hard_state)?; // a fresh folder records whose it is at once (and syncs the folder)
-        } else if created {
+        // A fresh folder gets its `metadata.json` with its first durable fact: the node's
+        // identity (`record_identity`) or a term (`save_hard_state`, which precedes any entry),
+        // so a folder whose first metadata has no id was written by an earlier version.
+        if created || fresh {
             storage.fs.sync_dir(&storage.dir).map_err(io_error(&storage.dir))?;
         }
         let partial = partial.map(|(header, data)| PartialSnapshot {
@@ -949,11 +950,6 @@ pub fn parse_id(text: &str) -> Result<NodeId, String> {
 pub fn stored_identity(fs: &mut impl FileSystem, dir: &Path) -> Option<(Option<NodeId>, Option<Membership>)> {
     let bytes = fs.read(&dir.join(METADATA_FILE)).ok()?;
     let meta = read_metadata(&bytes).ok()?;
-    if meta.id.is_none() && meta.term == 0 {
-        // Written at a first start that stopped before it recorded its id (or a folder of an
-        // earlier version that never saw a term): nothing happened under any id; it is fresh.
-        return None;
-    }
     let id = meta.id.as_deref().map(parse_id).transpose().ok()?;
     Some((id, meta.bootstrap))
 }
@@ -1014,6 +1010,39 @@ mod tests {
 
     fn entry(index: u64, term: u64, data: &str) -> Entry {
         Entry { index: LogIndex(index), term: Term(term), payload: Payload::Command(Bytes::from(data)) }
+    }
+
+    #[test]
+    fn a_fresh_folders_first_metadata_names_its_id_and_one_without_is_an_earlier_versions() {
+        let dir = temp_dir("identity");
+        let (mut storage, _) = open(&dir, identity()).unwrap();
+        // Nothing durable yet: a crash here leaves a fresh folder, never one that looks legacy.
+        assert!(!dir.join(METADATA_FILE).exists());
+        assert_eq!(stored_identity(&mut RealFs::new(), &dir), None);
+        let bootstrap = Membership::voters_only([NodeId(0xab)]);
+        storage.record_identity(NodeId(0xab), Some(bootstrap.clone())).unwrap();
+        let text = fs::read_to_string(dir.join(METADATA_FILE)).unwrap();
+        assert!(text.contains(r#""id":"00000000000000ab""#), "{text}");
+        assert_eq!(stored_identity(&mut RealFs::new(), &dir), Some((Some(NodeId(0xab)), Some(bootstrap))));
+        storage.label_member(NodeId(0xab), "127.0.0.1:8080".into());
+        storage
+            .save_hard_state(HardState { term: Term(1), voted_for: Some(NodeId(0xab)), commit: LogIndex(0) })
+            .unwrap();
+        let text = fs::read_to_string(dir.join(METADATA_FILE)).unwrap();
+        assert!(
+            text.contains(r#""voted_for":{"id":"00000000000000ab","address":"127.0.0.1:8080"}"#),
+            "{text}"
+        );
+        storage.close().unwrap();
+        // An earlier version's metadata: no id, a numeric vote. Read as legacy, even at term 0.
+        let legacy = temp_dir("identity-legacy");
+        let line = r#"{"name":"node1","address":"127.0.0.1:8080","term":0,"voted_for":7,"commit":0"#;
+        let crc = crc32fast::hash(line.as_bytes());
+        fs::create_dir_all(&legacy).unwrap();
+        fs::write(legacy.join(METADATA_FILE), format!("{line},\"crc\":{crc}}}\n")).unwrap();
+        assert_eq!(stored_identity(&mut RealFs::new(), &legacy), Some((None, None)));
+        let (_, recovery) = open(&legacy, identity()).unwrap();
+        assert_eq!(recovery.hard_state.voted_for, Some(NodeId(7)));
     }
 
     #[test]
