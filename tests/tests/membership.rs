@@ -291,6 +291,17 @@ fn assert_refused(cluster: &TestCluster, args: &[&str], expected: &str) -> Strin
     err.trim().to_string()
 }
 
+impl LoadResult {
+    /// Every acknowledged append is in the converged `log`, and appends never stopped for
+    /// `GAP_MAX`; prints the longest gap, labelled `what`.
+    fn assert_kept(&self, log: &[(u64, String)], what: &str) {
+        self.check_in(log);
+        let gap = self.longest_gap();
+        print_gap(what, self, gap);
+        assert!(gap < GAP_MAX, "appends stopped for {gap:?}");
+    }
+}
+
 fn print_gap(what: &str, result: &LoadResult, gap: Duration) {
     println!(
         "{what}: {} appends acknowledged, longest gap between successful appends {} ms (from {} ms \
@@ -328,10 +339,7 @@ fn grow_from_three_to_five_voters_under_appends() {
     load.wait_more(100, 10 * SECOND);
     let result = load.finish();
     let log = cluster.wait_converged(20 * SECOND);
-    result.check_in(&log);
-    let gap = result.longest_gap();
-    print_gap("grow 3 -> 5 under 4 appenders", &result, gap);
-    assert!(gap < GAP_MAX, "appends stopped for {gap:?}");
+    result.assert_kept(&log, "grow 3 -> 5 under 4 appenders");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -490,10 +498,7 @@ fn a_wiped_node_waits_to_be_added_and_rejoins_after_remove_and_add() {
     load.wait_more(50, 10 * SECOND);
     let result = load.finish();
     let log = cluster.wait_converged(20 * SECOND);
-    result.check_in(&log);
-    let gap = result.longest_gap();
-    print_gap("replacing a wiped node under 4 appenders", &result, gap);
-    assert!(gap < GAP_MAX, "appends stopped for {gap:?}");
+    result.assert_kept(&log, "replacing a wiped node under 4 appenders");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -545,10 +550,7 @@ fn a_rolling_restart_without_peers_flags_after_growing_to_four() {
     let result = load.finish();
     assert_eq!(voters(&member_list(&cluster, 0)).len(), 4);
     let log = cluster.wait_converged(20 * SECOND);
-    result.check_in(&log);
-    let gap = result.longest_gap();
-    print_gap("rolling restart of a grown cluster under 4 appenders", &result, gap);
-    assert!(gap < GAP_MAX, "appends stopped for {gap:?}");
+    result.assert_kept(&log, "rolling restart of a grown cluster under 4 appenders");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -862,10 +864,7 @@ fn removed_nodes_that_keep_running_do_not_disrupt() {
         assert_ne!(report.role, RoleKind::Leader, "{report:?}");
     }
     let log = cluster.wait_converged_among(&stay, 10 * SECOND);
-    result.check_in(&log);
-    let gap = result.longest_gap();
-    print_gap("removed nodes running beside 2 appenders", &result, gap);
-    assert!(gap < GAP_MAX, "appends stopped for {gap:?}");
+    result.assert_kept(&log, "removed nodes running beside 2 appenders");
 }
 
 // ---------------------------------------------------------------------------------------------
