@@ -5,7 +5,7 @@
 
 use hdrhistogram::Histogram;
 use mio::{Events, Poll, Token};
-use replog_runtime::client::{Pipelined, Session};
+use replog_runtime::client::{Link, Pipelined};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -87,7 +87,7 @@ fn single_client(
     json: bool,
 ) -> Result<(Histogram<u64>, f64), String> {
     let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds");
-    let mut session = Session::open(leader, CALL_TIMEOUT).map_err(|e| e.to_string())?;
+    let mut session = Link::open(leader, CALL_TIMEOUT).map_err(|e| e.to_string())?;
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut sequence = 0u64;

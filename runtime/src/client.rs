@@ -1,6 +1,6 @@
 //! The client side of the node protocol. Blocking calls for the CLI and the tests ([`append`],
 //! [`query`], [`status`]) that follow leaders and retry within a deadline; a blocking
-//! [`Session`] with one node; and [`Pipelined`], a non-blocking connection for callers that run
+//! [`Link`] with one node; and [`Pipelined`], a non-blocking connection for callers that run
 //! many clients on their own mio loop (`replog bench`).
 
 use crate::address::{self, AddressError};
@@ -189,7 +189,7 @@ pub fn append(target: &str, command: &[u8], deadline: Duration) -> Result<Append
     let mut last = None;
     while started.elapsed() < deadline {
         let remaining = deadline.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
-        let mut session = match Session::open(address, remaining) {
+        let mut session = match Link::open(address, remaining) {
             Ok(session) => session,
             Err(error) => {
                 last = Some(error);
@@ -254,7 +254,7 @@ pub fn query_log(target: &str, timeout: Duration, linearizable: bool) -> Result<
     let max = QUERY_ENTRIES_MAX;
     let querying = |address| move |error| ClientError::Io { doing: "querying", address, error };
     let (mut session, first) = loop {
-        let mut session = Session::open(address, timeout)?;
+        let mut session = Link::open(address, timeout)?;
         let answer = session.call(&Frame::Query { from: 1, max, linearizable }).map_err(querying(address))?;
         match answer {
             Frame::Redirect { leader } => {
@@ -315,7 +315,7 @@ pub fn change_membership(
     let remaining =
         |started: Instant| timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
     loop {
-        let mut session = Session::open(address, remaining(started))?;
+        let mut session = Link::open(address, remaining(started))?;
         let answer = session.call(&Frame::ChangeMembership(request.clone())).map_err(|error| {
             if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
                 // Sent, unanswered within the timeout: the leader may still commit it.
@@ -365,7 +365,7 @@ pub fn transfer_leader(
     let remaining =
         |started: Instant| timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(100));
     let new_leader = loop {
-        let mut session = Session::open(address, remaining(started))?;
+        let mut session = Link::open(address, remaining(started))?;
         let answer = session
             .call(&Frame::TransferLeader { to: to_text.clone() })
             .map_err(|error| ClientError::Io { doing: "asking for a transfer at", address, error })?;
@@ -404,7 +404,7 @@ pub fn transfer_leader(
 /// run it against every node to trim the cluster.
 pub fn trim(target: &str, before_id: u64, timeout: Duration) -> Result<u64, ClientError> {
     let address = address::parse(target)?;
-    let mut session = Session::open(address, timeout)?;
+    let mut session = Link::open(address, timeout)?;
     let answer = session.call(&Frame::Trim { before_id }).map_err(|error| ClientError::Io {
         doing: "trimming",
         address,
@@ -419,7 +419,7 @@ pub fn trim(target: &str, before_id: u64, timeout: Duration) -> Result<u64, Clie
 /// The node's status.
 pub fn status(target: &str, timeout: Duration) -> Result<StatusReport, ClientError> {
     let address = address::parse(target)?;
-    let mut session = Session::open(address, timeout)?;
+    let mut session = Link::open(address, timeout)?;
     match session.call(&Frame::Status).map_err(|error| ClientError::Io { doing: "asking", address, error })? {
         Frame::StatusResult(report) => Ok(report),
         other => Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
@@ -429,7 +429,7 @@ pub fn status(target: &str, timeout: Duration) -> Result<StatusReport, ClientErr
 /// A blocking connection to one node: each call waits for its answer. It follows no
 /// redirects and retries nothing.
 #[derive(Debug)]
-pub struct Session {
+pub struct Link {
     address: SocketAddr,
     stream: TcpStream,
     inbox: Inbox,
@@ -437,9 +437,9 @@ pub struct Session {
     next_request: u64,
 }
 
-impl Session {
+impl Link {
     /// Connects to the node at `address`; every later call gives up after `timeout`.
-    pub fn open(address: SocketAddr, timeout: Duration) -> Result<Session, ClientError> {
+    pub fn open(address: SocketAddr, timeout: Duration) -> Result<Link, ClientError> {
         let connect = || -> io::Result<TcpStream> {
             let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT.min(timeout))?;
             stream.set_nodelay(true)?;
@@ -449,7 +449,7 @@ impl Session {
         };
         let stream =
             connect().map_err(|error| ClientError::Io { doing: "cannot connect to", address, error })?;
-        Ok(Session { address, stream, inbox: Inbox::default(), out: Vec::new(), next_request: 1 })
+        Ok(Link { address, stream, inbox: Inbox::default(), out: Vec::new(), next_request: 1 })
     }
 
     /// The node's address.
@@ -474,7 +474,8 @@ impl Session {
         }
     }
 
-    fn call(&mut self, request: &Frame) -> io::Result<Frame> {
+    /// Sends `request` and waits for the answer.
+    pub fn call(&mut self, request: &Frame) -> io::Result<Frame> {
         self.send(request)?;
         self.receive()
     }
