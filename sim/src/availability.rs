@@ -7,6 +7,7 @@
 
 use crate::checker::{Kind, Violation};
 use crate::cluster::Cluster;
+use crate::follow::Followers;
 use crate::network::Network;
 use crate::options::{
     Options, CONVERGENCE_TICKS, FAILOVERS, FAILOVER_ELECTION_TIMEOUTS, FAILOVER_TERMS_MAX, LIVENESS_TICKS,
@@ -188,10 +189,15 @@ pub(crate) fn check_liveness(
     Ok(())
 }
 
-/// The end: every member holds exactly the committed log, and the client history is
-/// linearizable against it. (Nodes outside the committed configuration, removed or never
+/// The end: every member holds exactly the committed log, the client history is exactly-once
+/// and linearizable against it, and every follow stream is a gap-free part of it. (Nodes outside the committed configuration, removed or never
 /// added, need not have it: nobody replicates to them.)
-pub(crate) fn check_end(cluster: &Cluster, workload: &Workload, t: &Timeline) -> Result<(), Violation> {
+pub(crate) fn check_end(
+    cluster: &Cluster,
+    workload: &Workload,
+    followers: &Followers,
+    t: &Timeline,
+) -> Result<(), Violation> {
     let committed = cluster.committed().len() as u64;
     for sim in cluster.nodes().iter().filter(|sim| cluster.is_member(sim.id)) {
         let node = sim.node().expect("every node runs after the heal");
@@ -210,5 +216,7 @@ pub(crate) fn check_end(cluster: &Cluster, workload: &Workload, t: &Timeline) ->
     }
     workload
         .check(cluster.committed())
-        .map_err(|detail| t.violation(Kind::Safety, None, ("linearizability", detail)))
+        .map_err(|detail| t.violation(Kind::Safety, None, ("linearizability", detail)))?;
+    crate::history::check_streams(followers.streams(), cluster.committed())
+        .map_err(|detail| t.violation(Kind::Safety, None, ("follow streams", detail)))
 }

@@ -4,7 +4,8 @@
 
 use crate::checker::{Kind, Violation};
 use crate::disk::SimDisk;
-use crate::node::{Call, Failure, SimNode};
+use crate::frontend::{AdmissionStats, Answer, Arrival, Attempt};
+use crate::node::{Call, Failure, Round, SimNode};
 use crate::options::{Options, TICK};
 use crate::safety::Safety;
 use crate::schedule::Damage;
@@ -14,7 +15,7 @@ use crate::world::stream;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{
-    Bytes, Config, Entry, Event, LogIndex, Marks, Membership, Message, Node, NodeId, Payload, Reply,
+    Bytes, Config, Entry, Event, LogIndex, Marks, Membership, Message, Node, NodeId, Reply,
     RequestId, SnapshotMeta, Term,
 };
 use replog_runtime::driver::{DriverError, Output};
@@ -32,6 +33,30 @@ pub(crate) struct Cluster {
     pub(crate) restarts: u64,
     pub(crate) leader_changes: u64,
     pub(crate) coverage: Coverage,
+    /// How the nodes' frontends screened session appends.
+    pub(crate) admissions: AdmissionStats,
+    /// The next request id a frontend gives the core (the operator's are far above).
+    next_request: u64,
+}
+
+/// What became of a client's request at a node.
+pub(crate) enum Arrived {
+    /// Lost (the node is down) or held (paused): nothing to do now.
+    Nothing,
+    /// A read: step it.
+    Step(Call),
+    /// An append joined the node's batch; `flush`: the round's flush must be scheduled.
+    Batched { flush: bool },
+}
+
+/// A page of the committed log a follow reader got from a node.
+pub(crate) enum FollowPage {
+    /// The node is down or paused: no answer.
+    Unavailable,
+    /// The node trimmed the command asked for; its log starts at this ID.
+    Trimmed { first_id: u64 },
+    /// Committed commands from the ID asked for on (maybe none), with their IDs.
+    Commands(Vec<(u64, Bytes)>),
 }
 
 /// A node before a round, to tell what the round changed.
@@ -73,6 +98,8 @@ impl Cluster {
             restarts: 0,
             leader_changes: 0,
             coverage: Coverage::default(),
+            admissions: AdmissionStats::default(),
+            next_request: 1,
         }
     }
 
@@ -208,6 +235,7 @@ impl Cluster {
             Err(error) => return Err(t.violation(Kind::Safety, Some(id), ("recovery", error.to_string()))),
         };
         driver.record();
+        driver.set_session_limits(self.options.session_limits());
         if self.options.read_budget > 0 {
             driver.set_read_budget(self.options.read_budget);
         }
@@ -386,25 +414,76 @@ impl Cluster {
         Some(Call::Synced)
     }
 
-    /// A client's append (`command`) or read arrives.
-    pub(crate) fn on_request(
-        &mut self,
-        index: usize,
-        request: RequestId,
-        command: Option<Bytes>,
-    ) -> Option<Call> {
+    /// A client's attempt arrives at node `index`: a read is stepped at once, an append joins
+    /// the round's batch (proposed by `on_flush`).
+    pub(crate) fn on_request(&mut self, index: usize, attempt: Attempt, arrival: Arrival) -> Arrived {
         let sim = &mut self.nodes[index];
         if !sim.is_up() {
-            return None; // lost; the client times out
+            return Arrived::Nothing; // lost; the client times out
         }
         if sim.is_paused() {
-            sim.hold(SimEvent::ClientArrive { node: index, request, command });
-            return None;
+            sim.hold(SimEvent::ClientArrive { node: index, attempt, arrival });
+            return Arrived::Nothing;
         }
-        Some(Call::Step(match command {
-            Some(command) => Event::Propose { request, payloads: vec![Payload::Command(command)] },
-            None => Event::Read { request },
-        }))
+        match arrival {
+            Arrival::Read => {
+                let request = RequestId(self.next_request);
+                self.next_request += 1;
+                Arrived::Step(Call::Step(self.nodes[index].frontend.read(attempt, request)))
+            }
+            arrival => Arrived::Batched { flush: sim.frontend.queue(attempt, arrival) },
+        }
+    }
+
+    /// The end of the round in which appends arrived at node `index` (in its life `life`): the
+    /// answers given at once, and the proposal to step if there is one.
+    pub(crate) fn on_flush(&mut self, index: usize, life: u64) -> (Vec<(Attempt, Answer)>, Option<Call>) {
+        let sim = &mut self.nodes[index];
+        if !sim.lives(life) {
+            return (Vec::new(), None);
+        }
+        if sim.is_paused() {
+            sim.hold(SimEvent::ClientFlush { node: index, life });
+            return (Vec::new(), None);
+        }
+        let request = RequestId(self.next_request);
+        self.next_request += 1;
+        let (frontend, driver) = sim.serving().expect("node is up");
+        let (event, answers) = frontend.take_proposal(driver, request, &mut self.admissions);
+        (answers, event.map(Call::Step))
+    }
+
+    /// A follow reader asks node `index` for the committed commands from ID `from_id` on, at
+    /// most `entries_max` entries of them (as `replog follow` pages through `query`).
+    pub(crate) fn follow_read(&mut self, index: usize, from_id: u64, entries_max: u64) -> FollowPage {
+        let sim = &mut self.nodes[index];
+        if sim.is_paused() {
+            return FollowPage::Unavailable;
+        }
+        let Some(driver) = sim.driver_mut() else {
+            return FollowPage::Unavailable;
+        };
+        let (base, commit) = (driver.node().snapshot_meta().index, driver.node().commit());
+        let from = driver.index_of_command(from_id);
+        if from <= base && base > LogIndex::ZERO {
+            return FollowPage::Trimmed { first_id: driver.first_command_id() };
+        }
+        let to = commit.min(from.plus(entries_max.max(1) - 1));
+        let entries = match driver.read_entries(from, to, u64::MAX) {
+            Ok(entries) => entries,
+            Err(_) => return FollowPage::Unavailable,
+        };
+        let mut commands = Vec::new();
+        for entry in &entries {
+            let first_id = driver.command_id(entry.index);
+            for (k, command) in entry.payload.commands().iter().enumerate() {
+                let id = first_id + k as u64;
+                if id >= from_id {
+                    commands.push((id, command.clone()));
+                }
+            }
+        }
+        FollowPage::Commands(commands)
     }
 
     /// An operator's request (a leadership transfer, a membership change) reaches node `index`: stepped if it runs,
@@ -428,7 +507,6 @@ impl Cluster {
         let Some(node) = self.nodes[index].node() else {
             return Ok(None);
         };
-        let id = node.id();
         let before = Before {
             was_leader: node.is_leader(),
             term: node.term(),
@@ -438,6 +516,20 @@ impl Cluster {
         // The runtime syncs inline when its round was quiet, on the fsync thread otherwise.
         let inline = self.rng_disk.random_bool(0.5);
         let round = self.nodes[index].round(call, inline);
+        Ok(self.finish(index, round, t)?.map(|outputs| (before, outputs)))
+    }
+
+    /// Node `index` trims its log if its retention policy says so, once what its round released
+    /// was handled (as the runtime's server does). What it released, if it still runs.
+    pub(crate) fn retain(&mut self, index: usize, t: &mut Timeline) -> Result<Option<Vec<Output>>, Violation> {
+        let round = self.nodes[index].retain();
+        self.finish(index, round, t)
+    }
+
+    /// Traces and checks every core step of a round, and stops the node if the round failed
+    /// on a failed fsync. What the round released, unless the node stopped.
+    fn finish(&mut self, index: usize, round: Round, t: &mut Timeline) -> Result<Option<Vec<Output>>, Violation> {
+        let id = self.nodes[index].id;
         for step in round.steps {
             t.record_step(id, &step.event, &step.actions);
             self.safety
@@ -459,7 +551,7 @@ impl Cluster {
                 return Err(t.violation(Kind::Safety, Some(id), ("core invariant", message)))
             }
         }
-        Ok(Some((before, round.outputs)))
+        Ok(Some(round.outputs))
     }
 
     /// A message node `index` released may leave: what it vouches for is on its disk.
@@ -468,9 +560,24 @@ impl Cluster {
         self.safety.on_send(sim, message).map_err(t.unsafe_at(sim.id))
     }
 
-    /// Node `index` applied these entries.
-    pub(crate) fn on_apply(&mut self, index: usize, entries: &[Entry]) {
-        self.nodes[index].on_applied(entries.len() as u64);
+    /// Node `index` applied these entries: the answers to the session requests that waited
+    /// for them.
+    pub(crate) fn on_apply(&mut self, index: usize, entries: &[Entry]) -> Vec<(Attempt, Answer)> {
+        let sim = &mut self.nodes[index];
+        sim.on_applied(entries.len() as u64);
+        let (frontend, driver) = sim.serving().expect("node is up");
+        frontend.on_applied(entries, driver)
+    }
+
+    /// Whether node `index`'s frontend waits for this reply (else it is the operator's).
+    pub(crate) fn serves(&self, index: usize, request: RequestId) -> bool {
+        self.nodes[index].frontend.owns(request)
+    }
+
+    /// Node `index`'s core replied to its frontend; `read_len` is what a read sees.
+    pub(crate) fn on_client_reply(&mut self, index: usize, reply: &Reply, read_len: u64) -> Vec<(Attempt, Answer)> {
+        let (frontend, driver) = self.nodes[index].serving().expect("node is up");
+        frontend.on_reply(reply, read_len, driver)
     }
 
     /// Node `index` replaced its state machine with a snapshot through `meta.index`.
@@ -511,6 +618,16 @@ impl Cluster {
             self.leader_changes += 1;
         }
         self.safety.check_durable_commit(index, &self.nodes[index]).map_err(t.unsafe_at(id))?;
+        // A session's request applied twice: a duplicate in the log, which admission exists to
+        // prevent (§6.3).
+        let duplicates = self.nodes[index].driver().expect("node is up").duplicates_applied();
+        if duplicates > 0 {
+            let broken = (
+                "exactly once",
+                format!("{id} applied {duplicates} session request(s) that had committed before"),
+            );
+            return Err(t.unsafe_at(id)(broken));
+        }
         Ok(became_leader)
     }
 

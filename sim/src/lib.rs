@@ -11,6 +11,8 @@ mod cluster;
 pub mod digest;
 pub mod disk;
 mod faults;
+mod follow;
+mod frontend;
 pub mod history;
 pub mod network;
 mod node;

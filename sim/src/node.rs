@@ -4,6 +4,7 @@
 
 use crate::checker::LogView;
 use crate::disk::{CrashLoss, SimDisk, SimFs, DATA_DIR};
+use crate::frontend::Frontend;
 use crate::timeline::SimEvent;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{Config, Event, LogIndex, Node, NodeId, Term};
@@ -63,6 +64,8 @@ pub(crate) struct SimNode {
     /// A storage fault hit its disk: a damaged record is cut at the next start, as an
     /// operator's `start --repair` would.
     damaged: bool,
+    /// Its clients' connections: they die with the process.
+    pub(crate) frontend: Frontend,
 }
 
 impl SimNode {
@@ -78,11 +81,26 @@ impl SimNode {
             sync_scheduled: false,
             applied_len: 0,
             damaged: false,
+            frontend: Frontend::default(),
         }
     }
 
     pub(crate) fn node(&self) -> Option<&Node> {
         self.driver.as_ref().map(Driver::node)
+    }
+
+    /// The driver of a running node.
+    pub(crate) fn driver(&self) -> Option<&Driver<SimFs>> {
+        self.driver.as_ref()
+    }
+
+    pub(crate) fn driver_mut(&mut self) -> Option<&mut Driver<SimFs>> {
+        self.driver.as_mut()
+    }
+
+    /// The frontend and the driver of a running node, together.
+    pub(crate) fn serving(&mut self) -> Option<(&mut Frontend, &mut Driver<SimFs>)> {
+        Some((&mut self.frontend, self.driver.as_mut()?))
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -157,6 +175,7 @@ impl SimNode {
         self.driver = Some(driver);
         self.damaged = false;
         self.sync_scheduled = false;
+        self.frontend = Frontend::default();
     }
 
     /// Stops the node; its disk keeps what was synced (and maybe part of the rest). `None` if
@@ -168,6 +187,7 @@ impl SimNode {
         self.paused = false;
         self.held.clear();
         self.sync_scheduled = false;
+        self.frontend = Frontend::default();
         Some(loss)
     }
 
@@ -201,18 +221,29 @@ impl SimNode {
 
     /// One round of the runtime's driver, as its event loop runs it: the call, then one sync
     /// request for everything written (inline if `inline`), then whatever completed syncs
-    /// release. A panic of the core is caught and returned.
+    /// release. Trimming waits for [`SimNode::retain`], once what the round released is handled
+    /// (replies name command IDs, which need the entries they count from). A panic of the core
+    /// is caught and returned.
     pub(crate) fn round(&mut self, call: Call, inline: bool) -> Round {
-        let driver = self.driver.as_mut().expect("node is up");
-        IN_CORE_STEP.with(|flag| flag.set(true));
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
+        self.run(|driver| {
             if let Call::Step(event) = call {
                 driver.step(event)?;
             }
             driver.end_round(inline)?;
-            driver.on_synced()?;
-            driver.retain()
-        }));
+            driver.on_synced()
+        })
+    }
+
+    /// Snapshots and trims the log if the retention policy says it is time, as the runtime's
+    /// server does after handling what a round released.
+    pub(crate) fn retain(&mut self) -> Round {
+        self.run(Driver::retain)
+    }
+
+    fn run(&mut self, work: impl FnOnce(&mut Driver<SimFs>) -> Result<(), DriverError>) -> Round {
+        let driver = self.driver.as_mut().expect("node is up");
+        IN_CORE_STEP.with(|flag| flag.set(true));
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(driver)));
         IN_CORE_STEP.with(|flag| flag.set(false));
         let mut outputs = Vec::new();
         driver.take_output(&mut outputs);

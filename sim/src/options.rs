@@ -4,6 +4,7 @@ use crate::bugs::Planted;
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use replog_runtime::sessions::SessionLimits;
 use replog_runtime::storage::SEGMENT_BYTES_MAX_DEFAULT;
 use std::fmt;
 
@@ -91,6 +92,17 @@ pub struct Options {
     /// (`Driver::set_read_budget`); 0 keeps the runtime's default. Small ones leave reads for
     /// later rounds often.
     pub read_budget: u64,
+    /// Percent of the clients that append through client sessions (exactly-once, retried);
+    /// the others append plain commands and never retry.
+    pub sessions_pct: u64,
+    /// The session table's limits handed to every node (`Driver::set_session_limits`); 0
+    /// keeps the runtime's default. Small ones make sessions expire, get pushed out and forget
+    /// old outcomes.
+    pub session_cap: u64,
+    pub session_window: u64,
+    pub session_idle: u64,
+    /// Readers that follow the committed log (`replog follow`), each from a node it switches.
+    pub followers: u64,
     /// A deliberate core or driver bug (planted in builds with the `bugs` feature only).
     pub bug: Option<Planted>,
 }
@@ -99,6 +111,22 @@ impl Options {
     /// The bug to plant: none in builds without the `bugs` feature.
     pub fn planted(&self) -> Option<Planted> {
         self.bug.filter(|_| cfg!(feature = "bugs"))
+    }
+
+    /// The session limits every node keeps: the runtime's defaults where none is drawn.
+    pub fn session_limits(&self) -> SessionLimits {
+        let default = SessionLimits::default();
+        let or = |drawn: u64, default: u64| if drawn == 0 { default } else { drawn };
+        SessionLimits {
+            sessions_max: or(self.session_cap, default.sessions_max as u64) as usize,
+            window: or(self.session_window, default.window),
+            idle_entries: or(self.session_idle, default.idle_entries),
+        }
+    }
+
+    /// Whether client `client` (of `clients`) appends through a session.
+    pub fn uses_session(&self, client: u32) -> bool {
+        u64::from(client) * 100 < self.sessions_pct * u64::from(self.clients)
     }
 
     /// Every node id of the run: the bootstrap voters `1..=nodes`, then the spares.
@@ -145,6 +173,12 @@ impl Options {
             member_every_ticks: [0, 100, 200, 400][rng.random_range(0..4usize)],
             // Drawn after: the options above keep their values for every seed.
             read_budget: [0, 0, 1, 300][rng.random_range(0..4usize)],
+            // Drawn after: the options above keep their values for every seed.
+            sessions_pct: [0, 50, 100, 100][rng.random_range(0..4usize)],
+            session_cap: [0, 0, 2, 3, 4][rng.random_range(0..5usize)],
+            session_window: [0, 0, 2, 3, 4][rng.random_range(0..5usize)],
+            session_idle: [0, 0, 10, 40, 200][rng.random_range(0..5usize)],
+            followers: [0, 1, 1, 2][rng.random_range(0..4usize)],
             bug: None,
         }
     }
@@ -196,6 +230,11 @@ impl Options {
                 "spares" => self.spares = int()?.min(4),
                 "member_every" => self.member_every_ticks = int()?,
                 "read_budget" => self.read_budget = int()?,
+                "sessions" => self.sessions_pct = int()?.min(100),
+                "session_cap" => self.session_cap = int()?,
+                "session_window" => self.session_window = int()?,
+                "session_idle" => self.session_idle = int()?,
+                "followers" => self.followers = int()?.min(8),
                 "bug" => self.bug = if value == "none" { None } else { Some(Planted::parse(value)?) },
                 _ => return Err(format!("unknown option {key:?}")),
             }
@@ -244,6 +283,11 @@ impl fmt::Display for Options {
             self.spares,
             self.member_every_ticks,
             self.read_budget
+        )?;
+        write!(
+            f,
+            " sessions={} session_cap={} session_window={} session_idle={} followers={}",
+            self.sessions_pct, self.session_cap, self.session_window, self.session_idle, self.followers
         )?;
         if let Some(bug) = &self.bug {
             write!(f, " bug={bug}")?;

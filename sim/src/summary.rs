@@ -1,10 +1,13 @@
 //! What a run reports: its counters, the coverage of interesting paths, and the verdict.
 
 use crate::checker::Violation;
+use crate::follow::FollowStats;
+use crate::frontend::AdmissionStats;
 use crate::history::Tally;
 use crate::network::NetworkStats;
 use crate::operator::OperatorStats;
 use crate::trace::Trace;
+use crate::workload::SessionStats;
 use replog_core::Marks;
 use std::fmt::Write as _;
 
@@ -87,6 +90,11 @@ pub struct Summary {
     pub coverage: Coverage,
     /// What the operator's membership changes met.
     pub operator: OperatorStats,
+    /// What the session clients met, how the nodes screened their appends, and what the
+    /// follow readers read.
+    pub sessions: SessionStats,
+    pub admissions: AdmissionStats,
+    pub follow: FollowStats,
     /// Configuration entries in the final committed log.
     pub changes_committed: u64,
     /// Fingerprint of every event and action, in order: equal runs have equal digests.
@@ -146,11 +154,50 @@ pub fn render_summary(summary: &Summary) -> String {
             c.votes_from_non_voters
         );
     }
+    if summary.sessions.sessions > 0 {
+        let (s, a) = (&summary.sessions, &summary.admissions);
+        let _ = writeln!(
+            out,
+            "sessions: started={} attempts={} retries={} acked_after_retry={} batches={} conditional={} hedged={} resends={} (answered committed={}) admitted: new={} from_table={} in_log={} same_as={} refused={} grouped={} refusals: not_ready={} unknown_session={} sessions_dropped={} forgotten={} too_far_ahead={} condition_failed={} unknown_outcomes={} given_up={}",
+            s.sessions,
+            s.attempts,
+            s.retries,
+            s.acked_after_retry,
+            s.batches_acked,
+            s.conditional,
+            s.hedged,
+            s.resends,
+            s.resends_committed,
+            a.proposed,
+            a.committed,
+            a.in_log,
+            a.same_as,
+            a.refused,
+            a.group_proposals,
+            s.not_ready,
+            s.unknown_session,
+            s.sessions_dropped,
+            s.forgotten,
+            s.too_far_ahead,
+            s.condition_failed,
+            s.unknown_outcomes,
+            s.given_up
+        );
+    }
+    if summary.follow.reads > 0 {
+        let f = &summary.follow;
+        let _ = writeln!(
+            out,
+            "follow: reads={} commands={} switches={} trimmed={} new_streams={}",
+            f.reads, f.commands, f.switches, f.trimmed, f.restarts
+        );
+    }
     let _ = write!(
         out,
-        "clients: acknowledged={} failed={} indeterminate={} reads={} digest={:016x}",
+        "clients: acknowledged={} failed={} condition_failed={} indeterminate={} reads={} digest={:016x}",
         summary.clients.acked,
         summary.clients.failed,
+        summary.clients.condition_failed,
         summary.clients.indeterminate,
         summary.clients.reads,
         summary.digest

@@ -6,7 +6,8 @@ use crate::checker::{Broken, Kind, Violation};
 use crate::digest::Fnv;
 use crate::options::TICK;
 use crate::trace::{describe, Trace};
-use replog_core::{Action, Bytes, Event, Message, NodeId, Reply, RequestId};
+use crate::frontend::{Answer, Arrival, Attempt};
+use replog_core::{Action, Event, Message, NodeId, RequestId};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::hash::Hash;
@@ -26,23 +27,38 @@ pub(crate) enum SimEvent {
         upto: u64,
     },
     // The workload.
+    /// A client's attempt reaches a node.
     ClientArrive {
         node: usize,
-        request: RequestId,
-        command: Option<Bytes>,
+        attempt: Attempt,
+        arrival: Arrival,
     },
+    /// The round in which appends arrived at the node ends: they are proposed together.
+    ClientFlush {
+        node: usize,
+        life: u64,
+    },
+    /// A node's answer reaches the client.
     ClientReply {
-        client: usize,
-        request: RequestId,
-        reply: Reply,
-        read_len: u64,
+        attempt: Attempt,
+        answer: Answer,
     },
     ClientTimeout {
         client: usize,
-        request: RequestId,
+        attempt: Attempt,
     },
+    /// The client starts its next operation.
     ClientNext {
         client: usize,
+    },
+    /// The client sends its operation `op` again (a new attempt), if it still waits for it.
+    ClientRetry {
+        client: usize,
+        op: usize,
+    },
+    /// A follow reader asks for the next page.
+    FollowRead {
+        reader: usize,
     },
     // The faults.
     Fault(usize),

@@ -1,33 +1,127 @@
 //! The client workload: closed-loop clients that append and read through whichever node they
-//! believe leads, give up after a timeout, and record every operation in the history that is
-//! checked for linearizability at the end.
+//! believe leads, and record every operation in the history that is checked at the end.
+//!
+//! Plain clients append one command and never retry: an answer that did not come (timeout,
+//! crash) or a leader that lost office leaves the outcome indeterminate. Session clients
+//! append through a client session (dissertation §6.3), by the rules of the runtime's
+//! `session.rs`: one to four commands as one entry, sometimes only if the log's last command ID
+//! is the last one the client knows of (which may be stale); every retry carries the same
+//! sequence number, at the same node or another, until a definitive answer or `ATTEMPTS_MAX`
+//! attempts. A refusal that says the session expired starts a new session if no attempt may
+//! have been appended, else the outcome is unknown. A sequence number that may have been
+//! appended is never used again for other commands.
+//!
+//! Two more ways a session's request comes again, both of which must be answered with the
+//! original outcome or refused: an attempt sometimes goes twice at once (the two meet in one
+//! round), and an acknowledged append is sometimes sent once more much later (a resumed
+//! process that lost the answer), across crashes, restarts and leader changes.
 
-use crate::history::{History, Op, OpKind, Outcome, Tally};
+use crate::frontend::{Answer, Arrival, Attempt};
+use crate::history::{Ack, History, Op, OpKind, Outcome, Tally};
 use crate::network::Network;
 use crate::options::{Options, TICK};
 use crate::timeline::{SimEvent, Timeline};
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Bytes, Entry, Reply, RequestId};
+use replog_core::{Bytes, ClientId, Entry, LogIndex, NodeId, RequestId};
+use replog_runtime::driver::SessionAppend;
+use replog_runtime::sessions::SessionRefusal;
 use std::collections::BTreeMap;
 
-/// A client gives up on a request after this many ticks.
+/// A client gives up on an attempt after this many ticks.
 const CLIENT_TIMEOUT_TICKS: u64 = 30;
+/// Attempts of one session append, the first included, before the client gives up.
+const ATTEMPTS_MAX: u32 = 12;
+/// The pause before retrying a leader that is not ready yet (`session.rs`: 2 ms), in units.
+const NOT_READY_PAUSE: u64 = TICK / 5;
+/// The pause before retrying after a failure (`session.rs`: 20 ms), in units.
+const FAILED_PAUSE: u64 = 2 * TICK;
+/// A session append of several commands (a batch), and a conditional one, this often.
+const BATCH_RATE: f64 = 0.3;
+const CONDITIONAL_RATE: f64 = 0.2;
+/// A session's attempt goes twice at once this often.
+const HEDGE_RATE: f64 = 0.05;
+/// An acknowledged session append is sent once more, up to this many ticks later, this often.
+const RESEND_RATE: f64 = 0.25;
+const RESEND_DELAY_TICKS_MAX: u64 = 400;
+
+/// Who waits for an attempt's answer.
+#[derive(Clone, Copy, Debug)]
+enum Sender {
+    Client(usize),
+    /// An acknowledged append sent again: its answer is only checked.
+    Resend,
+}
+
+/// A session as its client knows it.
+#[derive(Clone, Copy, Debug)]
+struct Session {
+    id: ClientId,
+    /// The number of its next request.
+    seq: u64,
+    /// A commit index seen before its first request was first sent.
+    since: LogIndex,
+}
+
+/// An operation in progress.
+struct InFlight {
+    op: usize,
+    /// The attempt the client waits for.
+    attempt: Attempt,
+    attempts: u32,
+    /// What each attempt sends.
+    arrival: Arrival,
+    /// Set once an attempt may have been appended (no answer, a leader that lost office, a
+    /// second copy sent): from then on only the session can tell, and the outcome is unknown
+    /// if it expired.
+    maybe_appended: bool,
+    /// The node the last attempt went to.
+    node: usize,
+}
 
 struct Client {
     /// The node it sends to: the last leader it heard of.
     guess: usize,
-    /// The request it waits for, and its operation in the history.
-    outstanding: Option<(RequestId, usize)>,
+    current: Option<InFlight>,
     next_op: u64,
     acked_after_heal: bool,
+    /// Its session, if it appends through one.
+    session: Option<Session>,
+    /// The last command ID it knows of: what a conditional append expects.
+    last_known_id: u64,
+}
+
+/// What the session clients met.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionStats {
+    pub sessions: u64,
+    pub attempts: u64,
+    pub retries: u64,
+    /// Acknowledged after more than one attempt.
+    pub acked_after_retry: u64,
+    pub batches_acked: u64,
+    pub conditional: u64,
+    pub hedged: u64,
+    pub not_ready: u64,
+    pub unknown_session: u64,
+    pub sessions_dropped: u64,
+    pub forgotten: u64,
+    pub too_far_ahead: u64,
+    pub condition_failed: u64,
+    /// Ended with the outcome unknown: a session that expired after an attempt may have been
+    /// appended, or attempts exhausted.
+    pub unknown_outcomes: u64,
+    pub given_up: u64,
+    pub resends: u64,
+    /// Resends answered with the original outcome.
+    pub resends_committed: u64,
 }
 
 pub(crate) struct Workload {
     clients: Vec<Client>,
-    /// Every request sent: its client and its operation in the history.
-    requests: BTreeMap<RequestId, (usize, usize)>,
-    next_request: u64,
+    /// Every attempt sent: who waits for it, and its operation in the history.
+    attempts: BTreeMap<Attempt, (Sender, usize)>,
+    next_attempt: u64,
     history: History,
     nodes: usize,
     /// Clients start nothing new (the convergence phase).
@@ -36,23 +130,29 @@ pub(crate) struct Workload {
     healed: bool,
     fault_phase_end: u64,
     rng: ChaCha8Rng,
+    pub(crate) stats: SessionStats,
 }
 
 impl Workload {
     /// `rng_setup` draws each client's first guess of the leader; `rng` everything after.
     pub(crate) fn new(options: &Options, rng_setup: &mut ChaCha8Rng, rng: ChaCha8Rng) -> Workload {
         let clients = (0..options.clients)
-            .map(|_| Client {
+            .map(|client| Client {
                 guess: rng_setup.random_range(0..options.ids() as usize),
-                outstanding: None,
+                current: None,
                 next_op: 0,
                 acked_after_heal: false,
+                // Drawn when its first append goes.
+                session: options
+                    .uses_session(client)
+                    .then_some(Session { id: ClientId(0), seq: 0, since: LogIndex::ZERO }),
+                last_known_id: 0,
             })
             .collect();
         Workload {
             clients,
-            requests: BTreeMap::new(),
-            next_request: 1,
+            attempts: BTreeMap::new(),
+            next_attempt: 1,
             history: History::default(),
             // Clients may ask any node, spares and removed ones too: they redirect.
             nodes: options.ids() as usize,
@@ -60,6 +160,7 @@ impl Workload {
             healed: false,
             fault_phase_end: options.ticks * TICK,
             rng,
+            stats: SessionStats::default(),
         }
     }
 
@@ -73,20 +174,36 @@ impl Workload {
 
     /// The next operation of a client that waits for nothing.
     pub(crate) fn start_op(&mut self, client: usize, network: &Network, t: &mut Timeline) {
-        if self.stopped || self.clients[client].outstanding.is_some() {
+        if self.stopped || self.clients[client].current.is_some() {
             return;
         }
-        let rng = &mut self.rng;
-        let read = rng.random_bool(0.2);
-        // Mostly follow the leader hint; sometimes ask anyone (followers, stale leaders).
-        let node =
-            if rng.random_bool(0.2) { rng.random_range(0..self.nodes) } else { self.clients[client].guess };
-        let request = RequestId(self.next_request);
-        self.next_request += 1;
-        let state = &mut self.clients[client];
-        let value = format!("c{client}.{}", state.next_op).into_bytes();
-        state.next_op += 1;
-        let kind = if read { OpKind::Read } else { OpKind::Append { value: value.clone() } };
+        let read = self.rng.random_bool(0.2);
+        let n = self.clients[client].next_op;
+        self.clients[client].next_op += 1;
+        let (kind, arrival) = if read {
+            (OpKind::Read, Arrival::Read)
+        } else if self.clients[client].session.is_some() {
+            let count = if self.rng.random_bool(BATCH_RATE) { self.rng.random_range(2..=4) } else { 1 };
+            let commands: Vec<Vec<u8>> =
+                (0..count).map(|k| format!("c{client}.{n}.{k}").into_bytes()).collect();
+            let expect_last =
+                self.rng.random_bool(CONDITIONAL_RATE).then_some(self.clients[client].last_known_id);
+            if expect_last.is_some() {
+                self.stats.conditional += 1;
+            }
+            let session = self.session(client, t);
+            let append = SessionAppend {
+                client: session.id,
+                seq: session.seq,
+                since: session.since,
+                expect_last,
+                commands: commands.iter().map(|command| Bytes::from(command.clone())).collect(),
+            };
+            (OpKind::Request { commands, expect_last }, Arrival::Session(append))
+        } else {
+            let value = format!("c{client}.{n}").into_bytes();
+            (OpKind::Append { value: value.clone() }, Arrival::Append(Bytes::from(value)))
+        };
         self.history.ops.push(Op {
             client: client as u32,
             kind,
@@ -95,91 +212,321 @@ impl Workload {
             outcome: Outcome::Pending,
         });
         let op = self.history.ops.len() - 1;
-        self.clients[client].outstanding = Some((request, op));
-        self.requests.insert(request, (client, op));
-        let command = (!read).then(|| Bytes::from(value));
-        t.note(|| {
-            format!(
-                "client {client} sends {request} {} to n{}",
-                if read { "read" } else { "append" },
-                node + 1
-            )
+        let node = self.clients[client].guess;
+        self.clients[client].current = Some(InFlight {
+            op,
+            attempt: RequestId(0),
+            attempts: 0,
+            arrival,
+            maybe_appended: false,
+            node,
         });
-        let latency = network.latency(&mut self.rng);
-        t.schedule(latency, SimEvent::ClientArrive { node, request, command });
-        t.schedule(CLIENT_TIMEOUT_TICKS * TICK, SimEvent::ClientTimeout { client, request });
+        self.send(client, network, t);
     }
 
-    /// A node answers a request; a read saw `read_len` applied entries. The reply travels back.
-    pub(crate) fn route_reply(&mut self, reply: Reply, read_len: u64, network: &Network, t: &mut Timeline) {
-        let Some(&(client, _)) = self.requests.get(&reply.request()) else {
-            return;
-        };
-        let request = reply.request();
-        let latency = network.latency(&mut self.rng);
-        t.schedule(latency, SimEvent::ClientReply { client, request, reply, read_len });
+    /// The client's session, a new one if it has none yet.
+    fn session(&mut self, client: usize, t: &mut Timeline) -> Session {
+        let session = self.clients[client].session.expect("a session client");
+        if session.seq > 0 {
+            return session;
+        }
+        self.new_session(client, t)
     }
 
-    pub(crate) fn on_reply(
+    /// A new session for `client` (a random id, as `session.rs` draws).
+    fn new_session(&mut self, client: usize, t: &mut Timeline) -> Session {
+        let id = ClientId(self.rng.random_range(1..=u64::MAX));
+        let session = Session { id, seq: 1, since: LogIndex::ZERO };
+        self.clients[client].session = Some(session);
+        self.stats.sessions += 1;
+        t.note(|| format!("client {client} starts session {id}"));
+        session
+    }
+
+    /// Sends the client's operation once more: to the node it believes leads, sometimes to
+    /// anyone (followers, stale leaders).
+    fn send(&mut self, client: usize, network: &Network, t: &mut Timeline) {
+        let random = self.rng.random_range(0..self.nodes);
+        let node = if self.rng.random_bool(0.2) { random } else { self.clients[client].guess };
+        let attempt = RequestId(self.next_attempt);
+        self.next_attempt += 1;
+        let rng = &mut self.rng;
+        let state = &mut self.clients[client];
+        let current = state.current.as_mut().expect("an operation in progress");
+        current.attempt = attempt;
+        current.attempts += 1;
+        current.node = node;
+        self.attempts.insert(attempt, (Sender::Client(client), current.op));
+        let arrival = current.arrival.clone();
+        let session = matches!(arrival, Arrival::Session(_));
+        if session {
+            self.stats.attempts += 1;
+            if current.attempts > 1 {
+                self.stats.retries += 1;
+            }
+        }
+        t.note(|| {
+            let what = match &arrival {
+                Arrival::Read => "read".into(),
+                Arrival::Append(_) => "append".into(),
+                Arrival::Session(append) => format!(
+                    "{}#{}{} ({} commands)",
+                    append.client,
+                    append.seq,
+                    append.expect_last.map_or(String::new(), |last| format!(" if last {last}")),
+                    append.commands.len()
+                ),
+            };
+            format!("client {client} sends {attempt} {what} to n{}", node + 1)
+        });
+        let latency = network.latency(rng);
+        if session && rng.random_bool(HEDGE_RATE) {
+            // A second copy at once: from now on either may be the one appended.
+            current.maybe_appended = true;
+            self.stats.hedged += 1;
+            let again = latency + rng.random_range(0..=TICK / 50);
+            t.schedule(again, SimEvent::ClientArrive { node, attempt, arrival: arrival.clone() });
+        }
+        t.schedule(latency, SimEvent::ClientArrive { node, attempt, arrival });
+        t.schedule(CLIENT_TIMEOUT_TICKS * TICK, SimEvent::ClientTimeout { client, attempt });
+    }
+
+    /// Answers from a node travel back to whoever sent the attempts.
+    pub(crate) fn route_answers(
         &mut self,
-        client: usize,
-        request: RequestId,
-        reply: Reply,
-        read_len: u64,
+        answers: Vec<(Attempt, Answer)>,
+        network: &Network,
         t: &mut Timeline,
     ) {
-        let Some((outstanding, op)) = self.clients[client].outstanding else {
+        for (attempt, answer) in answers {
+            let latency = network.latency(&mut self.rng);
+            t.schedule(latency, SimEvent::ClientReply { attempt, answer });
+        }
+    }
+
+    /// An answer arrives. Every answer that says where an append committed is recorded for
+    /// the checks, whether the client still waits for it or not.
+    pub(crate) fn on_answer(&mut self, attempt: Attempt, answer: Answer, network: &Network, t: &mut Timeline) {
+        let Some(&(sender, op)) = self.attempts.get(&attempt) else {
             return;
         };
-        if outstanding != request {
-            return; // an answer to a request the client gave up on
+        if let Answer::Committed { index, first_id, count, .. } = answer {
+            self.history.acks.push(Ack { op, index, first_id, count });
         }
-        let outcome = match reply {
-            Reply::Committed { first, .. } => Outcome::AppendOk { index: first },
-            Reply::ReadReady { index, .. } => {
-                debug_assert!(read_len >= index.0);
-                Outcome::ReadOk { len: read_len }
-            }
-            Reply::NotLeader { leader, .. } => {
-                if let Some(leader) = leader {
-                    self.clients[client].guess = leader.0 as usize - 1;
-                } else {
-                    self.clients[client].guess = self.rng.random_range(0..self.nodes);
+        let client = match sender {
+            Sender::Resend => {
+                if matches!(answer, Answer::Committed { .. }) {
+                    self.stats.resends_committed += 1;
                 }
-                Outcome::Failed
+                t.note(|| format!("resend {attempt} of op {op} got {answer:?}"));
+                return;
             }
-            Reply::Rejected { .. } => Outcome::Failed,
-            Reply::Indeterminate { .. } => Outcome::Indeterminate,
+            Sender::Client(client) => client,
         };
+        let Some(current) = &self.clients[client].current else {
+            return;
+        };
+        if current.attempt != attempt {
+            return; // an answer to an attempt the client gave up on
+        }
+        t.note(|| format!("client {client} got {attempt}: {answer:?}"));
+        match (&current.arrival, answer) {
+            (Arrival::Read, Answer::ReadOk { len }) => self.finish(client, Outcome::ReadOk { len }, t),
+            (Arrival::Read | Arrival::Append(_), Answer::NotLeader { leader }) => {
+                self.follow_hint(client, leader);
+                self.finish(client, Outcome::Failed, t);
+            }
+            (Arrival::Append(_), Answer::Committed { index, first_id, .. }) => {
+                self.finish(client, Outcome::AppendOk { index, first_id }, t)
+            }
+            (Arrival::Append(_), Answer::Failed { retry: false }) => {
+                self.finish(client, Outcome::Indeterminate, t)
+            }
+            (Arrival::Read | Arrival::Append(_), _) => self.finish(client, Outcome::Failed, t),
+            (Arrival::Session(_), answer) => self.on_session_answer(client, answer, network, t),
+        }
+    }
+
+    /// A session's append is answered: by `session.rs`'s rules.
+    fn on_session_answer(&mut self, client: usize, answer: Answer, network: &Network, t: &mut Timeline) {
+        let current = self.clients[client].current.as_mut().expect("in progress");
+        let maybe_appended = current.maybe_appended;
+        let node = current.node;
+        match answer {
+            Answer::Committed { index, first_id, count, .. } => {
+                if current.attempts > 1 {
+                    self.stats.acked_after_retry += 1;
+                }
+                if count > 1 {
+                    self.stats.batches_acked += 1;
+                }
+                let (op, arrival) = (current.op, current.arrival.clone());
+                let state = &mut self.clients[client];
+                state.guess = node;
+                state.last_known_id = state.last_known_id.max(first_id + count - 1);
+                self.advance(client);
+                self.finish(client, Outcome::AppendOk { index, first_id }, t);
+                self.maybe_resend(op, arrival, network, t);
+            }
+            Answer::NotLeader { leader } => {
+                self.follow_hint(client, leader);
+                self.retry(client, 1, t);
+            }
+            Answer::Failed { retry } => {
+                // retry: nothing appended (pushed back, or the entry it waited for was
+                // replaced); else leadership changed after it appended: a retry finds out.
+                current.maybe_appended |= !retry;
+                self.clients[client].guess = self.rng.random_range(0..self.nodes);
+                self.retry(client, FAILED_PAUSE, t);
+            }
+            Answer::Refused(SessionRefusal::NotReady) => {
+                self.stats.not_ready += 1;
+                self.clients[client].guess = node;
+                self.retry(client, NOT_READY_PAUSE, t);
+            }
+            // No attempt can have been appended: any commit index since is a valid `since`.
+            Answer::Refused(SessionRefusal::SessionsDropped { commit }) if !maybe_appended => {
+                self.stats.sessions_dropped += 1;
+                let since = LogIndex(commit);
+                if let Arrival::Session(append) = &mut current.arrival {
+                    append.since = since;
+                }
+                if let Some(session) = &mut self.clients[client].session {
+                    session.since = since;
+                }
+                self.retry(client, 1, t);
+            }
+            // The session expired before this append was ever appended: a new one is safe.
+            Answer::Refused(SessionRefusal::UnknownSession) if !maybe_appended => {
+                self.stats.unknown_session += 1;
+                let session = self.new_session(client, t);
+                let current = self.clients[client].current.as_mut().expect("in progress");
+                if let Arrival::Session(append) = &mut current.arrival {
+                    (append.client, append.seq, append.since) = (session.id, session.seq, session.since);
+                }
+                self.retry(client, 1, t);
+            }
+            // Not appended, and no earlier attempt can be any more: the number may be reused.
+            Answer::Refused(SessionRefusal::ConditionFailed { last_id }) if !maybe_appended => {
+                self.stats.condition_failed += 1;
+                let state = &mut self.clients[client];
+                state.last_known_id = state.last_known_id.max(last_id);
+                self.finish(client, Outcome::ConditionFailed { last_id }, t);
+            }
+            Answer::Refused(SessionRefusal::TooFarAhead { .. }) if !maybe_appended => {
+                self.stats.too_far_ahead += 1;
+                self.clients[client].session.as_mut().expect("a session client").seq = 0;
+                self.finish(client, Outcome::Failed, t);
+            }
+            // An earlier attempt may have been appended (or still arrive somewhere): unknown.
+            Answer::Refused(refusal) => {
+                match refusal {
+                    SessionRefusal::UnknownSession => self.stats.unknown_session += 1,
+                    SessionRefusal::SessionsDropped { .. } => self.stats.sessions_dropped += 1,
+                    SessionRefusal::Forgotten { .. } => self.stats.forgotten += 1,
+                    SessionRefusal::TooFarAhead { .. } => self.stats.too_far_ahead += 1,
+                    SessionRefusal::ConditionFailed { .. } => self.stats.condition_failed += 1,
+                    SessionRefusal::NotReady => unreachable!("retried above"),
+                }
+                self.stats.unknown_outcomes += 1;
+                self.advance(client);
+                self.finish(client, Outcome::Indeterminate, t);
+            }
+            Answer::ReadOk { .. } => unreachable!("a read's answer to an append"),
+        }
+    }
+
+    /// The session's request number is used: the next request takes the next one.
+    fn advance(&mut self, client: usize) {
+        if let Some(session) = &mut self.clients[client].session {
+            session.seq += 1;
+        }
+    }
+
+    /// A NotLeader answer's hint: the leader it names, else anyone.
+    fn follow_hint(&mut self, client: usize, leader: Option<NodeId>) {
+        self.clients[client].guess = match leader {
+            Some(leader) => leader.0 as usize - 1,
+            None => self.rng.random_range(0..self.nodes),
+        };
+    }
+
+    /// The operation goes again after `pause` units, unless it has had its attempts: then the
+    /// client gives up (the outcome unknown if an attempt may have been appended).
+    fn retry(&mut self, client: usize, pause: u64, t: &mut Timeline) {
+        let current = self.clients[client].current.as_ref().expect("in progress");
+        if current.attempts < ATTEMPTS_MAX {
+            t.schedule(pause.max(1), SimEvent::ClientRetry { client, op: current.op });
+            return;
+        }
+        self.stats.given_up += 1;
+        if current.maybe_appended {
+            self.stats.unknown_outcomes += 1;
+            self.advance(client);
+            self.finish(client, Outcome::Indeterminate, t);
+        } else {
+            self.finish(client, Outcome::Failed, t);
+        }
+    }
+
+    /// A retry falls due: the next attempt of operation `op`, if the client still waits for it.
+    pub(crate) fn on_retry(&mut self, client: usize, op: usize, network: &Network, t: &mut Timeline) {
+        if self.clients[client].current.as_ref().is_some_and(|current| current.op == op) {
+            self.send(client, network, t);
+        }
+    }
+
+    /// An acknowledged session append goes once more, later, to any node.
+    fn maybe_resend(&mut self, op: usize, arrival: Arrival, network: &Network, t: &mut Timeline) {
+        if !self.rng.random_bool(RESEND_RATE) {
+            return;
+        }
+        let attempt = RequestId(self.next_attempt);
+        self.next_attempt += 1;
+        self.attempts.insert(attempt, (Sender::Resend, op));
+        self.stats.resends += 1;
+        let node = self.rng.random_range(0..self.nodes);
+        let delay = self.rng.random_range(1..=RESEND_DELAY_TICKS_MAX * TICK) + network.latency(&mut self.rng);
+        t.note(|| format!("op {op} will be sent again as {attempt} to n{}", node + 1));
+        t.schedule(delay, SimEvent::ClientArrive { node, attempt, arrival });
+    }
+
+    /// The client's operation ends with `outcome`; its next starts after a pause.
+    fn finish(&mut self, client: usize, outcome: Outcome, t: &mut Timeline) {
+        let current = self.clients[client].current.take().expect("in progress");
         if let Outcome::AppendOk { .. } = outcome {
-            if self.healed && self.history.ops[op].invoke >= self.fault_phase_end {
+            if self.healed && self.history.ops[current.op].invoke >= self.fault_phase_end {
                 self.clients[client].acked_after_heal = true;
             }
         }
-        t.note(|| format!("client {client} got {request}: {outcome:?}"));
-        let entry = &mut self.history.ops[op];
+        t.note(|| format!("client {client} op {}: {outcome:?}", current.op));
+        let entry = &mut self.history.ops[current.op];
         entry.response = Some(t.now());
         entry.outcome = outcome;
-        self.clients[client].outstanding = None;
         let think = self.rng.random_range(1..=2 * TICK);
         t.schedule(think, SimEvent::ClientNext { client });
     }
 
-    pub(crate) fn on_timeout(&mut self, client: usize, request: RequestId, t: &mut Timeline) {
-        let Some((outstanding, op)) = self.clients[client].outstanding else {
+    pub(crate) fn on_timeout(&mut self, client: usize, attempt: Attempt, t: &mut Timeline) {
+        let Some(current) = &mut self.clients[client].current else {
             return;
         };
-        if outstanding != request {
+        if current.attempt != attempt {
             return;
         }
-        // An append's fate is unknown; a read simply did not happen.
-        let entry = &mut self.history.ops[op];
-        entry.outcome =
-            if matches!(entry.kind, OpKind::Read) { Outcome::Failed } else { Outcome::Indeterminate };
-        t.note(|| format!("client {client} timed out on {request}"));
-        self.clients[client].outstanding = None;
+        t.note(|| format!("client {client} timed out on {attempt}"));
         self.clients[client].guess = self.rng.random_range(0..self.nodes);
-        t.schedule(1, SimEvent::ClientNext { client });
+        let current = self.clients[client].current.as_mut().expect("in progress");
+        match current.arrival {
+            // A read simply did not happen; a plain append's fate is unknown.
+            Arrival::Read => self.finish(client, Outcome::Failed, t),
+            Arrival::Append(_) => self.finish(client, Outcome::Indeterminate, t),
+            // Sent, perhaps received: a retry is recognised if it was appended.
+            Arrival::Session(_) => {
+                current.maybe_appended = true;
+                self.retry(client, 1, t);
+            }
+        }
     }
 
     /// The fault phase is over.
@@ -201,7 +548,7 @@ impl Workload {
         self.history.tally()
     }
 
-    /// Linearizability of the whole history against the committed log.
+    /// Exactly-once and linearizability of the whole history against the committed log.
     pub(crate) fn check(&self, committed: &[Entry]) -> Result<(), String> {
         self.history.check(committed)
     }

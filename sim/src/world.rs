@@ -16,9 +16,10 @@
 
 use crate::availability::{self, Availability};
 use crate::checker::Violation;
-use crate::cluster::Cluster;
+use crate::cluster::{Arrived, Cluster};
 use crate::digest;
 use crate::faults::{Faults, Operation};
+use crate::follow::Followers;
 use crate::network::Network;
 use crate::node::Call;
 use crate::operator::Operator;
@@ -26,9 +27,10 @@ use crate::options::{Options, TICK};
 use crate::schedule::Schedule;
 use crate::timeline::{SimEvent, Timeline};
 use crate::workload::Workload;
+use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use replog_core::Message;
+use replog_core::{Entry, Message};
 use replog_runtime::driver::Output;
 use std::hash::Hasher;
 
@@ -45,16 +47,22 @@ pub fn run(options: &Options, schedule: &Schedule, trace: Trace) -> RunResult {
 }
 
 /// An independent random stream of the seed: 1 setup, 2 network, 3 crashes and sync timing,
-/// 4 clients, 5 faults (and the timing of node starts), `100 + id` each node's disk.
+/// 4 clients, 5 faults (and the timing of node starts), 6 follow readers, `100 + id` each
+/// node's disk.
 pub(crate) fn stream(seed: u64, salt: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(digest::of(&(seed, salt)))
 }
+
+/// How long, in units, a node's poll round lasts after an append arrives: appends that arrive
+/// meanwhile are proposed together.
+const BATCH_WINDOW: u64 = TICK / 20;
 
 struct World {
     timeline: Timeline,
     cluster: Cluster,
     network: Network,
     workload: Workload,
+    followers: Followers,
     faults: Faults,
     operator: Operator,
     availability: Availability,
@@ -71,6 +79,7 @@ impl World {
             timeline: Timeline::new(trace),
             cluster: Cluster::new(options, &mut rng_setup, stream(seed, 3)),
             workload: Workload::new(options, &mut rng_setup, stream(seed, 4)),
+            followers: Followers::new(options, stream(seed, 6)),
             network: Network::new(
                 options.drop_rate,
                 options.dup_rate,
@@ -90,6 +99,7 @@ impl World {
         let t = &mut self.timeline;
         self.cluster.start_all(&mut self.rng_fault, t)?;
         self.workload.start(t);
+        self.followers.start(t);
         self.faults.start(t);
         while let Some(event) = self.timeline.next_event() {
             let t = &mut self.timeline;
@@ -106,17 +116,36 @@ impl World {
                         self.drive(node, call)?;
                     }
                 }
-                SimEvent::ClientArrive { node, request, command } => {
-                    if let Some(call) = self.cluster.on_request(node, request, command) {
+                SimEvent::ClientArrive { node, attempt, arrival } => {
+                    match self.cluster.on_request(node, attempt, arrival) {
+                        Arrived::Step(call) => self.drive(node, call)?,
+                        Arrived::Batched { flush: true } => {
+                            // The round the append arrived in ends a little later (a poll
+                            // round): what else arrives meanwhile is proposed with it.
+                            let life = self.cluster.life(node);
+                            let delay = self.rng_net.random_range(0..=BATCH_WINDOW);
+                            t.schedule(delay, SimEvent::ClientFlush { node, life });
+                        }
+                        Arrived::Batched { flush: false } | Arrived::Nothing => {}
+                    }
+                }
+                SimEvent::ClientFlush { node, life } => {
+                    let (answers, call) = self.cluster.on_flush(node, life);
+                    self.workload.route_answers(answers, &self.network, t);
+                    if let Some(call) = call {
                         self.drive(node, call)?;
                     }
                 }
                 // The workload.
-                SimEvent::ClientReply { client, request, reply, read_len } => {
-                    self.workload.on_reply(client, request, reply, read_len, t)
+                SimEvent::ClientReply { attempt, answer } => {
+                    self.workload.on_answer(attempt, answer, &self.network, t)
                 }
-                SimEvent::ClientTimeout { client, request } => self.workload.on_timeout(client, request, t),
+                SimEvent::ClientTimeout { client, attempt } => self.workload.on_timeout(client, attempt, t),
                 SimEvent::ClientNext { client } => self.workload.start_op(client, &self.network, t),
+                SimEvent::ClientRetry { client, op } => self.workload.on_retry(client, op, &self.network, t),
+                SimEvent::FollowRead { reader } => {
+                    self.followers.on_read(reader, &mut self.cluster, &self.network, t)
+                }
                 // The fault phase.
                 SimEvent::Fault(index) => {
                     let request = self.faults.apply(
@@ -154,7 +183,9 @@ impl World {
                 SimEvent::Rejoin => self.availability.on_rejoin(&mut self.network, t),
                 SimEvent::Failover => self.availability.on_failover(&mut self.cluster, t),
                 SimEvent::RestartNode(node) => self.cluster.restart(node, &mut self.rng_fault, t)?,
-                SimEvent::End => return availability::check_end(&self.cluster, &self.workload, t),
+                SimEvent::End => {
+                    return availability::check_end(&self.cluster, &self.workload, &self.followers, t)
+                }
             }
         }
         unreachable!("the run ends with its End event")
@@ -171,13 +202,36 @@ impl World {
     }
 
     /// One driver round on a node, and where what it released goes: each message, once checked,
-    /// to the network; each reply, once checked, to its client. Then the checks of the whole
-    /// round, an ambush on a new leader, and the disk's syncs.
+    /// to the network; each reply, once checked, to its client. Then the node trims its log if
+    /// it is time (after the replies, which name command IDs), the checks of the whole round, an
+    /// ambush on a new leader, and the disk's syncs.
     fn drive(&mut self, index: usize, call: Call) -> Result<(), Violation> {
         let Some((before, outputs)) = self.cluster.begin_round(index, call, &mut self.timeline)? else {
             return Ok(());
         };
         let mut applied = Vec::new();
+        self.dispatch(index, outputs, &mut applied)?;
+        let Some(outputs) = self.cluster.retain(index, &mut self.timeline)? else {
+            return Ok(());
+        };
+        self.dispatch(index, outputs, &mut applied)?;
+        if self.cluster.end_round(index, before, &applied, &self.timeline)? {
+            self.faults.on_elected(index, self.cluster.life(index), &mut self.timeline);
+            self.operator.on_elected(index, &mut self.rng_fault, &mut self.timeline);
+        }
+        self.availability.check_stable(&self.cluster, index, &self.timeline)?;
+        self.cluster.schedule_sync(index, &mut self.timeline);
+        Ok(())
+    }
+
+    /// What node `index` released, in order: messages to the network, applied entries to the
+    /// checks (and the clients waiting for them), replies to the operator or the clients.
+    fn dispatch(
+        &mut self,
+        index: usize,
+        outputs: Vec<Output>,
+        applied: &mut Vec<Vec<Entry>>,
+    ) -> Result<(), Violation> {
         for output in outputs {
             match output {
                 Output::Send(message) => {
@@ -186,27 +240,23 @@ impl World {
                 }
                 // The core applies before it answers a read: the read sees what was applied.
                 Output::Apply(entries) => {
-                    self.cluster.on_apply(index, &entries);
+                    let answers = self.cluster.on_apply(index, &entries);
+                    self.workload.route_answers(answers, &self.network, &mut self.timeline);
                     applied.push(entries);
                 }
                 Output::Restored(meta) => self.cluster.on_restored(index, meta),
                 Output::Reply(reply) => {
                     let read_len = self.cluster.check_reply(index, &reply, &self.timeline)?;
-                    if self.operator.owns(reply.request()) {
+                    if self.cluster.serves(index, reply.request()) {
+                        let answers = self.cluster.on_client_reply(index, &reply, read_len);
+                        self.workload.route_answers(answers, &self.network, &mut self.timeline);
+                    } else if self.operator.owns(reply.request()) {
                         let t = &mut self.timeline;
                         self.operator.on_reply(&reply, &self.cluster, &mut self.rng_fault, t);
-                    } else {
-                        self.workload.route_reply(reply, read_len, &self.network, &mut self.timeline);
                     }
                 }
             }
         }
-        if self.cluster.end_round(index, before, &applied, &self.timeline)? {
-            self.faults.on_elected(index, self.cluster.life(index), &mut self.timeline);
-            self.operator.on_elected(index, &mut self.rng_fault, &mut self.timeline);
-        }
-        self.availability.check_stable(&self.cluster, index, &self.timeline)?;
-        self.cluster.schedule_sync(index, &mut self.timeline);
         Ok(())
     }
 
@@ -254,6 +304,9 @@ impl World {
             leader_changes: self.cluster.leader_changes,
             committed: self.cluster.committed().len() as u64,
             clients: self.workload.tally(),
+            sessions: self.workload.stats,
+            admissions: self.cluster.admissions,
+            follow: self.followers.stats,
             coverage: self.cluster.coverage,
             operator: self.operator.stats,
             changes_committed: self.cluster.committed_changes(),
