@@ -152,6 +152,9 @@ enum Command {
         /// Command size in bytes
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// Append through client sessions (exactly once), as `replog append` does
+        #[arg(long)]
+        sessions: bool,
         /// Print the result as JSON
         #[arg(long)]
         json: bool,
@@ -187,8 +190,8 @@ fn main() {
         Command::Status { target, json } => status(&target, json),
         Command::Member { action } => member::run(action),
         Command::Cluster { nodes, base_port, data_dir } => cluster::run(nodes, base_port, &data_dir),
-        Command::Bench { target, clients, duration, size, json } => {
-            bench::run(&target, clients, duration, size, json)
+        Command::Bench { target, clients, duration, size, sessions, json } => {
+            bench::run(&target, clients, duration, size, sessions, json)
         }
     };
     if let Err(message) = result {

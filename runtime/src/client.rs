@@ -570,7 +570,20 @@ impl Pipelined {
         check_size(&command)?;
         let request = self.next_request;
         self.next_request += 1;
-        if self.connection.queue(&Frame::Append { request, command }) {
+        self.queue(&Frame::Append { request, command })
+    }
+
+    /// Queues request `seq` of session `client` (exactly once: see `session.rs`), one command.
+    pub fn queue_session_append(&mut self, client: u64, seq: u64, command: Vec<u8>) -> Result<(), ClientError> {
+        check_size(&command)?;
+        let request = self.next_request;
+        self.next_request += 1;
+        let commands = vec![command];
+        self.queue(&Frame::SessionAppend { request, client, seq, since: 0, expect_last: None, commands })
+    }
+
+    fn queue(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        if self.connection.queue(frame) {
             return Ok(());
         }
         let error = io::Error::new(io::ErrorKind::WouldBlock, "the send queue is full");

@@ -369,8 +369,15 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(APPEND_RESULT);
             put_u64(out, *request);
             match result {
-                AppendResult::Committed { index, term, id, count } => {
+                // One command: the answer clients of earlier versions read (tag 0).
+                AppendResult::Committed { index, term, id, count: 1 } => {
                     out.push(0);
+                    for value in [*index, *term, *id] {
+                        put_u64(out, value);
+                    }
+                }
+                AppendResult::Committed { index, term, id, count } => {
+                    out.push(5);
                     for value in [*index, *term, *id, *count] {
                         put_u64(out, value);
                     }
@@ -776,6 +783,12 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     index: reader.u64()?,
                     term: reader.u64()?,
                     id: reader.u64()?,
+                    count: 1,
+                },
+                5 => AppendResult::Committed {
+                    index: reader.u64()?,
+                    term: reader.u64()?,
+                    id: reader.u64()?,
                     count: reader.u64()?,
                 },
                 1 => {
@@ -924,10 +937,12 @@ mod tests {
                 commands: vec![b"a".to_vec(), Vec::new()],
             });
         }
-        round_trip(Frame::AppendResult {
-            request: 3,
-            result: AppendResult::Committed { index: 9, term: 3, id: 12, count: 2 },
-        });
+        for count in [1, 2] {
+            round_trip(Frame::AppendResult {
+                request: 3,
+                result: AppendResult::Committed { index: 9, term: 3, id: 12, count },
+            });
+        }
         for refusal in [
             SessionRefusal::UnknownSession,
             SessionRefusal::SessionsDropped { commit: 5 },
