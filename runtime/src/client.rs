@@ -574,7 +574,12 @@ impl Pipelined {
     }
 
     /// Queues request `seq` of session `client` (exactly once: see `session.rs`), one command.
-    pub fn queue_session_append(&mut self, client: u64, seq: u64, command: Vec<u8>) -> Result<(), ClientError> {
+    pub fn queue_session_append(
+        &mut self,
+        client: u64,
+        seq: u64,
+        command: Vec<u8>,
+    ) -> Result<(), ClientError> {
         check_size(&command)?;
         let request = self.next_request;
         self.next_request += 1;
