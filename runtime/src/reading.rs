@@ -159,11 +159,9 @@ mod tests {
     }
 
     /// (first_id, last_id, [(id, index, data)]) of an answer, or its failure.
-    fn read(
-        driver: &mut Driver<RealFs>,
-        from_id: u64,
-        max: u32,
-    ) -> Result<(u64, u64, Vec<(u64, u64, String)>), String> {
+    type Answer = Result<(u64, u64, Vec<(u64, u64, String)>), String>;
+
+    fn read(driver: &mut Driver<RealFs>, from_id: u64, max: u32) -> Answer {
         match commands_page(driver, from_id, max) {
             Frame::CommandsResult { first_id, last_id, commands } => {
                 let commands = commands
