@@ -5,8 +5,12 @@
 //! every node (state machine safety, §5.4.3), so a reader may move between nodes and resume
 //! at the next ID without a gap or a duplicate.
 //!
-//! IDs and entries map through the driver ([`Driver::index_of_command`],
-//! [`Driver::command_id`]); which commands an entry holds, through [`commands_of`] alone.
+//! IDs and entries map through the driver, and this relies on no more than: `command_id(index)`
+//! is the ID of the first command the entry at `index` holds (for an entry holding none, the
+//! ID the next command takes), and `index_of_command(id)` is the index of the entry holding
+//! command `id`. Which commands an entry holds is said by [`commands_of`] alone, so an entry
+//! holding several commands (IDs `command_id(index)` to `command_id(index) + k - 1`) needs a
+//! change there only.
 
 use crate::codec::{CommandRecord, Frame};
 use crate::driver::Driver;

@@ -158,6 +158,66 @@ fn query_by_id_refuses_bad_ranges_and_says_when_nothing_is_there_yet() {
     let (code, out, err) = cluster.cli(&["follow", "-t", &node, "--from", "2"]);
     assert_eq!((code, out.as_str()), (1, ""), "{err}");
     assert!(err.contains("no longer holds ID 2: IDs before 10 were trimmed"), "{err}");
+
+    // Without --from, `follow` prints only what commits after it started.
+    let follower = Follower::start(&cluster, &["-t", &node]);
+    let deadline = Instant::now() + 10 * SECOND;
+    let mut appended = 0;
+    while follower.count() == 0 && Instant::now() < deadline {
+        appended += 1;
+        client::append(&node, format!("new-{appended}").as_bytes(), 5 * SECOND).expect("append");
+        sleep(Duration::from_millis(200));
+    }
+    // Wait (bounded) for the last append to show.
+    let last = format!("\"new-{appended}\"");
+    let deadline = Instant::now() + 5 * SECOND;
+    while !follower.lines.lock().unwrap().last().is_some_and(|line| line.contains(&last)) {
+        assert!(Instant::now() < deadline, "follow printed {:?}", follower.lines.lock().unwrap());
+        sleep(Duration::from_millis(20));
+    }
+    let lines = follower.stop();
+    let first_new = lines[0].split("ID:").nth(1).and_then(|rest| rest.split(' ').next()).expect("an ID");
+    let first_new: usize = first_new.parse().expect("a number");
+    assert!(first_new > 20, "{lines:?}");
+    let expected: Vec<String> = (first_new..=20 + appended)
+        .enumerate()
+        .map(|(k, id)| {
+            format!(
+                "  {}. ID:{id} Term:1 Committed:true Command:Operation {{ data: \"new-{}\" }}",
+                k + 1,
+                id - 20
+            )
+        })
+        .collect();
+    assert_eq!(lines, expected);
+}
+
+#[test]
+fn follow_keeps_trying_while_no_member_answers_and_says_so() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("replog-e2e-read-unreachable-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("test dir");
+    let port = replog_tests::free_ports(1)[0];
+    let stderr = std::fs::File::create(dir.join("follow.log")).expect("follow log");
+    let mut child = Command::new(replog_binary())
+        .args(["follow", "-t", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawning replog follow");
+    let deadline = Instant::now() + 15 * SECOND;
+    let mut notes = String::new();
+    while Instant::now() < deadline && !notes.contains("still trying") {
+        sleep(Duration::from_millis(100));
+        notes = std::fs::read_to_string(dir.join("follow.log")).unwrap_or_default();
+    }
+    let running = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(notes.contains("no member answered within"), "{notes}");
+    assert!(notes.contains("still trying (resuming at the end; Ctrl-C to stop)"), "{notes}");
+    assert!(running, "follow gave up: {notes}");
 }
 
 /// A `replog follow` child, killed by its PID when dropped; its stdout lines are gathered by a
