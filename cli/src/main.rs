@@ -99,7 +99,8 @@ enum Command {
         #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
         from: Option<u64>,
         /// Up to this command ID (inclusive)
-        #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "last")]
+        #[arg(long, value_name = "ID", conflicts_with = "last",
+              value_parser = clap::value_parser!(u64).range(1..))]
         to: Option<u64>,
         /// Only the newest N committed commands (at or after --from)
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

@@ -78,7 +78,6 @@ fn read_commands<F: FileSystem>(
     // entries from it hold at least `max` commands or reach the commit index first.
     let from = driver.index_of_command(from_id);
     let commit = driver.node().commit();
-    assert!(from <= commit, "command {from_id} (at {from}) is at most the last committed, {last_id}");
     let to = commit.min(from.plus(max as u64 - 1));
     // Entry::size_bytes is at least a command's length, so this reads enough entries; the
     // encoded sizes then decide where the page ends.
@@ -101,8 +100,9 @@ fn read_commands<F: FileSystem>(
         }
     }
     if commands.first().map(|command| command.id) != Some(from_id) {
-        // The ID <-> index mapping disagrees with the entries: a bug, but not one to stop the
-        // node for on a read path. The reader reports it.
+        // The ID <-> index mapping disagrees with the entries (or put `from_id`'s entry past
+        // the commit index): a bug, but not one to stop the node for on a read path. The
+        // reader reports it.
         warn!("reading commands from ID {from_id}: the entry at {from} does not hold it");
         let reason = format!("command {from_id} is not where the log's index says (at {from})");
         return Ok(Frame::Failed { reason });
