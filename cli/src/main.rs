@@ -1,13 +1,13 @@
 //! The replog command line: `start`, `append`, `query` as the seed describes them, plus
 //! `status`, `cluster` (a local cluster in one command) and `bench` (a closed-loop load test).
 
+mod append;
 mod bench;
 mod cluster;
 mod member;
 mod read;
 
 use clap::{Parser, Subcommand};
-use replog_core::Payload;
 use replog_runtime::retention::Retention;
 use replog_runtime::storage::{StorageOptions, SEGMENT_BYTES_MAX_DEFAULT};
 use replog_runtime::NodeOptions;
@@ -74,18 +74,10 @@ enum Command {
               value_parser = clap::value_parser!(u64).range(4096..))]
         segment_bytes: u64,
     },
-    /// Append a command to the log; returns once it is committed.
-    Append {
-        /// Target node address (any node: followers redirect to the leader)
-        #[arg(short, long, default_value = "127.0.0.1:8080")]
-        target: String,
-        /// Command to append
-        #[arg(short, long)]
-        command: String,
-        /// Give up after this many seconds without a leader
-        #[arg(long, default_value_t = 5.0)]
-        timeout: f64,
-    },
+    /// Append a command to the log (or several, as one batch: all or nothing, in order);
+    /// returns once it is committed. Exactly once: retried through lost answers and leader
+    /// changes within the timeout, and never appended twice.
+    Append(append::AppendArgs),
     /// Query the current log state of one node.
     Query {
         /// Target node address
@@ -220,7 +212,7 @@ fn main() {
         }
         Command::Trim { target, before } => trim(&target, before),
         Command::TransferLeader { target, to, timeout } => transfer_leader(&target, to.as_deref(), timeout),
-        Command::Append { target, command, timeout } => append(&target, &command, timeout),
+        Command::Append(args) => append::run(args),
         Command::Query { target, linearizable, from, to, last, json } => {
             let range = read::Range { from, to, last };
             if range.is_given() || json {
@@ -323,16 +315,6 @@ fn start(
     replog_runtime::run(options, shutdown).map_err(|e| e.to_string())
 }
 
-fn append(target: &str, command: &str, timeout: f64) -> Result<(), String> {
-    let deadline = Duration::from_secs_f64(timeout.max(0.1));
-    let appended = client::append(target, command.as_bytes(), deadline).map_err(|e| e.to_string())?;
-    println!(
-        "✅ Committed: ID:{} Term:{} (log index {}, leader {})",
-        appended.id, appended.term, appended.index, appended.leader
-    );
-    Ok(())
-}
-
 fn transfer_leader(target: &str, to: Option<&str>, timeout: f64) -> Result<(), String> {
     let timeout = Duration::from_secs_f64(timeout.max(0.1));
     let (leader, took) = client::transfer_leader(target, to, timeout).map_err(|e| e.to_string())?;
@@ -360,9 +342,16 @@ fn query(target: &str, linearizable: bool) -> Result<(), String> {
     let commands: Vec<_> = entries
         .iter()
         .filter_map(|queried| match (&queried.entry.payload, queried.id) {
-            (Payload::Command(data), Some(id)) => Some((&queried.entry, id, data)),
+            (payload, Some(id)) => Some(
+                payload
+                    .commands()
+                    .iter()
+                    .enumerate()
+                    .map(move |(k, data)| (&queried.entry, id + k as u64, data)),
+            ),
             _ => None,
         })
+        .flatten()
         .collect();
     println!("📋 Log entries ({} total):", commands.len());
     for (position, (entry, id, data)) in commands.iter().enumerate() {

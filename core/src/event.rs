@@ -2,7 +2,22 @@
 
 use crate::membership::MembershipChange;
 use crate::message::Message;
-use crate::types::{Bytes, Entry, LogIndex, NodeId, RequestId, Snapshot, Term};
+use crate::types::{Entry, LogIndex, NodeId, Payload, RequestId, Snapshot, Term};
+
+/// Formats proposed payloads as a trace shows them: a command as its bytes, a session's
+/// request as `client#seq[commands]`.
+#[must_use]
+pub fn fmt_payloads(payloads: &[Payload]) -> String {
+    let shown: Vec<String> = payloads
+        .iter()
+        .map(|payload| match payload {
+            Payload::Command(data) => format!("{data:?}"),
+            Payload::Request(request) => format!("{}#{}{:?}", request.client, request.seq, request.commands),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    format!("[{}]", shown.join(", "))
+}
 
 /// One input to [`Node::step`](crate::Node::step).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -11,12 +26,13 @@ pub enum Event {
     Tick,
     /// A message arrived from a peer.
     Receive(Message),
-    /// A client asks to append these commands, in this order. Answered by one `Reply`.
+    /// Clients ask to append these entries, in this order. Answered by one `Reply`.
     Propose {
         /// Chosen by the driver, echoed in the reply.
         request: RequestId,
-        /// The commands, one entry each, appended contiguously.
-        commands: Vec<Bytes>,
+        /// One entry each, appended contiguously: client payloads only
+        /// ([`Payload::is_client`]), never a no-op or a configuration.
+        payloads: Vec<Payload>,
     },
     /// A client asks for a linearizable read point (dissertation §6.4, ReadIndex). Answered by
     /// `Reply::ReadReady` once the node has applied everything the read must see.

@@ -132,9 +132,11 @@ impl Leader {
 }
 
 impl LeaderCtx<'_> {
-    pub(crate) fn propose(&mut self, request: RequestId, commands: Vec<Bytes>) {
+    pub(crate) fn propose(&mut self, request: RequestId, payloads: Vec<Payload>) {
         let shared = &mut *self.shared;
-        if commands.is_empty() {
+        // The protocol's own entries are never a client's to propose: a driver bug.
+        assert!(payloads.iter().all(Payload::is_client), "proposed a payload no client may propose");
+        if payloads.is_empty() || payloads.iter().any(|payload| payload.commands().is_empty()) {
             shared.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Empty }));
             return;
         }
@@ -148,16 +150,16 @@ impl LeaderCtx<'_> {
             return;
         }
         let uncommitted = shared.log.last_index().0 - shared.commit.0;
-        if uncommitted + commands.len() as u64 > shared.config.uncommitted_entries_max {
+        if uncommitted + payloads.len() as u64 > shared.config.uncommitted_entries_max {
             shared.out.push(Action::Reply(Reply::Rejected { request, reason: RejectReason::Overloaded }));
             return;
         }
         let first = shared.log.last_index().next();
         let term = shared.term;
-        let entries: Vec<Entry> = commands
+        let entries: Vec<Entry> = payloads
             .into_iter()
             .enumerate()
-            .map(|(i, data)| Entry { index: first.plus(i as u64), term, payload: Payload::Command(data) })
+            .map(|(i, payload)| Entry { index: first.plus(i as u64), term, payload })
             .collect();
         let last = entries.last().expect("non-empty proposal").index;
         shared.append_entries(entries);

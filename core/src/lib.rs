@@ -111,7 +111,7 @@ mod types;
 pub use action::{Action, RejectReason, Reply};
 pub use bugs::Bug;
 pub use config::{Config, ConfigError};
-pub use event::Event;
+pub use event::{fmt_payloads, Event};
 pub use log::LogError;
 pub use marks::Marks;
 pub use membership::{ChangeRefusal, Member, MemberRole, Membership, MembershipChange};
@@ -119,6 +119,6 @@ pub use message::{AppendOutcome, Body, Message};
 pub use node::{Node, Recovered, StartError};
 pub use status::{PeerStatus, RoleKind, Status};
 pub use types::{
-    checksum, Bytes, Entry, HardState, LogIndex, NodeId, PartialSnapshot, Payload, RequestId, Snapshot,
-    SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES,
+    checksum, Bytes, ClientId, ClientRequest, Entry, HardState, LogIndex, NodeId, PartialSnapshot, Payload,
+    RequestId, Snapshot, SnapshotMeta, Term, ENTRY_OVERHEAD_BYTES,
 };

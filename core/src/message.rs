@@ -257,6 +257,9 @@ pub fn fmt_entries(f: &mut fmt::Formatter<'_>, entries: &[Entry]) -> fmt::Result
             Payload::Noop => write!(f, " noop")?,
             Payload::Command(data) => write!(f, " {data:?}")?,
             Payload::Config(membership) => write!(f, " config{membership}")?,
+            Payload::Request(request) => {
+                write!(f, " {}#{}{:?}", request.client, request.seq, request.commands)?;
+            }
         }
     }
     write!(f, "]")

@@ -15,8 +15,7 @@ use crate::message::{AppendOutcome, Body, Message};
 use crate::progress::ReplicationState;
 use crate::status::{PeerStatus, RoleKind, Status};
 use crate::types::{
-    Bytes, Entry, HardState, LogIndex, NodeId, PartialSnapshot, Payload, RequestId, Snapshot, SnapshotMeta,
-    Term,
+    Entry, HardState, LogIndex, NodeId, PartialSnapshot, Payload, RequestId, Snapshot, SnapshotMeta, Term,
 };
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -260,7 +259,7 @@ impl Node {
         match event {
             Event::Tick => self.on_tick(),
             Event::Receive(message) => self.on_receive(message),
-            Event::Propose { request, commands } => self.on_propose(request, commands),
+            Event::Propose { request, payloads } => self.on_propose(request, payloads),
             Event::Read { request } => self.on_read(request),
             Event::LogPersisted { index, term } => {
                 if self.shared.log.mark_persisted(index, term) {
@@ -554,9 +553,9 @@ impl Node {
         shared.send(from, reply_term, Body::VoteResponse { pre_vote, granted });
     }
 
-    fn on_propose(&mut self, request: RequestId, commands: Vec<Bytes>) {
+    fn on_propose(&mut self, request: RequestId, payloads: Vec<Payload>) {
         match self.as_leader() {
-            Some(mut leader) => leader.propose(request, commands),
+            Some(mut leader) => leader.propose(request, payloads),
             None => self.reply_not_leader(request),
         }
     }

@@ -280,7 +280,9 @@ impl Cluster {
         let header = match &event {
             Event::Tick => format!("{id} tick"),
             Event::Receive(message) => format!("{id} recv {message}"),
-            Event::Propose { request, commands } => format!("{id} propose {request} {commands:?}"),
+            Event::Propose { request, payloads } => {
+                format!("{id} propose {request} {}", crate::event::fmt_payloads(payloads))
+            }
             Event::Read { request } => format!("{id} read {request}"),
             Event::LogPersisted { index, term } => format!("{id} persisted {index}/{term}"),
             Event::LogRead { peer, entries } => match (entries.first(), entries.last()) {
@@ -542,8 +544,8 @@ impl Cluster {
     pub fn propose(&mut self, id: NodeId, commands: &[&str]) -> RequestId {
         let request = RequestId(self.next_request);
         self.next_request += 1;
-        let commands = commands.iter().map(|&text| Bytes::from(text)).collect();
-        self.step(id, Event::Propose { request, commands });
+        let payloads = commands.iter().map(|&text| Payload::Command(Bytes::from(text))).collect();
+        self.step(id, Event::Propose { request, payloads });
         request
     }
 
@@ -625,6 +627,10 @@ impl Cluster {
                             Payload::Noop => format!("{}", entry.term.0),
                             Payload::Command(data) => format!("{}:{data:?}", entry.term.0),
                             Payload::Config(membership) => format!("{}:config{membership}", entry.term.0),
+                            Payload::Request(request) => format!(
+                                "{}:{}#{}{:?}",
+                                entry.term.0, request.client, request.seq, request.commands
+                            ),
                         })
                         .collect();
                     let membership = match node.membership() {

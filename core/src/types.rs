@@ -42,6 +42,12 @@ id_newtype!(
     RequestId,
     "r"
 );
+id_newtype!(
+    /// A client session (dissertation §6.3): chosen by the client (random), it names the
+    /// sequence its requests are numbered in, so a retried request is recognised.
+    ClientId,
+    "c"
+);
 
 impl Term {
     /// The term before any election: a fresh node's term, and the term of "index 0".
@@ -102,6 +108,12 @@ impl Bytes {
     }
 }
 
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 impl From<&[u8]> for Bytes {
     fn from(bytes: &[u8]) -> Bytes {
         Bytes(Arc::from(bytes))
@@ -140,7 +152,27 @@ pub enum Payload {
     /// A new configuration (dissertation §4.1): in force on every server from the moment the
     /// entry is in its log.
     Config(Membership),
+    /// A client session's request (dissertation §6.3): its commands, in order, in one entry so
+    /// they commit together or not at all. The core never looks inside; the driver's state
+    /// machine keeps the session table that makes retries of `(client, seq)` exactly-once.
+    Request(ClientRequest),
 }
+
+/// One request of a client session: what a [`Payload::Request`] entry carries.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClientRequest {
+    /// The session.
+    pub client: ClientId,
+    /// The request's number in its session, from 1; a retry carries the same number.
+    pub seq: u64,
+    /// The commands, at least one.
+    pub commands: Vec<Bytes>,
+}
+
+/// Bytes a [`ClientRequest`] counts for beyond its commands' bytes: client and seq, and a
+/// length per command.
+const REQUEST_OVERHEAD_BYTES: u64 = 16;
+const REQUEST_COMMAND_OVERHEAD_BYTES: u64 = 8;
 
 impl Payload {
     /// Bytes it counts for beyond [`ENTRY_OVERHEAD_BYTES`]: a command's length; for a
@@ -154,7 +186,33 @@ impl Payload {
             Payload::Config(membership) => {
                 membership.members.values().map(|member| 64 + 2 * member.address.len() as u64).sum()
             }
+            Payload::Request(request) => {
+                REQUEST_OVERHEAD_BYTES
+                    + request
+                        .commands
+                        .iter()
+                        .map(|command| REQUEST_COMMAND_OVERHEAD_BYTES + command.len() as u64)
+                        .sum::<u64>()
+            }
         }
+    }
+
+    /// The client commands it carries, in order (each takes one command ID): none for a no-op
+    /// or a configuration.
+    #[must_use]
+    pub fn commands(&self) -> &[Bytes] {
+        match self {
+            Payload::Noop | Payload::Config(_) => &[],
+            Payload::Command(data) => std::slice::from_ref(data),
+            Payload::Request(request) => &request.commands,
+        }
+    }
+
+    /// Whether a client may propose it (a command or a session's request), as opposed to the
+    /// entries the protocol writes itself.
+    #[must_use]
+    pub fn is_client(&self) -> bool {
+        matches!(self, Payload::Command(_) | Payload::Request(_))
     }
 }
 

@@ -316,7 +316,10 @@ fn a_lagging_follower_is_served_from_disk_once_entries_leave_memory() {
     for i in 0..40 {
         let actions = cluster.step(
             n(1),
-            Event::Propose { request: RequestId(1000 + i), commands: vec![Bytes::from("0123456789")] },
+            Event::Propose {
+                request: RequestId(1000 + i),
+                payloads: vec![Payload::Command(Bytes::from("0123456789"))],
+            },
         );
         reads += actions.iter().filter(|a| matches!(a, Action::ReadLog { .. })).count();
         cluster.deliver_all();

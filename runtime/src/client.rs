@@ -87,6 +87,12 @@ pub enum ClientError {
         /// The frame's kind.
         frame: &'static str,
     },
+    /// A conditional append's condition did not hold: the log's last command ID is `last_id`.
+    /// Nothing was appended.
+    ConditionFailed {
+        /// The last command ID in the leader's log.
+        last_id: u64,
+    },
     /// The node could not serve the request, and said why.
     Failed {
         /// The node.
@@ -120,6 +126,13 @@ pub enum ClientError {
 pub enum Uncertain {
     /// The node said so (leadership changed before the entry committed), in its words.
     Reported(String),
+    /// No answer came before the deadline, after an attempt that may have been appended.
+    Deadline {
+        /// How long it tried.
+        waited: Duration,
+        /// What went wrong last.
+        last: Option<String>,
+    },
     /// The connection broke after the request was sent.
     ConnectionLost {
         /// The node.
@@ -160,6 +173,9 @@ impl fmt::Display for ClientError {
                 write!(f, "unexpected answer from {address} (a {frame} frame)")
             }
             ClientError::Failed { address, reason } => write!(f, "{address} failed: {reason}"),
+            ClientError::ConditionFailed { last_id } => {
+                write!(f, "condition failed: the last command ID is {last_id}; nothing was appended")
+            }
             ClientError::Trimmed { address, from_id, first_id } => write!(
                 f,
                 "{address} no longer holds ID {from_id}: IDs before {first_id} were trimmed (retention or `replog trim`)"
@@ -180,6 +196,13 @@ impl fmt::Display for Uncertain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Uncertain::Reported(reason) => write!(f, "{reason}"),
+            Uncertain::Deadline { waited, last } => {
+                write!(f, "no answer within {:.1}s; the command may or may not be in the log", waited.as_secs_f64())?;
+                match last {
+                    Some(last) => write!(f, " (last: {last})"),
+                    None => Ok(()),
+                }
+            }
             Uncertain::ConnectionLost { address, error } => write!(
                 f,
                 "lost the connection to {address} after sending ({error}); the command may or may not be in the log: query to check"
@@ -488,6 +511,12 @@ impl Link {
         self.address
     }
 
+    /// Gives up on each later call after `timeout`.
+    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))?;
+        self.stream.set_write_timeout(Some(timeout))
+    }
+
     /// Appends one command at this node and waits for the commit. A failure to send leaves
     /// the log untouched ([`ClientError::Io`]); a connection lost after sending makes the
     /// outcome unknown.
@@ -611,7 +640,8 @@ impl Pipelined {
 /// What an append's answer means for the caller.
 fn appended(result: AppendResult, address: SocketAddr) -> Result<Appended, ClientError> {
     match result {
-        AppendResult::Committed { index, term, id } => Ok(Appended { id, index, term, leader: address }),
+        AppendResult::Committed { index, term, id, .. } => Ok(Appended { id, index, term, leader: address }),
+        AppendResult::Refused(refusal) => Err(ClientError::Rejected { reason: refusal.to_string() }),
         AppendResult::NotLeader { leader } => Err(ClientError::NotLeader { address, leader }),
         AppendResult::Failed { reason, retry: true } => Err(ClientError::Rejected { reason }),
         AppendResult::Failed { reason, retry: false } => {

@@ -3,19 +3,20 @@
 //! gathered into one batch a round, proposals and linearizable reads waiting for the core's
 //! replies, query pages and status answers.
 
-use crate::codec::{AppendResult, Frame, MemberRequest, QueriedEntry};
+use crate::codec::{request_extra_bytes, AppendResult, Frame, MemberRequest, QueriedEntry};
 use crate::connection::{Caller, Closed, Connection, Violation};
-use crate::driver::Driver;
+use crate::driver::{Admission, Driver, SessionAppend};
 use crate::fs::RealFs;
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
 use crate::members::Members;
 use crate::reading::{self, ReadKind};
+use crate::sessions::Outcome;
 use crate::status::StatusReport;
 use crate::storage::StorageError;
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 use replog_core::{
-    Bytes, Entry, Event, LogIndex, Membership, NodeId, Payload, RejectReason, Reply, RequestId,
+    Bytes, ClientId, Entry, Event, LogIndex, Membership, NodeId, Payload, RejectReason, Reply, RequestId,
 };
 use std::collections::BTreeMap;
 use std::io;
@@ -76,8 +77,18 @@ struct Accepted {
     caller: Caller,
 }
 
-/// Clients waiting on one proposal: (connection, client's request id), one per command.
-type Waiting = Vec<(Token, u64)>;
+/// Clients waiting on one proposal: for each of its entries, in order, who waits for it
+/// (connection, client's request id): one, or more when a session's request came again.
+type Waiting = Vec<Vec<(Token, u64)>>;
+
+/// A client waiting for a session's request that is in the log to be applied.
+#[derive(Debug)]
+struct InLogWait {
+    token: Token,
+    client_request: u64,
+    client: ClientId,
+    seq: u64,
+}
 
 /// A linearizable query waiting for its read to be confirmed.
 #[derive(Debug)]
@@ -97,6 +108,10 @@ pub struct Clients {
     next_token: usize,
     /// Appends received this round, proposed together at its end (group commit).
     batch: Vec<(Token, u64, Bytes)>,
+    /// Session appends received this round, screened and proposed with them.
+    session_batch: Vec<(Token, u64, SessionAppend)>,
+    /// Session requests found in the log, by index: answered when it is applied.
+    in_log: BTreeMap<LogIndex, Vec<InLogWait>>,
     proposals: BTreeMap<RequestId, Waiting>,
     /// Membership changes waiting for the core's reply: the connection that asked.
     changes: BTreeMap<RequestId, Token>,
@@ -113,6 +128,8 @@ impl Clients {
             accepted: BTreeMap::new(),
             next_token: first_token.0,
             batch: Vec::new(),
+            session_batch: Vec::new(),
+            in_log: BTreeMap::new(),
             proposals: BTreeMap::new(),
             changes: BTreeMap::new(),
             reads: BTreeMap::new(),
@@ -178,20 +195,84 @@ impl Clients {
         })
     }
 
-    /// The appends gathered this round as one proposal, if there were any.
-    pub fn take_proposal(&mut self) -> Option<Event> {
-        if self.batch.is_empty() {
+    /// The appends gathered this round as one proposal, if there were any. Session appends
+    /// are screened first (`Driver::admit`): those committed already, in the log already, or
+    /// refused are answered (or wait) without being proposed again.
+    pub fn take_proposal(&mut self, driver: &Driver<RealFs>) -> Option<Event> {
+        if self.batch.is_empty() && self.session_batch.is_empty() {
+            return None;
+        }
+        let mut waiting: Waiting = Vec::with_capacity(self.batch.len() + self.session_batch.len());
+        let mut payloads = Vec::with_capacity(waiting.capacity());
+        for (token, client_request, command) in self.batch.drain(..) {
+            waiting.push(vec![(token, client_request)]);
+            payloads.push(Payload::Command(command));
+        }
+        let sessions = std::mem::take(&mut self.session_batch);
+        let appends: Vec<SessionAppend> = sessions.iter().map(|(_, _, append)| append.clone()).collect();
+        // Where each admitted append's entry sits in the proposal.
+        let mut slot_of: Vec<Option<usize>> = Vec::with_capacity(appends.len());
+        for ((token, client_request, append), admission) in sessions.into_iter().zip(driver.admit(&appends)) {
+            let mut slot = None;
+            match admission {
+                Admission::Propose(payload) => {
+                    slot = Some(payloads.len());
+                    waiting.push(vec![(token, client_request)]);
+                    payloads.push(payload);
+                }
+                Admission::SameAs(earlier) => {
+                    slot = slot_of[earlier];
+                    let slot = slot.expect("an append is the same as an earlier one that was proposed");
+                    waiting[slot].push((token, client_request));
+                }
+                Admission::Committed(outcome) => self.queue(token, &committed(client_request, outcome)),
+                Admission::InLog(index) => {
+                    let wait = InLogWait { token, client_request, client: append.client, seq: append.seq };
+                    self.in_log.entry(index).or_default().push(wait);
+                }
+                Admission::Refused(refusal) => {
+                    let result = AppendResult::Refused(refusal);
+                    self.queue(token, &Frame::AppendResult { request: client_request, result });
+                }
+            }
+            slot_of.push(slot);
+        }
+        if payloads.is_empty() {
             return None;
         }
         let request = self.new_request();
-        let mut waiting = Vec::with_capacity(self.batch.len());
-        let mut commands = Vec::with_capacity(self.batch.len());
-        for (token, client_request, command) in self.batch.drain(..) {
-            waiting.push((token, client_request));
-            commands.push(command);
-        }
         self.proposals.insert(request, waiting);
-        Some(Event::Propose { request, commands })
+        Some(Event::Propose { request, payloads })
+    }
+
+    /// Answers the clients waiting for session requests among these applied entries: with the
+    /// entry's outcome if it is their request, else (a new leader replaced it) with a retry.
+    pub fn on_applied(&mut self, entries: &[Entry], driver: &Driver<RealFs>) {
+        if self.in_log.is_empty() {
+            return;
+        }
+        for entry in entries {
+            let Some(waits) = self.in_log.remove(&entry.index) else {
+                continue;
+            };
+            for wait in waits {
+                let result = match &entry.payload {
+                    Payload::Request(request) if (request.client, request.seq) == (wait.client, wait.seq) => {
+                        AppendResult::Committed {
+                            index: entry.index.0,
+                            term: entry.term.0,
+                            id: driver.command_id(entry.index),
+                            count: request.commands.len() as u64,
+                        }
+                    }
+                    _ => AppendResult::Failed {
+                        reason: "a new leader replaced the entry before it committed; retry".into(),
+                        retry: true,
+                    },
+                };
+                self.queue(wait.token, &Frame::AppendResult { request: wait.client_request, result });
+            }
+        }
     }
 
     /// A request id for a membership change the connection `token` asked for; its answer goes
@@ -242,11 +323,13 @@ impl Clients {
         let Some(waiting) = self.proposals.remove(&reply.request()) else {
             return;
         };
-        for (position, (token, client_request)) in waiting.into_iter().enumerate() {
+        for (position, waiters) in waiting.into_iter().enumerate() {
             let result = match &reply {
                 Reply::Committed { first, term, .. } => {
-                    let index = first.0 + position as u64;
-                    AppendResult::Committed { index, term: term.0, id: driver.command_id(LogIndex(index)) }
+                    let index = first.plus(position as u64);
+                    let id = driver.command_id(index);
+                    let count = driver.command_id(index.next()) - id;
+                    AppendResult::Committed { index: index.0, term: term.0, id, count }
                 }
                 Reply::NotLeader { leader, .. } => AppendResult::NotLeader { leader: leader_address(*leader) },
                 Reply::Rejected { reason, .. } => AppendResult::Failed {
@@ -260,7 +343,9 @@ impl Clients {
                 },
                 Reply::ReadReady { .. } => continue,
             };
-            self.queue(token, &Frame::AppendResult { request: client_request, result });
+            for (token, client_request) in waiters {
+                self.queue(token, &Frame::AppendResult { request: client_request, result: result.clone() });
+            }
         }
     }
 
@@ -370,6 +455,33 @@ impl Clients {
                     self.batch.push((token, request, Bytes::from(command)));
                 }
             }
+            (
+                Caller::Unknown | Caller::Client,
+                Frame::SessionAppend { request, client, seq, since, expect_last, commands },
+            ) => {
+                accepted.caller = Caller::Client;
+                let bytes = request_extra_bytes(&commands) as u64;
+                if bytes > COMMAND_BYTES_MAX as u64 {
+                    let result = AppendResult::TooLarge { bytes, limit: COMMAND_BYTES_MAX as u64 };
+                    accepted.connection.queue(&Frame::AppendResult { request, result });
+                } else if commands.is_empty() || seq == 0 {
+                    let result = AppendResult::Failed {
+                        reason: "a session's request needs a sequence number from 1 and at least one command"
+                            .into(),
+                        retry: false,
+                    };
+                    accepted.connection.queue(&Frame::AppendResult { request, result });
+                } else {
+                    let append = SessionAppend {
+                        client: ClientId(client),
+                        seq,
+                        since: LogIndex(since),
+                        expect_last,
+                        commands: commands.into_iter().map(Bytes::from).collect(),
+                    };
+                    self.session_batch.push((token, request, append));
+                }
+            }
             (Caller::Unknown | Caller::Client, Frame::Query { from, max, linearizable }) => {
                 accepted.caller = Caller::Client;
                 if linearizable {
@@ -453,7 +565,7 @@ fn query_page(driver: &mut Driver<RealFs>, from: u64, max: u32) -> Frame {
     let entries = entries
         .into_iter()
         .map(|entry| {
-            let id = matches!(entry.payload, Payload::Command(_)).then(|| driver.command_id(entry.index));
+            let id = (!entry.payload.commands().is_empty()).then(|| driver.command_id(entry.index));
             QueriedEntry { entry, id }
         })
         .collect();
@@ -489,6 +601,13 @@ fn page(driver: &mut Driver<RealFs>, from: LogIndex, max: u32) -> Result<Vec<Ent
     Ok(entries)
 }
 
+/// The answer to a session's request that committed before.
+fn committed(client_request: u64, outcome: Outcome) -> Frame {
+    let Outcome { index, term, first_id, count } = outcome;
+    let result = AppendResult::Committed { index: index.0, term: term.0, id: first_id, count };
+    Frame::AppendResult { request: client_request, result }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,8 +626,8 @@ mod tests {
             .expect("a fresh folder opens");
         driver.step(Event::Campaign).unwrap();
         for (i, &size) in sizes.iter().enumerate() {
-            let commands = vec![Bytes::from(vec![b'x'; size])];
-            driver.step(Event::Propose { request: RequestId(i as u64), commands }).unwrap();
+            let payloads = vec![Payload::Command(Bytes::from(vec![b'x'; size]))];
+            driver.step(Event::Propose { request: RequestId(i as u64), payloads }).unwrap();
             driver.end_round(true).unwrap();
             driver.on_synced().unwrap();
         }

@@ -2,9 +2,11 @@
 //! a compact binary form. Decoding checks every length against what is left, so a malformed
 //! payload is an error, never a panic or a huge allocation.
 
+use crate::sessions::SessionRefusal;
 use crate::status::StatusReport;
 use replog_core::{
-    AppendOutcome, Body, Bytes, Entry, LogIndex, Membership, Message, NodeId, Payload, SnapshotMeta, Term,
+    AppendOutcome, Body, Bytes, ClientId, ClientRequest, Entry, LogIndex, Membership, Message, NodeId,
+    Payload, SnapshotMeta, Term,
 };
 use std::fmt;
 
@@ -29,6 +31,18 @@ pub enum Frame {
     Append {
         request: u64,
         command: Vec<u8>,
+    },
+    /// Client: a session's request (exactly once, `sessions.rs`): its commands as one entry,
+    /// appended only if `expect_last` (when given) is the log's last command ID. Answered by
+    /// `AppendResult`: `Committed` (also for a retry of a committed request), `Refused`, ...
+    SessionAppend {
+        request: u64,
+        client: u64,
+        seq: u64,
+        /// The commit index the client saw before it first sent this request.
+        since: u64,
+        expect_last: Option<u64>,
+        commands: Vec<Vec<u8>>,
     },
     /// Client: up to `max` entries from `from` on, with the commit index. A linearizable query
     /// is answered by the leader only after it confirmed its leadership with a quorum
@@ -158,6 +172,7 @@ impl Frame {
             Frame::Hello { .. } => "hello",
             Frame::Raft(_) => "raft",
             Frame::Append { .. } => "append",
+            Frame::SessionAppend { .. } => "session-append",
             Frame::Query { .. } => "query",
             Frame::Status => "status",
             Frame::Redirect { .. } => "redirect",
@@ -189,8 +204,11 @@ pub struct QueriedEntry {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AppendResult {
-    /// Committed at Raft `index` in `term`; `id` is its position among client commands.
-    Committed { index: u64, term: u64, id: u64 },
+    /// Committed at Raft `index` in `term`; `id` is the position of its (first) command among
+    /// client commands, and `count` how many commands the entry holds (IDs `id..id + count`).
+    Committed { index: u64, term: u64, id: u64, count: u64 },
+    /// A session's request refused by the leader; nothing appended.
+    Refused(SessionRefusal),
     /// Not the leader; the leader's client address if known.
     NotLeader { leader: Option<String> },
     /// Refused or uncertain; the text says which and what to do.
@@ -231,6 +249,10 @@ pub enum CodecError {
     BadMembership(String),
     /// A membership change naming no action.
     UnknownMemberAction,
+    /// A session's request with no command.
+    EmptyRequest,
+    /// A session refusal tag naming no refusal.
+    UnknownRefusal,
 }
 
 impl fmt::Display for CodecError {
@@ -251,6 +273,8 @@ impl fmt::Display for CodecError {
             CodecError::BadStatus(why) => write!(f, "bad status report: {why}"),
             CodecError::BadMembership(why) => write!(f, "bad configuration: {why}"),
             CodecError::UnknownMemberAction => f.write_str("unknown membership change"),
+            CodecError::EmptyRequest => f.write_str("a request with no command"),
+            CodecError::UnknownRefusal => f.write_str("unknown session refusal"),
         }
     }
 }
@@ -273,6 +297,7 @@ const TRANSFER_LEADER: u8 = 14;
 const TRANSFER_STARTED: u8 = 26;
 const CHANGE_MEMBERSHIP: u8 = 15;
 const MEMBERSHIP_CHANGED: u8 = 27;
+const SESSION_APPEND: u8 = 16;
 const READ_COMMANDS: u8 = 19;
 const COMMANDS_RESULT: u8 = 29;
 
@@ -310,8 +335,16 @@ impl QueriedEntry {
                 Payload::Noop => 0,
                 Payload::Command(data) => data.len(),
                 Payload::Config(membership) => membership_json(membership).len(),
+                Payload::Request(request) => request_extra_bytes(&request.commands),
             }
     }
+}
+
+/// What a session's request adds to an entry's encoding beyond `ENTRY_BYTES_MIN`: client, seq
+/// and count, and each command with its length. The limits keep it within `COMMAND_BYTES_MAX`,
+/// so a request fits wherever the largest command does.
+pub fn request_extra_bytes<T: AsRef<[u8]>>(commands: &[T]) -> usize {
+    8 + 8 + commands.iter().map(|command| 4 + command.as_ref().len()).sum::<usize>()
 }
 
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
@@ -349,6 +382,18 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_u64(out, *request);
             put_bytes(out, command);
         }
+        Frame::SessionAppend { request, client, seq, since, expect_last, commands } => {
+            out.push(SESSION_APPEND);
+            for value in [*request, *client, *seq, *since] {
+                put_u64(out, value);
+            }
+            out.push(u8::from(expect_last.is_some()));
+            put_u64(out, expect_last.unwrap_or(0));
+            out.extend_from_slice(&(commands.len() as u32).to_be_bytes());
+            for command in commands {
+                put_bytes(out, command);
+            }
+        }
         Frame::Query { from, max, linearizable } => {
             out.push(QUERY);
             put_u64(out, *from);
@@ -364,11 +409,15 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(APPEND_RESULT);
             put_u64(out, *request);
             match result {
-                AppendResult::Committed { index, term, id } => {
+                AppendResult::Committed { index, term, id, count } => {
                     out.push(0);
-                    put_u64(out, *index);
-                    put_u64(out, *term);
-                    put_u64(out, *id);
+                    for value in [*index, *term, *id, *count] {
+                        put_u64(out, value);
+                    }
+                }
+                AppendResult::Refused(refusal) => {
+                    out.push(4);
+                    put_refusal(out, refusal);
                 }
                 AppendResult::NotLeader { leader } => {
                     out.push(1);
@@ -542,6 +591,44 @@ fn put_entry(out: &mut Vec<u8>, entry: &Entry) {
             out.push(2);
             put_bytes(out, &membership_json(membership));
         }
+        Payload::Request(request) => {
+            out.push(3);
+            put_request(out, request);
+        }
+    }
+}
+
+/// A session's request: client, seq, then its commands (count, then each as bytes).
+fn put_request(out: &mut Vec<u8>, request: &ClientRequest) {
+    put_u64(out, request.client.0);
+    put_u64(out, request.seq);
+    out.extend_from_slice(&(request.commands.len() as u32).to_be_bytes());
+    for command in &request.commands {
+        put_bytes(out, command.as_slice());
+    }
+}
+
+fn put_refusal(out: &mut Vec<u8>, refusal: &SessionRefusal) {
+    match refusal {
+        SessionRefusal::UnknownSession => out.push(0),
+        SessionRefusal::SessionsDropped { commit } => {
+            out.push(1);
+            put_u64(out, *commit);
+        }
+        SessionRefusal::Forgotten { oldest } => {
+            out.push(2);
+            put_u64(out, *oldest);
+        }
+        SessionRefusal::TooFarAhead { newest, window } => {
+            out.push(3);
+            put_u64(out, *newest);
+            put_u64(out, *window);
+        }
+        SessionRefusal::ConditionFailed { last_id } => {
+            out.push(4);
+            put_u64(out, *last_id);
+        }
+        SessionRefusal::NotReady => out.push(5),
     }
 }
 
@@ -606,7 +693,7 @@ impl<'a> Reader<'a> {
             let entry = self.entry()?;
             let id = match (&entry.payload, self.u64()?) {
                 (Payload::Noop | Payload::Config(_), 0) => None,
-                (Payload::Command(_), id) if id > 0 => Some(id),
+                (Payload::Command(_) | Payload::Request(_), id) if id > 0 => Some(id),
                 _ => return Err(CodecError::CommandIdMismatch),
             };
             entries.push(QueriedEntry { entry, id });
@@ -634,9 +721,33 @@ impl<'a> Reader<'a> {
             }
             1 => Payload::Command(Bytes::from(self.bytes()?)),
             2 => Payload::Config(self.membership()?),
+            3 => Payload::Request(self.request()?),
             _ => return Err(CodecError::UnknownEntryKind),
         };
         Ok(Entry { index, term, payload })
+    }
+
+    fn refusal(&mut self) -> Result<SessionRefusal, CodecError> {
+        Ok(match self.u8()? {
+            0 => SessionRefusal::UnknownSession,
+            1 => SessionRefusal::SessionsDropped { commit: self.u64()? },
+            2 => SessionRefusal::Forgotten { oldest: self.u64()? },
+            3 => SessionRefusal::TooFarAhead { newest: self.u64()?, window: self.u64()? },
+            4 => SessionRefusal::ConditionFailed { last_id: self.u64()? },
+            5 => SessionRefusal::NotReady,
+            _ => return Err(CodecError::UnknownRefusal),
+        })
+    }
+
+    fn request(&mut self) -> Result<ClientRequest, CodecError> {
+        let client = ClientId(self.u64()?);
+        let seq = self.u64()?;
+        let count = self.count(4)?;
+        if count == 0 {
+            return Err(CodecError::EmptyRequest);
+        }
+        let commands = (0..count).map(|_| self.bytes().map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
+        Ok(ClientRequest { client, seq, commands })
     }
 
     fn membership(&mut self) -> Result<Membership, CodecError> {
@@ -688,6 +799,22 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
         MEMBERSHIP_CHANGED => Frame::MembershipChanged { index: reader.u64()? },
         RAFT => Frame::Raft(decode_message(&mut reader)?),
         APPEND => Frame::Append { request: reader.u64()?, command: reader.bytes()?.to_vec() },
+        SESSION_APPEND => {
+            let (request, client, seq, since) = (reader.u64()?, reader.u64()?, reader.u64()?, reader.u64()?);
+            let conditional = reader.flag()?;
+            let expected = reader.u64()?;
+            let count = reader.count(4)?;
+            let commands =
+                (0..count).map(|_| reader.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
+            Frame::SessionAppend {
+                request,
+                client,
+                seq,
+                since,
+                expect_last: conditional.then_some(expected),
+                commands,
+            }
+        }
         QUERY => Frame::Query { from: reader.u64()?, max: reader.u32()?, linearizable: reader.flag()? },
         REDIRECT => {
             let leader = reader.text()?;
@@ -697,7 +824,12 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
         APPEND_RESULT => {
             let request = reader.u64()?;
             let result = match reader.u8()? {
-                0 => AppendResult::Committed { index: reader.u64()?, term: reader.u64()?, id: reader.u64()? },
+                0 => AppendResult::Committed {
+                    index: reader.u64()?,
+                    term: reader.u64()?,
+                    id: reader.u64()?,
+                    count: reader.u64()?,
+                },
                 1 => {
                     let leader = reader.text()?;
                     AppendResult::NotLeader { leader: (!leader.is_empty()).then_some(leader) }
@@ -707,6 +839,7 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     AppendResult::Failed { retry, reason: reader.text()? }
                 }
                 3 => AppendResult::TooLarge { bytes: reader.u64()?, limit: reader.u64()? },
+                4 => AppendResult::Refused(reader.refusal()?),
                 _ => return Err(CodecError::UnknownAppendResult),
             };
             Frame::AppendResult { request, result }
@@ -851,6 +984,47 @@ mod tests {
             payload: data.map_or(Payload::Noop, |d| Payload::Command(Bytes::from(d))),
         };
         let message = |body| Message { from: NodeId(1), to: NodeId(2), term: Term(3), body };
+        // Sessions: a request entry in AppendEntries, the client's frame, and the answers.
+        let request = Entry {
+            index: LogIndex(9),
+            term: Term(3),
+            payload: Payload::Request(ClientRequest {
+                client: ClientId(0xfeed),
+                seq: 4,
+                commands: vec![Bytes::from("a"), Bytes::from(vec![0xff, 0])],
+            }),
+        };
+        round_trip(Frame::Raft(message(Body::AppendRequest {
+            prev_log_index: LogIndex(8),
+            prev_log_term: Term(3),
+            entries: vec![request],
+            leader_commit: LogIndex(8),
+            seq: 1,
+        })));
+        for expect_last in [None, Some(0), Some(41)] {
+            round_trip(Frame::SessionAppend {
+                request: 3,
+                client: 0xfeed,
+                seq: 4,
+                since: 17,
+                expect_last,
+                commands: vec![b"a".to_vec(), Vec::new()],
+            });
+        }
+        round_trip(Frame::AppendResult {
+            request: 3,
+            result: AppendResult::Committed { index: 9, term: 3, id: 12, count: 2 },
+        });
+        for refusal in [
+            SessionRefusal::UnknownSession,
+            SessionRefusal::SessionsDropped { commit: 5 },
+            SessionRefusal::Forgotten { oldest: 3 },
+            SessionRefusal::TooFarAhead { newest: 4, window: 8 },
+            SessionRefusal::ConditionFailed { last_id: 12 },
+            SessionRefusal::NotReady,
+        ] {
+            round_trip(Frame::AppendResult { request: 3, result: AppendResult::Refused(refusal) });
+        }
         round_trip(Frame::Hello {
             address: "127.0.0.1:8080".into(),
             name: "node1".into(),

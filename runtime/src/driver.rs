@@ -15,15 +15,17 @@
 //! §10.2.1), the caller keeps serving while the disk works, and no vote, vote request or
 //! acknowledgement leaves before the state it vouches for is on disk.
 
+use crate::command_ids::CommandIds;
 use crate::fs::FileSystem;
 use crate::image::Image;
 use crate::retention::Retention;
+use crate::sessions::{Outcome, SessionLimits, SessionRefusal, SessionTable, Verdict};
 use crate::storage::{Identity, OnCorruption, Storage, StorageError, StorageOptions};
 use replog_core::{
-    Action, Config, Entry, Event, LogIndex, Membership, Message, Node, Payload, Recovered, Reply, Snapshot,
-    SnapshotMeta, StartError, Term,
+    Action, Bytes, ClientId, ClientRequest, Config, Entry, Event, LogIndex, Membership, Message, Node,
+    Payload, Recovered, Reply, Snapshot, SnapshotMeta, StartError, Term,
 };
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 
@@ -92,6 +94,38 @@ pub struct Stepped {
     pub actions: Vec<Action>,
 }
 
+/// A client session's append as the client sent it (see `sessions.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionAppend {
+    /// The session.
+    pub client: ClientId,
+    /// The request's number in it; a retry carries the same.
+    pub seq: u64,
+    /// The commit index the client saw before it first sent this request (0 if it saw none).
+    pub since: LogIndex,
+    /// Append only if the log's last command ID is this when the entry is appended (and so when
+    /// it commits: the log before it is then exactly the leader's).
+    pub expect_last: Option<u64>,
+    /// The commands, appended as one entry.
+    pub commands: Vec<Bytes>,
+}
+
+/// What [`Driver::admit`] decided for one append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// New: propose this payload (with the others, in order).
+    Propose(Payload),
+    /// Committed already: its outcome.
+    Committed(Outcome),
+    /// In the log, not applied yet: it has the outcome of the entry at this index, once that
+    /// is applied and is still this request (a new leader may have replaced it: then retry).
+    InLog(LogIndex),
+    /// The same request as the append at this position of the batch: the same answer.
+    SameAs(usize),
+    /// Refused; nothing appended.
+    Refused(SessionRefusal),
+}
+
 /// Deliberate driver bugs, for the simulator's evidence that it catches them. They can be
 /// planted only in builds with the `bugs` feature; otherwise the checks compile away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,15 +140,21 @@ pub enum DriverBug {
     /// Retention snapshots through the log's last entry instead of the applied one: a
     /// snapshot over entries that are not committed.
     SnapshotUncommitted,
+    /// The session table is not rebuilt when the node restarts: it starts empty.
+    SessionsNotRestored,
+    /// Sessions are deduplicated on the sequence number alone, not on (session, number).
+    DedupOnSeqAlone,
 }
 
 impl DriverBug {
     /// Every driver bug.
-    pub const ALL: [DriverBug; 4] = [
+    pub const ALL: [DriverBug; 6] = [
         DriverBug::ReleaseBeforeSync,
         DriverBug::PersistedBeforeSync,
         DriverBug::BarrierMissesBuffered,
         DriverBug::SnapshotUncommitted,
+        DriverBug::SessionsNotRestored,
+        DriverBug::DedupOnSeqAlone,
     ];
 
     /// The bug's name on command lines.
@@ -124,6 +164,8 @@ impl DriverBug {
             DriverBug::PersistedBeforeSync => "persisted-before-sync",
             DriverBug::BarrierMissesBuffered => "barrier-misses-buffered",
             DriverBug::SnapshotUncommitted => "snapshot-uncommitted",
+            DriverBug::SessionsNotRestored => "sessions-not-restored",
+            DriverBug::DedupOnSeqAlone => "dedup-on-seq-alone",
         }
     }
 
@@ -145,11 +187,18 @@ pub struct Driver<F: FileSystem> {
     barrier: u64,
     /// Released actions, for the caller.
     output: Vec<Output>,
-    /// Indexes of the leaders' no-op entries after the snapshot, ascending (they are not
-    /// client commands).
-    noops: Vec<u64>,
+    /// Command IDs of the log after the snapshot.
+    ids: CommandIds,
     /// The state machine's image at the snapshot the log starts after.
     base_image: Image,
+    /// The session table at the snapshot the log starts after, and as of `applied`.
+    base_sessions: SessionTable,
+    sessions: SessionTable,
+    /// Session requests in the log after `applied`: where each is, and the reverse.
+    in_log: BTreeMap<(ClientId, u64), LogIndex>,
+    in_log_at: BTreeMap<LogIndex, (ClientId, u64)>,
+    /// Session requests applied that were committed already (a duplicate in the log: a bug).
+    duplicates_applied: u64,
     /// How far the released `Apply`s (and snapshots) have brought the state machine.
     applied: LogIndex,
     /// When to snapshot and trim.
@@ -233,11 +282,15 @@ impl<F: FileSystem> Driver<F> {
             && recovery.last_index == LogIndex::ZERO
             && recovery.snapshot.is_none();
         let entries = recovery.last_index.0 - base.0;
-        let noops = recovery.noops.iter().map(|index| index.0).collect();
-        let base_image = match &recovery.snapshot {
-            Some(snapshot) => Image::decode(snapshot.data.as_slice()).map_err(DriverError::Image)?,
-            None => Image::empty(),
+        let limits = SessionLimits::default();
+        let (base_image, base_sessions) = match &recovery.snapshot {
+            Some(snapshot) => (
+                Image::decode(snapshot.data.as_slice()).map_err(DriverError::Image)?,
+                Image::decode_sessions(snapshot.data.as_slice(), limits).map_err(DriverError::Image)?,
+            ),
+            None => (Image::empty(), SessionTable::new(limits)),
         };
+        let ids = CommandIds::new(base, base_image.commands, &recovery.noops, &recovery.batches);
         let unapplied: u64 =
             recovery.entries.iter().filter(|e| e.index > applied).map(Entry::size_bytes).sum();
         let held_bytes = recovery.entry_bytes.saturating_sub(unapplied);
@@ -265,14 +318,19 @@ impl<F: FileSystem> Driver<F> {
         };
         let node = Node::new(config, recovered).map_err(DriverError::Start)?;
         let applied = node.applied();
-        let driver = Driver {
+        let mut driver = Driver {
             node,
             storage,
             deferred: VecDeque::new(),
             barrier: 0,
             output: Vec::new(),
-            noops,
+            ids,
             base_image,
+            sessions: base_sessions.clone(),
+            base_sessions,
+            in_log: BTreeMap::new(),
+            in_log_at: BTreeMap::new(),
+            duplicates_applied: 0,
             applied,
             retention: Retention::default(),
             held_bytes,
@@ -285,7 +343,109 @@ impl<F: FileSystem> Driver<F> {
             #[cfg(feature = "bugs")]
             bug: None,
         };
+        driver.restore_sessions()?;
         Ok((driver, Opened { warnings: recovery.warnings, entries, fresh }))
+    }
+
+    /// The session table as of the applied index: the snapshot's, then every session request
+    /// applied since (read back from the log: the cost of a restart grows with the entries
+    /// since the last snapshot, which retention bounds); and the requests in the log after it.
+    fn restore_sessions(&mut self) -> Result<(), DriverError> {
+        let base = self.node.snapshot_meta().index;
+        let mut sessions = self.base_sessions.clone();
+        let (ids, mut duplicates) = (self.ids.clone(), 0);
+        let applied = self.applied;
+        let mut requests = Vec::new();
+        self.scan(base.next(), applied, |entry| {
+            if matches!(entry.payload, Payload::Request(_))
+                && !sessions.apply(entry, ids.first_id(entry.index))
+            {
+                duplicates += 1;
+            }
+        })?;
+        self.scan(applied.next(), self.node.last_index(), |entry| {
+            if let Payload::Request(request) = &entry.payload {
+                requests.push((entry.index, request.client, request.seq));
+            }
+        })?;
+        self.sessions = sessions;
+        self.duplicates_applied += duplicates;
+        for (index, client, seq) in requests {
+            self.in_log.insert((client, seq), index);
+            self.in_log_at.insert(index, (client, seq));
+        }
+        Ok(())
+    }
+
+    /// Keeps sessions within `limits` from now on (the simulator draws small ones).
+    pub fn set_session_limits(&mut self, limits: SessionLimits) {
+        self.sessions.set_limits(limits);
+        self.base_sessions.set_limits(limits);
+    }
+
+    /// Session requests applied that were committed already: a duplicate in the log, which
+    /// `admit` exists to prevent (0 unless something is broken).
+    pub fn duplicates_applied(&self) -> u64 {
+        self.duplicates_applied
+    }
+
+    /// Screens a round's session appends, in order, before they are proposed (`sessions.rs`
+    /// says why this is sound): each is new (propose it), committed already, in the log, the
+    /// same as an earlier one of the batch, or refused. A node that does not lead admits
+    /// everything: the core answers that it does not lead.
+    pub fn admit(&self, appends: &[SessionAppend]) -> Vec<Admission> {
+        let node = &self.node;
+        let to_propose = |append: &SessionAppend| {
+            Admission::Propose(Payload::Request(ClientRequest {
+                client: append.client,
+                seq: append.seq,
+                commands: append.commands.clone(),
+            }))
+        };
+        if !node.is_leader() {
+            return appends.iter().map(to_propose).collect();
+        }
+        // The barrier: until an entry of its term commits, entries outside its log may commit.
+        if node.term_at(node.commit()) != Some(node.term()) {
+            return appends.iter().map(|_| Admission::Refused(SessionRefusal::NotReady)).collect();
+        }
+        let on_seq_alone = self.has_bug(DriverBug::DedupOnSeqAlone);
+        let mut next_id = self.ids.first_id(node.last_index().next());
+        let mut batch: BTreeMap<(ClientId, u64), usize> = BTreeMap::new();
+        let mut admissions = Vec::with_capacity(appends.len());
+        for (position, append) in appends.iter().enumerate() {
+            let key = (append.client, append.seq);
+            let in_log = if on_seq_alone {
+                self.in_log.iter().find(|((_, seq), _)| *seq == append.seq).map(|(_, &index)| index)
+            } else {
+                self.in_log.get(&key).copied()
+            };
+            let admission = if let Some(&earlier) = batch.get(&key) {
+                Admission::SameAs(earlier)
+            } else if let Some(index) = in_log {
+                Admission::InLog(index)
+            } else {
+                match self.sessions.check(append.client, append.seq, append.since, on_seq_alone) {
+                    Verdict::Committed(outcome) => Admission::Committed(outcome),
+                    Verdict::Refused(SessionRefusal::SessionsDropped { .. }) => {
+                        Admission::Refused(SessionRefusal::SessionsDropped { commit: node.commit().0 })
+                    }
+                    Verdict::Refused(refusal) => Admission::Refused(refusal),
+                    Verdict::New => match append.expect_last {
+                        Some(expected) if expected != next_id - 1 => {
+                            Admission::Refused(SessionRefusal::ConditionFailed { last_id: next_id - 1 })
+                        }
+                        _ => {
+                            batch.insert(key, position);
+                            next_id += append.commands.len() as u64;
+                            to_propose(append)
+                        }
+                    },
+                }
+            };
+            admissions.push(admission);
+        }
+        admissions
     }
 
     /// Snapshots and trims the log by this policy from now on.
@@ -307,6 +467,12 @@ impl<F: FileSystem> Driver<F> {
     #[cfg(feature = "bugs")]
     pub fn plant(&mut self, bug: DriverBug) {
         self.bug = Some(bug);
+        if bug == DriverBug::SessionsNotRestored {
+            // Planted right after the open: as if it had not rebuilt the table.
+            self.sessions = SessionTable::new(self.sessions.limits());
+            self.in_log.clear();
+            self.in_log_at.clear();
+        }
     }
 
     #[cfg(feature = "bugs")]
@@ -432,17 +598,23 @@ impl<F: FileSystem> Driver<F> {
         let base = self.node.snapshot_meta().index;
         let term = self.node.term_at(through).expect("an applied entry after the snapshot");
         let (mut image, mut covered_bytes) = (self.base_image, 0);
+        let (mut sessions, ids) = (self.base_sessions.clone(), self.ids.clone());
         self.scan(base.next(), through, |entry| {
+            let first_id = image.commands + 1;
             image = image.fold([entry]);
             covered_bytes += entry.size_bytes();
+            debug_assert_eq!(first_id, ids.first_id(entry.index));
+            sessions.apply(entry, first_id);
         })?;
         let membership = self.node.membership_at(through).clone();
-        let snapshot =
-            Snapshot { meta: SnapshotMeta { index: through, term }, membership, data: image.encode() };
+        let data = image.encode_with(&sessions);
+        let snapshot = Snapshot { meta: SnapshotMeta { index: through, term }, membership, data };
         // Durable before the core is told (the Event::Compact contract).
         self.storage.save_snapshot(&snapshot)?;
         self.base_image = image;
-        self.noops.retain(|&noop| noop > through.0);
+        self.base_sessions = sessions;
+        let last = self.node.last_index();
+        self.ids.compacted(through, image.commands, last);
         self.held_bytes = self.held_bytes.saturating_sub(covered_bytes);
         self.step(Event::Compact { snapshot })?;
         Ok(SnapshotMeta { index: through, term })
@@ -566,36 +738,18 @@ impl<F: FileSystem> Driver<F> {
     /// the commands a snapshot covers, plus its index past the snapshot less the leaders' no-ops
     /// since. Stable across trims. `index` must be after the snapshot.
     pub fn command_id(&self, index: LogIndex) -> u64 {
-        let base = self.node.snapshot_meta().index;
-        debug_assert!(index > base, "no ID for an entry a snapshot covers");
-        let noops = self.noops.partition_point(|&noop| noop < index.0) as u64;
-        self.base_image.commands + (index.0 - base.0) - noops
+        self.ids.first_id(index)
     }
 
     /// The index of the command with this ID: past the log's end if it is not there yet, and
     /// the log's first index (or before) if it was trimmed.
     pub fn index_of_command(&self, id: u64) -> LogIndex {
-        let base = self.node.snapshot_meta().index;
-        let Some(after) = id.checked_sub(self.base_image.commands).filter(|&n| n > 0) else {
-            return base;
-        };
-        // Past the log's end: any index past it will do.
-        let after = after.min(self.node.last_index().0 - base.0 + 1);
-        // Its index is `base + after + the no-ops before it`: grow the guess until it holds.
-        let mut index = base.plus(after);
-        loop {
-            let noops = self.noops.partition_point(|&noop| noop <= index.0) as u64;
-            let next = base.plus(after + noops);
-            if next == index {
-                return index;
-            }
-            index = next;
-        }
+        self.ids.index_of(id, self.node.last_index())
     }
 
     /// The first command ID the log still holds (IDs before it were trimmed).
     pub fn first_command_id(&self) -> u64 {
-        self.base_image.commands + 1
+        self.ids.base_commands() + 1
     }
 
     /// Makes everything durable, commit index included (clean shutdown).
@@ -607,25 +761,40 @@ impl<F: FileSystem> Driver<F> {
         match action {
             Action::SaveHardState(hard_state) => self.storage.save_hard_state(hard_state)?,
             Action::TruncateLog { from } => {
-                self.noops.retain(|&noop| noop < from.0);
+                self.ids.truncated(from);
+                for (_, key) in self.in_log_at.split_off(&from) {
+                    self.in_log.remove(&key);
+                }
                 self.storage.truncate(from)?;
             }
             Action::AppendLog { entries } => {
-                // Entries that are no command (no-ops, configurations) take no command ID.
-                self.noops.extend(
-                    entries.iter().filter(|e| !matches!(e.payload, Payload::Command(_))).map(|e| e.index.0),
-                );
+                self.ids.appended(&entries);
+                for entry in &entries {
+                    if let Payload::Request(request) = &entry.payload {
+                        self.in_log.insert((request.client, request.seq), entry.index);
+                        self.in_log_at.insert(entry.index, (request.client, request.seq));
+                    }
+                }
                 self.storage.append(&entries)?
             }
             Action::InstallSnapshot { snapshot } => {
                 let image = Image::decode(snapshot.data.as_slice()).map_err(DriverError::Image)?;
+                let limits = self.sessions.limits();
+                let sessions =
+                    Image::decode_sessions(snapshot.data.as_slice(), limits).map_err(DriverError::Image)?;
                 self.storage.save_snapshot(&snapshot)?;
                 let through = snapshot.meta.index;
                 self.base_image = image;
+                self.base_sessions = sessions;
                 // The core's log now ends at `through` if it did not hold the snapshot's last
-                // entry (it was discarded): no-ops of the discarded suffix go too.
-                let last = self.node.last_index().0;
-                self.noops.retain(|&noop| noop > through.0 && noop <= last);
+                // entry (it was discarded): what was known of the discarded suffix goes too.
+                let last = self.node.last_index();
+                self.ids.compacted(through, image.commands, last);
+                let beyond = self.in_log_at.split_off(&last.next());
+                let kept = self.in_log_at.split_off(&through.next());
+                for (_, key) in std::mem::replace(&mut self.in_log_at, kept).into_iter().chain(beyond) {
+                    self.in_log.remove(&key);
+                }
                 // The state machine is replaced in order with the applies around it.
                 let action = Action::InstallSnapshot { snapshot };
                 if self.must_wait(&action) {
@@ -693,12 +862,23 @@ impl<F: FileSystem> Driver<F> {
                 if let Some(last) = entries.last() {
                     self.applied = last.index;
                 }
+                for entry in &entries {
+                    if let Payload::Request(request) = &entry.payload {
+                        if !self.sessions.apply(entry, self.ids.first_id(entry.index)) {
+                            self.duplicates_applied += 1;
+                        }
+                        self.in_log.remove(&(request.client, request.seq));
+                        self.in_log_at.remove(&entry.index);
+                    }
+                }
                 self.held_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
                 self.output.push(Output::Apply(entries))
             }
             Action::InstallSnapshot { snapshot } => {
                 self.applied = self.applied.max(snapshot.meta.index);
                 self.held_bytes = 0;
+                // The sessions as of the snapshot; the log after it is not applied yet.
+                self.sessions = self.base_sessions.clone();
                 self.output.push(Output::Restored(snapshot.meta))
             }
             Action::SaveHardState(_)

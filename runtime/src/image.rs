@@ -4,9 +4,12 @@
 //! digest of those commands (so two nodes' snapshots of the same prefix can be compared, and a
 //! snapshot of the wrong entries is caught by the simulator's checker).
 //!
-//! On disk and on the wire it is one line of JSON: `{"commands":N,"digest":"0123abcd..."}`.
+//! On disk and on the wire it is one line of JSON: `{"commands":N,"digest":"0123abcd..."}`, and
+//! since client sessions, `"sessions":{...}`: the session table at the snapshot's index
+//! (`sessions.rs`), which a node that restarts from the snapshot or installs it goes on from.
 
-use replog_core::{Bytes, Entry, Payload};
+use crate::sessions::{SessionLimits, SessionTable};
+use replog_core::{Bytes, Entry};
 
 /// What the entries through a snapshot's last index amount to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,7 +30,7 @@ impl Image {
     #[must_use]
     pub fn fold<'a>(mut self, entries: impl IntoIterator<Item = &'a Entry>) -> Image {
         for entry in entries {
-            if let Payload::Command(data) = &entry.payload {
+            for data in entry.payload.commands() {
                 self.commands += 1;
                 self.digest = fnv_continue(self.digest, &(data.len() as u64).to_be_bytes());
                 self.digest = fnv_continue(self.digest, data.as_slice());
@@ -42,19 +45,41 @@ impl Image {
         )
     }
 
+    /// The image with the session table at the same point.
+    pub fn encode_with(&self, sessions: &SessionTable) -> Bytes {
+        let mut text =
+            format!("{{\"commands\":{},\"digest\":\"{:016x}\",\"sessions\":", self.commands, self.digest);
+        text.push_str(&sessions.encode().to_string());
+        text.push('}');
+        Bytes::from(text.into_bytes())
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<Image, String> {
-        #[derive(serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Wire {
-            commands: u64,
-            digest: String,
-        }
-        let wire: Wire =
-            serde_json::from_slice(bytes).map_err(|e| format!("unreadable snapshot image: {e}"))?;
+        let wire = decode_wire(bytes)?;
         let digest = u64::from_str_radix(&wire.digest, 16)
             .map_err(|_| format!("snapshot digest {:?} is not hex", wire.digest))?;
         Ok(Image { commands: wire.commands, digest })
     }
+
+    /// The session table a snapshot's image carries (an empty one if it predates sessions).
+    pub fn decode_sessions(bytes: &[u8], limits: SessionLimits) -> Result<SessionTable, String> {
+        match decode_wire(bytes)?.sessions {
+            Some(value) => SessionTable::decode(value, limits),
+            None => Ok(SessionTable::new(limits)),
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    commands: u64,
+    digest: String,
+    sessions: Option<serde_json::Value>,
+}
+
+fn decode_wire(bytes: &[u8]) -> Result<Wire, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("unreadable snapshot image: {e}"))
 }
 
 fn fnv_continue(mut hash: u64, bytes: &[u8]) -> u64 {
@@ -68,6 +93,7 @@ fn fnv_continue(mut hash: u64, bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use replog_core::Payload;
     use replog_core::{LogIndex, Term};
 
     #[test]

@@ -8,6 +8,7 @@ pub mod address;
 pub mod client;
 mod clients;
 pub mod codec;
+mod command_ids;
 pub mod connection;
 pub mod driver;
 pub mod fnv;
@@ -25,6 +26,8 @@ pub mod retention;
 mod segment_index;
 mod segments;
 pub mod server;
+pub mod session;
+pub mod sessions;
 pub mod status;
 pub mod storage;
 

@@ -33,10 +33,7 @@ pub(crate) enum ReadKind {
 /// `Driver::command_id` gives the entry's index, the next one more, and so on. The leaders'
 /// no-ops and configuration entries hold none. This is the one place that knows.
 pub(crate) fn commands_of(payload: &Payload) -> Vec<&Bytes> {
-    match payload {
-        Payload::Command(data) => vec![data],
-        Payload::Noop | Payload::Config(_) => Vec::new(),
-    }
+    payload.commands().iter().collect()
 }
 
 /// The answer to `ReadCommands { from_id, max }`: up to `max` (and `QUERY_ENTRIES_MAX`)
@@ -131,7 +128,7 @@ mod tests {
     use crate::fs::RealFs;
     use crate::limits::FRAME_BYTES_MAX;
     use crate::storage::Identity;
-    use replog_core::{Config, Event, LogIndex, NodeId, RequestId};
+    use replog_core::{ClientId, ClientRequest, Config, Event, LogIndex, NodeId, RequestId};
 
     /// A single-node driver (in a fresh folder) whose leader's no-op is at index 1, with one
     /// committed command per entry of `commands`.
@@ -154,8 +151,8 @@ mod tests {
     }
 
     fn propose(driver: &mut Driver<RealFs>, request: u64, command: &[u8]) {
-        let commands = vec![Bytes::from(command.to_vec())];
-        driver.step(Event::Propose { request: RequestId(request), commands }).unwrap();
+        let payloads = vec![Payload::Command(Bytes::from(command.to_vec()))];
+        driver.step(Event::Propose { request: RequestId(request), payloads }).unwrap();
     }
 
     fn texts(count: usize) -> Vec<Vec<u8>> {
@@ -199,6 +196,37 @@ mod tests {
         driver.end_round(true).unwrap();
         driver.on_synced().unwrap();
         assert_eq!(read(&mut driver, 6, 10), Ok((1, 6, vec![c(6)])));
+    }
+
+    #[test]
+    fn an_entry_holding_several_commands_gives_each_its_own_id() {
+        let mut driver = driver_with("batch", &texts(5));
+        let batch = ClientRequest {
+            client: ClientId(1),
+            seq: 1,
+            commands: ["b6", "b7", "b8"].into_iter().map(Bytes::from).collect(),
+        };
+        let payloads = vec![Payload::Request(batch)];
+        driver.step(Event::Propose { request: RequestId(50), payloads }).unwrap();
+        driver.end_round(true).unwrap();
+        driver.on_synced().unwrap();
+        // The batch is entry 7 (after the no-op and five commands): IDs 6 to 8.
+        let at = |id: u64, index: u64, data: &str| (id, index, data.to_string());
+        assert_eq!(
+            read(&mut driver, 6, 10),
+            Ok((1, 8, vec![at(6, 7, "b6"), at(7, 7, "b7"), at(8, 7, "b8")]))
+        );
+        assert_eq!(read(&mut driver, 7, 1), Ok((1, 8, vec![at(7, 7, "b7")])), "from inside the batch");
+        assert_eq!(read(&mut driver, 9, 10), Ok((1, 8, Vec::new())));
+        driver_with_more(&mut driver, 51, b"c9");
+        assert_eq!(read(&mut driver, 8, 2), Ok((1, 9, vec![at(8, 7, "b8"), at(9, 8, "c9")])));
+        assert_eq!(read(&mut driver, 4, 3), Ok((1, 9, vec![at(4, 5, "c4"), at(5, 6, "c5"), at(6, 7, "b6")])));
+    }
+
+    fn driver_with_more(driver: &mut Driver<RealFs>, request: u64, command: &[u8]) {
+        propose(driver, request, command);
+        driver.end_round(true).unwrap();
+        driver.on_synced().unwrap();
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! - a log record: `{"index":1,"term":1,"type":"command","data":"user_login:alice","crc":N}`
 //!   (`"type":"noop"` for leaders' no-ops; `"data_hex"` instead of `"data"` for bytes that are
-//!   not UTF-8; `"type":"config","config":{"members":{...}}` for a membership change);
+//!   not UTF-8; `"type":"config","config":{"members":{...}}` for a membership change;
+//!   `"type":"request","client":"<16 hex digits>","seq":N,"commands":[{"data":"..."},...]` for a
+//!   client session's request, each command with `"data"` or `"data_hex"`);
 //! - `snapshot.json`: `{"index":N,"term":T,"config":{...},"data":"..."|"data_hex":"...","crc":N}`;
 //! - the header line of `snapshot.partial`:
 //!   `{"index":N,"term":T,"config":{...},"total":B,"checksum":C,"crc":N}`, raw bytes after it.
@@ -12,7 +14,9 @@
 //! `"config"` is the configuration in force (`{"members":{"<id>":{"address":"...","role":
 //! "voter"|"learner"|"joining"}}}`); files written before membership changes lack it.
 
-use replog_core::{Bytes, Entry, LogIndex, Membership, Payload, Snapshot, SnapshotMeta, Term};
+use replog_core::{
+    Bytes, ClientId, ClientRequest, Entry, LogIndex, Membership, Payload, Snapshot, SnapshotMeta, Term,
+};
 use std::io::Write;
 
 /// One log record, with its newline.
@@ -28,6 +32,22 @@ pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) {
         Payload::Config(membership) => {
             out.extend_from_slice(b"\"type\":\"config\",\"config\":");
             serde_json::to_writer(&mut *out, membership).expect("writing to a Vec cannot fail");
+        }
+        Payload::Request(request) => {
+            let _ = write!(
+                out,
+                "\"type\":\"request\",\"client\":\"{:016x}\",\"seq\":{},\"commands\":[",
+                request.client.0, request.seq
+            );
+            for (i, command) in request.commands.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.push(b'{');
+                encode_data(command.as_slice(), out);
+                out.push(b'}');
+            }
+            out.push(b']');
         }
     }
     end_line(start, out);
@@ -65,6 +85,16 @@ struct Record {
     data: Option<String>,
     data_hex: Option<String>,
     config: Option<Membership>,
+    client: Option<String>,
+    seq: Option<u64>,
+    commands: Option<Vec<RecordedCommand>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordedCommand {
+    data: Option<String>,
+    data_hex: Option<String>,
 }
 
 /// Verifies the checksum that ends `{...,"crc":N}` (the line without its newline).
@@ -84,10 +114,21 @@ pub(crate) fn decode_record(line: &[u8]) -> Result<Entry, String> {
     let line = std::str::from_utf8(line).map_err(|_| "record is not UTF-8".to_string())?;
     checked(line)?;
     let record: Record = serde_json::from_str(line).map_err(|e| format!("unreadable record: {e}"))?;
-    let payload = match (record.kind.as_str(), record.data, record.data_hex, record.config) {
-        ("noop", None, None, None) => Payload::Noop,
-        ("command", data, data_hex, None) => Payload::Command(decode_data(data, data_hex)?),
-        ("config", None, None, Some(membership)) => Payload::Config(membership),
+    let session = (record.client, record.seq, record.commands);
+    let payload = match (record.kind.as_str(), record.data, record.data_hex, record.config, session) {
+        ("noop", None, None, None, (None, None, None)) => Payload::Noop,
+        ("command", data, data_hex, None, (None, None, None)) => {
+            Payload::Command(decode_data(data, data_hex)?)
+        }
+        ("config", None, None, Some(membership), (None, None, None)) => Payload::Config(membership),
+        ("request", None, None, None, (Some(client), Some(seq), Some(commands))) if !commands.is_empty() => {
+            let client = u64::from_str_radix(&client, 16).map_err(|_| "request client is not hex")?;
+            let commands = commands
+                .into_iter()
+                .map(|command| decode_data(command.data, command.data_hex))
+                .collect::<Result<Vec<Bytes>, String>>()?;
+            Payload::Request(ClientRequest { client: ClientId(client), seq, commands })
+        }
         _ => return Err("record has an unknown type or payload".into()),
     };
     Ok(Entry { index: LogIndex(record.index), term: Term(record.term), payload })
@@ -212,6 +253,27 @@ pub(crate) fn json_string(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_requests_round_trip_as_records() {
+        let entry = Entry {
+            index: LogIndex(3),
+            term: Term(2),
+            payload: Payload::Request(ClientRequest {
+                client: ClientId(u64::MAX),
+                seq: 9,
+                commands: vec![Bytes::from("text \"quoted\""), Bytes::from(vec![0xff, 0x00])],
+            }),
+        };
+        let mut line = Vec::new();
+        encode_record(&entry, &mut line);
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(
+            text.contains(r#""type":"request","client":"ffffffffffffffff","seq":9,"commands":[{"data":"#),
+            "{text}"
+        );
+        assert_eq!(decode_record(&line[..line.len() - 1]).unwrap(), entry);
+    }
 
     #[test]
     fn records_and_snapshots_round_trip_and_catch_damage() {

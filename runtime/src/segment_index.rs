@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! {"format":1,"first":F,"last":L,"bytes":B,"entry_bytes":S,"stride":256,
-//!  "terms":[[F,T1],[I2,T2],...],"noops":[N1,...],"marks":[[0,0],[O,E],...],"tail":[A,C],"crc":N}
+//!  "terms":[[F,T1],[I2,T2],...],"noops":[N1,...],"batches":[[B1,C1],...],"marks":[[0,0],[O,E],...],
+//!  "tail":[A,C],"crc":N}
 //! ```
 //!
 //! (one line in the file), where
@@ -16,6 +17,9 @@
 //! - `terms` are its term runs: the first index of each run and its term, ascending;
 //! - `noops` are the indexes of its entries that are no client command (leaders' no-ops and
 //!   configuration changes), ascending;
+//! - `batches` are the indexes of its entries that hold more than one client command (a
+//!   session's batch), each with how many, ascending (absent in files of earlier versions:
+//!   none);
 //! - `marks[k]` is `[byte offset, entry bytes before]` of entry `first + k * stride`: where its
 //!   record starts, and the sum of `size_bytes` of the segment's entries before it;
 //! - `tail` is `[offset, CRC-32]` of the last record (its bytes with the newline).
@@ -29,7 +33,7 @@
 //! (one is removed when its segment becomes active again or goes).
 
 use crate::records::{checked, decode_record, end_line};
-use replog_core::{Entry, LogIndex, Payload, Term};
+use replog_core::{Entry, LogIndex, Term};
 
 /// Every this many entries, an index marks where a record starts.
 pub const INDEX_STRIDE: u64 = 256;
@@ -67,6 +71,8 @@ pub(crate) struct Tally {
     /// Term runs: (first index of the run, its term), ascending.
     pub(crate) terms: Vec<(LogIndex, Term)>,
     pub(crate) noops: Vec<LogIndex>,
+    /// Entries holding more than one command, with how many.
+    pub(crate) batches: Vec<(LogIndex, u64)>,
     /// Where the next record goes (counting records still in the storage's buffer).
     pub(crate) end: u64,
 }
@@ -80,6 +86,7 @@ impl Tally {
             entry_bytes: 0,
             terms: Vec::new(),
             noops: Vec::new(),
+            batches: Vec::new(),
             end: 0,
         }
     }
@@ -95,8 +102,10 @@ impl Tally {
         if self.terms.last().is_none_or(|&(_, term)| term != entry.term) {
             self.terms.push((entry.index, entry.term));
         }
-        if !matches!(entry.payload, Payload::Command(_)) {
-            self.noops.push(entry.index);
+        match entry.payload.commands().len() {
+            0 => self.noops.push(entry.index),
+            1 => {}
+            count => self.batches.push((entry.index, count as u64)),
         }
         self.offsets.push(self.end);
         self.bytes_before.push(self.entry_bytes);
@@ -116,6 +125,7 @@ impl Tally {
         self.bytes_before.truncate(kept);
         self.terms.retain(|&(start, _)| start < from);
         self.noops.retain(|&index| index < from);
+        self.batches.retain(|&(index, _)| index < from);
         self.end
     }
 
@@ -141,6 +151,7 @@ impl Tally {
             stride: INDEX_STRIDE,
             terms: self.terms.clone(),
             noops: self.noops.clone(),
+            batches: self.batches.clone(),
             marks,
             tail: (last, tail_crc),
         }
@@ -157,6 +168,7 @@ pub(crate) struct SegmentIndex {
     pub(crate) stride: u64,
     pub(crate) terms: Vec<(LogIndex, Term)>,
     pub(crate) noops: Vec<LogIndex>,
+    pub(crate) batches: Vec<(LogIndex, u64)>,
     /// (byte offset, entry bytes before) of entries `first + k * stride`.
     pub(crate) marks: Vec<(u64, u64)>,
     /// (byte offset, CRC-32) of the last record.
@@ -173,6 +185,8 @@ struct IndexRecord {
     stride: u64,
     terms: Vec<(u64, u64)>,
     noops: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    batches: Vec<(u64, u64)>,
     marks: Vec<(u64, u64)>,
     tail: (u64, u32),
 }
@@ -226,6 +240,7 @@ impl SegmentIndex {
             stride: self.stride,
             terms: self.terms.iter().map(|&(index, term)| (index.0, term.0)).collect(),
             noops: self.noops.iter().map(|index| index.0).collect(),
+            batches: self.batches.iter().map(|&(index, count)| (index.0, count)).collect(),
             marks: self.marks.clone(),
             tail: self.tail,
         };
@@ -253,6 +268,7 @@ impl SegmentIndex {
             stride: record.stride,
             terms: record.terms.iter().map(|&(index, term)| (LogIndex(index), Term(term))).collect(),
             noops: record.noops.into_iter().map(LogIndex).collect(),
+            batches: record.batches.into_iter().map(|(index, count)| (LogIndex(index), count)).collect(),
             marks: record.marks,
             tail: record.tail,
         };
@@ -287,12 +303,14 @@ impl SegmentIndex {
             && self.terms.iter().all(|&(start, _)| within(start))
             && self.terms.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 < w[1].1);
         let noops_ok = self.noops.iter().all(|&index| within(index))
-            && self.noops.windows(2).all(|w| ascending(w[0].0, w[1].0));
+            && self.noops.windows(2).all(|w| ascending(w[0].0, w[1].0))
+            && self.batches.iter().all(|&(index, count)| within(index) && count >= 2)
+            && self.batches.windows(2).all(|w| ascending(w[0].0 .0, w[1].0 .0));
         match (marks_ok, terms_ok, noops_ok) {
             (true, true, true) => Ok(()),
             (false, _, _) => Err("marks out of order or out of the segment".into()),
             (_, false, _) => Err("term runs out of order or out of the segment".into()),
-            (_, _, false) => Err("no-op indexes out of order or out of the segment".into()),
+            (_, _, false) => Err("no-op or batch indexes out of order or out of the segment".into()),
         }
     }
 
@@ -314,7 +332,7 @@ impl SegmentIndex {
 mod tests {
     use super::*;
     use crate::records::encode_record;
-    use replog_core::Bytes;
+    use replog_core::{Bytes, Payload};
 
     fn entry(index: u64, term: u64, noop: bool) -> Entry {
         let payload =

@@ -565,6 +565,8 @@ pub(crate) struct Plan {
     pub(crate) term_runs: Vec<(LogIndex, Term)>,
     /// The indexes of the no-op entries after the snapshot, ascending.
     pub(crate) noops: Vec<LogIndex>,
+    /// The entries after the snapshot holding more than one command, with how many.
+    pub(crate) batches: Vec<(LogIndex, u64)>,
     /// The sum of `size_bytes` of the entries after the snapshot.
     pub(crate) entry_bytes: u64,
     /// Damage was cut on the operator's request: the first index lost.
@@ -610,6 +612,7 @@ pub(crate) fn plan<F: FileSystem>(
         entries: Vec::new(),
         term_runs: Vec::new(),
         noops: Vec::new(),
+        batches: Vec::new(),
         entry_bytes: 0,
         damaged_at: None,
         warnings: Vec::new(),
@@ -738,16 +741,20 @@ impl Plan {
     /// entry bytes and last index, and the last segment's entries.
     fn tally_kept(&mut self, after_snapshot: LogIndex) {
         for kept in &self.kept {
-            let (terms, noops, entry_bytes) = match kept {
+            let (terms, noops, batches, entry_bytes) = match kept {
                 Kept::Indexed { index, entry_bytes_kept, .. } => {
-                    (&index.terms, &index.noops, *entry_bytes_kept)
+                    (&index.terms, &index.noops, &index.batches, *entry_bytes_kept)
                 }
-                Kept::Read(read) => {
-                    (&read.tally.terms, &read.tally.noops, read.tally.entry_bytes_from(after_snapshot))
-                }
+                Kept::Read(read) => (
+                    &read.tally.terms,
+                    &read.tally.noops,
+                    &read.tally.batches,
+                    read.tally.entry_bytes_from(after_snapshot),
+                ),
             };
             self.entry_bytes += entry_bytes;
             self.noops.extend(noops.iter().copied().filter(|&index| index >= after_snapshot));
+            self.batches.extend(batches.iter().copied().filter(|&(index, _)| index >= after_snapshot));
             for (i, &(start, term)) in terms.iter().enumerate() {
                 let end = terms.get(i + 1).map_or(kept.last(), |&(next, _)| next.prev());
                 if end < after_snapshot {

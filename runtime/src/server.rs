@@ -516,7 +516,7 @@ impl Server {
                 }
                 self.peers.reconnect(self.poll.registry());
             }
-            if let Some(proposal) = self.clients.take_proposal() {
+            if let Some(proposal) = self.clients.take_proposal(&self.driver) {
                 self.step(proposal)?;
             }
             // Messages first (a follower's fsync is on the commit path too), then one fsync
@@ -556,7 +556,7 @@ impl Server {
                 Output::Reply(reply) => self.clients.on_reply(reply, &self.members, &mut self.driver),
                 // The log is the state machine: applying needs no work beyond the commit index,
                 // and a snapshot's image (the command count) is the driver's.
-                Output::Apply(_) => {}
+                Output::Apply(entries) => self.clients.on_applied(&entries, &self.driver),
                 Output::Restored(meta) => info!("installed the leader's snapshot through {}", meta.index),
             }
         }

@@ -188,6 +188,9 @@ pub struct Recovery {
     pub term_runs: Vec<(LogIndex, Term)>,
     /// The indexes of the leaders' no-op entries after the snapshot, ascending.
     pub noops: Vec<LogIndex>,
+    /// The entries after the snapshot holding more than one client command (a session's
+    /// batch), with how many, ascending.
+    pub batches: Vec<(LogIndex, u64)>,
     /// The sum of [`Entry::size_bytes`] of the entries after the snapshot.
     pub entry_bytes: u64,
     /// The log's last index: its last entry's, or the snapshot's (or 0) if it is empty after
@@ -324,6 +327,7 @@ impl<F: FileSystem> Storage<F> {
         let entries = std::mem::take(&mut plan.entries);
         let term_runs = std::mem::take(&mut plan.term_runs);
         let noops = std::mem::take(&mut plan.noops);
+        let batches = std::mem::take(&mut plan.batches);
         let entry_bytes = plan.entry_bytes;
         let damaged_at = plan.damaged_at;
         if has(SNAPSHOT_TEMP_FILE) {
@@ -415,6 +419,7 @@ impl<F: FileSystem> Storage<F> {
             entries,
             term_runs,
             noops,
+            batches,
             entry_bytes,
             last_index: last,
             last_term,

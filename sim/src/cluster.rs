@@ -14,8 +14,8 @@ use crate::world::stream;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{
-    Bytes, Config, Entry, Event, LogIndex, Marks, Membership, Message, Node, NodeId, Reply, RequestId,
-    SnapshotMeta, Term,
+    Bytes, Config, Entry, Event, LogIndex, Marks, Membership, Message, Node, NodeId, Payload, Reply,
+    RequestId, SnapshotMeta, Term,
 };
 use replog_runtime::driver::{DriverError, Output};
 use replog_runtime::retention::Retention;
@@ -402,7 +402,7 @@ impl Cluster {
             return None;
         }
         Some(Call::Step(match command {
-            Some(command) => Event::Propose { request, commands: vec![command] },
+            Some(command) => Event::Propose { request, payloads: vec![Payload::Command(command)] },
             None => Event::Read { request },
         }))
     }

@@ -1,6 +1,6 @@
 //! Where a run's trace lines go, and how a core event reads in them.
 
-use replog_core::Event;
+use replog_core::{fmt_payloads, Event};
 use std::collections::VecDeque;
 use std::io::Write as _;
 
@@ -58,7 +58,7 @@ pub(crate) fn describe(event: &Event) -> String {
     match event {
         Event::Tick => "tick".into(),
         Event::Receive(message) => format!("recv {message}"),
-        Event::Propose { request, commands } => format!("propose {request} {commands:?}"),
+        Event::Propose { request, payloads } => format!("propose {request} {}", fmt_payloads(payloads)),
         Event::Read { request } => format!("read {request}"),
         Event::LogPersisted { index, term } => format!("persisted {index}/{term}"),
         Event::Campaign => "campaign".into(),

@@ -301,11 +301,13 @@ impl TestCluster {
         let commands = entries
             .into_iter()
             .map(|queried| queried.entry)
-            .filter_map(|e| match e.payload {
-                replog_core::Payload::Command(data) => {
-                    Some((e.index.0, String::from_utf8_lossy(data.as_slice()).into_owned()))
-                }
-                replog_core::Payload::Noop | replog_core::Payload::Config(_) => None,
+            .flat_map(|e| {
+                let index = e.index.0;
+                e.payload
+                    .commands()
+                    .iter()
+                    .map(|data| (index, String::from_utf8_lossy(data.as_slice()).into_owned()))
+                    .collect::<Vec<_>>()
             })
             .collect();
         (commit, commands)

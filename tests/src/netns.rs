@@ -18,7 +18,7 @@
 //! panic, for the post-mortem.
 
 use crate::replog_binary;
-use replog_core::{Payload, RoleKind};
+use replog_core::RoleKind;
 use replog_runtime::client;
 use replog_runtime::codec::QueriedEntry;
 use replog_runtime::status::StatusReport;
@@ -373,14 +373,13 @@ pub struct LogEntry {
 pub fn commands(entries: &[QueriedEntry]) -> Vec<LogEntry> {
     entries
         .iter()
-        .filter_map(|queried| match &queried.entry.payload {
-            Payload::Command(data) => Some(LogEntry {
+        .flat_map(|queried| {
+            queried.entry.payload.commands().iter().enumerate().map(|(k, data)| LogEntry {
                 index: queried.entry.index.0,
                 term: queried.entry.term.0,
-                id: queried.id,
+                id: queried.id.map(|id| id + k as u64),
                 value: String::from_utf8_lossy(data.as_slice()).into_owned(),
-            }),
-            Payload::Noop | Payload::Config(_) => None,
+            })
         })
         .collect()
 }
