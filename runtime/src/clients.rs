@@ -315,7 +315,13 @@ impl Clients {
                     ReadKind::Commands => reading::commands_page(driver, read.from, read.max),
                 },
                 Reply::NotLeader { leader, .. } => Frame::Redirect { leader: leader_address(leader) },
-                _ => Frame::Redirect { leader: None },
+                // Never dropped silently: the client hears why.
+                Reply::Rejected { reason, .. } => Frame::Failed {
+                    reason: format!("the leader refused the linearizable read ({reason:?}: too many reads waiting); retry"),
+                },
+                Reply::Committed { .. } | Reply::Indeterminate { .. } => {
+                    unreachable!("a read is answered ReadReady, NotLeader or Rejected")
+                }
             };
             self.queue(read.token, &answer);
             return;
