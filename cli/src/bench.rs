@@ -6,6 +6,8 @@
 use hdrhistogram::Histogram;
 use mio::{Events, Poll, Token};
 use replog_runtime::client::{Link, Pipelined};
+use replog_runtime::codec::{AppendResult, Frame};
+use replog_runtime::session::fresh_client_id;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -17,9 +19,18 @@ struct Client {
     link: Pipelined,
     sent_at: Instant,
     sequence: u64,
+    /// Its session id, when appends go through sessions (exactly once).
+    session: Option<u64>,
 }
 
-pub fn run(target: &str, clients: u32, duration: f64, size: usize, json: bool) -> Result<(), String> {
+pub fn run(
+    target: &str,
+    clients: u32,
+    duration: f64,
+    size: usize,
+    sessions: bool,
+    json: bool,
+) -> Result<(), String> {
     if clients == 0 || clients > 4096 || !(0.1..=3600.0).contains(&duration) || size == 0 || size > 1 << 20 {
         return Err(
             "need --clients in 1..=4096, --duration in 0.1..=3600 seconds, --size in 1..=1048576".into()
@@ -30,8 +41,8 @@ pub fn run(target: &str, clients: u32, duration: f64, size: usize, json: bool) -
     let run_for = Duration::from_secs_f64(duration);
     if clients == 1 {
         // One client blocks on its socket: a direct wake-up, no poller in the measured path.
-        let (histogram, seconds) = single_client(leader, size, run_for, json)?;
-        report(&histogram, leader, clients, size, seconds, json);
+        let (histogram, seconds) = single_client(leader, size, run_for, sessions, json)?;
+        report(&histogram, leader, clients, size, sessions, seconds, json);
         return Ok(());
     }
     let mut poll = Poll::new().map_err(|e| format!("creating the poller: {e}"))?;
@@ -39,7 +50,8 @@ pub fn run(target: &str, clients: u32, duration: f64, size: usize, json: bool) -
     for client in 0..clients as usize {
         let link = Pipelined::connect(leader, CALL_TIMEOUT, poll.registry(), Token(client))
             .map_err(|e| e.to_string())?;
-        connections.push(Client { link, sent_at: Instant::now(), sequence: 0 });
+        let session = sessions.then(fresh_client_id);
+        connections.push(Client { link, sent_at: Instant::now(), sequence: 0, session });
     }
     let started = Instant::now();
     for (client, state) in connections.iter_mut().enumerate() {
@@ -76,7 +88,7 @@ pub fn run(target: &str, clients: u32, duration: f64, size: usize, json: bool) -
     if !json {
         eprintln!();
     }
-    report(&histogram, leader, clients, size, started.elapsed().as_secs_f64(), json);
+    report(&histogram, leader, clients, size, sessions, started.elapsed().as_secs_f64(), json);
     Ok(())
 }
 
@@ -84,8 +96,10 @@ fn single_client(
     leader: SocketAddr,
     size: usize,
     run_for: Duration,
+    sessions: bool,
     json: bool,
 ) -> Result<(Histogram<u64>, f64), String> {
+    let client = fresh_client_id();
     let mut histogram = Histogram::<u64>::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid bounds");
     let mut session = Link::open(leader, CALL_TIMEOUT).map_err(|e| e.to_string())?;
     let started = Instant::now();
@@ -96,7 +110,22 @@ fn single_client(
         command.resize(size, b'x');
         sequence += 1;
         let sent_at = Instant::now();
-        session.append(&command).map_err(|e| format!("append: {e}"))?;
+        if sessions {
+            let request = Frame::SessionAppend {
+                request: sequence,
+                client,
+                seq: sequence,
+                since: 0,
+                expect_last: None,
+                commands: vec![command],
+            };
+            match session.call(&request).map_err(|e| format!("append: {e}"))? {
+                Frame::AppendResult { result: AppendResult::Committed { .. }, .. } => {}
+                other => return Err(format!("append: unexpected answer {other:?}")),
+            }
+        } else {
+            session.append(&command).map_err(|e| format!("append: {e}"))?;
+        }
         let micros = sent_at.elapsed().as_micros().clamp(1, u128::from(LATENCY_MAX_US)) as u64;
         histogram.record(micros).expect("within bounds");
         if !json && last_report.elapsed() >= Duration::from_secs(1) {
@@ -116,7 +145,11 @@ fn send_next(client: usize, state: &mut Client, size: usize) -> Result<(), Strin
     command.resize(size, b'x');
     state.sequence += 1;
     state.sent_at = Instant::now();
-    state.link.queue_append(command).map_err(|e| format!("client {client}: {e}"))?;
+    match state.session {
+        Some(id) => state.link.queue_session_append(id, state.sequence, command),
+        None => state.link.queue_append(command),
+    }
+    .map_err(|e| format!("client {client}: {e}"))?;
     // A failed write shows again, with its reason, at the connection's next event.
     let _ = state.link.flush();
     Ok(())
@@ -127,6 +160,7 @@ fn report(
     leader: SocketAddr,
     clients: u32,
     size: usize,
+    sessions: bool,
     seconds: f64,
     json: bool,
 ) {
@@ -134,7 +168,7 @@ fn report(
     let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
     if json {
         let value = serde_json::json!({
-            "target": leader.to_string(), "clients": clients, "size_bytes": size, "seconds": seconds,
+            "target": leader.to_string(), "clients": clients, "size_bytes": size, "sessions": sessions, "seconds": seconds,
             "appends": count, "appends_per_second": count as f64 / seconds,
             "latency_ms": { "p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "p999": ms(0.999), "max": histogram.max() as f64 / 1000.0 },
         });
@@ -142,7 +176,8 @@ fn report(
         return;
     }
     println!(
-        "{count} appends in {seconds:.1}s from {clients} client(s) of {size} bytes via leader {leader}: {:.0} appends/s",
+        "{count} appends in {seconds:.1}s from {clients} client(s){} of {size} bytes via leader {leader}: {:.0} appends/s",
+        if sessions { " with sessions" } else { "" },
         count as f64 / seconds
     );
     println!(

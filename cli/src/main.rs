@@ -5,6 +5,7 @@ mod append;
 mod bench;
 mod cluster;
 mod member;
+mod read;
 
 use clap::{Parser, Subcommand};
 use replog_runtime::retention::Retention;
@@ -86,6 +87,20 @@ enum Command {
         /// includes every append acknowledged before the query started
         #[arg(long)]
         linearizable: bool,
+        /// Only the committed commands from this ID on, one line each (no header)
+        #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+        from: Option<u64>,
+        /// Up to this command ID (inclusive)
+        #[arg(long, value_name = "ID", conflicts_with = "last",
+              value_parser = clap::value_parser!(u64).range(1..))]
+        to: Option<u64>,
+        /// Only the newest N committed commands (at or after --from)
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        last: Option<u64>,
+        /// One JSON object per command and line: {"id","index","term","data"} ("data_hex" for
+        /// a command that is not UTF-8); alone, every committed command
+        #[arg(long)]
+        json: bool,
     },
     /// Snapshot and drop one node's entries before a command ID (never past its commit
     /// index); query then starts at that ID. Run it against each node to trim the cluster.
@@ -152,7 +167,25 @@ enum Command {
         /// Command size in bytes
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// Append through client sessions (exactly once), as `replog append` does
+        #[arg(long)]
+        sessions: bool,
         /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print committed commands as they commit, like `tail -f` (Ctrl-C ends it), in `query`'s
+    /// line format; follows the cluster across leader changes and restarts with no gap and no
+    /// duplicate.
+    Follow {
+        /// Any node of the cluster (comma-separated for several); the other members are
+        /// learned from its status
+        #[arg(short, long, default_value = "127.0.0.1:8080", value_delimiter = ',')]
+        target: Vec<String>,
+        /// Start at this command ID (default: the next command to commit; 1 for everything)
+        #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+        from: Option<u64>,
+        /// One JSON object per command and line, as `query --json`
         #[arg(long)]
         json: bool,
     },
@@ -183,13 +216,21 @@ fn main() {
         Command::Trim { target, before } => trim(&target, before),
         Command::TransferLeader { target, to, timeout } => transfer_leader(&target, to.as_deref(), timeout),
         Command::Append(args) => append::run(args),
-        Command::Query { target, linearizable } => query(&target, linearizable),
+        Command::Query { target, linearizable, from, to, last, json } => {
+            let range = read::Range { from, to, last };
+            if range.is_given() || json {
+                read::query(&target, linearizable, range, json)
+            } else {
+                query(&target, linearizable)
+            }
+        }
         Command::Status { target, json } => status(&target, json),
         Command::Member { action } => member::run(action),
         Command::Cluster { nodes, base_port, data_dir } => cluster::run(nodes, base_port, &data_dir),
-        Command::Bench { target, clients, duration, size, json } => {
-            bench::run(&target, clients, duration, size, json)
+        Command::Bench { target, clients, duration, size, sessions, json } => {
+            bench::run(&target, clients, duration, size, sessions, json)
         }
+        Command::Follow { target, from, json } => read::follow(&target, from, json),
     };
     if let Err(message) = result {
         eprintln!("replog: {message}");

@@ -100,6 +100,25 @@ pub enum ClientError {
         /// Its words.
         reason: String,
     },
+    /// Commands from `from_id` on were asked for, but the node holds IDs from `first_id` on
+    /// only: the ones between were trimmed (retention or `replog trim`).
+    Trimmed {
+        /// The node.
+        address: SocketAddr,
+        /// The first ID asked for.
+        from_id: u64,
+        /// The first ID it holds.
+        first_id: u64,
+    },
+    /// No member of the cluster answered within `waited`.
+    Unreachable {
+        /// The members tried.
+        members: Vec<SocketAddr>,
+        /// How long it tried.
+        waited: Duration,
+        /// What went wrong last.
+        last: Option<Box<ClientError>>,
+    },
 }
 
 /// Why an append's outcome is unknown.
@@ -156,6 +175,18 @@ impl fmt::Display for ClientError {
             ClientError::Failed { address, reason } => write!(f, "{address} failed: {reason}"),
             ClientError::ConditionFailed { last_id } => {
                 write!(f, "condition failed: the last command ID is {last_id}; nothing was appended")
+            }
+            ClientError::Trimmed { address, from_id, first_id } => write!(
+                f,
+                "{address} no longer holds ID {from_id}: IDs before {first_id} were trimmed (retention or `replog trim`)"
+            ),
+            ClientError::Unreachable { members, waited, last } => {
+                let members: Vec<String> = members.iter().map(SocketAddr::to_string).collect();
+                write!(f, "no member answered within {:.1}s ({})", waited.as_secs_f64(), members.join(", "))?;
+                match last {
+                    Some(last) => write!(f, ": {last}"),
+                    None => Ok(()),
+                }
             }
         }
     }
@@ -570,7 +601,25 @@ impl Pipelined {
         check_size(&command)?;
         let request = self.next_request;
         self.next_request += 1;
-        if self.connection.queue(&Frame::Append { request, command }) {
+        self.queue(&Frame::Append { request, command })
+    }
+
+    /// Queues request `seq` of session `client` (exactly once: see `session.rs`), one command.
+    pub fn queue_session_append(
+        &mut self,
+        client: u64,
+        seq: u64,
+        command: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        check_size(&command)?;
+        let request = self.next_request;
+        self.next_request += 1;
+        let commands = vec![command];
+        self.queue(&Frame::SessionAppend { request, client, seq, since: 0, expect_last: None, commands })
+    }
+
+    fn queue(&mut self, frame: &Frame) -> Result<(), ClientError> {
+        if self.connection.queue(frame) {
             return Ok(());
         }
         let error = io::Error::new(io::ErrorKind::WouldBlock, "the send queue is full");

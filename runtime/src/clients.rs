@@ -9,6 +9,7 @@ use crate::driver::{Admission, Driver, SessionAppend};
 use crate::fs::RealFs;
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
 use crate::members::Members;
+use crate::reading::{self, ReadKind};
 use crate::sessions::Outcome;
 use crate::status::StatusReport;
 use crate::storage::StorageError;
@@ -95,6 +96,8 @@ struct PendingRead {
     token: Token,
     from: u64,
     max: u32,
+    /// `from` is an index (`Query`) or a command ID (`ReadCommands`).
+    kind: ReadKind,
 }
 
 /// The listener and everything it accepted.
@@ -307,9 +310,18 @@ impl Clients {
         if let Some(read) = self.reads.remove(&reply.request()) {
             let answer = match reply {
                 // The node has applied through `index` (the core applies before it replies).
-                Reply::ReadReady { .. } => query_page(driver, read.from, read.max),
+                Reply::ReadReady { .. } => match read.kind {
+                    ReadKind::Log => query_page(driver, read.from, read.max),
+                    ReadKind::Commands => reading::commands_page(driver, read.from, read.max),
+                },
                 Reply::NotLeader { leader, .. } => Frame::Redirect { leader: leader_address(leader) },
-                _ => Frame::Redirect { leader: None },
+                // Never dropped silently: the client hears why.
+                Reply::Rejected { reason, .. } => Frame::Failed {
+                    reason: format!("the leader refused the linearizable read ({reason:?}: too many reads waiting); retry"),
+                },
+                Reply::Committed { .. } | Reply::Indeterminate { .. } => {
+                    unreachable!("a read is answered ReadReady, NotLeader or Rejected")
+                }
             };
             self.queue(read.token, &answer);
             return;
@@ -481,7 +493,7 @@ impl Clients {
                 if linearizable {
                     // ReadIndex (dissertation §6.4): answered once leadership is confirmed.
                     let request = self.new_request();
-                    self.reads.insert(request, PendingRead { token, from, max });
+                    self.reads.insert(request, PendingRead { token, from, max, kind: ReadKind::Log });
                     inbound.push(Inbound::Step(Event::Read { request }));
                 } else {
                     accepted.connection.queue(&query_page(driver, from, max));
@@ -498,6 +510,18 @@ impl Clients {
             (Caller::Unknown | Caller::Client, Frame::Trim { before_id }) => {
                 accepted.caller = Caller::Client;
                 inbound.push(Inbound::Trim { token, before_id });
+            }
+            (Caller::Unknown | Caller::Client, Frame::ReadCommands { from_id, max, linearizable }) => {
+                accepted.caller = Caller::Client;
+                if linearizable {
+                    // ReadIndex (dissertation §6.4), as for a linearizable `Query`.
+                    let request = self.new_request();
+                    let read = PendingRead { token, from: from_id, max, kind: ReadKind::Commands };
+                    self.reads.insert(request, read);
+                    inbound.push(Inbound::Step(Event::Read { request }));
+                } else {
+                    accepted.connection.queue(&reading::commands_page(driver, from_id, max));
+                }
             }
             (caller, frame) => return Err(Violation::UnexpectedFrame { frame: frame.name(), caller }),
         }
@@ -654,4 +678,3 @@ mod tests {
         assert!(page(&mut driver, LogIndex(5), 10).unwrap().is_empty(), "nothing past the log");
     }
 }
-

@@ -106,6 +106,37 @@ pub enum Frame {
     MembershipChanged {
         index: u64,
     },
+    /// Client: up to `max` committed client commands from the one with ID `from_id` on, in ID
+    /// order. Answered by `CommandsResult`, or `Failed` if IDs from `from_id` on were trimmed.
+    /// A linearizable read is answered by the leader only after it confirmed its leadership
+    /// with a quorum (ReadIndex), as `Query` is; a non-leader answers `Redirect`.
+    ReadCommands {
+        from_id: u64,
+        max: u32,
+        linearizable: bool,
+    },
+    /// The answer to `ReadCommands`: the first command ID the node still holds (earlier ones
+    /// were trimmed), the ID of its last committed command (0 if none), and committed commands
+    /// from the asked ID on (empty if it is past `last_id`; at least one otherwise, so a client
+    /// paging through always moves on).
+    CommandsResult {
+        first_id: u64,
+        last_id: u64,
+        commands: Vec<CommandRecord>,
+    },
+}
+
+/// One committed client command, by ID: what `ReadCommands` answers with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommandRecord {
+    /// Its position among client commands since the log began (`query`'s `ID:`).
+    pub id: u64,
+    /// The index of the log entry that holds it.
+    pub index: u64,
+    /// That entry's term.
+    pub term: u64,
+    /// The command's bytes.
+    pub data: Vec<u8>,
 }
 
 /// A membership change as a client asks for it: by address (the node finds the member), with
@@ -155,6 +186,8 @@ impl Frame {
             Frame::StatusResult { .. } => "status-result",
             Frame::ChangeMembership(_) => "change-membership",
             Frame::MembershipChanged { .. } => "membership-changed",
+            Frame::ReadCommands { .. } => "read-commands",
+            Frame::CommandsResult { .. } => "commands-result",
         }
     }
 }
@@ -265,6 +298,8 @@ const TRANSFER_STARTED: u8 = 26;
 const CHANGE_MEMBERSHIP: u8 = 15;
 const MEMBERSHIP_CHANGED: u8 = 27;
 const SESSION_APPEND: u8 = 16;
+const READ_COMMANDS: u8 = 19;
+const COMMANDS_RESULT: u8 = 29;
 
 /// What one entry's encoding adds to its command: index, term, kind and length. Also its
 /// smallest encoding (a no-op), which bounds a claimed count.
@@ -286,6 +321,11 @@ pub const APPEND_HEADER_BYTES: usize = 1 + 8 + 4;
 /// A query answer's payload besides its entries: frame kind, commit, first index, first ID,
 /// last index, entry count.
 pub const QUERY_RESULT_HEADER_BYTES: usize = 1 + 8 * 4 + 4;
+/// What one command of a `CommandsResult` adds to its bytes: ID, index, term, length. Also its
+/// smallest encoding, which bounds a claimed count.
+pub const COMMAND_RECORD_BYTES_MIN: usize = 8 * 3 + 4;
+/// A `CommandsResult` payload besides its commands: frame kind, first ID, last ID, count.
+pub const COMMANDS_RESULT_HEADER_BYTES: usize = 1 + 8 * 2 + 4;
 
 impl QueriedEntry {
     /// How many bytes `entry` takes in a query answer.
@@ -369,8 +409,15 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(APPEND_RESULT);
             put_u64(out, *request);
             match result {
-                AppendResult::Committed { index, term, id, count } => {
+                // One command: the answer clients of earlier versions read (tag 0).
+                AppendResult::Committed { index, term, id, count: 1 } => {
                     out.push(0);
+                    for value in [*index, *term, *id] {
+                        put_u64(out, value);
+                    }
+                }
+                AppendResult::Committed { index, term, id, count } => {
+                    out.push(5);
                     for value in [*index, *term, *id, *count] {
                         put_u64(out, value);
                     }
@@ -427,6 +474,18 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
         Frame::StatusResult(report) => {
             out.push(STATUS_RESULT);
             put_bytes(out, report.to_json().as_bytes());
+        }
+        Frame::ReadCommands { from_id, max, linearizable } => {
+            out.push(READ_COMMANDS);
+            put_u64(out, *from_id);
+            out.extend_from_slice(&max.to_be_bytes());
+            out.push(u8::from(*linearizable));
+        }
+        Frame::CommandsResult { first_id, last_id, commands } => {
+            out.push(COMMANDS_RESULT);
+            put_u64(out, *first_id);
+            put_u64(out, *last_id);
+            put_command_records(out, commands);
         }
     }
 }
@@ -776,6 +835,12 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     index: reader.u64()?,
                     term: reader.u64()?,
                     id: reader.u64()?,
+                    count: 1,
+                },
+                5 => AppendResult::Committed {
+                    index: reader.u64()?,
+                    term: reader.u64()?,
+                    id: reader.u64()?,
                     count: reader.u64()?,
                 },
                 1 => {
@@ -807,6 +872,14 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
         STATUS_RESULT => Frame::StatusResult(
             StatusReport::from_json(&reader.text()?).map_err(|e| CodecError::BadStatus(e.to_string()))?,
         ),
+        READ_COMMANDS => {
+            Frame::ReadCommands { from_id: reader.u64()?, max: reader.u32()?, linearizable: reader.flag()? }
+        }
+        COMMANDS_RESULT => Frame::CommandsResult {
+            first_id: reader.u64()?,
+            last_id: reader.u64()?,
+            commands: command_records(&mut reader)?,
+        },
         _ => return Err(CodecError::UnknownFrameKind),
     };
     reader.finish(frame)
@@ -875,6 +948,33 @@ fn decode_message(reader: &mut Reader<'_>) -> Result<Message, CodecError> {
     Ok(Message { from, to, term, body })
 }
 
+impl CommandRecord {
+    /// How many bytes a command of `data_bytes` bytes takes in a `CommandsResult`.
+    pub fn encoded_bytes(data_bytes: usize) -> usize {
+        COMMAND_RECORD_BYTES_MIN + data_bytes
+    }
+}
+
+fn put_command_records(out: &mut Vec<u8>, commands: &[CommandRecord]) {
+    out.extend_from_slice(&(commands.len() as u32).to_be_bytes());
+    for CommandRecord { id, index, term, data } in commands {
+        put_u64(out, *id);
+        put_u64(out, *index);
+        put_u64(out, *term);
+        put_bytes(out, data);
+    }
+}
+
+fn command_records(reader: &mut Reader<'_>) -> Result<Vec<CommandRecord>, CodecError> {
+    let count = reader.count(COMMAND_RECORD_BYTES_MIN)?;
+    let mut commands = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (id, index, term) = (reader.u64()?, reader.u64()?, reader.u64()?);
+        commands.push(CommandRecord { id, index, term, data: reader.bytes()?.to_vec() });
+    }
+    Ok(commands)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -924,10 +1024,12 @@ mod tests {
                 commands: vec![b"a".to_vec(), Vec::new()],
             });
         }
-        round_trip(Frame::AppendResult {
-            request: 3,
-            result: AppendResult::Committed { index: 9, term: 3, id: 12, count: 2 },
-        });
+        for count in [1, 2] {
+            round_trip(Frame::AppendResult {
+                request: 3,
+                result: AppendResult::Committed { index: 9, term: 3, id: 12, count },
+            });
+        }
         for refusal in [
             SessionRefusal::UnknownSession,
             SessionRefusal::SessionsDropped { commit: 5 },
@@ -1110,5 +1212,25 @@ mod tests {
         let mut out = vec![STATUS_RESULT];
         put_bytes(&mut out, b"{}");
         assert!(matches!(decode(&out), Err(CodecError::BadStatus(_))));
+    }
+
+    #[test]
+    fn reading_commands_round_trips_and_fits_its_header() {
+        round_trip(Frame::ReadCommands { from_id: 1, max: 100, linearizable: false });
+        round_trip(Frame::ReadCommands { from_id: u64::MAX, max: 0, linearizable: true });
+        round_trip(Frame::CommandsResult { first_id: 1, last_id: 0, commands: Vec::new() });
+        let record = |id, data: &[u8]| CommandRecord { id, index: id + 1, term: 2, data: data.to_vec() };
+        let commands = vec![record(7, b"user_login:alice"), record(8, b""), record(9, &[0xff, 0, 0xfe])];
+        round_trip(Frame::CommandsResult { first_id: 3, last_id: 12, commands });
+        let mut out = Vec::new();
+        let frame = Frame::CommandsResult { first_id: 1, last_id: 1, commands: vec![record(1, b"abc")] };
+        encode(&frame, &mut out);
+        assert_eq!(out.len(), COMMANDS_RESULT_HEADER_BYTES + CommandRecord::encoded_bytes(3));
+        // A count the payload cannot hold is refused before anything is allocated for it.
+        let mut out = vec![COMMANDS_RESULT];
+        out.extend_from_slice(&[0; 16]);
+        out.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(decode(&out), Err(CodecError::EntryCountExceedsPayload));
+        assert_eq!(Frame::ReadCommands { from_id: 1, max: 1, linearizable: false }.name(), "read-commands");
     }
 }

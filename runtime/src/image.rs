@@ -45,8 +45,12 @@ impl Image {
         )
     }
 
-    /// The image with the session table at the same point.
+    /// The image with the session table at the same point (left out while the table is
+    /// pristine, so logs without sessions snapshot as before).
     pub fn encode_with(&self, sessions: &SessionTable) -> Bytes {
+        if sessions.is_pristine() {
+            return self.encode();
+        }
         let mut text =
             format!("{{\"commands\":{},\"digest\":\"{:016x}\",\"sessions\":", self.commands, self.digest);
         text.push_str(&sessions.encode().to_string());

@@ -19,6 +19,8 @@ mod joining;
 pub mod limits;
 pub mod members;
 mod peers;
+pub mod reader;
+mod reading;
 mod records;
 pub mod retention;
 mod segment_index;

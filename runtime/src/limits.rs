@@ -2,8 +2,8 @@
 //! accounting at compile time, so that nothing the node accepts can later fail to fit a frame.
 
 use crate::codec::{
-    APPEND_ENTRIES_HEADER_BYTES, APPEND_HEADER_BYTES, ENTRY_BYTES_MIN, QUERIED_ENTRY_BYTES_MIN,
-    QUERY_RESULT_HEADER_BYTES, SNAPSHOT_REQUEST_HEADER_BYTES,
+    APPEND_ENTRIES_HEADER_BYTES, APPEND_HEADER_BYTES, COMMANDS_RESULT_HEADER_BYTES, COMMAND_RECORD_BYTES_MIN,
+    ENTRY_BYTES_MIN, QUERIED_ENTRY_BYTES_MIN, QUERY_RESULT_HEADER_BYTES, SNAPSHOT_REQUEST_HEADER_BYTES,
 };
 pub use crate::frame::FRAME_BYTES_MAX;
 use replog_core::ENTRY_OVERHEAD_BYTES;
@@ -24,6 +24,10 @@ pub const QUERY_ENTRIES_MAX: u32 = 10_000;
 /// of a frame after the answer's header.
 pub const QUERY_PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX - QUERY_RESULT_HEADER_BYTES;
 
+/// Most bytes of commands one `CommandsResult` carries (at least one command always goes): the
+/// rest of a frame after the answer's header.
+pub const COMMANDS_PAGE_BYTES_MAX: usize = FRAME_BYTES_MAX - COMMANDS_RESULT_HEADER_BYTES;
+
 // The core counts ENTRY_OVERHEAD_BYTES per entry on top of its command; the encoding adds no
 // more, so entries the core fits in MESSAGE_BYTES_MAX encode to at most that many bytes.
 const _: () = assert!(ENTRY_BYTES_MIN as u64 <= ENTRY_OVERHEAD_BYTES);
@@ -35,6 +39,8 @@ const _: () = assert!(MESSAGE_BYTES_MAX as usize + SNAPSHOT_REQUEST_HEADER_BYTES
 const _: () = assert!(APPEND_HEADER_BYTES + COMMAND_BYTES_MAX <= FRAME_BYTES_MAX);
 // The largest command fits a query page alone, so paging always moves on.
 const _: () = assert!(QUERIED_ENTRY_BYTES_MIN + COMMAND_BYTES_MAX <= QUERY_PAGE_BYTES_MAX);
+// The largest command fits a page of commands alone, so reading by ID always moves on.
+const _: () = assert!(COMMAND_RECORD_BYTES_MIN + COMMAND_BYTES_MAX <= COMMANDS_PAGE_BYTES_MAX);
 
 #[cfg(test)]
 mod tests {

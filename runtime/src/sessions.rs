@@ -193,6 +193,12 @@ impl SessionTable {
         self.sessions.len()
     }
 
+    /// Whether it holds no session and never dropped one: an empty table's encoding can be
+    /// left out.
+    pub fn is_pristine(&self) -> bool {
+        self.sessions.is_empty() && self.dropped_through == LogIndex::ZERO
+    }
+
     /// Whether it holds no session.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
