@@ -120,6 +120,11 @@ impl Cluster {
         self.nodes[index].is_up()
     }
 
+    /// Whether node `index` runs and holds actions back for a sync.
+    pub(crate) fn is_waiting(&self, index: usize) -> bool {
+        self.nodes[index].driver().is_some_and(|driver| driver.is_waiting())
+    }
+
     pub(crate) fn life(&self, index: usize) -> u64 {
         self.nodes[index].life()
     }
@@ -453,8 +458,9 @@ impl Cluster {
         (answers, event.map(Call::Step))
     }
 
-    /// A follow reader asks node `index` for the committed commands from ID `from_id` on, at
-    /// most `entries_max` entries of them (as `replog follow` pages through `query`).
+    /// A follow reader asks node `index` for the committed commands from ID `from_id` on, from
+    /// at most `entries_max` entries (as the server's `reading::commands_page` answers
+    /// `ReadCommands`, which this mirrors: it is not public).
     pub(crate) fn follow_read(&mut self, index: usize, from_id: u64, entries_max: u64) -> FollowPage {
         let sim = &mut self.nodes[index];
         if sim.is_paused() {
@@ -463,21 +469,26 @@ impl Cluster {
         let Some(driver) = sim.driver_mut() else {
             return FollowPage::Unavailable;
         };
-        let (base, commit) = (driver.node().snapshot_meta().index, driver.node().commit());
+        let first_id = driver.first_command_id();
+        if from_id < first_id {
+            return FollowPage::Trimmed { first_id };
+        }
+        let commit = driver.node().commit();
+        if commit <= driver.node().snapshot_meta().index {
+            return FollowPage::Commands(Vec::new());
+        }
         let from = driver.index_of_command(from_id);
-        if from <= base && base > LogIndex::ZERO {
-            return FollowPage::Trimmed { first_id: driver.first_command_id() };
+        if from > commit {
+            return FollowPage::Commands(Vec::new());
         }
         let to = commit.min(from.plus(entries_max.max(1) - 1));
-        let entries = match driver.read_entries(from, to, u64::MAX) {
-            Ok(entries) => entries,
-            Err(_) => return FollowPage::Unavailable,
+        let Ok(entries) = driver.read_entries(from, to, u64::MAX) else {
+            return FollowPage::Unavailable;
         };
         let mut commands = Vec::new();
         for entry in &entries {
-            let first_id = driver.command_id(entry.index);
-            for (k, command) in entry.payload.commands().iter().enumerate() {
-                let id = first_id + k as u64;
+            let first = driver.command_id(entry.index);
+            for (id, command) in (first..).zip(entry.payload.commands()) {
                 if id >= from_id {
                     commands.push((id, command.clone()));
                 }

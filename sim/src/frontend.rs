@@ -1,11 +1,13 @@
 //! The client-facing side of a simulated node, as the runtime's server runs it
 //! (`runtime/src/clients.rs`): the appends that arrive within one round are proposed together
-//! (plain commands first, then session appends screened by `Driver::admit`), linearizable reads
+//! (plain commands first, then session appends screened by `Driver::admit`; the other way
+//! round while `workarounds::SESSION_APPENDS_FIRST`), linearizable reads
 //! are stepped at once, and the core's replies and the entries it applies become answers to the
 //! clients' attempts. It lives and dies with the node's process: a crash loses every client
 //! waiting on it (they time out).
 
 use crate::disk::SimFs;
+use crate::workarounds;
 use replog_core::{Bytes, ClientId, Entry, Event, LogIndex, NodeId, Payload, Reply, RequestId, Term};
 use replog_runtime::driver::{Admission, Driver, SessionAppend};
 use replog_runtime::sessions::{Outcome, SessionRefusal};
@@ -121,9 +123,11 @@ impl Frontend {
         let mut answers = Vec::new();
         let mut waiting: Vec<Vec<Attempt>> = Vec::new();
         let mut payloads = Vec::new();
-        for (attempt, command) in self.batch.drain(..) {
-            waiting.push(vec![attempt]);
-            payloads.push(Payload::Command(command));
+        if !workarounds::SESSION_APPENDS_FIRST {
+            for (attempt, command) in self.batch.drain(..) {
+                waiting.push(vec![attempt]);
+                payloads.push(Payload::Command(command));
+            }
         }
         let sessions = std::mem::take(&mut self.session_batch);
         let appends: Vec<SessionAppend> = sessions.iter().map(|(_, append)| append.clone()).collect();
@@ -159,6 +163,10 @@ impl Frontend {
                 }
             }
             slot_of.push(slot);
+        }
+        for (attempt, command) in self.batch.drain(..) {
+            waiting.push(vec![attempt]);
+            payloads.push(Payload::Command(command));
         }
         if payloads.is_empty() {
             return (None, answers);

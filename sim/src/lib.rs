@@ -26,6 +26,7 @@ mod summary;
 mod timeline;
 mod trace;
 mod workload;
+mod workarounds;
 pub mod world;
 
 pub use bugs::Planted;

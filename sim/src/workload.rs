@@ -12,15 +12,18 @@
 //! appended is never used again for other commands.
 //!
 //! Two more ways a session's request comes again, both of which must be answered with the
-//! original outcome or refused: an attempt sometimes goes twice at once (the two meet in one
-//! round), and an acknowledged append is sometimes sent once more much later (a resumed
-//! process that lost the answer), across crashes, restarts and leader changes.
+//! original outcome (the original IDs) or refused: an attempt sometimes goes twice at once (the
+//! two meet in one round), and after an acknowledged append the client sometimes stops for a
+//! long while and sends it once more (a process that restarted and resumed its session at the
+//! number it had stored, `Session::resume`, not knowing the answer came), across crashes,
+//! restarts and leader changes.
 
 use crate::frontend::{Answer, Arrival, Attempt};
 use crate::history::{Ack, History, Op, OpKind, Outcome, Tally};
 use crate::network::Network;
 use crate::options::{Options, TICK};
 use crate::timeline::{SimEvent, Timeline};
+use crate::workarounds;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{Bytes, ClientId, Entry, LogIndex, NodeId, RequestId};
@@ -41,17 +44,16 @@ const BATCH_RATE: f64 = 0.3;
 const CONDITIONAL_RATE: f64 = 0.2;
 /// A session's attempt goes twice at once this often.
 const HEDGE_RATE: f64 = 0.05;
-/// An acknowledged session append is sent once more, up to this many ticks later, this often.
-const RESEND_RATE: f64 = 0.25;
-const RESEND_DELAY_TICKS_MAX: u64 = 400;
-
-/// Who waits for an attempt's answer.
-#[derive(Clone, Copy, Debug)]
-enum Sender {
-    Client(usize),
-    /// An acknowledged append sent again: its answer is only checked.
-    Resend,
-}
+/// After an acknowledged session append, the client restarts this often, and resumes after up
+/// to this many ticks by sending the append once more.
+const RESUME_RATE: f64 = 0.15;
+const RESUME_PAUSE_TICKS_MAX: u64 = 300;
+/// With `workarounds::NO_LATE_DUPLICATES` off, an acknowledged session append also arrives
+/// once more this often, up to this many ticks later, while the client goes on (a request
+/// held in a paused node's socket, read when it resumes): it must be answered with the
+/// original IDs or refused.
+const LATE_DUPLICATE_RATE: f64 = 0.25;
+const LATE_DUPLICATE_TICKS_MAX: u64 = 400;
 
 /// A session as its client knows it.
 #[derive(Clone, Copy, Debug)]
@@ -77,6 +79,9 @@ struct InFlight {
     maybe_appended: bool,
     /// The node the last attempt went to.
     node: usize,
+    /// A resumed process sending an acknowledged append again: its answers are only checked
+    /// (the operation's outcome stands).
+    resend: bool,
 }
 
 struct Client {
@@ -89,6 +94,8 @@ struct Client {
     session: Option<Session>,
     /// The last command ID it knows of: what a conditional append expects.
     last_known_id: u64,
+    /// An acknowledged append (its operation, and what it sent) to send again when it resumes.
+    resume: Option<(usize, Arrival)>,
 }
 
 /// What the session clients met.
@@ -112,15 +119,17 @@ pub struct SessionStats {
     /// appended, or attempts exhausted.
     pub unknown_outcomes: u64,
     pub given_up: u64,
-    pub resends: u64,
-    /// Resends answered with the original outcome.
-    pub resends_committed: u64,
+    /// Restarts that resumed by sending an acknowledged append again, and how many of those
+    /// were answered with its outcome (the others found the session expired).
+    pub resumes: u64,
+    pub resumes_committed: u64,
 }
 
 pub(crate) struct Workload {
     clients: Vec<Client>,
-    /// Every attempt sent: who waits for it, and its operation in the history.
-    attempts: BTreeMap<Attempt, (Sender, usize)>,
+    /// Every attempt sent: its client (none for a late duplicate, which nobody waits for),
+    /// and its operation in the history.
+    attempts: BTreeMap<Attempt, (Option<usize>, usize)>,
     next_attempt: u64,
     history: History,
     nodes: usize,
@@ -147,6 +156,7 @@ impl Workload {
                     .uses_session(client)
                     .then_some(Session { id: ClientId(0), seq: 0, since: LogIndex::ZERO }),
                 last_known_id: 0,
+                resume: None,
             })
             .collect();
         Workload {
@@ -175,6 +185,18 @@ impl Workload {
     /// The next operation of a client that waits for nothing.
     pub(crate) fn start_op(&mut self, client: usize, network: &Network, t: &mut Timeline) {
         if self.stopped || self.clients[client].current.is_some() {
+            return;
+        }
+        if let Some((op, arrival)) = self.clients[client].resume.take() {
+            // A resumed process: it may have sent this before, so any refusal saying its
+            // session is gone leaves the outcome unknown.
+            self.stats.resumes += 1;
+            t.note(|| format!("client {client} resumes: op {op} goes again"));
+            let node = self.clients[client].guess;
+            let attempt = RequestId(0);
+            let resumed = InFlight { op, attempt, attempts: 0, arrival, maybe_appended: true, node, resend: true };
+            self.clients[client].current = Some(resumed);
+            self.send(client, network, t);
             return;
         }
         let read = self.rng.random_bool(0.2);
@@ -220,6 +242,7 @@ impl Workload {
             arrival,
             maybe_appended: false,
             node,
+            resend: false,
         });
         self.send(client, network, t);
     }
@@ -256,7 +279,7 @@ impl Workload {
         current.attempt = attempt;
         current.attempts += 1;
         current.node = node;
-        self.attempts.insert(attempt, (Sender::Client(client), current.op));
+        self.attempts.insert(attempt, (Some(client), current.op));
         let arrival = current.arrival.clone();
         let session = matches!(arrival, Arrival::Session(_));
         if session {
@@ -306,22 +329,16 @@ impl Workload {
 
     /// An answer arrives. Every answer that says where an append committed is recorded for
     /// the checks, whether the client still waits for it or not.
-    pub(crate) fn on_answer(&mut self, attempt: Attempt, answer: Answer, network: &Network, t: &mut Timeline) {
-        let Some(&(sender, op)) = self.attempts.get(&attempt) else {
+    pub(crate) fn on_answer(&mut self, attempt: Attempt, answer: Answer, t: &mut Timeline) {
+        let Some(&(client, op)) = self.attempts.get(&attempt) else {
             return;
         };
         if let Answer::Committed { index, first_id, count, .. } = answer {
             self.history.acks.push(Ack { op, index, first_id, count });
         }
-        let client = match sender {
-            Sender::Resend => {
-                if matches!(answer, Answer::Committed { .. }) {
-                    self.stats.resends_committed += 1;
-                }
-                t.note(|| format!("resend {attempt} of op {op} got {answer:?}"));
-                return;
-            }
-            Sender::Client(client) => client,
+        let Some(client) = client else {
+            t.note(|| format!("late duplicate {attempt} of op {op} got {answer:?}"));
+            return;
         };
         let Some(current) = &self.clients[client].current else {
             return;
@@ -343,30 +360,38 @@ impl Workload {
                 self.finish(client, Outcome::Indeterminate, t)
             }
             (Arrival::Read | Arrival::Append(_), _) => self.finish(client, Outcome::Failed, t),
-            (Arrival::Session(_), answer) => self.on_session_answer(client, answer, network, t),
+            (Arrival::Session(_), answer) => self.on_session_answer(client, answer, t),
         }
     }
 
     /// A session's append is answered: by `session.rs`'s rules.
-    fn on_session_answer(&mut self, client: usize, answer: Answer, network: &Network, t: &mut Timeline) {
+    fn on_session_answer(&mut self, client: usize, answer: Answer, t: &mut Timeline) {
         let current = self.clients[client].current.as_mut().expect("in progress");
         let maybe_appended = current.maybe_appended;
         let node = current.node;
         match answer {
             Answer::Committed { index, first_id, count, .. } => {
-                if current.attempts > 1 {
+                if current.resend {
+                    self.stats.resumes_committed += 1;
+                } else if current.attempts > 1 {
                     self.stats.acked_after_retry += 1;
                 }
-                if count > 1 {
+                if count > 1 && !current.resend {
                     self.stats.batches_acked += 1;
                 }
-                let (op, arrival) = (current.op, current.arrival.clone());
+                let (op, arrival, resend) = (current.op, current.arrival.clone(), current.resend);
                 let state = &mut self.clients[client];
                 state.guess = node;
                 state.last_known_id = state.last_known_id.max(first_id + count - 1);
+                if !workarounds::NO_LATE_DUPLICATES && !resend {
+                    self.maybe_duplicate(op, arrival.clone(), t);
+                }
+                if !resend && self.rng.random_bool(RESUME_RATE) {
+                    // It restarts: once back, it sends this append again.
+                    self.clients[client].resume = Some((op, arrival));
+                }
                 self.advance(client);
                 self.finish(client, Outcome::AppendOk { index, first_id }, t);
-                self.maybe_resend(op, arrival, network, t);
             }
             Answer::NotLeader { leader } => {
                 self.follow_hint(client, leader);
@@ -436,9 +461,14 @@ impl Workload {
         }
     }
 
-    /// The session's request number is used: the next request takes the next one.
+    /// The session's request number is used: the next request takes the next one (a resumed
+    /// process had moved on already).
     fn advance(&mut self, client: usize) {
-        if let Some(session) = &mut self.clients[client].session {
+        let state = &mut self.clients[client];
+        if state.current.as_ref().is_some_and(|current| current.resend) {
+            return;
+        }
+        if let Some(session) = &mut state.session {
             session.seq += 1;
         }
     }
@@ -476,24 +506,34 @@ impl Workload {
         }
     }
 
-    /// An acknowledged session append goes once more, later, to any node.
-    fn maybe_resend(&mut self, op: usize, arrival: Arrival, network: &Network, t: &mut Timeline) {
-        if !self.rng.random_bool(RESEND_RATE) {
+    /// An acknowledged append arrives once more, later, at any node.
+    fn maybe_duplicate(&mut self, op: usize, arrival: Arrival, t: &mut Timeline) {
+        if !self.rng.random_bool(LATE_DUPLICATE_RATE) {
             return;
         }
         let attempt = RequestId(self.next_attempt);
         self.next_attempt += 1;
-        self.attempts.insert(attempt, (Sender::Resend, op));
-        self.stats.resends += 1;
+        self.attempts.insert(attempt, (None, op));
         let node = self.rng.random_range(0..self.nodes);
-        let delay = self.rng.random_range(1..=RESEND_DELAY_TICKS_MAX * TICK) + network.latency(&mut self.rng);
-        t.note(|| format!("op {op} will be sent again as {attempt} to n{}", node + 1));
+        let delay = self.rng.random_range(1..=LATE_DUPLICATE_TICKS_MAX * TICK);
+        t.note(|| format!("op {op} will arrive again as {attempt} at n{}", node + 1));
         t.schedule(delay, SimEvent::ClientArrive { node, attempt, arrival });
     }
 
-    /// The client's operation ends with `outcome`; its next starts after a pause.
+    /// The client's operation ends with `outcome`; its next starts after a pause (a long one
+    /// if it restarts). A resumed process's answer changes nothing of the operation's outcome.
     fn finish(&mut self, client: usize, outcome: Outcome, t: &mut Timeline) {
         let current = self.clients[client].current.take().expect("in progress");
+        let think = if self.clients[client].resume.is_some() {
+            self.rng.random_range(1..=RESUME_PAUSE_TICKS_MAX * TICK)
+        } else {
+            self.rng.random_range(1..=2 * TICK)
+        };
+        t.schedule(think, SimEvent::ClientNext { client });
+        if current.resend {
+            t.note(|| format!("client {client} resumed op {}: {outcome:?}", current.op));
+            return;
+        }
         if let Outcome::AppendOk { .. } = outcome {
             if self.healed && self.history.ops[current.op].invoke >= self.fault_phase_end {
                 self.clients[client].acked_after_heal = true;
@@ -503,8 +543,6 @@ impl Workload {
         let entry = &mut self.history.ops[current.op];
         entry.response = Some(t.now());
         entry.outcome = outcome;
-        let think = self.rng.random_range(1..=2 * TICK);
-        t.schedule(think, SimEvent::ClientNext { client });
     }
 
     pub(crate) fn on_timeout(&mut self, client: usize, attempt: Attempt, t: &mut Timeline) {

@@ -26,11 +26,12 @@ use crate::operator::Operator;
 use crate::options::{Options, TICK};
 use crate::schedule::Schedule;
 use crate::timeline::{SimEvent, Timeline};
+use crate::workarounds;
 use crate::workload::Workload;
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Entry, Message};
+use replog_core::{Body, Entry, Message};
 use replog_runtime::driver::Output;
 use std::hash::Hasher;
 
@@ -137,9 +138,7 @@ impl World {
                     }
                 }
                 // The workload.
-                SimEvent::ClientReply { attempt, answer } => {
-                    self.workload.on_answer(attempt, answer, &self.network, t)
-                }
+                SimEvent::ClientReply { attempt, answer } => self.workload.on_answer(attempt, answer, t),
                 SimEvent::ClientTimeout { client, attempt } => self.workload.on_timeout(client, attempt, t),
                 SimEvent::ClientNext { client } => self.workload.start_op(client, &self.network, t),
                 SimEvent::ClientRetry { client, op } => self.workload.on_retry(client, op, &self.network, t),
@@ -271,6 +270,13 @@ impl World {
         let index = message.to.0 as usize - 1;
         if self.network.is_cut(message.from.0, message.to.0) || !self.cluster.is_up(index) {
             self.network.stats.dropped += 1;
+            return Ok(());
+        }
+        if workarounds::SNAPSHOT_WAITS_FOR_SYNC
+            && matches!(message.body, Body::SnapshotRequest { .. })
+            && self.cluster.is_waiting(index)
+        {
+            self.timeline.schedule(TICK / 10, SimEvent::Deliver(message));
             return Ok(());
         }
         if let Some(call) = self.cluster.on_deliver(index, message) {
