@@ -214,9 +214,7 @@ pub(crate) fn check_end(
             return Err(t.violation(Kind::Liveness, Some(sim.id), broken));
         }
     }
-    workload
-        .check(cluster.committed())
-        .map_err(|detail| t.violation(Kind::Safety, None, ("linearizability", detail)))?;
+    workload.check(cluster.committed()).map_err(|broken| t.violation(Kind::Safety, None, broken))?;
     crate::history::check_streams(followers.streams(), cluster.committed())
         .map_err(|detail| t.violation(Kind::Safety, None, ("follow streams", detail)))
 }

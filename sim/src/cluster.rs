@@ -15,8 +15,8 @@ use crate::world::stream;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{
-    Bytes, Config, Entry, Event, LogIndex, Marks, Membership, Message, Node, NodeId, Reply,
-    RequestId, SnapshotMeta, Term,
+    Bytes, Config, Entry, Event, LogIndex, Marks, Membership, Message, Node, NodeId, Reply, RequestId,
+    SnapshotMeta, Term,
 };
 use replog_runtime::driver::{DriverError, Output};
 use replog_runtime::retention::Retention;
@@ -532,14 +532,23 @@ impl Cluster {
 
     /// Node `index` trims its log if its retention policy says so, once what its round released
     /// was handled (as the runtime's server does). What it released, if it still runs.
-    pub(crate) fn retain(&mut self, index: usize, t: &mut Timeline) -> Result<Option<Vec<Output>>, Violation> {
+    pub(crate) fn retain(
+        &mut self,
+        index: usize,
+        t: &mut Timeline,
+    ) -> Result<Option<Vec<Output>>, Violation> {
         let round = self.nodes[index].retain();
         self.finish(index, round, t)
     }
 
     /// Traces and checks every core step of a round, and stops the node if the round failed
     /// on a failed fsync. What the round released, unless the node stopped.
-    fn finish(&mut self, index: usize, round: Round, t: &mut Timeline) -> Result<Option<Vec<Output>>, Violation> {
+    fn finish(
+        &mut self,
+        index: usize,
+        round: Round,
+        t: &mut Timeline,
+    ) -> Result<Option<Vec<Output>>, Violation> {
         let id = self.nodes[index].id;
         for step in round.steps {
             t.record_step(id, &step.event, &step.actions);
@@ -586,9 +595,18 @@ impl Cluster {
     }
 
     /// Node `index`'s core replied to its frontend; `read_len` is what a read sees.
-    pub(crate) fn on_client_reply(&mut self, index: usize, reply: &Reply, read_len: u64) -> Vec<(Attempt, Answer)> {
+    pub(crate) fn on_client_reply(
+        &mut self,
+        index: usize,
+        reply: &Reply,
+        read_len: u64,
+        t: &Timeline,
+    ) -> Result<Vec<(Attempt, Answer)>, Violation> {
+        let id = self.nodes[index].id;
         let (frontend, driver) = self.nodes[index].serving().expect("node is up");
-        frontend.on_reply(reply, read_len, driver)
+        frontend
+            .on_reply(reply, read_len, driver)
+            .map_err(|detail| t.unsafe_at(id)(("client answer", detail)))
     }
 
     /// Node `index` replaced its state machine with a snapshot through `meta.index`.

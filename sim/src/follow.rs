@@ -57,10 +57,17 @@ impl Followers {
     pub(crate) fn new(options: &Options, mut rng: ChaCha8Rng) -> Followers {
         let nodes = options.ids() as usize;
         let readers = (0..options.followers as usize)
-            .map(|reader| Reader { node: rng.random_range(0..nodes), stream: reader, next_id: 1, idle: 0, trimmed: 0 })
+            .map(|reader| Reader {
+                node: rng.random_range(0..nodes),
+                stream: reader,
+                next_id: 1,
+                idle: 0,
+                trimmed: 0,
+            })
             .collect();
-        let streams =
-            (0..options.followers as usize).map(|reader| Stream { reader, first_id: 1, commands: Vec::new() }).collect();
+        let streams = (0..options.followers as usize)
+            .map(|reader| Stream { reader, first_id: 1, commands: Vec::new() })
+            .collect();
         Followers { readers, streams, nodes, rng, stats: FollowStats::default() }
     }
 
@@ -74,7 +81,13 @@ impl Followers {
 
     /// A reader's next read, at the node it reads from; the next one is scheduled after a
     /// round trip and a pause.
-    pub(crate) fn on_read(&mut self, reader: usize, cluster: &mut Cluster, network: &Network, t: &mut Timeline) {
+    pub(crate) fn on_read(
+        &mut self,
+        reader: usize,
+        cluster: &mut Cluster,
+        network: &Network,
+        t: &mut Timeline,
+    ) {
         self.stats.reads += 1;
         let state = &mut self.readers[reader];
         let entries_max = self.rng.random_range(1..=PAGE_ENTRIES_MAX);
@@ -92,7 +105,9 @@ impl Followers {
                     state.stream = self.streams.len();
                     self.streams.push(Stream { reader, first_id, commands: Vec::new() });
                     let node = state.node;
-                    t.note(|| format!("follower {reader} begins a new stream at ID {first_id} on n{}", node + 1));
+                    t.note(|| {
+                        format!("follower {reader} begins a new stream at ID {first_id} on n{}", node + 1)
+                    });
                 } else {
                     switch = true;
                 }
@@ -109,10 +124,14 @@ impl Followers {
                     self.stats.commands += commands.len() as u64;
                     let node = state.node;
                     let (first, count) = (commands[0].0, commands.len());
-                    t.note(|| format!("follower {reader} read IDs {first}..={last} ({count}) from n{}", node + 1));
+                    t.note(|| {
+                        format!("follower {reader} read IDs {first}..={last} ({count}) from n{}", node + 1)
+                    });
                     state.next_id = last + 1;
                     let stream = &mut self.streams[state.stream];
-                    stream.commands.extend(commands.into_iter().map(|(_, command)| command.as_slice().to_vec()));
+                    stream
+                        .commands
+                        .extend(commands.into_iter().map(|(_, command)| command.as_slice().to_vec()));
                 }
             }
         }

@@ -85,8 +85,12 @@ pub(crate) struct Frontend {
     session_batch: Vec<(Attempt, SessionAppend)>,
     /// A flush of the round's batch is scheduled.
     flush_due: bool,
-    /// Attempts waiting on a proposal: per entry of it, in order, who waits for it.
-    proposals: BTreeMap<RequestId, Vec<Vec<Attempt>>>,
+    /// Attempts waiting on a proposal: the log's last index when it was proposed (its entries
+    /// follow), and per entry of it, in order, who waits for it.
+    proposals: BTreeMap<RequestId, (LogIndex, Vec<Vec<Attempt>>)>,
+    /// The first command ID and the command count of entries applied while proposals wait
+    /// (see `workarounds::REPLY_IDS_AT_APPLY`).
+    applied_ids: BTreeMap<LogIndex, (u64, u64)>,
     /// Attempts waiting on a read.
     reads: BTreeMap<RequestId, Attempt>,
     /// Session requests found in the log, by index: answered when it is applied.
@@ -174,7 +178,7 @@ impl Frontend {
         if payloads.len() > 1 {
             stats.group_proposals += 1;
         }
-        self.proposals.insert(request, waiting);
+        self.proposals.insert(request, (driver.node().last_index(), waiting));
         (Some(Event::Propose { request, payloads }), answers)
     }
 
@@ -184,31 +188,45 @@ impl Frontend {
     }
 
     /// The core replied; `read_len` is how much of the log the node has applied (what a read
-    /// sees). As `Clients::on_reply`.
+    /// sees). As `Clients::on_reply`, which names the IDs of a committed proposal's entries by
+    /// `Driver::command_id`: an error if the node trimmed one of them already (the runtime
+    /// would panic), unless `workarounds::REPLY_IDS_AT_APPLY`.
     pub(crate) fn on_reply(
         &mut self,
         reply: &Reply,
         read_len: u64,
         driver: &Driver<SimFs>,
-    ) -> Vec<(Attempt, Answer)> {
+    ) -> Result<Vec<(Attempt, Answer)>, String> {
         if let Some(attempt) = self.reads.remove(&reply.request()) {
             let answer = match reply {
                 Reply::ReadReady { .. } => Answer::ReadOk { len: read_len },
                 Reply::NotLeader { leader, .. } => Answer::NotLeader { leader: *leader },
                 _ => Answer::Failed { retry: true },
             };
-            return vec![(attempt, answer)];
+            return Ok(vec![(attempt, answer)]);
         }
-        let Some(waiting) = self.proposals.remove(&reply.request()) else {
-            return Vec::new();
+        let Some((_, waiting)) = self.proposals.remove(&reply.request()) else {
+            return Ok(Vec::new());
         };
+        let trimmed = driver.node().snapshot_meta().index;
         let mut answers = Vec::new();
         for (position, waiters) in waiting.into_iter().enumerate() {
             let answer = match reply {
                 Reply::Committed { first, term, .. } => {
                     let index = first.plus(position as u64);
-                    let first_id = driver.command_id(index);
-                    let count = driver.command_id(index.next()) - first_id;
+                    let (first_id, count) = if index > trimmed {
+                        let first_id = driver.command_id(index);
+                        (first_id, driver.command_id(index.next()) - first_id)
+                    } else if let (true, Some(&ids)) =
+                        (workarounds::REPLY_IDS_AT_APPLY, self.applied_ids.get(&index))
+                    {
+                        ids
+                    } else {
+                        return Err(format!(
+                            "the reply to proposal {} (entries from {first}) comes after the node trimmed entry {index} (through {trimmed}): `Driver::command_id({index})` panics",
+                            reply.request()
+                        ));
+                    };
                     Answer::Committed { index, term: *term, first_id, count }
                 }
                 Reply::NotLeader { leader, .. } => Answer::NotLeader { leader: *leader },
@@ -218,13 +236,24 @@ impl Frontend {
             };
             answers.extend(waiters.into_iter().map(|attempt| (attempt, answer.clone())));
         }
-        answers
+        // IDs of entries before every waiting proposal's are needed no more.
+        match self.proposals.values().map(|(after, _)| *after).min() {
+            Some(after) => self.applied_ids = self.applied_ids.split_off(&after.next()),
+            None => self.applied_ids.clear(),
+        }
+        Ok(answers)
     }
 
     /// Entries were applied: the session requests waiting for them are answered, with the
     /// entry's outcome if it is theirs, else (a new leader replaced it) with a retry. As
     /// `Clients::on_applied`.
     pub(crate) fn on_applied(&mut self, entries: &[Entry], driver: &Driver<SimFs>) -> Vec<(Attempt, Answer)> {
+        if let Some(after) = self.proposals.values().map(|(after, _)| *after).min() {
+            for entry in entries.iter().filter(|entry| entry.index > after) {
+                let count = entry.payload.commands().len() as u64;
+                self.applied_ids.insert(entry.index, (driver.command_id(entry.index), count));
+            }
+        }
         let mut answers = Vec::new();
         if self.in_log.is_empty() {
             return answers;

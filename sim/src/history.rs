@@ -15,16 +15,26 @@
 //! (an append at entry p as p, a read of length L just after L) respects real time: if x
 //! finished before y started, x's position is not after y's.
 
+use crate::checker::Broken;
 use replog_core::{Entry, LogIndex};
 use std::collections::BTreeMap;
+
+/// The properties this module checks, as violations name them.
+pub const EXACTLY_ONCE: &str = "exactly once";
+pub const LINEARIZABILITY: &str = "linearizability";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OpKind {
     /// A plain append of one command.
-    Append { value: Vec<u8> },
+    Append {
+        value: Vec<u8>,
+    },
     /// A session's append of one or more commands as one entry; if `expect_last`, only where
     /// the log's last command ID is that.
-    Request { commands: Vec<Vec<u8>>, expect_last: Option<u64> },
+    Request {
+        commands: Vec<Vec<u8>>,
+        expect_last: Option<u64>,
+    },
     Read,
 }
 
@@ -126,138 +136,158 @@ impl History {
         tally
     }
 
-    /// Checks the history against the final committed log.
-    pub fn check(&self, committed: &[Entry]) -> Result<(), String> {
-        let places = places(committed)?;
-        let mut claimed = 0usize;
+    /// Checks the history against the final committed log: exactly once first, then
+    /// linearizability. What broke is named (`checker::Broken`).
+    pub fn check(&self, committed: &[Entry]) -> Result<(), Broken> {
+        let once = |detail: String| (EXACTLY_ONCE, detail);
+        let places = places(committed).map_err(once)?;
+        // Where each operation's commands are, all or none, as one entry of their own.
         let mut found_at: Vec<Option<Place>> = Vec::with_capacity(self.ops.len());
-        let mut placed: Vec<Placed> = Vec::new();
         for (number, op) in self.ops.iter().enumerate() {
-            let describe = || format!("op {number} of client {} ({})", op.client, op.kind_name());
+            let describe = || op.describe(number);
             let found = match &op.kind {
-                OpKind::Append { value } => where_committed(std::slice::from_ref(value), &places, &describe)?,
-                OpKind::Request { commands, expect_last } => {
-                    let found = where_committed(commands, &places, &describe)?;
-                    if let (Some(place), Some(expected)) = (found, expect_last) {
-                        if place.id - 1 != *expected {
-                            return Err(format!(
-                                "{} expected {expected} commands before it, committed at ID {} (exactly once: a conditional append)",
-                                describe(),
-                                place.id
-                            ));
-                        }
-                    }
-                    found
+                OpKind::Append { value } => where_committed(std::slice::from_ref(value), &places, &describe),
+                OpKind::Request { commands, .. } => where_committed(commands, &places, &describe),
+                OpKind::Read => Ok(None),
+            }
+            .map_err(once)?;
+            if let (OpKind::Request { expect_last: Some(expected), .. }, Some(place)) = (&op.kind, found) {
+                if place.id - 1 != *expected {
+                    return Err(once(format!(
+                        "{}: a conditional append expecting {expected} commands before it committed at ID {}",
+                        describe(),
+                        place.id
+                    )));
                 }
-                OpKind::Read => None,
-            };
-            if found.is_some() {
-                claimed += op.commands();
             }
             found_at.push(found);
+        }
+        self.check_acks(&found_at, committed)?;
+        let claimed: usize = self
+            .ops
+            .iter()
+            .zip(&found_at)
+            .filter(|(_, found)| found.is_some())
+            .map(|(op, _)| op.commands())
+            .sum();
+        if claimed != places.len() {
+            return Err(once(self.stranger(&places, claimed)));
+        }
+        let mut placed: Vec<Placed> = Vec::new();
+        for (number, (op, found)) in self.ops.iter().zip(&found_at).enumerate() {
+            let describe = || op.describe(number);
+            let at_response = |key| Placed { invoke: op.invoke, response: op.response, key, op: number };
             match (&op.outcome, found) {
-                (Outcome::AppendOk { index, first_id }, Some(at)) if (at.index, at.id) == (*index, *first_id) => {
-                    placed.push(Placed {
-                        invoke: op.invoke,
-                        response: op.response,
-                        key: (at.index.0, 0),
-                        op: number,
-                    })
+                (Outcome::AppendOk { index, first_id }, Some(at))
+                    if (at.index, at.id) == (*index, *first_id) =>
+                {
+                    placed.push(at_response((at.index.0, 0)))
                 }
-                (Outcome::AppendOk { index, first_id }, Some(at)) => {
-                    return Err(format!(
-                        "{} acknowledged at {index} (ID {first_id}) but committed at {} (ID {})",
-                        describe(),
-                        at.index,
-                        at.id
-                    ))
-                }
-                (Outcome::AppendOk { index, .. }, None) => {
-                    return Err(format!(
-                        "{} acknowledged at {index} is not in the committed log: lost write",
-                        describe()
-                    ))
-                }
+                (Outcome::AppendOk { .. }, _) => unreachable!("every acknowledgement is checked above"),
                 (Outcome::Failed, Some(at)) => {
-                    return Err(format!("{} was reported failed but committed at {}", describe(), at.index))
+                    return Err((
+                        LINEARIZABILITY,
+                        format!("{} was reported failed but committed at {}", describe(), at.index),
+                    ))
                 }
                 (Outcome::ConditionFailed { last_id }, Some(at)) => {
-                    return Err(format!(
+                    return Err(once(format!(
                         "{} was refused (condition failed, last ID {last_id}) but committed at {}",
                         describe(),
                         at.index
-                    ))
+                    )))
                 }
-                (Outcome::Indeterminate | Outcome::Pending, Some(at)) => {
-                    placed.push(Placed { invoke: op.invoke, response: None, key: (at.index.0, 0), op: number })
-                }
+                (Outcome::Indeterminate | Outcome::Pending, Some(at)) => placed.push(Placed {
+                    invoke: op.invoke,
+                    response: None,
+                    key: (at.index.0, 0),
+                    op: number,
+                }),
                 (Outcome::ReadOk { len }, _) => {
                     if *len > committed.len() as u64 {
-                        return Err(format!(
-                            "{} read {len} entries, only {} committed",
-                            describe(),
-                            committed.len()
+                        return Err((
+                            LINEARIZABILITY,
+                            format!("{} read {len} entries, only {} committed", describe(), committed.len()),
                         ));
                     }
-                    placed.push(Placed {
-                        invoke: op.invoke,
-                        response: op.response,
-                        key: (*len, 1),
-                        op: number,
-                    });
+                    placed.push(at_response((*len, 1)));
                 }
                 _ => {}
             }
         }
-        for ack in &self.acks {
+        real_time_order(&placed).map_err(|detail| (LINEARIZABILITY, detail))
+    }
+
+    /// Every answer that said where an operation committed (the operation's own outcome
+    /// among them) names where its commands are: a retry answered from the session table
+    /// names the original entry and IDs.
+    fn check_acks(&self, found_at: &[Option<Place>], committed: &[Entry]) -> Result<(), Broken> {
+        let acks = self.ops.iter().enumerate().filter_map(|(op, entry)| match entry.outcome {
+            Outcome::AppendOk { index, first_id } => {
+                Some(Ack { op, index, first_id, count: entry.commands() as u64 })
+            }
+            _ => None,
+        });
+        for ack in acks.chain(self.acks.iter().copied()) {
             let op = &self.ops[ack.op];
-            let at = found_at[ack.op].ok_or_else(|| {
-                format!(
-                    "op {} of client {} ({}) was answered committed at {} (ID {}) but is not in the committed log",
-                    ack.op,
-                    op.client,
-                    op.kind_name(),
-                    ack.index,
-                    ack.first_id
-                )
-            })?;
+            let named = format!("{} (IDs {}..+{})", ack.index, ack.first_id, ack.count);
+            let Some(at) = found_at[ack.op] else {
+                let holds = committed.get(ack.index.0 as usize - 1).map_or_else(
+                    || "nothing".to_string(),
+                    |entry| replog_core::fmt_payloads(std::slice::from_ref(&entry.payload)),
+                );
+                let (property, why) = if holds == "nothing" {
+                    (LINEARIZABILITY, "lost write".to_string())
+                } else {
+                    (
+                        EXACTLY_ONCE,
+                        format!("the entry there holds {holds}: an answer names the request's own entry"),
+                    )
+                };
+                return Err((
+                    property,
+                    format!(
+                        "{} was acknowledged at {named} but is not in the committed log: {why}",
+                        op.describe(ack.op)
+                    ),
+                ));
+            };
             if (at.index, at.id, op.commands() as u64) != (ack.index, ack.first_id, ack.count) {
-                return Err(format!(
-                    "op {} of client {} ({}) was answered committed at {} (IDs {}..+{}) but is at {} (IDs {}..+{}) (exactly once: an answer must name the original IDs)",
-                    ack.op,
-                    op.client,
-                    op.kind_name(),
-                    ack.index,
-                    ack.first_id,
-                    ack.count,
-                    at.index,
-                    at.id,
-                    op.commands()
+                return Err((
+                    EXACTLY_ONCE,
+                    format!(
+                        "{} was acknowledged at {named} but is at {} (IDs {}..+{}): an answer names the original IDs",
+                        op.describe(ack.op),
+                        at.index,
+                        at.id,
+                        op.commands()
+                    ),
                 ));
             }
         }
-        if claimed != places.len() {
-            let known: std::collections::BTreeSet<&[u8]> = self
-                .ops
-                .iter()
-                .flat_map(|op| match &op.kind {
-                    OpKind::Append { value } => vec![value.as_slice()],
-                    OpKind::Request { commands, .. } => commands.iter().map(Vec::as_slice).collect(),
-                    OpKind::Read => Vec::new(),
-                })
-                .collect();
-            let stranger = places.keys().find(|command| !known.contains(*command)).map_or_else(
-                || "?".into(),
-                |command| String::from_utf8_lossy(command).into_owned(),
-            );
-            return Err(format!(
-                "{} commands committed but clients account for {claimed}: {stranger:?} was never appended",
-                places.len()
-            ));
-        }
-        real_time_order(&placed)
+        Ok(())
     }
 
+    /// A committed command no operation accounts for.
+    fn stranger(&self, places: &BTreeMap<&[u8], Place>, claimed: usize) -> String {
+        let known: std::collections::BTreeSet<&[u8]> = self
+            .ops
+            .iter()
+            .flat_map(|op| match &op.kind {
+                OpKind::Append { value } => vec![value.as_slice()],
+                OpKind::Request { commands, .. } => commands.iter().map(Vec::as_slice).collect(),
+                OpKind::Read => Vec::new(),
+            })
+            .collect();
+        let stranger = places
+            .keys()
+            .find(|command| !known.contains(*command))
+            .map_or_else(|| "?".into(), |command| String::from_utf8_lossy(command).into_owned());
+        format!(
+            "{} commands committed but clients account for {claimed}: {stranger:?} was never appended",
+            places.len()
+        )
+    }
 }
 
 /// Every follow stream is gap-free and duplicate-free: the committed commands from its
@@ -317,13 +347,19 @@ fn where_committed(
     let found: Vec<Option<&Place>> = commands.iter().map(|command| places.get(command.as_slice())).collect();
     let Some(first) = found[0] else {
         if let Some(k) = found.iter().position(Option::is_some) {
-            return Err(format!("{}: command {k} committed without command 0 (a batch is all or nothing)", describe()));
+            return Err(format!(
+                "{}: command {k} committed without command 0 (a batch is all or nothing)",
+                describe()
+            ));
         }
         return Ok(None);
     };
     for (k, place) in found.iter().enumerate() {
         let Some(place) = place else {
-            return Err(format!("{}: command {k} is not committed, command 0 is (a batch is all or nothing)", describe()));
+            return Err(format!(
+                "{}: command {k} is not committed, command 0 is (a batch is all or nothing)",
+                describe()
+            ));
         };
         if place.index != first.index || place.position != k || place.entry_len != commands.len() {
             return Err(format!(
@@ -366,6 +402,10 @@ fn real_time_order(placed: &[Placed]) -> Result<(), String> {
 }
 
 impl Op {
+    fn describe(&self, number: usize) -> String {
+        format!("op {number} of client {} ({})", self.client, self.kind_name())
+    }
+
     fn kind_name(&self) -> String {
         match &self.kind {
             OpKind::Append { value } => format!("append {}", String::from_utf8_lossy(value)),
@@ -451,7 +491,13 @@ mod tests {
         let history = history(vec![
             append("a", 0, Some(5), ok(1, 1)),
             append("b", 6, Some(9), ok(2, 2)),
-            Op { client: 1, kind: OpKind::Read, invoke: 10, response: Some(12), outcome: Outcome::ReadOk { len: 2 } },
+            Op {
+                client: 1,
+                kind: OpKind::Read,
+                invoke: 10,
+                response: Some(12),
+                outcome: Outcome::ReadOk { len: 2 },
+            },
         ]);
         history.check(&log(&["a", "b"])).unwrap();
     }
@@ -459,17 +505,22 @@ mod tests {
     #[test]
     fn rejects_lost_write_reordering_stale_read_and_failed_but_done() {
         let lost = history(vec![append("a", 0, Some(5), ok(1, 1))]);
-        assert!(lost.check(&log(&[])).unwrap_err().contains("lost write"));
+        assert!(lost.check(&log(&[])).unwrap_err().1.contains("lost write"));
 
-        let reordered =
-            history(vec![append("a", 0, Some(5), ok(2, 2)), append("b", 6, Some(9), ok(1, 1))]);
-        assert!(reordered.check(&log(&["b", "a"])).unwrap_err().contains("not linearizable"));
+        let reordered = history(vec![append("a", 0, Some(5), ok(2, 2)), append("b", 6, Some(9), ok(1, 1))]);
+        assert!(reordered.check(&log(&["b", "a"])).unwrap_err().1.contains("not linearizable"));
 
         let stale_read = history(vec![
             append("a", 0, Some(5), ok(1, 1)),
-            Op { client: 1, kind: OpKind::Read, invoke: 6, response: Some(7), outcome: Outcome::ReadOk { len: 0 } },
+            Op {
+                client: 1,
+                kind: OpKind::Read,
+                invoke: 6,
+                response: Some(7),
+                outcome: Outcome::ReadOk { len: 0 },
+            },
         ]);
-        assert!(stale_read.check(&log(&["a"])).unwrap_err().contains("not linearizable"));
+        assert!(stale_read.check(&log(&["a"])).unwrap_err().1.contains("not linearizable"));
 
         let failed_but_done = history(vec![append("a", 0, Some(5), Outcome::Failed)]);
         assert!(failed_but_done.check(&log(&["a"])).is_err());
@@ -483,7 +534,8 @@ mod tests {
         ]);
         maybe.check(&log(&["b"])).unwrap();
         maybe.check(&log(&[])).unwrap();
-        let late = history(vec![append("a", 0, Some(3), ok(2, 2)), append("b", 4, None, Outcome::Indeterminate)]);
+        let late =
+            history(vec![append("a", 0, Some(3), ok(2, 2)), append("b", 4, None, Outcome::Indeterminate)]);
         assert!(late.check(&log(&["b", "a"])).is_err(), "b started after a finished, so b cannot precede a");
     }
 
@@ -497,12 +549,13 @@ mod tests {
             append("b", 4, Some(5), ok(4, 5)),
         ]);
         good.check(&committed).unwrap();
-        let wrong_id = history(vec![append("a", 0, Some(1), ok(1, 1)), request(&["x", "y", "z"], None, 2, ok(3, 3))]);
-        assert!(wrong_id.check(&batches(&[&["a"], &[], &["x", "y", "z"]])).unwrap_err().contains("ID 3"));
+        let wrong_id =
+            history(vec![append("a", 0, Some(1), ok(1, 1)), request(&["x", "y", "z"], None, 2, ok(3, 3))]);
+        assert!(wrong_id.check(&batches(&[&["a"], &[], &["x", "y", "z"]])).unwrap_err().1.contains("IDs 3"));
         let split = history(vec![request(&["x", "y"], None, 0, Outcome::Indeterminate)]);
-        assert!(split.check(&batches(&[&["x"], &["y"]])).unwrap_err().contains("one entry of its own"));
+        assert!(split.check(&batches(&[&["x"], &["y"]])).unwrap_err().1.contains("one entry of its own"));
         let partial = history(vec![request(&["x", "y"], None, 0, Outcome::Indeterminate)]);
-        assert!(partial.check(&batches(&[&["y"]])).unwrap_err().contains("all or nothing"));
+        assert!(partial.check(&batches(&[&["y"]])).unwrap_err().1.contains("all or nothing"));
         let reordered = history(vec![request(&["x", "y"], None, 0, Outcome::Indeterminate)]);
         assert!(reordered.check(&batches(&[&["y", "x"]])).is_err());
     }
@@ -510,20 +563,25 @@ mod tests {
     #[test]
     fn a_command_committed_twice_or_by_nobody_is_caught() {
         let twice = history(vec![request(&["x", "y"], None, 0, ok(1, 1))]);
-        assert!(twice.check(&batches(&[&["x", "y"], &["x", "y"]])).unwrap_err().contains("committed twice"));
+        assert!(twice
+            .check(&batches(&[&["x", "y"], &["x", "y"]]))
+            .unwrap_err()
+            .1
+            .contains("committed twice"));
         let stranger = history(vec![append("a", 0, Some(1), ok(1, 1))]);
-        assert!(stranger.check(&log(&["a", "zz"])).unwrap_err().contains("never appended"));
+        assert!(stranger.check(&log(&["a", "zz"])).unwrap_err().1.contains("never appended"));
     }
 
     #[test]
     fn every_acknowledgement_names_the_original_ids() {
         let committed = batches(&[&["a"], &["x", "y"]]);
-        let mut retried = history(vec![append("a", 0, Some(1), ok(1, 1)), request(&["x", "y"], None, 2, ok(2, 2))]);
+        let mut retried =
+            history(vec![append("a", 0, Some(1), ok(1, 1)), request(&["x", "y"], None, 2, ok(2, 2))]);
         retried.acks.push(Ack { op: 1, index: LogIndex(2), first_id: 2, count: 2 });
         retried.check(&committed).unwrap();
         // A retry answered with another request's outcome (dedup on the number alone).
         retried.acks.push(Ack { op: 1, index: LogIndex(1), first_id: 1, count: 1 });
-        assert!(retried.check(&committed).unwrap_err().contains("original IDs"));
+        assert!(retried.check(&committed).unwrap_err().1.contains("original IDs"));
         // An answer to an attempt the client gave up on counts too.
         let mut late = history(vec![request(&["x", "y"], None, 0, Outcome::Indeterminate)]);
         late.acks.push(Ack { op: 0, index: LogIndex(2), first_id: 2, count: 2 });
@@ -533,16 +591,19 @@ mod tests {
     #[test]
     fn conditional_appends_land_after_exactly_the_commands_expected_or_not_at_all() {
         let committed = batches(&[&["a"], &["x", "y"]]);
-        let held = history(vec![append("a", 0, Some(1), ok(1, 1)), request(&["x", "y"], Some(1), 2, ok(2, 2))]);
+        let held =
+            history(vec![append("a", 0, Some(1), ok(1, 1)), request(&["x", "y"], Some(1), 2, ok(2, 2))]);
         held.check(&committed).unwrap();
-        let broken =
-            history(vec![append("a", 0, Some(1), ok(1, 1)), request(&["x", "y"], Some(0), 2, Outcome::Indeterminate)]);
-        assert!(broken.check(&committed).unwrap_err().contains("conditional"));
+        let broken = history(vec![
+            append("a", 0, Some(1), ok(1, 1)),
+            request(&["x", "y"], Some(0), 2, Outcome::Indeterminate),
+        ]);
+        assert!(broken.check(&committed).unwrap_err().1.contains("conditional"));
         let refused_but_done = history(vec![
             append("a", 0, Some(1), ok(1, 1)),
-            request(&["x", "y"], Some(0), 2, Outcome::ConditionFailed { last_id: 1 }),
+            request(&["x", "y"], Some(1), 2, Outcome::ConditionFailed { last_id: 2 }),
         ]);
-        assert!(refused_but_done.check(&committed).unwrap_err().contains("condition failed"));
+        assert!(refused_but_done.check(&committed).unwrap_err().1.contains("condition failed"));
     }
 
     #[test]

@@ -25,8 +25,8 @@ pub mod shrink;
 mod summary;
 mod timeline;
 mod trace;
-mod workload;
 mod workarounds;
+mod workload;
 pub mod world;
 
 pub use bugs::Planted;

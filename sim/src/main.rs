@@ -63,7 +63,7 @@ fn main() {
     let args = Args::parse();
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if !sim::world::in_core_step() {
+        if std::env::var("SIM_PANICS").is_ok() || !sim::world::in_core_step() {
             default_hook(info);
         }
     }));
@@ -369,7 +369,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         let total = outcomes.iter().map(|o| f(&o.summary)).sum();
         (seeds, total)
     };
-    let rows: [(&str, Metric); 45] = [
+    let rows: [(&str, Metric); 70] = [
         ("crash", |s| s.crashes),
         ("restart", |s| s.restarts),
         ("pause", |s| s.pauses),
@@ -415,6 +415,31 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         ("removed leader stepped down", |s| s.coverage.removed_stepdowns),
         ("vote request from non-voter", |s| s.coverage.votes_from_non_voters),
         ("campaign skipped: non-voter", |s| s.coverage.campaigns_as_non_voter),
+        ("client session started", |s| s.sessions.sessions),
+        ("  session append retried", |s| s.sessions.retries),
+        ("  acked after a retry", |s| s.sessions.acked_after_retry),
+        ("  batch (2-4 commands) acked", |s| s.sessions.batches_acked),
+        ("  conditional append sent", |s| s.sessions.conditional),
+        ("  sent twice at once", |s| s.sessions.hedged),
+        ("  resumed after a restart", |s| s.sessions.resumes),
+        ("  resumed: original answer", |s| s.sessions.resumes_committed),
+        ("  outcome unknown", |s| s.sessions.unknown_outcomes),
+        ("  given up (deadline)", |s| s.sessions.given_up),
+        ("admitted: answered from table", |s| s.admissions.committed),
+        ("admitted: waits in the log", |s| s.admissions.in_log),
+        ("admitted: same in one round", |s| s.admissions.same_as),
+        ("proposal of several payloads", |s| s.admissions.group_proposals),
+        ("refused: leader not ready", |s| s.sessions.not_ready),
+        ("refused: condition failed", |s| s.sessions.condition_failed),
+        ("refused: unknown session", |s| s.sessions.unknown_session),
+        ("refused: sessions dropped", |s| s.sessions.sessions_dropped),
+        ("refused: outcome forgotten", |s| s.sessions.forgotten),
+        ("refused: too far ahead", |s| s.sessions.too_far_ahead),
+        ("follow read", |s| s.follow.reads),
+        ("  commands read", |s| s.follow.commands),
+        ("  moved to another node", |s| s.follow.switches),
+        ("  trimmed on the node", |s| s.follow.trimmed),
+        ("  new stream (trimmed)", |s| s.follow.restarts),
     ];
     let mut out = String::from("coverage (seeds where it happened / total occurrences):");
     for (name, f) in rows {

@@ -4,9 +4,9 @@
 
 use crate::checker::{Broken, Kind, Violation};
 use crate::digest::Fnv;
+use crate::frontend::{Answer, Arrival, Attempt};
 use crate::options::TICK;
 use crate::trace::{describe, Trace};
-use crate::frontend::{Answer, Arrival, Attempt};
 use replog_core::{Action, Event, Message, NodeId, RequestId};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;

@@ -6,8 +6,8 @@
 //! append through a client session (dissertation §6.3), by the rules of the runtime's
 //! `session.rs`: one to four commands as one entry, sometimes only if the log's last command ID
 //! is the last one the client knows of (which may be stale); every retry carries the same
-//! sequence number, at the same node or another, until a definitive answer or `ATTEMPTS_MAX`
-//! attempts. A refusal that says the session expired starts a new session if no attempt may
+//! sequence number, at the same node or another, until a definitive answer, `ATTEMPTS_MAX`
+//! attempts or `DEADLINE_TICKS`. A refusal that says the session expired starts a new session if no attempt may
 //! have been appended, else the outcome is unknown. A sequence number that may have been
 //! appended is never used again for other commands.
 //!
@@ -33,8 +33,10 @@ use std::collections::BTreeMap;
 
 /// A client gives up on an attempt after this many ticks.
 const CLIENT_TIMEOUT_TICKS: u64 = 30;
-/// Attempts of one session append, the first included, before the client gives up.
-const ATTEMPTS_MAX: u32 = 12;
+/// A session append is given up after this many attempts (the first included), or once this
+/// many ticks passed since it was first sent (`replog append`'s default deadline is 5 s).
+const ATTEMPTS_MAX: u32 = 30;
+const DEADLINE_TICKS: u64 = 300;
 /// The pause before retrying a leader that is not ready yet (`session.rs`: 2 ms), in units.
 const NOT_READY_PAUSE: u64 = TICK / 5;
 /// The pause before retrying after a failure (`session.rs`: 20 ms), in units.
@@ -46,7 +48,7 @@ const CONDITIONAL_RATE: f64 = 0.2;
 const HEDGE_RATE: f64 = 0.05;
 /// After an acknowledged session append, the client restarts this often, and resumes after up
 /// to this many ticks by sending the append once more.
-const RESUME_RATE: f64 = 0.15;
+const RESUME_RATE: f64 = 0.25;
 const RESUME_PAUSE_TICKS_MAX: u64 = 300;
 /// With `workarounds::NO_LATE_DUPLICATES` off, an acknowledged session append also arrives
 /// once more this often, up to this many ticks later, while the client goes on (a request
@@ -152,9 +154,11 @@ impl Workload {
                 next_op: 0,
                 acked_after_heal: false,
                 // Drawn when its first append goes.
-                session: options
-                    .uses_session(client)
-                    .then_some(Session { id: ClientId(0), seq: 0, since: LogIndex::ZERO }),
+                session: options.uses_session(client).then_some(Session {
+                    id: ClientId(0),
+                    seq: 0,
+                    since: LogIndex::ZERO,
+                }),
                 last_known_id: 0,
                 resume: None,
             })
@@ -194,7 +198,8 @@ impl Workload {
             t.note(|| format!("client {client} resumes: op {op} goes again"));
             let node = self.clients[client].guess;
             let attempt = RequestId(0);
-            let resumed = InFlight { op, attempt, attempts: 0, arrival, maybe_appended: true, node, resend: true };
+            let resumed =
+                InFlight { op, attempt, attempts: 0, arrival, maybe_appended: true, node, resend: true };
             self.clients[client].current = Some(resumed);
             self.send(client, network, t);
             return;
@@ -393,9 +398,11 @@ impl Workload {
                 self.advance(client);
                 self.finish(client, Outcome::AppendOk { index, first_id }, t);
             }
+            // A hint is followed at once; a node that knows no leader sends the client round
+            // the others, pausing after each (`session.rs` pauses after a round of them).
             Answer::NotLeader { leader } => {
                 self.follow_hint(client, leader);
-                self.retry(client, 1, t);
+                self.retry(client, if leader.is_some() { 1 } else { FAILED_PAUSE }, t);
             }
             Answer::Failed { retry } => {
                 // retry: nothing appended (pushed back, or the entry it waited for was
@@ -485,7 +492,9 @@ impl Workload {
     /// client gives up (the outcome unknown if an attempt may have been appended).
     fn retry(&mut self, client: usize, pause: u64, t: &mut Timeline) {
         let current = self.clients[client].current.as_ref().expect("in progress");
-        if current.attempts < ATTEMPTS_MAX {
+        let started = self.history.ops[current.op].invoke;
+        let late = t.now() + pause > started + DEADLINE_TICKS * TICK && !current.resend;
+        if current.attempts < ATTEMPTS_MAX && !late {
             t.schedule(pause.max(1), SimEvent::ClientRetry { client, op: current.op });
             return;
         }
@@ -587,7 +596,7 @@ impl Workload {
     }
 
     /// Exactly-once and linearizability of the whole history against the committed log.
-    pub(crate) fn check(&self, committed: &[Entry]) -> Result<(), String> {
+    pub(crate) fn check(&self, committed: &[Entry]) -> Result<(), crate::checker::Broken> {
         self.history.check(committed)
     }
 }

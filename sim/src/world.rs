@@ -247,7 +247,8 @@ impl World {
                 Output::Reply(reply) => {
                     let read_len = self.cluster.check_reply(index, &reply, &self.timeline)?;
                     if self.cluster.serves(index, reply.request()) {
-                        let answers = self.cluster.on_client_reply(index, &reply, read_len);
+                        let answers =
+                            self.cluster.on_client_reply(index, &reply, read_len, &self.timeline)?;
                         self.workload.route_answers(answers, &self.network, &mut self.timeline);
                     } else if self.operator.owns(reply.request()) {
                         let t = &mut self.timeline;
