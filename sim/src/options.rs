@@ -35,6 +35,9 @@ pub const FAILOVERS: u32 = 4;
 /// same committed log.
 pub const CONVERGENCE_TICKS: u64 = 500;
 
+/// The smallest snapshot chunk a run with client sessions draws (see `Options::from_seed`).
+const SESSION_CHUNK_BYTES_MIN: u64 = 16;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     pub seed: u64,
@@ -138,7 +141,7 @@ impl Options {
         // A stream of its own, so options never shift when the run's other draws change.
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6f70_7469_6f6e_7321);
         let rate = |rng: &mut ChaCha8Rng, max: f64| (rng.random_range(0.0..max) * 1000.0).round() / 1000.0;
-        Options {
+        let mut options = Options {
             seed,
             nodes: [3, 3, 4, 5, 5][rng.random_range(0..5usize)],
             clients: rng.random_range(1..=4),
@@ -180,7 +183,14 @@ impl Options {
             session_idle: [0, 0, 10, 40, 200][rng.random_range(0..5usize)],
             followers: [0, 1, 1, 2][rng.random_range(0..4usize)],
             bug: None,
+        };
+        if options.sessions_pct > 0 {
+            // A snapshot's image then carries the session table (kilobytes, not tens of bytes):
+            // 3-byte chunks would make one transfer hundreds of round trips, longer than the
+            // convergence bound.
+            options.snapshot_chunk_bytes = options.snapshot_chunk_bytes.max(SESSION_CHUNK_BYTES_MIN);
         }
+        options
     }
 
     /// Parses `key=value` pairs (as `Display` prints them) over these options.

@@ -21,10 +21,10 @@ pub(crate) const SNAPSHOT_WAITS_FOR_SYNC: bool = true;
 /// The session table drops a session (idle, or pushed out) between the admission of one of its
 /// requests and that request's apply; `SessionTable::apply` then creates the session afresh
 /// with that request's outcome alone, so an earlier request of it, within the window, is
-/// judged new and appended a second time (seed 63 with this switch off: "applied 1 session
-/// request(s) that had committed before"; seed 316: a command committed twice). Only an older
-/// request arriving after a newer one shows it. Meanwhile clients send no late duplicates
-/// (`workload.rs`, `LATE_DUPLICATE_RATE`); requests held by a paused node still can, rarely.
+/// judged new and appended a second time (seed 3853 with this switch off: a command committed
+/// twice). Only an older request arriving after a newer one of its session shows it.
+/// Meanwhile a client whose acknowledged append is sent again goes on under a new session
+/// (`workload.rs`, `resend_later`); requests held by a paused node can still, rarely.
 pub(crate) const NO_LATE_DUPLICATES: bool = true;
 
 /// `clients.rs` `on_reply` names the IDs of a committed proposal's entries with

@@ -13,10 +13,11 @@
 //!
 //! Two more ways a session's request comes again, both of which must be answered with the
 //! original outcome (the original IDs) or refused: an attempt sometimes goes twice at once (the
-//! two meet in one round), and after an acknowledged append the client sometimes stops for a
-//! long while and sends it once more (a process that restarted and resumed its session at the
-//! number it had stored, `Session::resume`, not knowing the answer came), across crashes,
-//! restarts and leader changes.
+//! two meet in one round), and an acknowledged append is sometimes sent again much later,
+//! across crashes, restarts and leader changes: its client restarted, went on under a new
+//! session, and sent the request it had stored to learn its outcome (`Session::resume` at the
+//! stored number). With `workarounds::NO_LATE_DUPLICATES` off the client keeps its session
+//! instead, so the old request arrives after newer ones of it (a request a paused node held).
 
 use crate::frontend::{Answer, Arrival, Attempt};
 use crate::history::{Ack, History, Op, OpKind, Outcome, Tally};
@@ -46,16 +47,28 @@ const BATCH_RATE: f64 = 0.3;
 const CONDITIONAL_RATE: f64 = 0.2;
 /// A session's attempt goes twice at once this often.
 const HEDGE_RATE: f64 = 0.05;
-/// After an acknowledged session append, the client restarts this often, and resumes after up
-/// to this many ticks by sending the append once more.
-const RESUME_RATE: f64 = 0.25;
-const RESUME_PAUSE_TICKS_MAX: u64 = 300;
-/// With `workarounds::NO_LATE_DUPLICATES` off, an acknowledged session append also arrives
-/// once more this often, up to this many ticks later, while the client goes on (a request
-/// held in a paused node's socket, read when it resumes): it must be answered with the
-/// original IDs or refused.
-const LATE_DUPLICATE_RATE: f64 = 0.25;
-const LATE_DUPLICATE_TICKS_MAX: u64 = 400;
+/// An acknowledged session append is sent again this often: a few times (`RESEND_PROBES`),
+/// each up to `RESEND_DELAY_TICKS_MAX` after the one before. Each probe follows NotLeader hints
+/// and retries a leader not ready or no answer, up to `RESEND_ATTEMPTS_MAX` attempts. A client
+/// keeps at most `RESTING_MAX` sessions resting for their probes.
+const RESEND_RATE: f64 = 0.5;
+const RESEND_PROBES: u32 = 4;
+const RESEND_DELAY_TICKS_MAX: u64 = 200;
+const RESEND_ATTEMPTS_MAX: u32 = 8;
+const RESTING_MAX: usize = 2;
+
+/// An acknowledged append sent again: nobody waits for it; its answers are checked.
+struct Resend {
+    client: usize,
+    op: usize,
+    arrival: Arrival,
+    /// Probes still to come after this one.
+    probes_left: u32,
+    /// Attempts of this probe.
+    attempts: u32,
+    /// Where its latest attempt went.
+    node: usize,
+}
 
 /// A session as its client knows it.
 #[derive(Clone, Copy, Debug)]
@@ -81,9 +94,6 @@ struct InFlight {
     maybe_appended: bool,
     /// The node the last attempt went to.
     node: usize,
-    /// A resumed process sending an acknowledged append again: its answers are only checked
-    /// (the operation's outcome stands).
-    resend: bool,
 }
 
 struct Client {
@@ -96,8 +106,10 @@ struct Client {
     session: Option<Session>,
     /// The last command ID it knows of: what a conditional append expects.
     last_known_id: u64,
-    /// An acknowledged append (its operation, and what it sent) to send again when it resumes.
-    resume: Option<(usize, Arrival)>,
+    /// Sessions whose last request is being sent again (they take no new one meanwhile), and
+    /// sessions to go on with next time that happens.
+    resting: Vec<Session>,
+    spares: Vec<Session>,
 }
 
 /// What the session clients met.
@@ -121,17 +133,19 @@ pub struct SessionStats {
     /// appended, or attempts exhausted.
     pub unknown_outcomes: u64,
     pub given_up: u64,
-    /// Restarts that resumed by sending an acknowledged append again, and how many of those
-    /// were answered with its outcome (the others found the session expired).
-    pub resumes: u64,
-    pub resumes_committed: u64,
+    /// Acknowledged appends sent again, and how many of those were answered with their
+    /// outcome (the others found the session expired, or no leader).
+    pub resends: u64,
+    pub resends_committed: u64,
 }
 
 pub(crate) struct Workload {
     clients: Vec<Client>,
-    /// Every attempt sent: its client (none for a late duplicate, which nobody waits for),
-    /// and its operation in the history.
+    /// Every attempt sent: its client (none for a resend, which nobody waits for), and its
+    /// operation in the history.
     attempts: BTreeMap<Attempt, (Option<usize>, usize)>,
+    /// Resends, by their latest attempt.
+    resends: BTreeMap<Attempt, Resend>,
     next_attempt: u64,
     history: History,
     nodes: usize,
@@ -160,12 +174,14 @@ impl Workload {
                     since: LogIndex::ZERO,
                 }),
                 last_known_id: 0,
-                resume: None,
+                resting: Vec::new(),
+                spares: Vec::new(),
             })
             .collect();
         Workload {
             clients,
             attempts: BTreeMap::new(),
+            resends: BTreeMap::new(),
             next_attempt: 1,
             history: History::default(),
             // Clients may ask any node, spares and removed ones too: they redirect.
@@ -189,19 +205,6 @@ impl Workload {
     /// The next operation of a client that waits for nothing.
     pub(crate) fn start_op(&mut self, client: usize, network: &Network, t: &mut Timeline) {
         if self.stopped || self.clients[client].current.is_some() {
-            return;
-        }
-        if let Some((op, arrival)) = self.clients[client].resume.take() {
-            // A resumed process: it may have sent this before, so any refusal saying its
-            // session is gone leaves the outcome unknown.
-            self.stats.resumes += 1;
-            t.note(|| format!("client {client} resumes: op {op} goes again"));
-            let node = self.clients[client].guess;
-            let attempt = RequestId(0);
-            let resumed =
-                InFlight { op, attempt, attempts: 0, arrival, maybe_appended: true, node, resend: true };
-            self.clients[client].current = Some(resumed);
-            self.send(client, network, t);
             return;
         }
         let read = self.rng.random_bool(0.2);
@@ -240,15 +243,8 @@ impl Workload {
         });
         let op = self.history.ops.len() - 1;
         let node = self.clients[client].guess;
-        self.clients[client].current = Some(InFlight {
-            op,
-            attempt: RequestId(0),
-            attempts: 0,
-            arrival,
-            maybe_appended: false,
-            node,
-            resend: false,
-        });
+        self.clients[client].current =
+            Some(InFlight { op, attempt: RequestId(0), attempts: 0, arrival, maybe_appended: false, node });
         self.send(client, network, t);
     }
 
@@ -334,7 +330,13 @@ impl Workload {
 
     /// An answer arrives. Every answer that says where an append committed is recorded for
     /// the checks, whether the client still waits for it or not.
-    pub(crate) fn on_answer(&mut self, attempt: Attempt, answer: Answer, t: &mut Timeline) {
+    pub(crate) fn on_answer(
+        &mut self,
+        attempt: Attempt,
+        answer: Answer,
+        network: &Network,
+        t: &mut Timeline,
+    ) {
         let Some(&(client, op)) = self.attempts.get(&attempt) else {
             return;
         };
@@ -342,7 +344,7 @@ impl Workload {
             self.history.acks.push(Ack { op, index, first_id, count });
         }
         let Some(client) = client else {
-            t.note(|| format!("late duplicate {attempt} of op {op} got {answer:?}"));
+            self.on_resend_answer(attempt, Some(answer), network, t);
             return;
         };
         let Some(current) = &self.clients[client].current else {
@@ -365,38 +367,32 @@ impl Workload {
                 self.finish(client, Outcome::Indeterminate, t)
             }
             (Arrival::Read | Arrival::Append(_), _) => self.finish(client, Outcome::Failed, t),
-            (Arrival::Session(_), answer) => self.on_session_answer(client, answer, t),
+            (Arrival::Session(_), answer) => self.on_session_answer(client, answer, network, t),
         }
     }
 
     /// A session's append is answered: by `session.rs`'s rules.
-    fn on_session_answer(&mut self, client: usize, answer: Answer, t: &mut Timeline) {
+    fn on_session_answer(&mut self, client: usize, answer: Answer, network: &Network, t: &mut Timeline) {
         let current = self.clients[client].current.as_mut().expect("in progress");
         let maybe_appended = current.maybe_appended;
         let node = current.node;
         match answer {
             Answer::Committed { index, first_id, count, .. } => {
-                if current.resend {
-                    self.stats.resumes_committed += 1;
-                } else if current.attempts > 1 {
+                if current.attempts > 1 {
                     self.stats.acked_after_retry += 1;
                 }
-                if count > 1 && !current.resend {
+                if count > 1 {
                     self.stats.batches_acked += 1;
                 }
-                let (op, arrival, resend) = (current.op, current.arrival.clone(), current.resend);
+                let (op, arrival) = (current.op, current.arrival.clone());
                 let state = &mut self.clients[client];
                 state.guess = node;
                 state.last_known_id = state.last_known_id.max(first_id + count - 1);
-                if !workarounds::NO_LATE_DUPLICATES && !resend {
-                    self.maybe_duplicate(op, arrival.clone(), t);
-                }
-                if !resend && self.rng.random_bool(RESUME_RATE) {
-                    // It restarts: once back, it sends this append again.
-                    self.clients[client].resume = Some((op, arrival));
-                }
                 self.advance(client);
                 self.finish(client, Outcome::AppendOk { index, first_id }, t);
+                if self.rng.random_bool(RESEND_RATE) {
+                    self.resend_later(client, op, arrival, network, t);
+                }
             }
             // A hint is followed at once; a node that knows no leader sends the client round
             // the others, pausing after each (`session.rs` pauses after a round of them).
@@ -468,14 +464,9 @@ impl Workload {
         }
     }
 
-    /// The session's request number is used: the next request takes the next one (a resumed
-    /// process had moved on already).
+    /// The session's request number is used: the next request takes the next one.
     fn advance(&mut self, client: usize) {
-        let state = &mut self.clients[client];
-        if state.current.as_ref().is_some_and(|current| current.resend) {
-            return;
-        }
-        if let Some(session) = &mut state.session {
+        if let Some(session) = &mut self.clients[client].session {
             session.seq += 1;
         }
     }
@@ -493,7 +484,7 @@ impl Workload {
     fn retry(&mut self, client: usize, pause: u64, t: &mut Timeline) {
         let current = self.clients[client].current.as_ref().expect("in progress");
         let started = self.history.ops[current.op].invoke;
-        let late = t.now() + pause > started + DEADLINE_TICKS * TICK && !current.resend;
+        let late = t.now() + pause > started + DEADLINE_TICKS * TICK;
         if current.attempts < ATTEMPTS_MAX && !late {
             t.schedule(pause.max(1), SimEvent::ClientRetry { client, op: current.op });
             return;
@@ -515,34 +506,104 @@ impl Workload {
         }
     }
 
-    /// An acknowledged append arrives once more, later, at any node.
-    fn maybe_duplicate(&mut self, op: usize, arrival: Arrival, t: &mut Timeline) {
-        if !self.rng.random_bool(LATE_DUPLICATE_RATE) {
-            return;
+    /// An acknowledged append goes again, later, to any node. Its session rests meanwhile
+    /// (unless `workarounds::NO_LATE_DUPLICATES` is off): the client goes on with another, so
+    /// the resent request stays its session's newest.
+    fn resend_later(
+        &mut self,
+        client: usize,
+        op: usize,
+        arrival: Arrival,
+        network: &Network,
+        t: &mut Timeline,
+    ) {
+        let state = &mut self.clients[client];
+        if workarounds::NO_LATE_DUPLICATES {
+            if state.resting.len() >= RESTING_MAX {
+                return;
+            }
+            let next =
+                state.spares.pop().unwrap_or(Session { id: ClientId(0), seq: 0, since: LogIndex::ZERO });
+            let resting = state.session.replace(next).expect("a session client");
+            state.resting.push(resting);
         }
-        let attempt = RequestId(self.next_attempt);
-        self.next_attempt += 1;
-        self.attempts.insert(attempt, (None, op));
-        let node = self.rng.random_range(0..self.nodes);
-        let delay = self.rng.random_range(1..=LATE_DUPLICATE_TICKS_MAX * TICK);
-        t.note(|| format!("op {op} will arrive again as {attempt} at n{}", node + 1));
-        t.schedule(delay, SimEvent::ClientArrive { node, attempt, arrival });
+        self.stats.resends += 1;
+        let resend = Resend { client, op, arrival, probes_left: RESEND_PROBES - 1, attempts: 0, node: 0 };
+        self.probe_later(resend, network, t);
     }
 
-    /// The client's operation ends with `outcome`; its next starts after a pause (a long one
-    /// if it restarts). A resumed process's answer changes nothing of the operation's outcome.
+    /// The resend's next probe, after a while, to any node.
+    fn probe_later(&mut self, mut resend: Resend, network: &Network, t: &mut Timeline) {
+        resend.attempts = 0;
+        let delay = self.rng.random_range(1..=RESEND_DELAY_TICKS_MAX * TICK);
+        let node = self.rng.random_range(0..self.nodes);
+        self.send_resend(resend, node, delay, network, t);
+    }
+
+    fn send_resend(
+        &mut self,
+        mut resend: Resend,
+        node: usize,
+        delay: u64,
+        network: &Network,
+        t: &mut Timeline,
+    ) {
+        let attempt = RequestId(self.next_attempt);
+        self.next_attempt += 1;
+        resend.attempts += 1;
+        resend.node = node;
+        self.attempts.insert(attempt, (None, resend.op));
+        let (client, op, arrival) = (resend.client, resend.op, resend.arrival.clone());
+        t.note(|| format!("op {op} goes again as {attempt} to n{}", node + 1));
+        let delay = delay + network.latency(&mut self.rng);
+        t.schedule(delay, SimEvent::ClientArrive { node, attempt, arrival });
+        t.schedule(delay + CLIENT_TIMEOUT_TICKS * TICK, SimEvent::ClientTimeout { client, attempt });
+        self.resends.insert(attempt, resend);
+    }
+
+    /// A probe is answered (or timed out: `None`): sent on where the answer points, or done;
+    /// after the last probe its session is a spare again.
+    fn on_resend_answer(
+        &mut self,
+        attempt: Attempt,
+        answer: Option<Answer>,
+        network: &Network,
+        t: &mut Timeline,
+    ) {
+        let Some(mut resend) = self.resends.remove(&attempt) else {
+            return;
+        };
+        let op = resend.op;
+        t.note(|| format!("resend {attempt} of op {op} got {answer:?}"));
+        let next = match answer {
+            Some(Answer::Committed { .. }) => {
+                self.stats.resends_committed += 1;
+                None
+            }
+            Some(Answer::NotLeader { leader: Some(leader) }) => Some((leader.0 as usize - 1, 1)),
+            Some(Answer::Refused(SessionRefusal::NotReady)) => Some((resend.node, NOT_READY_PAUSE)),
+            Some(Answer::NotLeader { leader: None } | Answer::Failed { .. }) | None => {
+                Some((self.rng.random_range(0..self.nodes), FAILED_PAUSE))
+            }
+            Some(Answer::Refused(_) | Answer::ReadOk { .. }) => None,
+        };
+        if let Some((node, pause)) = next.filter(|_| resend.attempts < RESEND_ATTEMPTS_MAX) {
+            self.send_resend(resend, node, pause, network, t);
+        } else if resend.probes_left > 0 {
+            resend.probes_left -= 1;
+            self.probe_later(resend, network, t);
+        } else if let Arrival::Session(append) = &resend.arrival {
+            let state = &mut self.clients[resend.client];
+            if let Some(at) = state.resting.iter().position(|session| session.id == append.client) {
+                let session = state.resting.remove(at);
+                state.spares.push(session);
+            }
+        }
+    }
+
+    /// The client's operation ends with `outcome`; its next starts after a pause.
     fn finish(&mut self, client: usize, outcome: Outcome, t: &mut Timeline) {
         let current = self.clients[client].current.take().expect("in progress");
-        let think = if self.clients[client].resume.is_some() {
-            self.rng.random_range(1..=RESUME_PAUSE_TICKS_MAX * TICK)
-        } else {
-            self.rng.random_range(1..=2 * TICK)
-        };
-        t.schedule(think, SimEvent::ClientNext { client });
-        if current.resend {
-            t.note(|| format!("client {client} resumed op {}: {outcome:?}", current.op));
-            return;
-        }
         if let Outcome::AppendOk { .. } = outcome {
             if self.healed && self.history.ops[current.op].invoke >= self.fault_phase_end {
                 self.clients[client].acked_after_heal = true;
@@ -552,9 +613,21 @@ impl Workload {
         let entry = &mut self.history.ops[current.op];
         entry.response = Some(t.now());
         entry.outcome = outcome;
+        let think = self.rng.random_range(1..=2 * TICK);
+        t.schedule(think, SimEvent::ClientNext { client });
     }
 
-    pub(crate) fn on_timeout(&mut self, client: usize, attempt: Attempt, t: &mut Timeline) {
+    pub(crate) fn on_timeout(
+        &mut self,
+        client: usize,
+        attempt: Attempt,
+        network: &Network,
+        t: &mut Timeline,
+    ) {
+        if self.resends.contains_key(&attempt) {
+            self.on_resend_answer(attempt, None, network, t);
+            return;
+        }
         let Some(current) = &mut self.clients[client].current else {
             return;
         };

@@ -138,8 +138,12 @@ impl World {
                     }
                 }
                 // The workload.
-                SimEvent::ClientReply { attempt, answer } => self.workload.on_answer(attempt, answer, t),
-                SimEvent::ClientTimeout { client, attempt } => self.workload.on_timeout(client, attempt, t),
+                SimEvent::ClientReply { attempt, answer } => {
+                    self.workload.on_answer(attempt, answer, &self.network, t)
+                }
+                SimEvent::ClientTimeout { client, attempt } => {
+                    self.workload.on_timeout(client, attempt, &self.network, t)
+                }
                 SimEvent::ClientNext { client } => self.workload.start_op(client, &self.network, t),
                 SimEvent::ClientRetry { client, op } => self.workload.on_retry(client, op, &self.network, t),
                 SimEvent::FollowRead { reader } => {
