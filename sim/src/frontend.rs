@@ -1,10 +1,9 @@
 //! The client-facing side of a simulated node, as the runtime's server runs it
 //! (`runtime/src/clients.rs`): the appends that arrive within one round are proposed together
-//! (plain commands first, then session appends screened by `Driver::admit`; the other way
-//! round while `workarounds::SESSION_APPENDS_FIRST`), linearizable reads
-//! are stepped at once, and the core's replies and the entries it applies become answers to the
-//! clients' attempts. It lives and dies with the node's process: a crash loses every client
-//! waiting on it (they time out).
+//! (plain commands first, then session appends screened by `Driver::admit`; the other way round
+//! while `workarounds::SESSION_APPENDS_FIRST`), linearizable reads are stepped at once, and the
+//! core's replies and the entries it applies become answers to the clients' attempts. It lives
+//! and dies with the node's process: a crash loses every client waiting on it (they time out).
 
 use crate::disk::SimFs;
 use crate::workarounds;

@@ -7,17 +7,18 @@
 //! `session.rs`: one to four commands as one entry, sometimes only if the log's last command ID
 //! is the last one the client knows of (which may be stale); every retry carries the same
 //! sequence number, at the same node or another, until a definitive answer, `ATTEMPTS_MAX`
-//! attempts or `DEADLINE_TICKS`. A refusal that says the session expired starts a new session if no attempt may
-//! have been appended, else the outcome is unknown. A sequence number that may have been
-//! appended is never used again for other commands.
+//! attempts or `DEADLINE_TICKS`. A refusal that says the session expired starts a new session
+//! if no attempt may have been appended, else the outcome is unknown. A sequence number that
+//! may have been appended is never used again for other commands.
 //!
 //! Two more ways a session's request comes again, both of which must be answered with the
 //! original outcome (the original IDs) or refused: an attempt sometimes goes twice at once (the
-//! two meet in one round), and an acknowledged append is sometimes sent again much later,
-//! across crashes, restarts and leader changes: its client restarted, went on under a new
-//! session, and sent the request it had stored to learn its outcome (`Session::resume` at the
-//! stored number). With `workarounds::NO_LATE_DUPLICATES` off the client keeps its session
-//! instead, so the old request arrives after newer ones of it (a request a paused node held).
+//! two meet in one round), and an acknowledged append is sometimes sent again, a few times
+//! over the next seconds, across crashes, restarts and leader changes (a process that
+//! restarted and resumed its session at the number it had stored, `Session::resume`). Its
+//! session rests meanwhile and the client goes on with another, unless
+//! `workarounds::NO_LATE_DUPLICATES` is off: then the old request arrives after newer ones of
+//! its session (as a request a paused node held would).
 
 use crate::frontend::{Answer, Arrival, Attempt};
 use crate::history::{Ack, History, Op, OpKind, Outcome, Tally};

@@ -5,14 +5,16 @@
 //! paused ones resume, the network calms) and within `LIVENESS_TICKS` a leader must exist and
 //! every client must get a fresh append acknowledged; then clients stop and within
 //! `CONVERGENCE_TICKS` all nodes must hold the same committed log. Finally the client history
-//! is checked for linearizability against that log.
+//! is checked against that log for exactly once and linearizability, and the follow readers'
+//! streams for gaps and duplicates.
 //!
-//! The parts, each owning its data: `Cluster` (the nodes, their disks, the safety checks),
-//! `Network`, `Workload` (the clients and their history), `Faults` (the schedule) and
-//! `Availability` (the checks after the heal), all writing to one `Timeline` (the clock, the
-//! event queue, the trace). `World` hands each event to its part, and a part that acts on
-//! others (a fault on the cluster, a check on the clients) is handed them. A driver round, in
-//! `drive`, is where the cluster's output meets the network and the clients.
+//! The parts, each owning its data: `Cluster` (the nodes, their disks and client connections,
+//! the safety checks), `Network`, `Workload` (the clients and their history), `Followers`
+//! (readers of the committed log), `Faults` (the schedule) and `Availability` (the checks after
+//! the heal), all writing to one `Timeline` (the clock, the event queue, the trace). `World`
+//! hands each event to its part, and a part that acts on others (a fault on the cluster, a
+//! check on the clients) is handed them. A driver round, in `drive`, is where the cluster's
+//! output meets the network and the clients.
 
 use crate::availability::{self, Availability};
 use crate::checker::Violation;
