@@ -78,8 +78,9 @@ struct Accepted {
 }
 
 /// Clients waiting on one proposal: for each of its entries, in order, who waits for it
-/// (connection, client's request id): one, or more when a session's request came again.
-type Waiting = Vec<Vec<(Token, u64)>>;
+/// (connection, client's request id, whether it repeats the request that was proposed): one,
+/// or more when a session's request came again in the same round.
+type Waiting = Vec<Vec<(Token, u64, bool)>>;
 
 /// A client waiting for a session's request that is in the log to be applied.
 #[derive(Debug)]
@@ -205,7 +206,7 @@ impl Clients {
         let mut waiting: Waiting = Vec::with_capacity(self.batch.len() + self.session_batch.len());
         let mut payloads = Vec::with_capacity(waiting.capacity());
         for (token, client_request, command) in self.batch.drain(..) {
-            waiting.push(vec![(token, client_request)]);
+            waiting.push(vec![(token, client_request, false)]);
             payloads.push(Payload::Command(command));
         }
         let sessions = std::mem::take(&mut self.session_batch);
@@ -217,13 +218,13 @@ impl Clients {
             match admission {
                 Admission::Propose(payload) => {
                     slot = Some(payloads.len());
-                    waiting.push(vec![(token, client_request)]);
+                    waiting.push(vec![(token, client_request, false)]);
                     payloads.push(payload);
                 }
                 Admission::SameAs(earlier) => {
                     slot = slot_of[earlier];
                     let slot = slot.expect("an append is the same as an earlier one that was proposed");
-                    waiting[slot].push((token, client_request));
+                    waiting[slot].push((token, client_request, true));
                 }
                 Admission::Committed(outcome) => self.queue(token, &committed(client_request, outcome)),
                 Admission::InLog(index) => {
@@ -263,6 +264,7 @@ impl Clients {
                             term: entry.term.0,
                             id: driver.command_id(entry.index),
                             count: request.commands.len() as u64,
+                            recognised: true,
                         }
                     }
                     _ => AppendResult::Failed {
@@ -335,7 +337,7 @@ impl Clients {
                     let index = first.plus(position as u64);
                     let id = driver.command_id(index);
                     let count = driver.command_id(index.next()) - id;
-                    AppendResult::Committed { index: index.0, term: term.0, id, count }
+                    AppendResult::Committed { index: index.0, term: term.0, id, count, recognised: false }
                 }
                 Reply::NotLeader { leader, .. } => AppendResult::NotLeader { leader: leader_address(*leader) },
                 Reply::Rejected { reason, .. } => AppendResult::Failed {
@@ -349,8 +351,12 @@ impl Clients {
                 },
                 Reply::ReadReady { .. } => continue,
             };
-            for (token, client_request) in waiters {
-                self.queue(token, &Frame::AppendResult { request: client_request, result: result.clone() });
+            for (token, client_request, repeat) in waiters {
+                let mut result = result.clone();
+                if let AppendResult::Committed { recognised, .. } = &mut result {
+                    *recognised = repeat;
+                }
+                self.queue(token, &Frame::AppendResult { request: client_request, result });
             }
         }
     }
@@ -610,7 +616,8 @@ fn page(driver: &mut Driver<RealFs>, from: LogIndex, max: u32) -> Result<Vec<Ent
 /// The answer to a session's request that committed before.
 fn committed(client_request: u64, outcome: Outcome) -> Frame {
     let Outcome { index, term, first_id, count } = outcome;
-    let result = AppendResult::Committed { index: index.0, term: term.0, id: first_id, count };
+    let result =
+        AppendResult::Committed { index: index.0, term: term.0, id: first_id, count, recognised: true };
     Frame::AppendResult { request: client_request, result }
 }
 

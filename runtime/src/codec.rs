@@ -206,7 +206,9 @@ pub struct QueriedEntry {
 pub enum AppendResult {
     /// Committed at Raft `index` in `term`; `id` is the position of its (first) command among
     /// client commands, and `count` how many commands the entry holds (IDs `id..id + count`).
-    Committed { index: u64, term: u64, id: u64, count: u64 },
+    /// `recognised`: a session's retry the leader answered with the outcome of the append it
+    /// repeats (committed before, or already in its log), instead of appending it again.
+    Committed { index: u64, term: u64, id: u64, count: u64, recognised: bool },
     /// A session's request refused by the leader; nothing appended.
     Refused(SessionRefusal),
     /// Not the leader; the leader's client address if known.
@@ -409,18 +411,19 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(APPEND_RESULT);
             put_u64(out, *request);
             match result {
-                // One command: the answer clients of earlier versions read (tag 0).
-                AppendResult::Committed { index, term, id, count: 1 } => {
+                // One new command: the answer clients of earlier versions read (tag 0).
+                AppendResult::Committed { index, term, id, count: 1, recognised: false } => {
                     out.push(0);
                     for value in [*index, *term, *id] {
                         put_u64(out, value);
                     }
                 }
-                AppendResult::Committed { index, term, id, count } => {
+                AppendResult::Committed { index, term, id, count, recognised } => {
                     out.push(5);
                     for value in [*index, *term, *id, *count] {
                         put_u64(out, value);
                     }
+                    out.push(u8::from(*recognised));
                 }
                 AppendResult::Refused(refusal) => {
                     out.push(4);
@@ -836,12 +839,14 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     term: reader.u64()?,
                     id: reader.u64()?,
                     count: 1,
+                    recognised: false,
                 },
                 5 => AppendResult::Committed {
                     index: reader.u64()?,
                     term: reader.u64()?,
                     id: reader.u64()?,
                     count: reader.u64()?,
+                    recognised: reader.flag()?,
                 },
                 1 => {
                     let leader = reader.text()?;
@@ -1024,10 +1029,10 @@ mod tests {
                 commands: vec![b"a".to_vec(), Vec::new()],
             });
         }
-        for count in [1, 2] {
+        for (count, recognised) in [(1, false), (1, true), (2, false), (2, true)] {
             round_trip(Frame::AppendResult {
                 request: 3,
-                result: AppendResult::Committed { index: 9, term: 3, id: 12, count },
+                result: AppendResult::Committed { index: 9, term: 3, id: 12, count, recognised },
             });
         }
         for refusal in [

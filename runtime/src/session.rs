@@ -59,8 +59,9 @@ pub struct Appended {
     pub term: u64,
     /// The node that answered.
     pub leader: SocketAddr,
-    /// True if the answer was the outcome of an earlier attempt (a retry the leader recognised).
-    pub retried: bool,
+    /// True if the leader recognised this as a repeat of an append it had committed or held
+    /// already (an earlier attempt whose answer was lost), and answered with its outcome.
+    pub recognised: bool,
 }
 
 impl Appended {
@@ -248,6 +249,26 @@ impl Session {
         expect_last: Option<u64>,
         deadline: Duration,
     ) -> Result<Appended, ClientError> {
+        let mut maybe_appended = self.resumed;
+        let result = self.attempt(commands, expect_last, deadline, &mut maybe_appended);
+        if result.is_err() && maybe_appended {
+            // The number may be taken by the append whose outcome is unknown: the next append
+            // (other commands) must not be taken for a retry of it.
+            self.seq += 1;
+            self.resumed = false;
+        }
+        result
+    }
+
+    /// Tries until answered or `deadline`; sets `maybe_appended` once an attempt may have been
+    /// appended (from then on only this session's dedup can tell).
+    fn attempt(
+        &mut self,
+        commands: &[&[u8]],
+        expect_last: Option<u64>,
+        deadline: Duration,
+        maybe_appended: &mut bool,
+    ) -> Result<Appended, ClientError> {
         let bytes = request_extra_bytes(commands) as u64;
         if bytes > COMMAND_BYTES_MAX as u64 {
             return Err(ClientError::CommandTooLarge { bytes, limit: COMMAND_BYTES_MAX as u64 });
@@ -256,16 +277,13 @@ impl Session {
             return Err(ClientError::Rejected { reason: "nothing to append".into() });
         }
         let started = Instant::now();
-        // Set once an attempt may have been appended: from then on only this session's dedup
-        // can tell, so a session that expired makes the outcome unknown.
-        let mut maybe_appended = self.resumed;
         let mut last: Option<ClientError> = None;
         let mut request = 0u64;
         loop {
             let remaining = deadline.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 let waited = deadline;
-                return Err(match (maybe_appended, last) {
+                return Err(match (*maybe_appended, last) {
                     (true, last) => ClientError::OutcomeUnknown(Uncertain::Deadline {
                         waited,
                         last: last.map(|error| error.to_string()),
@@ -301,19 +319,18 @@ impl Session {
                 Ok(other) => return Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
                 Err(error) => {
                     // Sent, perhaps received: the retry is recognised if it was appended.
-                    maybe_appended = true;
+                    *maybe_appended = true;
                     self.router.passed_over(address);
                     last = Some(ClientError::OutcomeUnknown(Uncertain::ConnectionLost { address, error }));
                     continue;
                 }
             };
             match answer {
-                AppendResult::Committed { index, term, id, count } => {
+                AppendResult::Committed { index, term, id, count, recognised } => {
                     self.seq += 1;
                     self.resumed = false;
                     self.router.leader = Some(address);
-                    let retried = request > 1 && maybe_appended;
-                    return Ok(Appended { first_id: id, count, index, term, leader: address, retried });
+                    return Ok(Appended { first_id: id, count, index, term, leader: address, recognised });
                 }
                 AppendResult::NotLeader { leader: Some(leader) } if leader.parse() != Ok(address) => {
                     self.router.follow(&leader);
@@ -328,7 +345,7 @@ impl Session {
                 AppendResult::Failed { reason, retry } => {
                     // retry: nothing appended (the leader pushed back, or is handing over).
                     // Otherwise leadership changed after it appended: the retry finds out.
-                    maybe_appended |= !retry;
+                    *maybe_appended |= !retry;
                     self.router.passed_over(address);
                     sleep(ROUND_PAUSE.min(remaining));
                     last = Some(ClientError::Rejected { reason });
@@ -337,7 +354,7 @@ impl Session {
                     return Err(ClientError::CommandTooLarge { bytes, limit })
                 }
                 AppendResult::Refused(refusal) => {
-                    if let Some(error) = self.on_refusal(refusal, maybe_appended) {
+                    if let Some(error) = self.on_refusal(refusal, *maybe_appended) {
                         return Err(error);
                     }
                 }
