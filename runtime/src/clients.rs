@@ -654,4 +654,3 @@ mod tests {
         assert!(page(&mut driver, LogIndex(5), 10).unwrap().is_empty(), "nothing past the log");
     }
 }
-
