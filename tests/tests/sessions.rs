@@ -158,7 +158,7 @@ fn kill_9_of_the_leader_under_eight_session_clients_loses_and_duplicates_nothing
         }
     };
     wait_acks(100, 15 * SECOND);
-    sleep(ms(500));
+    sleep((ms(1500)).saturating_sub(began.elapsed()));
     let killed_term = client::status(&cluster.address(leader), SECOND).expect("the leader's status").term.0;
     cluster.kill(leader);
     let killed = began.elapsed();
@@ -167,7 +167,7 @@ fn kill_9_of_the_leader_under_eight_session_clients_loses_and_duplicates_nothing
     let restarted = began.elapsed();
     // Appends go on after the kill and after the restart.
     wait_acks(100, 15 * SECOND);
-    sleep(ms(500));
+    sleep((restarted + ms(1500)).saturating_sub(began.elapsed()));
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().expect("a client thread");
@@ -397,6 +397,7 @@ fn a_retry_is_recognised_across_a_restart_and_a_snapshot() {
             "10",
         ]);
         assert_eq!(code, 0, "{out}{err}");
+        println!("replog append -c job-1 --client-id job --seq 1: {}", out.trim_end());
         committed(&out)
     };
     let first = job(&cluster, 1);
@@ -508,6 +509,38 @@ fn racing_conditional_appends_let_exactly_one_win_each_round() {
     let log = cluster.wait_converged(10 * SECOND);
     let commands: Vec<&String> = log.iter().map(|(_, command)| command).collect();
     assert_eq!(commands, winners.iter().collect::<Vec<_>>());
+
+    // A conditional append rerun after it committed is recognised, though its condition no
+    // longer holds (its own command moved the last ID on, and another after it).
+    let conditional = |command: &str| {
+        cluster.cli(&[
+            "append",
+            "-t",
+            &cluster.address(0),
+            "-c",
+            command,
+            "--expect-last",
+            &ROUNDS.to_string(),
+            "--client-id",
+            "cond",
+            "--seq",
+            "1",
+            "--timeout",
+            "10",
+        ])
+    };
+    let (code, out, err) = conditional("cond-1");
+    assert_eq!(code, 0, "{out}{err}");
+    let first = committed(&out);
+    assert_eq!(first.0, ROUNDS + 1, "{out}");
+    let (code, out, err) = cluster.cli(&["append", "-t", &cluster.address(1), "-c", "other"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = conditional("cond-1");
+    assert_eq!(code, 0, "the rerun: {out}{err}");
+    assert_eq!(committed(&out), first, "{out}");
+    let log = cluster.wait_converged(10 * SECOND);
+    let tail: Vec<&str> = log[ROUNDS as usize..].iter().map(|(_, command)| command.as_str()).collect();
+    assert_eq!(tail, ["cond-1", "other"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -669,5 +702,10 @@ fn an_append_after_an_unknown_outcome_is_not_answered_with_the_earlier_ones_ids(
     assert_no_duplicates(&log);
     // "next" was acknowledged: it must be in the log at the IDs given, not answered with
     // "maybe"'s.
+    let values: Vec<(Option<u64>, &str)> = log.iter().map(|entry| (entry.id, entry.value.as_str())).collect();
+    assert!(
+        values.iter().any(|&(_, value)| value == "next"),
+        "\"next\" was acknowledged as {appended:?}, but the log holds {values:?}"
+    );
     assert_at(&log, &["next".to_string()], &appended);
 }
