@@ -709,3 +709,50 @@ fn an_append_after_an_unknown_outcome_is_not_answered_with_the_earlier_ones_ids(
     );
     assert_at(&log, &["next".to_string()], &appended);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. What `replog append` says of a retry.
+
+#[test]
+fn the_cli_says_a_retry_was_recognised_only_when_it_was() {
+    let _serial = serial();
+    let cluster = TestCluster::start("sessions-said", 3);
+    let leader = cluster.wait_leader(10 * SECOND).expect("a leader");
+    let follower = (leader + 1) % 3;
+    let job = |k: usize| {
+        let (code, out, err) = cluster.cli(&[
+            "append",
+            "-t",
+            &cluster.address(k),
+            "-c",
+            "said-1",
+            "--client-id",
+            "said",
+            "--seq",
+            "1",
+            "--timeout",
+            "10",
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    const SAID: &str = "a retry recognised";
+    // Its first run, through a follower (redirected): appended now, not a retry.
+    let first = job(follower);
+    // Reruns, straight to the leader and through the follower: answered from the session.
+    let rerun_leader = job(leader);
+    let rerun_follower = job(follower);
+    assert_eq!(committed(&first), committed(&rerun_leader));
+    assert_eq!(committed(&first), committed(&rerun_follower));
+    let log = cluster.wait_converged(10 * SECOND);
+    assert_eq!(log.iter().filter(|(_, command)| command == "said-1").count(), 1, "{log:?}");
+    let wrong: Vec<String> =
+        [(&first, false, "first run"), (&rerun_leader, true, "rerun"), (&rerun_follower, true, "rerun")]
+            .iter()
+            .filter(|(out, retry, _)| out.contains(SAID) != *retry)
+            .map(|(out, retry, what)| {
+                format!("{what} ({}): {}", if *retry { "a retry" } else { "not a retry" }, out.trim_end())
+            })
+            .collect();
+    assert!(wrong.is_empty(), "said wrongly whether a retry was recognised:\n{}", wrong.join("\n"));
+}
