@@ -56,10 +56,9 @@ fn by_value(log: &[LogEntry]) -> BTreeMap<&str, Vec<&LogEntry>> {
     map
 }
 
-/// Asserts that `log` holds no value twice and holds `appended`'s commands exactly at the IDs,
-/// index and term it was acknowledged with.
-fn assert_at(log: &[LogEntry], commands: &[String], appended: &Appended) {
-    let values = by_value(log);
+/// Asserts that the log (`values`: [`by_value`]) holds `appended`'s commands once each, at the
+/// IDs, index and term it was acknowledged with.
+fn assert_at(values: &BTreeMap<&str, Vec<&LogEntry>>, commands: &[String], appended: &Appended) {
     assert_eq!(appended.count, commands.len() as u64, "{commands:?}: {appended:?}");
     for (k, command) in commands.iter().enumerate() {
         let found = values.get(command.as_str()).cloned().unwrap_or_default();
@@ -175,12 +174,13 @@ fn kill_9_of_the_leader_under_eight_session_clients_loses_and_duplicates_nothing
     let ops = std::mem::take(&mut *ops.lock().unwrap());
     let log = converged_log(&cluster);
     assert_no_duplicates(&log);
+    let values = by_value(&log);
     let mut appended_after_kill = 0;
     let mut errors = Vec::new();
     for op in &ops {
         match &op.result {
             Ok(appended) => {
-                assert_at(&log, &op.commands, appended);
+                assert_at(&values, &op.commands, appended);
                 if op.invoked > killed {
                     appended_after_kill += 1;
                 }
@@ -343,8 +343,9 @@ fn an_isolated_leader_is_routed_around_through_either_follower() {
     let log =
         cluster.wait_converged(20 * SECOND).unwrap_or_else(|why| panic!("{why}\n{}", cluster.log_tails(30)));
     assert_no_duplicates(&log);
+    let values = by_value(&log);
     for (command, appended) in &acknowledged {
-        assert_at(&log, std::slice::from_ref(command), appended);
+        assert_at(&values, std::slice::from_ref(command), appended);
     }
     let cli_entry = log.iter().find(|entry| entry.value == "cli-via-follower").expect("the CLI's append");
     assert_eq!((cli_entry.id, cli_entry.term, cli_entry.index), (Some(id), term, index));
@@ -707,7 +708,7 @@ fn an_append_after_an_unknown_outcome_is_not_answered_with_the_earlier_ones_ids(
         values.iter().any(|&(_, value)| value == "next"),
         "\"next\" was acknowledged as {appended:?}, but the log holds {values:?}"
     );
-    assert_at(&log, &["next".to_string()], &appended);
+    assert_at(&by_value(&log), &["next".to_string()], &appended);
 }
 
 // ---------------------------------------------------------------------------------------------
