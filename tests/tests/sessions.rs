@@ -103,8 +103,11 @@ struct Op {
 }
 
 const CLIENTS: usize = 8;
-/// Each client's appends are bounded, whatever the timing.
-const APPENDS_PER_CLIENT_MAX: usize = 2_000;
+/// Each client appends at most once every this often (a paced load: a fast machine does not
+/// pile up entries to check, and the count below is never what ends the load).
+const APPEND_PACE: Duration = Duration::from_millis(10);
+/// Each client's appends are bounded, whatever the timing (30 s of pace).
+const APPENDS_PER_CLIENT_MAX: u32 = 3_000;
 const APPEND_DEADLINE: Duration = Duration::from_secs(10);
 
 #[test]
@@ -124,12 +127,14 @@ fn kill_9_of_the_leader_under_eight_session_clients_loses_and_duplicates_nothing
                 let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
                 let mut session = Session::connect(&targets).expect("a session");
                 let mut next = 0;
+                let paced_from = Instant::now();
                 for count in 0..APPENDS_PER_CLIENT_MAX {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
+                    sleep((paced_from + APPEND_PACE * count).saturating_duration_since(Instant::now()));
                     // Batches of 1, 2 and 3 commands in turn.
-                    let size = 1 + count % 3;
+                    let size = 1 + count as usize % 3;
                     let commands: Vec<String> =
                         (next..next + size).map(|n| format!("t{client}-{n}")).collect();
                     next += size;
