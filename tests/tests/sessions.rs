@@ -1,7 +1,9 @@
 //! Client sessions on real processes (issue 11): exactly-once appends through leader crashes,
-//! an isolated leader, restarts and snapshots; conditional appends racing; batches; and what
-//! `replog append` says to bad input. Every wait is bounded; only processes started here are
-//! signalled. Lines starting with `FIGURE` are the measurements the issue asks for.
+//! an isolated leader, restarts and snapshots; conditional appends racing; batches; what
+//! `replog append` says to bad input and of a retry; and a session that goes on after an
+//! append whose outcome it could not learn. Every wait is bounded; only processes started here
+//! are signalled. Lines starting with `FIGURE` are the measurements the issue asks for; the
+//! isolated-leader test needs root (network namespaces) and prints SKIP without it.
 
 use replog_core::RoleKind;
 use replog_runtime::client::{self, ClientError};
