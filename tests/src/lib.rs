@@ -351,3 +351,37 @@ impl Drop for TestCluster {
         }
     }
 }
+
+/// Runs `replog ARGS` with `input` on its standard input: (exit code, stdout, stderr).
+pub fn cli_with_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(replog_binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running replog");
+    // Written from a thread: a child that does not read its input cannot block the test.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().expect("waiting for replog");
+    let _ = writer.join();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+impl TestCluster {
+    /// Node `k`'s log with each command's ID (as [`netns::commands`]), and the first ID it
+    /// still holds (earlier ones were trimmed).
+    pub fn commands_of(&self, k: usize) -> (u64, Vec<netns::LogEntry>) {
+        let log = client::query_log(&self.address(k), Duration::from_secs(5), false).expect("query");
+        (log.first_id, netns::commands(&log.entries))
+    }
+}
