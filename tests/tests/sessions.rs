@@ -209,20 +209,20 @@ fn kill_9_of_the_leader_under_eight_session_clients_loses_and_duplicates_nothing
     let (gap, gap_at) =
         completions.windows(2).map(|pair| (pair[1] - pair[0], pair[0])).max().unwrap_or_default();
     let acknowledged: Vec<&Appended> = ops.iter().filter_map(|op| op.result.as_ref().ok()).collect();
-    let retried = acknowledged.iter().filter(|appended| appended.retried).count();
-    // A retry the next leader recognised: appended by the killed leader, answered by another.
+    let recognised = acknowledged.iter().filter(|appended| appended.recognised).count();
+    // Of those, appended by the killed leader and answered by another.
     let killed_address = cluster.nodes[leader].address;
-    let recognised = acknowledged
+    let across = acknowledged
         .iter()
         .filter(|appended| {
-            appended.retried && appended.term == killed_term && appended.leader != killed_address
+            appended.recognised && appended.term == killed_term && appended.leader != killed_address
         })
         .count();
     let commands: u64 = acknowledged.iter().map(|appended| appended.count).sum();
     println!(
         "FIGURE sessions kill -9 of the leader under {CLIENTS} session clients: {} appends acknowledged \
-         ({commands} commands), {retried} answered after a retry (Appended::retried), {recognised} of them \
-         recognised (appended by the killed leader), {} errors, longest gap \
+         ({commands} commands), {recognised} retries recognised (Appended::recognised), {across} of them \
+         appended by the killed leader, {} errors, longest gap \
          between acknowledgements {} ms (from {} ms; leader killed at {} ms, restarted at {} ms)",
         acknowledged.len(),
         errors.len(),
