@@ -205,10 +205,8 @@ impl Clients {
         }
         let mut waiting: Waiting = Vec::with_capacity(self.batch.len() + self.session_batch.len());
         let mut payloads = Vec::with_capacity(waiting.capacity());
-        for (token, client_request, command) in self.batch.drain(..) {
-            waiting.push(vec![(token, client_request, false)]);
-            payloads.push(Payload::Command(command));
-        }
+        // The session appends first: a condition was checked against the log's end, so nothing
+        // may come between it and the admitted entries.
         let sessions = std::mem::take(&mut self.session_batch);
         let appends: Vec<SessionAppend> = sessions.iter().map(|(_, _, append)| append.clone()).collect();
         // Where each admitted append's entry sits in the proposal.
@@ -238,6 +236,10 @@ impl Clients {
             }
             slot_of.push(slot);
         }
+        for (token, client_request, command) in self.batch.drain(..) {
+            waiting.push(vec![(token, client_request, false)]);
+            payloads.push(Payload::Command(command));
+        }
         if payloads.is_empty() {
             return None;
         }
@@ -257,20 +259,22 @@ impl Clients {
                 continue;
             };
             for wait in waits {
-                let result = match &entry.payload {
-                    Payload::Request(request) if (request.client, request.seq) == (wait.client, wait.seq) => {
+                let id = driver.command_id_after_snapshot(entry.index);
+                let result = match (&entry.payload, id) {
+                    (Payload::Request(request), Some(id))
+                        if (request.client, request.seq) == (wait.client, wait.seq) =>
+                    {
                         AppendResult::Committed {
                             index: entry.index.0,
                             term: entry.term.0,
-                            id: driver.command_id(entry.index),
+                            id,
                             count: request.commands.len() as u64,
                             recognised: true,
                         }
                     }
-                    _ => AppendResult::Failed {
-                        reason: "a new leader replaced the entry before it committed; retry".into(),
-                        retry: true,
-                    },
+                    // Replaced by a new leader, or covered by a snapshot since: the retry asks
+                    // the leader's table.
+                    _ => retry_to_learn(),
                 };
                 self.queue(wait.token, &Frame::AppendResult { request: wait.client_request, result });
             }
@@ -335,9 +339,14 @@ impl Clients {
             let result = match &reply {
                 Reply::Committed { first, term, .. } => {
                     let index = first.plus(position as u64);
-                    let id = driver.command_id(index);
-                    let count = driver.command_id(index.next()) - id;
-                    AppendResult::Committed { index: index.0, term: term.0, id, count, recognised: false }
+                    match driver.command_id_after_snapshot(index) {
+                        Some(id) => {
+                            let count = driver.command_id(index.next()) - id;
+                            AppendResult::Committed { index: index.0, term: term.0, id, count, recognised: false }
+                        }
+                        // A snapshot installed since (this node stepped down meanwhile).
+                        None => retry_to_learn(),
+                    }
                 }
                 Reply::NotLeader { leader, .. } => AppendResult::NotLeader { leader: leader_address(*leader) },
                 Reply::Rejected { reason, .. } => AppendResult::Failed {
@@ -611,6 +620,18 @@ fn page(driver: &mut Driver<RealFs>, from: LogIndex, max: u32) -> Result<Vec<Ent
         .max(1);
     entries.truncate(keep);
     Ok(entries)
+}
+
+/// The answer to a client whose append's outcome this node cannot name (its entry was
+/// replaced, or is covered by a snapshot installed since): it may be in the log; a session's
+/// retry learns which from the leader.
+fn retry_to_learn() -> AppendResult {
+    AppendResult::Failed {
+        reason: "this node lost track of the entry (a new leader replaced it, or a snapshot covers it): \
+                 it may or may not be in the log; a session's retry finds out"
+            .into(),
+        retry: false,
+    }
 }
 
 /// The answer to a session's request that committed before.

@@ -392,7 +392,9 @@ impl<F: FileSystem> Driver<F> {
     /// Screens a round's session appends, in order, before they are proposed (`sessions.rs`
     /// says why this is sound): each is new (propose it), committed already, in the log, the
     /// same as an earlier one of the batch, or refused. A node that does not lead admits
-    /// everything: the core answers that it does not lead.
+    /// everything: the core answers that it does not lead. The admitted payloads must be
+    /// proposed at once, in order, before anything else: conditions (`expect_last`) were
+    /// checked against the log's end.
     pub fn admit(&self, appends: &[SessionAppend]) -> Vec<Admission> {
         let node = &self.node;
         let to_propose = |append: &SessionAppend| {
@@ -741,6 +743,12 @@ impl<F: FileSystem> Driver<F> {
         self.ids.first_id(index)
     }
 
+    /// As [`Driver::command_id`], `None` for an entry a snapshot now covers (one installed
+    /// after the entry was applied or committed: its ID is no longer known here).
+    pub fn command_id_after_snapshot(&self, index: LogIndex) -> Option<u64> {
+        (index > self.node.snapshot_meta().index).then(|| self.ids.first_id(index))
+    }
+
     /// The index of the command with this ID: past the log's end if it is not there yet, and
     /// the log's first index (or before) if it was trimmed.
     pub fn index_of_command(&self, id: u64) -> LogIndex {
@@ -863,13 +871,19 @@ impl<F: FileSystem> Driver<F> {
                     self.applied = last.index;
                 }
                 for entry in &entries {
-                    if let Payload::Request(request) = &entry.payload {
-                        if !self.sessions.apply(entry, self.ids.first_id(entry.index)) {
-                            self.duplicates_applied += 1;
-                        }
-                        self.in_log.remove(&(request.client, request.seq));
-                        self.in_log_at.remove(&entry.index);
+                    let Payload::Request(request) = &entry.payload else {
+                        continue;
+                    };
+                    // A snapshot installed after this Apply was deferred covers the entry: the
+                    // table it carries replaces this one when its release follows.
+                    let Some(first_id) = self.command_id_after_snapshot(entry.index) else {
+                        continue;
+                    };
+                    if !self.sessions.apply(entry, first_id) {
+                        self.duplicates_applied += 1;
                     }
+                    self.in_log.remove(&(request.client, request.seq));
+                    self.in_log_at.remove(&entry.index);
                 }
                 self.held_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
                 self.output.push(Output::Apply(entries))
@@ -877,8 +891,12 @@ impl<F: FileSystem> Driver<F> {
             Action::InstallSnapshot { snapshot } => {
                 self.applied = self.applied.max(snapshot.meta.index);
                 self.held_bytes = 0;
-                // The sessions as of the snapshot; the log after it is not applied yet.
-                self.sessions = self.base_sessions.clone();
+                // The sessions as of this snapshot (not necessarily the latest carried out: two
+                // installs may wait in line); the log after it is not applied yet. Its image was
+                // read when the install was carried out, so it decodes.
+                let limits = self.sessions.limits();
+                self.sessions = Image::decode_sessions(snapshot.data.as_slice(), limits)
+                    .unwrap_or_else(|_| SessionTable::new(limits));
                 self.output.push(Output::Restored(snapshot.meta))
             }
             Action::SaveHardState(_)

@@ -170,3 +170,52 @@ fn expired_sessions_are_refused_not_appended_again() {
         Admission::Refused(SessionRefusal::TooFarAhead { newest: 3, window: 2 })
     );
 }
+
+/// A follower's Apply of a session's request waits behind a sync while a snapshot past it is
+/// installed in the same round (a review's finding: the release used to ask for the ID of an
+/// entry the snapshot covers, and panicked).
+#[test]
+fn a_deferred_apply_overtaken_by_a_snapshot_install_is_released_safely() {
+    use replog_core::{Body, ClientRequest, Entry, Membership, Message, Snapshot, SnapshotMeta, Term};
+    let message = |body| Event::Receive(Message { from: NodeId(1), to: NodeId(2), term: Term(1), body });
+    let scratch = Scratch::new("sessions-install");
+    let config = Config::new(NodeId(2), vec![NodeId(1), NodeId(3)]);
+    let (mut driver, _) = Driver::open(config, RealFs::new(), &scratch.0, identity()).unwrap();
+    let request = Payload::Request(ClientRequest {
+        client: ClientId(7),
+        seq: 1,
+        commands: vec![Bytes::from("a"), Bytes::from("b")],
+    });
+    let entries = vec![
+        Entry { index: LogIndex(1), term: Term(1), payload: Payload::Noop },
+        Entry { index: LogIndex(2), term: Term(1), payload: request },
+    ];
+    let append = Body::AppendRequest {
+        prev_log_index: LogIndex(0),
+        prev_log_term: Term(0),
+        entries,
+        leader_commit: LogIndex(2),
+        seq: 1,
+    };
+    driver.step(message(append)).unwrap();
+    assert!(driver.is_waiting(), "the Apply waits for the sync");
+    let snapshot = Snapshot {
+        meta: SnapshotMeta { index: LogIndex(10), term: Term(1) },
+        membership: Membership::voters_only([NodeId(1), NodeId(2), NodeId(3)]),
+        data: Bytes::from("{\"commands\":9,\"digest\":\"0000000000000000\"}"),
+    };
+    driver
+        .step(message(Body::SnapshotRequest {
+            meta: snapshot.meta,
+            membership: snapshot.membership.clone(),
+            total: snapshot.data.len() as u64,
+            checksum: snapshot.checksum(),
+            offset: 0,
+            chunk: snapshot.data.clone(),
+        }))
+        .unwrap();
+    let outputs = settle(&mut driver);
+    assert!(outputs.iter().any(|output| matches!(output, Output::Restored(_))));
+    assert_eq!(driver.command_id_after_snapshot(LogIndex(2)), None);
+    assert_eq!(driver.command_id(LogIndex(11)), 10);
+}
