@@ -2,6 +2,7 @@
 //! a compact binary form. Decoding checks every length against what is left, so a malformed
 //! payload is an error, never a panic or a huge allocation.
 
+use crate::limits::REQUEST_COMMANDS_MAX;
 use crate::sessions::SessionRefusal;
 use crate::status::StatusReport;
 use replog_core::{
@@ -255,6 +256,8 @@ pub enum CodecError {
     EmptyRequest,
     /// A session refusal tag naming no refusal.
     UnknownRefusal,
+    /// A session's request with more commands than `REQUEST_COMMANDS_MAX`.
+    TooManyCommands,
 }
 
 impl fmt::Display for CodecError {
@@ -277,6 +280,9 @@ impl fmt::Display for CodecError {
             CodecError::UnknownMemberAction => f.write_str("unknown membership change"),
             CodecError::EmptyRequest => f.write_str("a request with no command"),
             CodecError::UnknownRefusal => f.write_str("unknown session refusal"),
+            CodecError::TooManyCommands => {
+                write!(f, "more than {REQUEST_COMMANDS_MAX} commands in one append")
+            }
         }
     }
 }
@@ -756,6 +762,9 @@ impl<'a> Reader<'a> {
         if count == 0 {
             return Err(CodecError::EmptyRequest);
         }
+        if count > REQUEST_COMMANDS_MAX {
+            return Err(CodecError::TooManyCommands);
+        }
         let commands = (0..count).map(|_| self.bytes().map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
         Ok(ClientRequest { client, seq, commands })
     }
@@ -814,6 +823,9 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
             let conditional = reader.flag()?;
             let expected = reader.u64()?;
             let count = reader.count(4)?;
+            if count > REQUEST_COMMANDS_MAX {
+                return Err(CodecError::TooManyCommands);
+            }
             let commands =
                 (0..count).map(|_| reader.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
             Frame::SessionAppend {

@@ -351,6 +351,8 @@ impl<F: FileSystem> Driver<F> {
     /// applied since (read back from the log: the cost of a restart grows with the entries
     /// since the last snapshot, which retention bounds); and the requests in the log after it.
     fn restore_sessions(&mut self) -> Result<(), DriverError> {
+        self.in_log.clear();
+        self.in_log_at.clear();
         let base = self.node.snapshot_meta().index;
         let mut sessions = self.base_sessions.clone();
         let (ids, mut duplicates) = (self.ids.clone(), 0);
@@ -370,6 +372,10 @@ impl<F: FileSystem> Driver<F> {
         })?;
         self.sessions = sessions;
         self.duplicates_applied += duplicates;
+        if self.has_bug(DriverBug::SessionsNotRestored) {
+            self.sessions = SessionTable::new(self.sessions.limits());
+            return Ok(());
+        }
         for (index, client, seq) in requests {
             self.in_log.insert((client, seq), index);
             self.in_log_at.insert(index, (client, seq));
@@ -377,10 +383,13 @@ impl<F: FileSystem> Driver<F> {
         Ok(())
     }
 
-    /// Keeps sessions within `limits` from now on (the simulator draws small ones).
-    pub fn set_session_limits(&mut self, limits: SessionLimits) {
-        self.sessions.set_limits(limits);
+    /// Keeps sessions within `limits` (the simulator draws small ones). Call it right after
+    /// the open, before any step: the table is rebuilt under them, so a node that restarted
+    /// builds the same table as one that did not.
+    pub fn set_session_limits(&mut self, limits: SessionLimits) -> Result<(), DriverError> {
         self.base_sessions.set_limits(limits);
+        self.sessions.set_limits(limits);
+        self.restore_sessions()
     }
 
     /// Session requests applied that were committed already: a duplicate in the log, which
@@ -736,9 +745,11 @@ impl<F: FileSystem> Driver<F> {
         !self.deferred.is_empty()
     }
 
-    /// A command's position among client commands since the log began (the ID users see):
-    /// the commands a snapshot covers, plus its index past the snapshot less the leaders' no-ops
-    /// since. Stable across trims. `index` must be after the snapshot.
+    /// The ID (position among client commands since the log began, what users see) of entry
+    /// `index`'s first command: the commands a snapshot covers, plus those of the entries
+    /// between it and the snapshot (no-ops and configurations hold none, a batch several; see
+    /// `command_ids.rs`). For an entry with no command, the ID the next command gets. Stable
+    /// across trims. `index` must be after the snapshot.
     pub fn command_id(&self, index: LogIndex) -> u64 {
         self.ids.first_id(index)
     }

@@ -31,7 +31,7 @@
 use crate::address;
 use crate::client::{ClientError, Link, Uncertain};
 use crate::codec::{request_extra_bytes, AppendResult, Frame};
-use crate::limits::COMMAND_BYTES_MAX;
+use crate::limits::{COMMAND_BYTES_MAX, REQUEST_COMMANDS_MAX};
 use crate::sessions::SessionRefusal;
 use std::net::SocketAddr;
 use std::thread::sleep;
@@ -193,6 +193,9 @@ pub struct Session {
     /// Resumed at a sequence number an earlier process may have sent: until that append is
     /// answered, a refusal that cannot tell whether it was appended is an unknown outcome.
     resumed: bool,
+    /// `since` was learned (a fresh session learns it before its first append is sent; a
+    /// resumed one cannot know it).
+    since_known: bool,
 }
 
 impl Session {
@@ -200,6 +203,7 @@ impl Session {
     pub fn connect(targets: &[&str]) -> Result<Session, ClientError> {
         let mut session = Session::resume(targets, fresh_client_id(), 1)?;
         session.resumed = false;
+        session.since_known = false;
         Ok(session)
     }
 
@@ -207,7 +211,14 @@ impl Session {
     /// session was, or a script retrying an append it did not see answered: the same
     /// `client` and `seq` are recognised, within the session's window).
     pub fn resume(targets: &[&str], client: u64, seq: u64) -> Result<Session, ClientError> {
-        Ok(Session { router: Router::new(targets)?, client, seq: seq.max(1), since: 0, resumed: true })
+        Ok(Session {
+            router: Router::new(targets)?,
+            client,
+            seq: seq.max(1),
+            since: 0,
+            resumed: true,
+            since_known: true,
+        })
     }
 
     /// The session's id.
@@ -276,9 +287,16 @@ impl Session {
         if commands.is_empty() {
             return Err(ClientError::Rejected { reason: "nothing to append".into() });
         }
+        if commands.len() > REQUEST_COMMANDS_MAX {
+            let reason = format!("{} commands in one append; at most {REQUEST_COMMANDS_MAX}", commands.len());
+            return Err(ClientError::Rejected { reason });
+        }
         let started = Instant::now();
         let mut last: Option<ClientError> = None;
         let mut request = 0u64;
+        // Nodes that could not serve in a row: a pause after every member's turn, so a
+        // redirect to a dead leader, or two nodes naming each other, never spin.
+        let mut misses = 0;
         loop {
             let remaining = deadline.saturating_sub(started.elapsed());
             if remaining.is_zero() {
@@ -301,9 +319,30 @@ impl Session {
                 Ok(link) => link,
                 Err(error) => {
                     self.router.passed_over(address);
-                    self.pause_if_round_done(&mut last, error);
+                    self.missed(&mut misses, &mut last, error);
                     continue;
                 }
+            };
+            if !self.since_known {
+                // Before a session's first append is first sent: a commit index it cannot
+                // precede, so the leader can tell it apart from an append of a dropped session.
+                match link.call(&Frame::Status) {
+                    Ok(Frame::StatusResult(report)) => {
+                        self.since = report.commit.0;
+                        self.since_known = true;
+                    }
+                    Ok(other) => return Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
+                    Err(error) => {
+                        self.router.passed_over(address);
+                        let doing = "asking the commit index of";
+                        self.missed(&mut misses, &mut last, ClientError::Io { doing, address, error });
+                        continue;
+                    }
+                }
+            }
+            let Ok(link) = self.router.link(address, timeout) else {
+                self.router.passed_over(address);
+                continue;
             };
             request += 1;
             let frame = Frame::SessionAppend {
@@ -334,13 +373,17 @@ impl Session {
                 }
                 AppendResult::NotLeader { leader: Some(leader) } if leader.parse() != Ok(address) => {
                     self.router.follow(&leader);
-                    last = Some(ClientError::NotLeader { address, leader: Some(leader) });
+                    self.missed(
+                        &mut misses,
+                        &mut last,
+                        ClientError::NotLeader { address, leader: Some(leader) },
+                    );
                 }
                 AppendResult::NotLeader { leader } => {
                     // It knows no leader: ask the others rather than wait on it.
                     self.router.passed_over(address);
                     self.router.learn_members(address, timeout);
-                    self.pause_if_round_done(&mut last, ClientError::NotLeader { address, leader });
+                    self.missed(&mut misses, &mut last, ClientError::NotLeader { address, leader });
                 }
                 AppendResult::Failed { reason, retry } => {
                     // retry: nothing appended (the leader pushed back, or is handing over).
@@ -374,11 +417,14 @@ impl Session {
                 self.since = commit;
                 None
             }
-            // The session expired before this append was ever appended: a new one is safe.
-            SessionRefusal::UnknownSession if !maybe_appended => {
+            // The session expired, or ran too far ahead of what it committed (appends whose
+            // outcome was unknown skip their numbers), before this append was ever appended: a
+            // new session is safe.
+            SessionRefusal::UnknownSession | SessionRefusal::TooFarAhead { .. } if !maybe_appended => {
                 self.client = fresh_client_id();
                 self.seq = 1;
                 self.since = 0;
+                self.since_known = false;
                 None
             }
             SessionRefusal::ConditionFailed { last_id } => Some(ClientError::ConditionFailed { last_id }),
@@ -386,6 +432,14 @@ impl Session {
                 Some(ClientError::OutcomeUnknown(Uncertain::Reported(format!(
                     "session {:016x} is unknown to the cluster (expired, or never started: a session starts at sequence \
                      number 1); if an earlier run sent this append, it may or may not be in the log",
+                    self.client
+                ))))
+            }
+            SessionRefusal::SessionsDropped { .. } if self.resumed => {
+                Some(ClientError::OutcomeUnknown(Uncertain::Reported(format!(
+                    "session {:016x} is new to the cluster, but the cluster has dropped sessions since (expired, or \
+                     pushed out by newer ones), so it cannot tell whether an earlier run of this append committed: \
+                     check the log (replog query --last N), and name a new session",
                     self.client
                 ))))
             }
@@ -398,10 +452,12 @@ impl Session {
         }
     }
 
-    /// After a node could not serve: once every known member was tried, pause a little.
-    fn pause_if_round_done(&mut self, last: &mut Option<ClientError>, error: ClientError) {
+    /// A node could not serve: once as many in a row as there are members, pause a little.
+    fn missed(&mut self, misses: &mut usize, last: &mut Option<ClientError>, error: ClientError) {
         *last = Some(error);
-        if self.router.leader.is_none() && self.router.next == 0 {
+        *misses += 1;
+        if *misses >= self.router.members.len() {
+            *misses = 0;
             sleep(ROUND_PAUSE);
         }
     }

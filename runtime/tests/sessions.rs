@@ -148,7 +148,7 @@ fn a_new_leader_is_not_ready_until_it_commits_in_its_term() {
 fn expired_sessions_are_refused_not_appended_again() {
     let scratch = Scratch::new("sessions-expiry");
     let mut driver = open(&scratch.0);
-    driver.set_session_limits(SessionLimits { sessions_max: 1, window: 2, idle_entries: 1000 });
+    driver.set_session_limits(SessionLimits { sessions_max: 1, window: 2, idle_entries: 1000 }).unwrap();
     lead(&mut driver);
     submit(&mut driver, &[append(1, 1, &["a"])]);
     submit(&mut driver, &[append(2, 1, &["b"])]); // session 1 is dropped
