@@ -199,6 +199,9 @@ pub struct Driver<F: FileSystem> {
     in_log_at: BTreeMap<LogIndex, (ClientId, u64)>,
     /// Session requests applied that were committed already (a duplicate in the log: a bug).
     duplicates_applied: u64,
+    /// Where recovery found the log's session requests (spans after the snapshot): what a
+    /// rebuild of the table at the open reads.
+    request_spans: Vec<(LogIndex, LogIndex)>,
     /// How far the released `Apply`s (and snapshots) have brought the state machine.
     applied: LogIndex,
     /// When to snapshot and trim.
@@ -331,6 +334,7 @@ impl<F: FileSystem> Driver<F> {
             in_log: BTreeMap::new(),
             in_log_at: BTreeMap::new(),
             duplicates_applied: 0,
+            request_spans: std::mem::take(&mut recovery.request_spans),
             applied,
             retention: Retention::default(),
             held_bytes,
@@ -348,28 +352,30 @@ impl<F: FileSystem> Driver<F> {
     }
 
     /// The session table as of the applied index: the snapshot's, then every session request
-    /// applied since (read back from the log: the cost of a restart grows with the entries
-    /// since the last snapshot, which retention bounds); and the requests in the log after it.
+    /// applied since, and the requests in the log after it. Only the segments that hold
+    /// requests are read back (a log without sessions costs nothing; with sessions, the cost
+    /// grows with the entries since the last snapshot, which retention bounds).
     fn restore_sessions(&mut self) -> Result<(), DriverError> {
         self.in_log.clear();
         self.in_log_at.clear();
         let base = self.node.snapshot_meta().index;
         let mut sessions = self.base_sessions.clone();
         let (ids, mut duplicates) = (self.ids.clone(), 0);
-        let applied = self.applied;
+        let (applied, last) = (self.applied, self.node.last_index());
         let mut requests = Vec::new();
-        self.scan(base.next(), applied, |entry| {
-            if matches!(entry.payload, Payload::Request(_))
-                && !sessions.apply(entry, ids.first_id(entry.index))
-            {
-                duplicates += 1;
-            }
-        })?;
-        self.scan(applied.next(), self.node.last_index(), |entry| {
-            if let Payload::Request(request) = &entry.payload {
-                requests.push((entry.index, request.client, request.seq));
-            }
-        })?;
+        for (first, to) in self.request_spans.clone() {
+            let (first, to) = (first.max(base.next()), to.min(last));
+            self.scan(first, to, |entry| {
+                let Payload::Request(request) = &entry.payload else {
+                    return;
+                };
+                if entry.index > applied {
+                    requests.push((entry.index, request.client, request.seq));
+                } else if !sessions.apply(entry, ids.first_id(entry.index)) {
+                    duplicates += 1;
+                }
+            })?;
+        }
         self.sessions = sessions;
         self.duplicates_applied += duplicates;
         if self.has_bug(DriverBug::SessionsNotRestored) {

@@ -191,6 +191,9 @@ pub struct Recovery {
     /// The entries after the snapshot holding more than one client command (a session's
     /// batch), with how many, ascending.
     pub batches: Vec<(LogIndex, u64)>,
+    /// Spans of the log after the snapshot that may hold session requests, ascending: a
+    /// restart reads only these to rebuild the session table.
+    pub request_spans: Vec<(LogIndex, LogIndex)>,
     /// The sum of [`Entry::size_bytes`] of the entries after the snapshot.
     pub entry_bytes: u64,
     /// The log's last index: its last entry's, or the snapshot's (or 0) if it is empty after
@@ -328,6 +331,7 @@ impl<F: FileSystem> Storage<F> {
         let term_runs = std::mem::take(&mut plan.term_runs);
         let noops = std::mem::take(&mut plan.noops);
         let batches = std::mem::take(&mut plan.batches);
+        let request_spans = std::mem::take(&mut plan.request_spans);
         let entry_bytes = plan.entry_bytes;
         let damaged_at = plan.damaged_at;
         if has(SNAPSHOT_TEMP_FILE) {
@@ -420,6 +424,7 @@ impl<F: FileSystem> Storage<F> {
             term_runs,
             noops,
             batches,
+            request_spans,
             entry_bytes,
             last_index: last,
             last_term,

@@ -87,17 +87,41 @@ fn retries_are_answered_from_the_table_across_restarts_and_snapshots() {
     let mut driver = open(&scratch.0);
     lead(&mut driver);
     assert_eq!(committed_ids(&driver.admit(std::slice::from_ref(&first))[0]), (1, 2), "after a restart");
+    // Many sessions' requests across sealed segments (4 KiB each), between plain commands:
+    // the restart reads only the segments holding requests, and recognises every one.
+    for client in 100..160u64 {
+        submit(&mut driver, &[append(client, 1, &["spread over segments"])]);
+        driver
+            .step(Event::Propose {
+                request: RequestId(9),
+                payloads: vec![Payload::Command(Bytes::from("plain"))],
+            })
+            .unwrap();
+        settle(&mut driver);
+    }
+    driver.close().unwrap();
+    assert!(scratch.indexes().len() >= 3, "sealed segments: {:?}", scratch.indexes());
+    let mut driver = open(&scratch.0);
+    lead(&mut driver);
+    for client in 100..160u64 {
+        assert!(matches!(
+            driver.admit(&[append(client, 1, &["spread over segments"])])[0],
+            Admission::Committed(_)
+        ));
+    }
     // A snapshot past the request, then a restart: the table comes from the snapshot.
     for seq in 2..=5 {
         submit(&mut driver, &[append(7, seq, &["more"])]);
     }
+    let fifth = committed_ids(&driver.admit(&[append(7, 5, &["more"])])[0]);
+    assert_eq!(fifth, (3 + 120 + 4, 1), "after 3 commands, 60 requests and 60 plain ones, seq 2..=5");
     let last = driver.node().commit();
     driver.trim(last).unwrap();
     assert!(driver.node().snapshot_meta().index >= LogIndex(3), "the request is under the snapshot");
     driver.close().unwrap();
     let mut driver = open(&scratch.0);
     lead(&mut driver);
-    assert_eq!(committed_ids(&driver.admit(&[append(7, 5, &["more"])])[0]), (7, 1));
+    assert_eq!(committed_ids(&driver.admit(&[append(7, 5, &["more"])])[0]), fifth);
     assert_eq!(driver.duplicates_applied(), 0);
 }
 
