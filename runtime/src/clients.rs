@@ -248,6 +248,24 @@ impl Clients {
         Some(Event::Propose { request, payloads })
     }
 
+    /// Lets go of clients waiting for entries this node will not apply as leader: all of them
+    /// once it no longer leads (its log may lose them; the retry asks the new leader), and those
+    /// a snapshot now covers. Each is told to retry, which the leader's table answers.
+    pub fn release_waiters(&mut self, driver: &Driver<RealFs>) {
+        if self.in_log.is_empty() {
+            return;
+        }
+        let kept = if driver.node().is_leader() {
+            self.in_log.split_off(&driver.node().snapshot_meta().index.next())
+        } else {
+            BTreeMap::new()
+        };
+        for wait in std::mem::replace(&mut self.in_log, kept).into_values().flatten() {
+            let result = retry_to_learn();
+            self.queue(wait.token, &Frame::AppendResult { request: wait.client_request, result });
+        }
+    }
+
     /// Answers the clients waiting for session requests among these applied entries: with the
     /// entry's outcome if it is their request, else (a new leader replaced it) with a retry.
     pub fn on_applied(&mut self, entries: &[Entry], driver: &Driver<RealFs>) {

@@ -561,6 +561,7 @@ impl Server {
             }
         }
         self.outputs = outputs;
+        self.clients.release_waiters(&self.driver);
         self.note_membership();
         self.log_leadership();
     }
