@@ -569,7 +569,7 @@ impl<F: FileSystem> Driver<F> {
             return Ok(());
         }
         let base = self.node.snapshot_meta().index;
-        let mut applied = self.applied;
+        let mut applied = self.trimmable_through();
         if self.has_bug(DriverBug::SnapshotUncommitted) {
             applied = self.node.last_index();
         }
@@ -599,6 +599,23 @@ impl<F: FileSystem> Driver<F> {
             self.compact(through)?;
         }
         Ok(())
+    }
+
+    /// How far a snapshot may reach: applied entries, but not those of a proposal not answered
+    /// yet (its first entries may be applied while the rest waits) or whose answer waits for a
+    /// sync: replies name their entries' IDs, which need the entries.
+    fn trimmable_through(&self) -> LogIndex {
+        let answered_through = self
+            .deferred
+            .iter()
+            .filter_map(|(_, action)| match action {
+                Action::Reply(Reply::Committed { first, .. }) => Some(*first),
+                _ => None,
+            })
+            .chain(self.node.unanswered_from())
+            .min()
+            .map_or(LogIndex(u64::MAX), LogIndex::prev);
+        self.applied.min(answered_through)
     }
 
     /// Snapshots the state machine through `through` (applied, after the current snapshot),
@@ -641,7 +658,7 @@ impl<F: FileSystem> Driver<F> {
     /// `before` (at most the applied index) and drops what the snapshot covers. Returns the
     /// snapshot's last entry; nothing happens if it would not move the log's start.
     pub fn trim(&mut self, before: LogIndex) -> Result<SnapshotMeta, DriverError> {
-        let through = before.prev().min(self.applied);
+        let through = before.prev().min(self.trimmable_through());
         if through <= self.node.snapshot_meta().index {
             return Ok(self.node.snapshot_meta());
         }

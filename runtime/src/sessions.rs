@@ -251,11 +251,14 @@ impl SessionTable {
         let outcome =
             Outcome { index: entry.index, term: entry.term, first_id, count: request.commands.len() as u64 };
         let window = self.limits.window;
+        // A session created here starts at this request: if it was dropped between this
+        // request's admission and now, its earlier requests are forgotten, never new again
+        // (a late retry of one would otherwise be appended a second time).
         let session = self.sessions.entry(request.client).or_insert_with(|| Session {
             newest: 0,
             active: LogIndex::ZERO,
             outcomes: BTreeMap::new(),
-            floor: 0,
+            floor: request.seq,
         });
         let fresh = !session.outcomes.contains_key(&request.seq);
         if fresh {
@@ -405,6 +408,21 @@ mod tests {
         );
         let decoded = SessionTable::decode(table.encode(), SessionLimits::default()).unwrap();
         assert!(matches!(decoded.check(ClientId(1), 3, LogIndex::ZERO, false), Verdict::Refused(_)));
+    }
+
+    #[test]
+    fn a_session_dropped_before_its_request_applies_forgets_what_came_before() {
+        // Session 1's request 3 was admitted while the session was known; the session was
+        // dropped before it applied: the table must not take request 2 for new.
+        let mut table = SessionTable::new(limits(1, 8, 1000));
+        table.apply(&request(1, 1, 1, 1), 1);
+        table.apply(&request(2, 1, 2, 1), 2);
+        table.apply(&request(3, 2, 1, 1), 3); // session 1 pushed out
+        table.apply(&request(4, 1, 3, 1), 4); // its request 3, admitted earlier, applies
+        assert_eq!(
+            table.check(ClientId(1), 2, LogIndex::ZERO, false),
+            Verdict::Refused(SessionRefusal::Forgotten { oldest: 3 })
+        );
     }
 
     #[test]
