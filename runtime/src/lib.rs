@@ -15,6 +15,7 @@ pub mod fnv;
 pub mod frame;
 pub mod fs;
 pub mod image;
+pub mod inspect;
 mod joining;
 pub mod limits;
 pub mod members;

@@ -906,20 +906,20 @@ pub fn decode_metadata(bytes: &[u8]) -> Option<(HardState, LogIndex)> {
 }
 
 #[derive(serde::Deserialize)]
-struct Meta {
-    name: String,
-    address: String,
+pub(crate) struct Meta {
+    pub(crate) name: String,
+    pub(crate) address: String,
     /// Absent in folders of versions before node ids were drawn at random.
     #[serde(default)]
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     term: u64,
     voted_for: Option<Vote>,
     commit: u64,
     /// Present only while a repair is under way.
     #[serde(default)]
-    repair_to: u64,
+    pub(crate) repair_to: u64,
     #[serde(default)]
-    bootstrap: Option<Membership>,
+    pub(crate) bootstrap: Option<Membership>,
 }
 
 /// `voted_for` as written now (the id and the address it names) or by older versions (a number).
@@ -931,7 +931,7 @@ enum Vote {
 }
 
 impl Meta {
-    fn hard_state(&self) -> Result<HardState, String> {
+    pub(crate) fn hard_state(&self) -> Result<HardState, String> {
         let voted_for = match &self.voted_for {
             None => None,
             Some(Vote::Legacy(id)) => Some(NodeId(*id)),
@@ -964,7 +964,7 @@ pub fn stored_identity(fs: &mut impl FileSystem, dir: &Path) -> Option<(Option<N
     Some((id, meta.bootstrap))
 }
 
-fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
+pub(crate) fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
     let line = text.trim_end();
     records::checked(line)?;
