@@ -1,11 +1,13 @@
 //! The replog command line: `start`, `append`, `query` as the seed describes them, plus
-//! `status`, `cluster` (a local cluster in one command) and `bench` (a closed-loop load test).
+//! `status`, `cluster` (a local cluster in one command), `bench` (a closed-loop load test) and
+//! the offline log tools `dump` and `verify`.
 
 mod append;
 mod bench;
 mod cluster;
 mod member;
 mod read;
+mod tools;
 
 use clap::{Parser, Subcommand};
 use replog_runtime::retention::Retention;
@@ -189,10 +191,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a node's data folder, read offline (never written): metadata, snapshot, every
+    /// log record with its command IDs, every checksum checked. Damage is reported with its
+    /// file, line and byte offset, and the rest is read on; exit 1 if anything is damaged.
+    Dump {
+        /// The node's data folder (data/<node>/)
+        data_dir: PathBuf,
+        /// Print records from the one holding this command ID on (every record is still checked)
+        #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+        from: Option<u64>,
+        /// One JSON object per line; its "kind" says what it is (metadata, snapshot, partial,
+        /// segment, record, damage, warning, summary)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check data folders offline: every checksum, and that the committed prefixes of several
+    /// nodes' folders agree. Exit 0: all good; 1: damaged data; 2: the committed prefixes
+    /// disagree; 3: bad usage or a folder that cannot be read.
+    Verify {
+        /// The nodes' data folders (data/<node>/)
+        #[arg(required = true, value_name = "DATA_DIR")]
+        data_dirs: Vec<PathBuf>,
+    },
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|error| {
+        // `verify` says what failed by its exit status: bad usage is 3 there (2 is a
+        // disagreement), clap's 2 everywhere else.
+        let verify = std::env::args().nth(1).is_some_and(|command| command == "verify");
+        let status = if verify && error.use_stderr() { tools::EXIT_UNUSABLE } else { error.exit_code() };
+        let _ = error.print();
+        std::process::exit(status)
+    });
     init_logging();
     let result = match cli.command {
         Command::Start {
@@ -231,6 +262,8 @@ fn main() {
             bench::run(&target, clients, duration, size, sessions, json)
         }
         Command::Follow { target, from, json } => read::follow(&target, from, json),
+        Command::Dump { data_dir, from, json } => std::process::exit(tools::dump(&data_dir, from, json)),
+        Command::Verify { data_dirs } => std::process::exit(tools::verify(&data_dirs)),
     };
     if let Err(message) = result {
         eprintln!("replog: {message}");

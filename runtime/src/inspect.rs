@@ -446,6 +446,8 @@ pub struct Summary {
     pub commands: u64,
     pub first_id: Option<u64>,
     pub last_id: Option<u64>,
+    /// Commands whose IDs cannot be counted (after a damaged record or a gap).
+    pub ids_unknown: u64,
     pub damaged: u64,
     pub warnings: u64,
 }
@@ -542,9 +544,12 @@ impl Records<'_> {
                 summary.last = Some(record.entry.index);
                 let count = record.entry.payload.commands().len() as u64;
                 summary.commands += count;
-                if let Some(id) = record.first_id {
-                    summary.first_id = summary.first_id.or(Some(id));
-                    summary.last_id = Some(id + count - 1);
+                match record.first_id {
+                    Some(id) => {
+                        summary.first_id = summary.first_id.or(Some(id));
+                        summary.last_id = Some(id + count - 1);
+                    }
+                    None => summary.ids_unknown += count,
                 }
             }
             Item::Finding(finding) => match finding.severity {
