@@ -1413,6 +1413,41 @@ mod tests {
         assert_eq!((summary.damaged, summary.warnings), (0, 2), "{findings:?}");
     }
 
+    #[test]
+    fn a_gap_damaged_metadata_and_a_partial_snapshot_are_reported() {
+        let dir = write_folder("gap", 120, 120);
+        // A transfer under way: 3 bytes of a snapshot of 10.
+        let identity = Identity { name: "node1".into(), address: "127.0.0.1:9000".into() };
+        let options = StorageOptions { segment_bytes_max: 1024 };
+        let (mut storage, _) =
+            Storage::open_with_options(RealFs::new(), &dir, identity, OnCorruption::Refuse, options).unwrap();
+        let meta = SnapshotMeta { index: LogIndex(200), term: Term(9) };
+        let membership = Membership::voters_only([NodeId(7)]);
+        storage.save_snapshot_chunk((meta, membership.clone(), 10, 42), 0, b"abc").unwrap();
+        storage.close().unwrap();
+        let folder = Folder::open(&dir).unwrap();
+        let partial = PartialInfo { meta, membership, total: 10, received: 3, checksum: 42 };
+        assert_eq!(folder.partial, Some(partial));
+        assert_eq!(folder.findings, Vec::new());
+
+        // A sealed segment gone: the entries it held are missing, IDs after it unknown.
+        let lost = second_segment(&folder).clone();
+        std::fs::remove_file(&lost.path).unwrap();
+        std::fs::remove_file(lost.index_file.as_ref().unwrap()).unwrap();
+        let metadata = dir.join(METADATA_FILE);
+        let mut bytes = std::fs::read(&metadata).unwrap();
+        bytes[5] ^= 0x01;
+        std::fs::write(&metadata, &bytes).unwrap();
+        let folder = Folder::open(&dir).unwrap();
+        assert_eq!(folder.metadata, None);
+        let (records, findings, summary) = read_all(&folder);
+        assert_eq!(summary.damaged, 2, "{findings:?}");
+        assert_eq!((findings[0].file.clone(), findings[0].line), (metadata, Some(1)));
+        assert!(findings[1].why.starts_with(&format!("entries {}..=", lost.first.0)), "{}", findings[1]);
+        let after = records.iter().find(|record| record.entry.index > lost.first).unwrap();
+        assert!(after.first_id.is_none() && summary.ids_unknown > 0);
+    }
+
     /// Saves a snapshot through `through` (its image the test log's) in a folder.
     fn snapshot(dir: &Path, through: u64) {
         let identity = Identity { name: "node1".into(), address: "127.0.0.1:9000".into() };
