@@ -125,6 +125,15 @@ pub enum Frame {
         last_id: u64,
         commands: Vec<CommandRecord>,
     },
+    /// Client: is the node healthy (a leader confirmed by a quorum within the last election
+    /// timeout, and a commit index that moves or has nothing to do; `metrics.rs`)? Answered by
+    /// `HealthResult`.
+    Health,
+    /// The answer to `Health`: healthy, or why not in one line.
+    HealthResult {
+        ok: bool,
+        reason: String,
+    },
 }
 
 /// One committed client command, by ID: what `ReadCommands` answers with.
@@ -189,6 +198,8 @@ impl Frame {
             Frame::MembershipChanged { .. } => "membership-changed",
             Frame::ReadCommands { .. } => "read-commands",
             Frame::CommandsResult { .. } => "commands-result",
+            Frame::Health => "health",
+            Frame::HealthResult { .. } => "health-result",
         }
     }
 }
@@ -308,6 +319,8 @@ const MEMBERSHIP_CHANGED: u8 = 27;
 const SESSION_APPEND: u8 = 16;
 const READ_COMMANDS: u8 = 19;
 const COMMANDS_RESULT: u8 = 29;
+const HEALTH: u8 = 17;
+const HEALTH_RESULT: u8 = 28;
 
 /// What one entry's encoding adds to its command: index, term, kind and length. Also its
 /// smallest encoding (a no-op), which bounds a claimed count.
@@ -495,6 +508,12 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_u64(out, *first_id);
             put_u64(out, *last_id);
             put_command_records(out, commands);
+        }
+        Frame::Health => out.push(HEALTH),
+        Frame::HealthResult { ok, reason } => {
+            out.push(HEALTH_RESULT);
+            out.push(u8::from(*ok));
+            put_bytes(out, reason.as_bytes());
         }
     }
 }
@@ -897,6 +916,8 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
             last_id: reader.u64()?,
             commands: command_records(&mut reader)?,
         },
+        HEALTH => Frame::Health,
+        HEALTH_RESULT => Frame::HealthResult { ok: reader.flag()?, reason: reader.text()? },
         _ => return Err(CodecError::UnknownFrameKind),
     };
     reader.finish(frame)
@@ -1236,6 +1257,9 @@ mod tests {
         round_trip(Frame::ReadCommands { from_id: 1, max: 100, linearizable: false });
         round_trip(Frame::ReadCommands { from_id: u64::MAX, max: 0, linearizable: true });
         round_trip(Frame::CommandsResult { first_id: 1, last_id: 0, commands: Vec::new() });
+        round_trip(Frame::Health);
+        round_trip(Frame::HealthResult { ok: true, reason: String::new() });
+        round_trip(Frame::HealthResult { ok: false, reason: "no leader known for 3.2 s".into() });
         let record = |id, data: &[u8]| CommandRecord { id, index: id + 1, term: 2, data: data.to_vec() };
         let commands = vec![record(7, b"user_login:alice"), record(8, b""), record(9, &[0xff, 0, 0xfe])];
         round_trip(Frame::CommandsResult { first_id: 3, last_id: 12, commands });

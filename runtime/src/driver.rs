@@ -398,6 +398,11 @@ impl<F: FileSystem> Driver<F> {
         self.restore_sessions()
     }
 
+    /// Sessions in the table (as of the applied index).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// Session requests applied that were committed already: a duplicate in the log, which
     /// `admit` exists to prevent (0 unless something is broken).
     pub fn duplicates_applied(&self) -> u64 {

@@ -19,6 +19,7 @@ pub mod inspect;
 mod joining;
 pub mod limits;
 pub mod members;
+pub mod metrics;
 mod peers;
 pub mod reader;
 mod reading;

@@ -91,6 +91,12 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `size` nodes; node1 with `--leader`.
     pub fn start(name: &str, size: usize) -> TestCluster {
+        TestCluster::start_with(name, size, |_| Vec::new())
+    }
+
+    /// Starts `size` nodes as [`TestCluster::start`] does, node `k` with the extra `start`
+    /// flags `extra(k)` (`--metrics-addr 127.0.0.1:PORT`, say).
+    pub fn start_with(name: &str, size: usize, extra: impl Fn(usize) -> Vec<String>) -> TestCluster {
         let dir = std::env::temp_dir().join(format!("replog-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
@@ -109,7 +115,9 @@ impl TestCluster {
             .collect();
         let mut cluster = TestCluster { dir, nodes };
         for k in 0..size {
-            cluster.start_node(k, k == 0);
+            let flags = extra(k);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            cluster.start_node_with(k, k == 0, &flags);
         }
         cluster
     }
