@@ -76,7 +76,7 @@ fn print_appended(appended: &Appended) {
     } else {
         format!("IDs:{}-{}", appended.first_id, appended.last_id())
     };
-    let retried = if appended.retried { ", a retry recognised" } else { "" };
+    let retried = if appended.recognised { ", a retry recognised" } else { "" };
     println!(
         "✅ Committed: {ids} Term:{} (log index {}, leader {}{retried})",
         appended.term, appended.index, appended.leader

@@ -47,7 +47,8 @@ pub fn run(nodes: u16, base_port: u16, data_dir: &Path) -> Result<(), String> {
     );
     println!("  append:  replog append -t {} -c \"user_login:alice\"", addresses[0]);
     println!("  query:   replog query -t {}", addresses[0]);
-    println!("  status:  replog status -t {}", addresses[0]);
+    println!("  status:  replog status -t {} [--cluster]", addresses[0]);
+    println!("  health:  replog health -t {}", addresses[0]);
     println!("  members: replog member list -t {}", addresses[0]);
     println!("  (with cargo: cargo run -- append ...)   Ctrl-C stops the cluster.");
     let mut exited = None;

@@ -1,11 +1,14 @@
 //! The replog command line: `start`, `append`, `query` as the seed describes them, plus
-//! `status`, `cluster` (a local cluster in one command) and `bench` (a closed-loop load test).
+//! `status` (of a node or, `--cluster`, of every member), `health`, `cluster` (a local cluster in
+//! one command), `bench` (a closed-loop load test) and the offline log tools `dump` and `verify`.
 
 mod append;
 mod bench;
 mod cluster;
+mod cluster_status;
 mod member;
 mod read;
+mod tools;
 
 use clap::{Parser, Subcommand};
 use replog_runtime::retention::Retention;
@@ -73,6 +76,10 @@ enum Command {
         #[arg(long, value_name = "B", default_value_t = SEGMENT_BYTES_MAX_DEFAULT,
               value_parser = clap::value_parser!(u64).range(4096..))]
         segment_bytes: u64,
+        /// Serve Prometheus metrics at http://ADDR/metrics and the health check at
+        /// http://ADDR/health (200 "ok", or 503 and the reason)
+        #[arg(long, value_name = "ADDR")]
+        metrics_addr: Option<String>,
     },
     /// Append a command to the log (or several, as one batch: all or nothing, in order);
     /// returns once it is committed. Exactly once: retried through lost answers and leader
@@ -132,14 +139,30 @@ enum Command {
         #[command(subcommand)]
         action: member::MemberCommand,
     },
-    /// Show a node's role, term, leader, commit and its peers' replication progress.
+    /// Show a node's role, term, leader, commit and its peers' replication progress; with
+    /// --cluster, one row per member of the cluster, each asked for its own status.
     Status {
         /// Target node address
         #[arg(short, long, default_value = "127.0.0.1:8080")]
         target: String,
-        /// Print the raw JSON
+        /// Print the raw JSON (with --cluster: a JSON array, one object per member)
         #[arg(long)]
         json: bool,
+        /// Ask the target for the members, then each member for its status: one row each
+        /// (exit 1 if a member does not answer; its row says so)
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Exit 0 if the node sees a cluster that can commit: a leader confirmed by a quorum
+    /// within the last election timeout, and a commit index that moves or has nothing to do.
+    /// Otherwise exit 1 with the reason in one line.
+    Health {
+        /// Target node address
+        #[arg(short, long, default_value = "127.0.0.1:8080")]
+        target: String,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 5.0)]
+        timeout: f64,
     },
     /// Start a local cluster of N nodes as child processes; Ctrl-C stops them all.
     Cluster {
@@ -189,11 +212,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a node's data folder, read offline (never written): metadata, snapshot, every
+    /// log record with its command IDs, every checksum checked. Damage is reported with its
+    /// file, line and byte offset, and the rest is read on; exit 1 if anything is damaged.
+    Dump {
+        /// The node's data folder (data/<node>/)
+        data_dir: PathBuf,
+        /// Print records from the one holding this command ID on (every record is still checked)
+        #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+        from: Option<u64>,
+        /// One JSON object per line; its "kind" says what it is (metadata, snapshot, partial,
+        /// segment, record, damage, warning, summary)
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check data folders offline: every checksum, and that the committed prefixes of several
+    /// nodes' folders agree. Exit 0: all good; 1: damaged data; 2: the committed prefixes
+    /// disagree; 3: bad usage or a folder that cannot be read.
+    Verify {
+        /// The nodes' data folders (data/<node>/)
+        #[arg(required = true, value_name = "DATA_DIR")]
+        data_dirs: Vec<PathBuf>,
+    },
 }
 
 fn main() {
-    let cli = Cli::parse();
-    init_logging();
+    let cli = Cli::try_parse().unwrap_or_else(|error| {
+        // `verify` says what failed by its exit status: bad usage is 3 there (2 is a
+        // disagreement), clap's 2 everywhere else.
+        let verify = std::env::args().nth(1).is_some_and(|command| command == "verify");
+        let status = if verify && error.use_stderr() { tools::EXIT_UNUSABLE } else { error.exit_code() };
+        let _ = error.print();
+        std::process::exit(status)
+    });
+    // A node's log lines carry its name: `replog cluster` interleaves several nodes' output.
+    let node_name = match &cli.command {
+        Command::Start { id, .. } => Some(id.clone()),
+        _ => None,
+    };
+    init_logging(node_name);
     let result = match cli.command {
         Command::Start {
             id,
@@ -207,11 +264,13 @@ fn main() {
             retain_entries,
             retain_bytes,
             segment_bytes,
+            metrics_addr,
         } => {
             let retention = Retention { entries: retain_entries, bytes: retain_bytes };
             let storage = StorageOptions { segment_bytes_max: segment_bytes };
             let join = Join { through: join, learner };
-            start(id, address, peers, join, leader, data_dir, NodeFlags { repair, retention, storage })
+            let flags = NodeFlags { repair, retention, storage, metrics_addr };
+            start(id, address, peers, join, leader, data_dir, flags)
         }
         Command::Trim { target, before } => trim(&target, before),
         Command::TransferLeader { target, to, timeout } => transfer_leader(&target, to.as_deref(), timeout),
@@ -224,13 +283,17 @@ fn main() {
                 query(&target, linearizable)
             }
         }
-        Command::Status { target, json } => status(&target, json),
+        Command::Status { target, json, cluster: true } => cluster_status::run(&target, json),
+        Command::Status { target, json, cluster: false } => status(&target, json),
+        Command::Health { target, timeout } => health(&target, timeout),
         Command::Member { action } => member::run(action),
         Command::Cluster { nodes, base_port, data_dir } => cluster::run(nodes, base_port, &data_dir),
         Command::Bench { target, clients, duration, size, sessions, json } => {
             bench::run(&target, clients, duration, size, sessions, json)
         }
         Command::Follow { target, from, json } => read::follow(&target, from, json),
+        Command::Dump { data_dir, from, json } => std::process::exit(tools::dump(&data_dir, from, json)),
+        Command::Verify { data_dirs } => std::process::exit(tools::verify(&data_dirs)),
     };
     if let Err(message) = result {
         eprintln!("replog: {message}");
@@ -238,16 +301,43 @@ fn main() {
     }
 }
 
-fn init_logging() {
+/// Logs to stderr at `REPLOG_LOG`'s level; a node's lines start with its name.
+fn init_logging(node_name: Option<String>) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("REPLOG_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let format = tracing_subscriber::fmt::format().with_target(false);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
         .with_ansi(ansi)
+        .event_format(Named { name: node_name, inner: format })
         .init();
+}
+
+/// An event format that writes the node's name, then the line as `inner` formats it.
+struct Named<F> {
+    name: Option<String>,
+    inner: F,
+}
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Named<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        context: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(name) = &self.name {
+            write!(writer, "{name} ")?;
+        }
+        self.inner.format_event(context, writer, event)
+    }
 }
 
 fn parse_address(flag: &str, text: &str) -> Result<SocketAddr, String> {
@@ -265,6 +355,7 @@ struct NodeFlags {
     repair: bool,
     retention: Retention,
     storage: StorageOptions,
+    metrics_addr: Option<String>,
 }
 
 fn start(
@@ -302,7 +393,9 @@ fn start(
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .map_err(|e| format!("installing signal handlers: {e}"))?;
     }
-    let NodeFlags { repair, retention, storage } = flags;
+    let NodeFlags { repair, retention, storage, metrics_addr } = flags;
+    let metrics_address =
+        metrics_addr.as_deref().map(|text| parse_address("--metrics-addr", text)).transpose()?;
     let options = NodeOptions {
         data_dir: data_dir.join(&id),
         name: id,
@@ -314,8 +407,20 @@ fn start(
         repair,
         retention,
         storage,
+        metrics_address,
     };
     replog_runtime::run(options, shutdown).map_err(|e| e.to_string())
+}
+
+fn health(target: &str, timeout: f64) -> Result<(), String> {
+    let timeout = Duration::from_secs_f64(timeout.max(0.1));
+    match client::health(target, timeout).map_err(|e| e.to_string())? {
+        Ok(()) => {
+            println!("{target} is healthy");
+            Ok(())
+        }
+        Err(reason) => Err(format!("{target} is unhealthy: {reason}")),
+    }
 }
 
 fn transfer_leader(target: &str, to: Option<&str>, timeout: f64) -> Result<(), String> {

@@ -110,6 +110,11 @@ impl Leader {
         self.proposals.push_back(Proposal { request, first, last });
     }
 
+    /// The first entry of the oldest proposal not answered yet.
+    pub(crate) fn unanswered_from(&self) -> Option<LogIndex> {
+        self.proposals.front().map(|proposal| proposal.first)
+    }
+
     /// Whether a leadership transfer is under way.
     pub(crate) fn is_transferring(&self) -> bool {
         self.transfer.is_some()

@@ -876,6 +876,17 @@ impl Node {
         self.shared.hard_state()
     }
 
+    /// The first entry of the oldest proposal this leader has not answered yet (its first
+    /// entries may be committed and applied already): a driver whose replies name what the
+    /// entries hold keeps them until then. `None` if it leads none (or does not lead).
+    #[must_use]
+    pub fn unanswered_from(&self) -> Option<LogIndex> {
+        match &self.role {
+            Role::Leader(leader) => leader.unanswered_from(),
+            Role::Follower(_) | Role::Candidate(_) => None,
+        }
+    }
+
     /// Whether it leads the current term.
     #[must_use]
     pub fn is_leader(&self) -> bool {

@@ -480,6 +480,19 @@ pub fn status(target: &str, timeout: Duration) -> Result<StatusReport, ClientErr
     }
 }
 
+/// The node's health verdict: `Ok(Ok(()))` if healthy, `Ok(Err(reason))` if not (a leader
+/// confirmed by a quorum within the last election timeout, and a commit index that moves or
+/// has nothing to do; see `metrics.rs`).
+pub fn health(target: &str, timeout: Duration) -> Result<Result<(), String>, ClientError> {
+    let address = address::parse(target)?;
+    let mut link = Link::open(address, timeout)?;
+    match link.call(&Frame::Health).map_err(|error| ClientError::Io { doing: "asking", address, error })? {
+        Frame::HealthResult { ok: true, .. } => Ok(Ok(())),
+        Frame::HealthResult { ok: false, reason } => Ok(Err(reason)),
+        other => Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
+    }
+}
+
 /// A blocking connection to one node: each call waits for its answer. It follows no
 /// redirects and retries nothing.
 #[derive(Debug)]

@@ -9,6 +9,7 @@ use crate::driver::{Admission, Driver, SessionAppend};
 use crate::fs::RealFs;
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
 use crate::members::Members;
+use crate::metrics::{refusal_label, AppendFailure, Metrics, PeerTraffic, REFUSED_LIMIT};
 use crate::reading::{self, ReadKind};
 use crate::sessions::Outcome;
 use crate::status::StatusReport;
@@ -21,6 +22,8 @@ use replog_core::{
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
 use tracing::{debug, info, warn};
 
 /// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
@@ -54,6 +57,8 @@ pub enum Inbound {
     },
     /// A client asked for the node's status: answer with [`Clients::answer_status`].
     Status(Token),
+    /// A client asked whether the node is healthy: answer with [`Clients::answer`].
+    Health(Token),
     /// A client asked the leader to hand leadership to `to` (empty: the best follower).
     TransferLeader {
         /// The connection that asked.
@@ -75,11 +80,25 @@ pub enum Inbound {
 struct Accepted {
     connection: Connection,
     caller: Caller,
+    /// A peer's traffic counters, once it said hello.
+    traffic: Option<PeerTraffic>,
 }
 
-/// Clients waiting on one proposal: for each of its entries, in order, who waits for it
-/// (connection, client's request id): one, or more when a session's request came again.
-type Waiting = Vec<Vec<(Token, u64)>>;
+/// Clients waiting on one proposal: for each of its entries, in order, who waits for it: one,
+/// or more when a session's request came again in the same round.
+type Waiting = Vec<Vec<Waiter>>;
+
+/// A client waiting for a proposal's entry.
+#[derive(Debug)]
+struct Waiter {
+    token: Token,
+    /// The client's request id.
+    client_request: u64,
+    /// It repeats the request that was proposed (a session's retry in the same round).
+    repeat: bool,
+    /// When its append arrived.
+    arrived: Instant,
+}
 
 /// A client waiting for a session's request that is in the log to be applied.
 #[derive(Debug)]
@@ -88,6 +107,7 @@ struct InLogWait {
     client_request: u64,
     client: ClientId,
     seq: u64,
+    arrived: Instant,
 }
 
 /// A linearizable query waiting for its read to be confirmed.
@@ -106,10 +126,11 @@ pub struct Clients {
     listener: TcpListener,
     accepted: BTreeMap<Token, Accepted>,
     next_token: usize,
-    /// Appends received this round, proposed together at its end (group commit).
-    batch: Vec<(Token, u64, Bytes)>,
+    /// Appends received this round, proposed together at its end (group commit): the
+    /// connection, the client's request id, the command, when it arrived.
+    batch: Vec<(Token, u64, Bytes, Instant)>,
     /// Session appends received this round, screened and proposed with them.
-    session_batch: Vec<(Token, u64, SessionAppend)>,
+    session_batch: Vec<(Token, u64, SessionAppend, Instant)>,
     /// Session requests found in the log, by index: answered when it is applied.
     in_log: BTreeMap<LogIndex, Vec<InLogWait>>,
     proposals: BTreeMap<RequestId, Waiting>,
@@ -117,12 +138,14 @@ pub struct Clients {
     changes: BTreeMap<RequestId, Token>,
     reads: BTreeMap<RequestId, PendingRead>,
     next_request: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Clients {
     /// Serves connections accepted on `listener` (already registered by the loop), giving
-    /// them tokens from `first_token` on.
-    pub fn new(listener: TcpListener, first_token: Token) -> Clients {
+    /// them tokens from `first_token` on; appends, refusals and peer traffic are counted in
+    /// `metrics`.
+    pub fn new(listener: TcpListener, first_token: Token, metrics: Arc<Metrics>) -> Clients {
         Clients {
             listener,
             accepted: BTreeMap::new(),
@@ -134,6 +157,7 @@ impl Clients {
             changes: BTreeMap::new(),
             reads: BTreeMap::new(),
             next_request: 1,
+            metrics,
         }
     }
 
@@ -144,14 +168,18 @@ impl Clients {
                 Ok((mut stream, from)) => {
                     if self.accepted.len() >= CONNECTIONS_MAX {
                         warn!("refusing a connection from {from}: {CONNECTIONS_MAX} connections are open");
+                        self.metrics.connection_refused(REFUSED_LIMIT);
                         continue; // dropping the stream closes it
                     }
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     if registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_ok()
                     {
-                        let accepted =
-                            Accepted { connection: Connection::new(stream), caller: Caller::Unknown };
+                        let accepted = Accepted {
+                            connection: Connection::new(stream),
+                            caller: Caller::Unknown,
+                            traffic: None,
+                        };
                         self.accepted.insert(token, accepted);
                     }
                 }
@@ -204,38 +232,45 @@ impl Clients {
         }
         let mut waiting: Waiting = Vec::with_capacity(self.batch.len() + self.session_batch.len());
         let mut payloads = Vec::with_capacity(waiting.capacity());
-        for (token, client_request, command) in self.batch.drain(..) {
-            waiting.push(vec![(token, client_request)]);
-            payloads.push(Payload::Command(command));
-        }
+        // The session appends first: a condition was checked against the log's end, so nothing
+        // may come between it and the admitted entries.
         let sessions = std::mem::take(&mut self.session_batch);
-        let appends: Vec<SessionAppend> = sessions.iter().map(|(_, _, append)| append.clone()).collect();
+        let appends: Vec<SessionAppend> = sessions.iter().map(|(_, _, append, _)| append.clone()).collect();
         // Where each admitted append's entry sits in the proposal.
         let mut slot_of: Vec<Option<usize>> = Vec::with_capacity(appends.len());
-        for ((token, client_request, append), admission) in sessions.into_iter().zip(driver.admit(&appends)) {
+        for ((token, client_request, append, arrived), admission) in
+            sessions.into_iter().zip(driver.admit(&appends))
+        {
             let mut slot = None;
+            let waiter = |repeat| Waiter { token, client_request, repeat, arrived };
             match admission {
                 Admission::Propose(payload) => {
                     slot = Some(payloads.len());
-                    waiting.push(vec![(token, client_request)]);
+                    waiting.push(vec![waiter(false)]);
                     payloads.push(payload);
                 }
                 Admission::SameAs(earlier) => {
                     slot = slot_of[earlier];
                     let slot = slot.expect("an append is the same as an earlier one that was proposed");
-                    waiting[slot].push((token, client_request));
+                    waiting[slot].push(waiter(true));
                 }
                 Admission::Committed(outcome) => self.queue(token, &committed(client_request, outcome)),
                 Admission::InLog(index) => {
-                    let wait = InLogWait { token, client_request, client: append.client, seq: append.seq };
+                    let wait =
+                        InLogWait { token, client_request, client: append.client, seq: append.seq, arrived };
                     self.in_log.entry(index).or_default().push(wait);
                 }
                 Admission::Refused(refusal) => {
+                    self.metrics.append_failed(AppendFailure::SessionRefused);
                     let result = AppendResult::Refused(refusal);
                     self.queue(token, &Frame::AppendResult { request: client_request, result });
                 }
             }
             slot_of.push(slot);
+        }
+        for (token, client_request, command, arrived) in self.batch.drain(..) {
+            waiting.push(vec![Waiter { token, client_request, repeat: false, arrived }]);
+            payloads.push(Payload::Command(command));
         }
         if payloads.is_empty() {
             return None;
@@ -243,6 +278,25 @@ impl Clients {
         let request = self.new_request();
         self.proposals.insert(request, waiting);
         Some(Event::Propose { request, payloads })
+    }
+
+    /// Lets go of clients waiting for entries this node will not apply as leader: all of them
+    /// once it no longer leads (its log may lose them; the retry asks the new leader), and those
+    /// a snapshot now covers. Each is told to retry, which the leader's table answers.
+    pub fn release_waiters(&mut self, driver: &Driver<RealFs>) {
+        if self.in_log.is_empty() {
+            return;
+        }
+        let kept = if driver.node().is_leader() {
+            self.in_log.split_off(&driver.node().snapshot_meta().index.next())
+        } else {
+            BTreeMap::new()
+        };
+        for wait in std::mem::replace(&mut self.in_log, kept).into_values().flatten() {
+            self.metrics.append_failed(AppendFailure::LostTrack);
+            let result = retry_to_learn();
+            self.queue(wait.token, &Frame::AppendResult { request: wait.client_request, result });
+        }
     }
 
     /// Answers the clients waiting for session requests among these applied entries: with the
@@ -256,19 +310,26 @@ impl Clients {
                 continue;
             };
             for wait in waits {
-                let result = match &entry.payload {
-                    Payload::Request(request) if (request.client, request.seq) == (wait.client, wait.seq) => {
+                let id = driver.command_id_after_snapshot(entry.index);
+                let result = match (&entry.payload, id) {
+                    (Payload::Request(request), Some(id))
+                        if (request.client, request.seq) == (wait.client, wait.seq) =>
+                    {
+                        self.metrics.append_committed(wait.arrived.elapsed());
                         AppendResult::Committed {
                             index: entry.index.0,
                             term: entry.term.0,
-                            id: driver.command_id(entry.index),
+                            id,
                             count: request.commands.len() as u64,
+                            recognised: true,
                         }
                     }
-                    _ => AppendResult::Failed {
-                        reason: "a new leader replaced the entry before it committed; retry".into(),
-                        retry: true,
-                    },
+                    // Replaced by a new leader, or covered by a snapshot since: the retry asks
+                    // the leader's table.
+                    _ => {
+                        self.metrics.append_failed(AppendFailure::LostTrack);
+                        retry_to_learn()
+                    }
                 };
                 self.queue(wait.token, &Frame::AppendResult { request: wait.client_request, result });
             }
@@ -329,13 +390,19 @@ impl Clients {
         let Some(waiting) = self.proposals.remove(&reply.request()) else {
             return;
         };
+        let now = Instant::now();
         for (position, waiters) in waiting.into_iter().enumerate() {
             let result = match &reply {
                 Reply::Committed { first, term, .. } => {
                     let index = first.plus(position as u64);
-                    let id = driver.command_id(index);
-                    let count = driver.command_id(index.next()) - id;
-                    AppendResult::Committed { index: index.0, term: term.0, id, count }
+                    match driver.command_id_after_snapshot(index) {
+                        Some(id) => {
+                            let count = driver.command_id(index.next()) - id;
+                            AppendResult::Committed { index: index.0, term: term.0, id, count, recognised: false }
+                        }
+                        // A snapshot installed since (this node stepped down meanwhile).
+                        None => retry_to_learn(),
+                    }
                 }
                 Reply::NotLeader { leader, .. } => AppendResult::NotLeader { leader: leader_address(*leader) },
                 Reply::Rejected { reason, .. } => AppendResult::Failed {
@@ -349,8 +416,24 @@ impl Clients {
                 },
                 Reply::ReadReady { .. } => continue,
             };
-            for (token, client_request) in waiters {
-                self.queue(token, &Frame::AppendResult { request: client_request, result: result.clone() });
+            let failure = match &reply {
+                Reply::Committed { .. } if matches!(result, AppendResult::Committed { .. }) => None,
+                Reply::Committed { .. } => Some(AppendFailure::LostTrack),
+                Reply::NotLeader { .. } => Some(AppendFailure::NotLeader),
+                Reply::Rejected { reason, .. } => Some(AppendFailure::of_rejection(reason)),
+                Reply::Indeterminate { .. } => Some(AppendFailure::LeadershipLost),
+                Reply::ReadReady { .. } => continue,
+            };
+            for Waiter { token, client_request, repeat, arrived } in waiters {
+                match failure {
+                    None => self.metrics.append_committed(now.saturating_duration_since(arrived)),
+                    Some(failure) => self.metrics.append_failed(failure),
+                }
+                let mut result = result.clone();
+                if let AppendResult::Committed { recognised, .. } = &mut result {
+                    *recognised = repeat;
+                }
+                self.queue(token, &Frame::AppendResult { request: client_request, result });
             }
         }
     }
@@ -430,9 +513,13 @@ impl Clients {
                 // does not list yet. The core decides what its messages count for (§4.1).
                 info!("peer {name} ({address}, id {}) connected", crate::storage::id_text(id));
                 accepted.caller = Caller::Peer(id);
+                accepted.traffic = Some(self.metrics.peer_traffic(address));
                 inbound.push(Inbound::Hello { peer: id, name, address, bootstrap, cluster });
             }
             (Caller::Peer(link), Frame::Raft(message)) => {
+                if let Some(traffic) = &accepted.traffic {
+                    traffic.received(accepted.connection.last_frame_bytes());
+                }
                 if message.from != link {
                     return Err(Violation::Misaddressed { from: message.from, to: message.to, link });
                 }
@@ -451,6 +538,7 @@ impl Clients {
             (Caller::Unknown | Caller::Client, Frame::Append { request, command }) => {
                 accepted.caller = Caller::Client;
                 if command.len() > COMMAND_BYTES_MAX {
+                    self.metrics.append_failed(AppendFailure::TooLarge);
                     // No AppendEntries frame could carry it to the followers.
                     let result = AppendResult::TooLarge {
                         bytes: command.len() as u64,
@@ -458,7 +546,7 @@ impl Clients {
                     };
                     accepted.connection.queue(&Frame::AppendResult { request, result });
                 } else {
-                    self.batch.push((token, request, Bytes::from(command)));
+                    self.batch.push((token, request, Bytes::from(command), Instant::now()));
                 }
             }
             (
@@ -468,9 +556,11 @@ impl Clients {
                 accepted.caller = Caller::Client;
                 let bytes = request_extra_bytes(&commands) as u64;
                 if bytes > COMMAND_BYTES_MAX as u64 {
+                    self.metrics.append_failed(AppendFailure::TooLarge);
                     let result = AppendResult::TooLarge { bytes, limit: COMMAND_BYTES_MAX as u64 };
                     accepted.connection.queue(&Frame::AppendResult { request, result });
                 } else if commands.is_empty() || seq == 0 {
+                    self.metrics.append_failed(AppendFailure::Invalid);
                     let result = AppendResult::Failed {
                         reason: "a session's request needs a sequence number from 1 and at least one command"
                             .into(),
@@ -485,7 +575,7 @@ impl Clients {
                         expect_last,
                         commands: commands.into_iter().map(Bytes::from).collect(),
                     };
-                    self.session_batch.push((token, request, append));
+                    self.session_batch.push((token, request, append, Instant::now()));
                 }
             }
             (Caller::Unknown | Caller::Client, Frame::Query { from, max, linearizable }) => {
@@ -502,6 +592,10 @@ impl Clients {
             (Caller::Unknown | Caller::Client, Frame::Status) => {
                 accepted.caller = Caller::Client;
                 inbound.push(Inbound::Status(token));
+            }
+            (Caller::Unknown | Caller::Client, Frame::Health) => {
+                accepted.caller = Caller::Client;
+                inbound.push(Inbound::Health(token));
             }
             (Caller::Unknown | Caller::Client, Frame::TransferLeader { to }) => {
                 accepted.caller = Caller::Client;
@@ -547,7 +641,10 @@ impl Clients {
         let _ = registry.deregister(&mut accepted.connection.stream);
         let who = accepted.connection.stream.peer_addr().map_or("?".into(), |a| a.to_string());
         match why {
-            Closed::Protocol(violation) => warn!("closing connection from {who}: {violation}"),
+            Closed::Protocol(violation) => {
+                self.metrics.connection_refused(refusal_label(violation));
+                warn!("closing connection from {who}: {violation}")
+            }
             _ if matches!(accepted.caller, Caller::Peer(_)) => {
                 info!("peer connection from {who} closed: {why}")
             }
@@ -607,10 +704,23 @@ fn page(driver: &mut Driver<RealFs>, from: LogIndex, max: u32) -> Result<Vec<Ent
     Ok(entries)
 }
 
+/// The answer to a client whose append's outcome this node cannot name (its entry was
+/// replaced, or is covered by a snapshot installed since): it may be in the log; a session's
+/// retry learns which from the leader.
+fn retry_to_learn() -> AppendResult {
+    AppendResult::Failed {
+        reason: "this node lost track of the entry (a new leader replaced it, or a snapshot covers it): \
+                 it may or may not be in the log; a session's retry finds out"
+            .into(),
+        retry: false,
+    }
+}
+
 /// The answer to a session's request that committed before.
 fn committed(client_request: u64, outcome: Outcome) -> Frame {
     let Outcome { index, term, first_id, count } = outcome;
-    let result = AppendResult::Committed { index: index.0, term: term.0, id: first_id, count };
+    let result =
+        AppendResult::Committed { index: index.0, term: term.0, id: first_id, count, recognised: true };
     Frame::AppendResult { request: client_request, result }
 }
 

@@ -2,6 +2,7 @@
 //! a compact binary form. Decoding checks every length against what is left, so a malformed
 //! payload is an error, never a panic or a huge allocation.
 
+use crate::limits::REQUEST_COMMANDS_MAX;
 use crate::sessions::SessionRefusal;
 use crate::status::StatusReport;
 use replog_core::{
@@ -124,6 +125,15 @@ pub enum Frame {
         last_id: u64,
         commands: Vec<CommandRecord>,
     },
+    /// Client: is the node healthy (a leader confirmed by a quorum within the last election
+    /// timeout, and a commit index that moves or has nothing to do; `metrics.rs`)? Answered by
+    /// `HealthResult`.
+    Health,
+    /// The answer to `Health`: healthy, or why not in one line.
+    HealthResult {
+        ok: bool,
+        reason: String,
+    },
 }
 
 /// One committed client command, by ID: what `ReadCommands` answers with.
@@ -188,6 +198,8 @@ impl Frame {
             Frame::MembershipChanged { .. } => "membership-changed",
             Frame::ReadCommands { .. } => "read-commands",
             Frame::CommandsResult { .. } => "commands-result",
+            Frame::Health => "health",
+            Frame::HealthResult { .. } => "health-result",
         }
     }
 }
@@ -206,7 +218,9 @@ pub struct QueriedEntry {
 pub enum AppendResult {
     /// Committed at Raft `index` in `term`; `id` is the position of its (first) command among
     /// client commands, and `count` how many commands the entry holds (IDs `id..id + count`).
-    Committed { index: u64, term: u64, id: u64, count: u64 },
+    /// `recognised`: a session's retry the leader answered with the outcome of the append it
+    /// repeats (committed before, or already in its log), instead of appending it again.
+    Committed { index: u64, term: u64, id: u64, count: u64, recognised: bool },
     /// A session's request refused by the leader; nothing appended.
     Refused(SessionRefusal),
     /// Not the leader; the leader's client address if known.
@@ -253,6 +267,8 @@ pub enum CodecError {
     EmptyRequest,
     /// A session refusal tag naming no refusal.
     UnknownRefusal,
+    /// A session's request with more commands than `REQUEST_COMMANDS_MAX`.
+    TooManyCommands,
 }
 
 impl fmt::Display for CodecError {
@@ -275,6 +291,9 @@ impl fmt::Display for CodecError {
             CodecError::UnknownMemberAction => f.write_str("unknown membership change"),
             CodecError::EmptyRequest => f.write_str("a request with no command"),
             CodecError::UnknownRefusal => f.write_str("unknown session refusal"),
+            CodecError::TooManyCommands => {
+                write!(f, "more than {REQUEST_COMMANDS_MAX} commands in one append")
+            }
         }
     }
 }
@@ -300,6 +319,8 @@ const MEMBERSHIP_CHANGED: u8 = 27;
 const SESSION_APPEND: u8 = 16;
 const READ_COMMANDS: u8 = 19;
 const COMMANDS_RESULT: u8 = 29;
+const HEALTH: u8 = 17;
+const HEALTH_RESULT: u8 = 28;
 
 /// What one entry's encoding adds to its command: index, term, kind and length. Also its
 /// smallest encoding (a no-op), which bounds a claimed count.
@@ -409,18 +430,19 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             out.push(APPEND_RESULT);
             put_u64(out, *request);
             match result {
-                // One command: the answer clients of earlier versions read (tag 0).
-                AppendResult::Committed { index, term, id, count: 1 } => {
+                // One new command: the answer clients of earlier versions read (tag 0).
+                AppendResult::Committed { index, term, id, count: 1, recognised: false } => {
                     out.push(0);
                     for value in [*index, *term, *id] {
                         put_u64(out, value);
                     }
                 }
-                AppendResult::Committed { index, term, id, count } => {
+                AppendResult::Committed { index, term, id, count, recognised } => {
                     out.push(5);
                     for value in [*index, *term, *id, *count] {
                         put_u64(out, value);
                     }
+                    out.push(u8::from(*recognised));
                 }
                 AppendResult::Refused(refusal) => {
                     out.push(4);
@@ -486,6 +508,12 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) {
             put_u64(out, *first_id);
             put_u64(out, *last_id);
             put_command_records(out, commands);
+        }
+        Frame::Health => out.push(HEALTH),
+        Frame::HealthResult { ok, reason } => {
+            out.push(HEALTH_RESULT);
+            out.push(u8::from(*ok));
+            put_bytes(out, reason.as_bytes());
         }
     }
 }
@@ -753,6 +781,9 @@ impl<'a> Reader<'a> {
         if count == 0 {
             return Err(CodecError::EmptyRequest);
         }
+        if count > REQUEST_COMMANDS_MAX {
+            return Err(CodecError::TooManyCommands);
+        }
         let commands = (0..count).map(|_| self.bytes().map(Bytes::from)).collect::<Result<Vec<_>, _>>()?;
         Ok(ClientRequest { client, seq, commands })
     }
@@ -811,6 +842,9 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
             let conditional = reader.flag()?;
             let expected = reader.u64()?;
             let count = reader.count(4)?;
+            if count > REQUEST_COMMANDS_MAX {
+                return Err(CodecError::TooManyCommands);
+            }
             let commands =
                 (0..count).map(|_| reader.bytes().map(<[u8]>::to_vec)).collect::<Result<_, _>>()?;
             Frame::SessionAppend {
@@ -836,12 +870,14 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
                     term: reader.u64()?,
                     id: reader.u64()?,
                     count: 1,
+                    recognised: false,
                 },
                 5 => AppendResult::Committed {
                     index: reader.u64()?,
                     term: reader.u64()?,
                     id: reader.u64()?,
                     count: reader.u64()?,
+                    recognised: reader.flag()?,
                 },
                 1 => {
                     let leader = reader.text()?;
@@ -880,6 +916,8 @@ pub fn decode(payload: &[u8]) -> Result<Frame, CodecError> {
             last_id: reader.u64()?,
             commands: command_records(&mut reader)?,
         },
+        HEALTH => Frame::Health,
+        HEALTH_RESULT => Frame::HealthResult { ok: reader.flag()?, reason: reader.text()? },
         _ => return Err(CodecError::UnknownFrameKind),
     };
     reader.finish(frame)
@@ -1024,10 +1062,10 @@ mod tests {
                 commands: vec![b"a".to_vec(), Vec::new()],
             });
         }
-        for count in [1, 2] {
+        for (count, recognised) in [(1, false), (1, true), (2, false), (2, true)] {
             round_trip(Frame::AppendResult {
                 request: 3,
-                result: AppendResult::Committed { index: 9, term: 3, id: 12, count },
+                result: AppendResult::Committed { index: 9, term: 3, id: 12, count, recognised },
             });
         }
         for refusal in [
@@ -1219,6 +1257,9 @@ mod tests {
         round_trip(Frame::ReadCommands { from_id: 1, max: 100, linearizable: false });
         round_trip(Frame::ReadCommands { from_id: u64::MAX, max: 0, linearizable: true });
         round_trip(Frame::CommandsResult { first_id: 1, last_id: 0, commands: Vec::new() });
+        round_trip(Frame::Health);
+        round_trip(Frame::HealthResult { ok: true, reason: String::new() });
+        round_trip(Frame::HealthResult { ok: false, reason: "no leader known for 3.2 s".into() });
         let record = |id, data: &[u8]| CommandRecord { id, index: id + 1, term: 2, data: data.to_vec() };
         let commands = vec![record(7, b"user_login:alice"), record(8, b""), record(9, &[0xff, 0, 0xfe])];
         round_trip(Frame::CommandsResult { first_id: 3, last_id: 12, commands });

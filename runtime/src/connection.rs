@@ -141,11 +141,23 @@ impl Connection {
 
     /// Queues a frame; false if the queue is over its limit (the frame is not queued).
     pub fn queue(&mut self, frame: &Frame) -> bool {
+        self.queue_sized(frame).is_some()
+    }
+
+    /// Queues a frame and returns its size (header included); None if the queue is over its
+    /// limit (the frame is not queued).
+    pub fn queue_sized(&mut self, frame: &Frame) -> Option<usize> {
         if self.outbound.len() - self.written > OUT_BYTES_MAX {
-            return false;
+            return None;
         }
+        let before = self.outbound.len();
         frame::encode_with(&mut self.outbound, |out| codec::encode(frame, out));
-        true
+        Some(self.outbound.len() - before)
+    }
+
+    /// The size of the frame `next_frame` returned last, header included.
+    pub fn last_frame_bytes(&self) -> usize {
+        self.inbound.last_frame_bytes()
     }
 
     pub fn has_outbound(&self) -> bool {

@@ -199,6 +199,9 @@ pub struct Driver<F: FileSystem> {
     in_log_at: BTreeMap<LogIndex, (ClientId, u64)>,
     /// Session requests applied that were committed already (a duplicate in the log: a bug).
     duplicates_applied: u64,
+    /// Where recovery found the log's session requests (spans after the snapshot): what a
+    /// rebuild of the table at the open reads.
+    request_spans: Vec<(LogIndex, LogIndex)>,
     /// How far the released `Apply`s (and snapshots) have brought the state machine.
     applied: LogIndex,
     /// When to snapshot and trim.
@@ -331,6 +334,7 @@ impl<F: FileSystem> Driver<F> {
             in_log: BTreeMap::new(),
             in_log_at: BTreeMap::new(),
             duplicates_applied: 0,
+            request_spans: std::mem::take(&mut recovery.request_spans),
             applied,
             retention: Retention::default(),
             held_bytes,
@@ -348,28 +352,36 @@ impl<F: FileSystem> Driver<F> {
     }
 
     /// The session table as of the applied index: the snapshot's, then every session request
-    /// applied since (read back from the log: the cost of a restart grows with the entries
-    /// since the last snapshot, which retention bounds); and the requests in the log after it.
+    /// applied since, and the requests in the log after it. Only the segments that hold
+    /// requests are read back (a log without sessions costs nothing; with sessions, the cost
+    /// grows with the entries since the last snapshot, which retention bounds).
     fn restore_sessions(&mut self) -> Result<(), DriverError> {
+        self.in_log.clear();
+        self.in_log_at.clear();
         let base = self.node.snapshot_meta().index;
         let mut sessions = self.base_sessions.clone();
         let (ids, mut duplicates) = (self.ids.clone(), 0);
-        let applied = self.applied;
+        let (applied, last) = (self.applied, self.node.last_index());
         let mut requests = Vec::new();
-        self.scan(base.next(), applied, |entry| {
-            if matches!(entry.payload, Payload::Request(_))
-                && !sessions.apply(entry, ids.first_id(entry.index))
-            {
-                duplicates += 1;
-            }
-        })?;
-        self.scan(applied.next(), self.node.last_index(), |entry| {
-            if let Payload::Request(request) = &entry.payload {
-                requests.push((entry.index, request.client, request.seq));
-            }
-        })?;
+        for (first, to) in self.request_spans.clone() {
+            let (first, to) = (first.max(base.next()), to.min(last));
+            self.scan(first, to, |entry| {
+                let Payload::Request(request) = &entry.payload else {
+                    return;
+                };
+                if entry.index > applied {
+                    requests.push((entry.index, request.client, request.seq));
+                } else if !sessions.apply(entry, ids.first_id(entry.index)) {
+                    duplicates += 1;
+                }
+            })?;
+        }
         self.sessions = sessions;
         self.duplicates_applied += duplicates;
+        if self.has_bug(DriverBug::SessionsNotRestored) {
+            self.sessions = SessionTable::new(self.sessions.limits());
+            return Ok(());
+        }
         for (index, client, seq) in requests {
             self.in_log.insert((client, seq), index);
             self.in_log_at.insert(index, (client, seq));
@@ -377,10 +389,18 @@ impl<F: FileSystem> Driver<F> {
         Ok(())
     }
 
-    /// Keeps sessions within `limits` from now on (the simulator draws small ones).
-    pub fn set_session_limits(&mut self, limits: SessionLimits) {
-        self.sessions.set_limits(limits);
+    /// Keeps sessions within `limits` (the simulator draws small ones). Call it right after
+    /// the open, before any step: the table is rebuilt under them, so a node that restarted
+    /// builds the same table as one that did not.
+    pub fn set_session_limits(&mut self, limits: SessionLimits) -> Result<(), DriverError> {
         self.base_sessions.set_limits(limits);
+        self.sessions.set_limits(limits);
+        self.restore_sessions()
+    }
+
+    /// Sessions in the table (as of the applied index).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
     }
 
     /// Session requests applied that were committed already: a duplicate in the log, which
@@ -392,7 +412,9 @@ impl<F: FileSystem> Driver<F> {
     /// Screens a round's session appends, in order, before they are proposed (`sessions.rs`
     /// says why this is sound): each is new (propose it), committed already, in the log, the
     /// same as an earlier one of the batch, or refused. A node that does not lead admits
-    /// everything: the core answers that it does not lead.
+    /// everything: the core answers that it does not lead. The admitted payloads must be
+    /// proposed at once, in order, before anything else: conditions (`expect_last`) were
+    /// checked against the log's end.
     pub fn admit(&self, appends: &[SessionAppend]) -> Vec<Admission> {
         let node = &self.node;
         let to_propose = |append: &SessionAppend| {
@@ -552,7 +574,7 @@ impl<F: FileSystem> Driver<F> {
             return Ok(());
         }
         let base = self.node.snapshot_meta().index;
-        let mut applied = self.applied;
+        let mut applied = self.trimmable_through();
         if self.has_bug(DriverBug::SnapshotUncommitted) {
             applied = self.node.last_index();
         }
@@ -582,6 +604,23 @@ impl<F: FileSystem> Driver<F> {
             self.compact(through)?;
         }
         Ok(())
+    }
+
+    /// How far a snapshot may reach: applied entries, but not those of a proposal not answered
+    /// yet (its first entries may be applied while the rest waits) or whose answer waits for a
+    /// sync: replies name their entries' IDs, which need the entries.
+    fn trimmable_through(&self) -> LogIndex {
+        let answered_through = self
+            .deferred
+            .iter()
+            .filter_map(|(_, action)| match action {
+                Action::Reply(Reply::Committed { first, .. }) => Some(*first),
+                _ => None,
+            })
+            .chain(self.node.unanswered_from())
+            .min()
+            .map_or(LogIndex(u64::MAX), LogIndex::prev);
+        self.applied.min(answered_through)
     }
 
     /// Snapshots the state machine through `through` (applied, after the current snapshot),
@@ -624,7 +663,7 @@ impl<F: FileSystem> Driver<F> {
     /// `before` (at most the applied index) and drops what the snapshot covers. Returns the
     /// snapshot's last entry; nothing happens if it would not move the log's start.
     pub fn trim(&mut self, before: LogIndex) -> Result<SnapshotMeta, DriverError> {
-        let through = before.prev().min(self.applied);
+        let through = before.prev().min(self.trimmable_through());
         if through <= self.node.snapshot_meta().index {
             return Ok(self.node.snapshot_meta());
         }
@@ -734,11 +773,19 @@ impl<F: FileSystem> Driver<F> {
         !self.deferred.is_empty()
     }
 
-    /// A command's position among client commands since the log began (the ID users see):
-    /// the commands a snapshot covers, plus its index past the snapshot less the leaders' no-ops
-    /// since. Stable across trims. `index` must be after the snapshot.
+    /// The ID (position among client commands since the log began, what users see) of entry
+    /// `index`'s first command: the commands a snapshot covers, plus those of the entries
+    /// between it and the snapshot (no-ops and configurations hold none, a batch several; see
+    /// `command_ids.rs`). For an entry with no command, the ID the next command gets. Stable
+    /// across trims. `index` must be after the snapshot.
     pub fn command_id(&self, index: LogIndex) -> u64 {
         self.ids.first_id(index)
+    }
+
+    /// As [`Driver::command_id`], `None` for an entry a snapshot now covers (one installed
+    /// after the entry was applied or committed: its ID is no longer known here).
+    pub fn command_id_after_snapshot(&self, index: LogIndex) -> Option<u64> {
+        (index > self.node.snapshot_meta().index).then(|| self.ids.first_id(index))
     }
 
     /// The index of the command with this ID: past the log's end if it is not there yet, and
@@ -863,13 +910,19 @@ impl<F: FileSystem> Driver<F> {
                     self.applied = last.index;
                 }
                 for entry in &entries {
-                    if let Payload::Request(request) = &entry.payload {
-                        if !self.sessions.apply(entry, self.ids.first_id(entry.index)) {
-                            self.duplicates_applied += 1;
-                        }
-                        self.in_log.remove(&(request.client, request.seq));
-                        self.in_log_at.remove(&entry.index);
+                    let Payload::Request(request) = &entry.payload else {
+                        continue;
+                    };
+                    // A snapshot installed after this Apply was deferred covers the entry: the
+                    // table it carries replaces this one when its release follows.
+                    let Some(first_id) = self.command_id_after_snapshot(entry.index) else {
+                        continue;
+                    };
+                    if !self.sessions.apply(entry, first_id) {
+                        self.duplicates_applied += 1;
                     }
+                    self.in_log.remove(&(request.client, request.seq));
+                    self.in_log_at.remove(&entry.index);
                 }
                 self.held_bytes += entries.iter().map(Entry::size_bytes).sum::<u64>();
                 self.output.push(Output::Apply(entries))
@@ -877,8 +930,12 @@ impl<F: FileSystem> Driver<F> {
             Action::InstallSnapshot { snapshot } => {
                 self.applied = self.applied.max(snapshot.meta.index);
                 self.held_bytes = 0;
-                // The sessions as of the snapshot; the log after it is not applied yet.
-                self.sessions = self.base_sessions.clone();
+                // The sessions as of this snapshot (not necessarily the latest carried out: two
+                // installs may wait in line); the log after it is not applied yet. Its image was
+                // read when the install was carried out, so it decodes.
+                let limits = self.sessions.limits();
+                self.sessions = Image::decode_sessions(snapshot.data.as_slice(), limits)
+                    .unwrap_or_else(|_| SessionTable::new(limits));
                 self.output.push(Output::Restored(snapshot.meta))
             }
             Action::SaveHardState(_)

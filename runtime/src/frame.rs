@@ -62,6 +62,8 @@ pub struct Inbox {
     bytes: Vec<u8>,
     start: usize,
     filled: usize,
+    /// The size of the frame `next_frame` returned last, header included (for metrics).
+    last_frame_bytes: usize,
 }
 
 impl Inbox {
@@ -92,10 +94,16 @@ impl Inbox {
         };
         let frame = codec::decode(&pending[range]).map_err(DecodeError::Payload)?;
         self.start += used;
+        self.last_frame_bytes = used;
         if self.start == self.filled {
             (self.start, self.filled) = (0, 0);
         }
         Ok(Some(frame))
+    }
+
+    /// The size of the frame `next_frame` returned last, header included.
+    pub fn last_frame_bytes(&self) -> usize {
+        self.last_frame_bytes
     }
 }
 

@@ -15,6 +15,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The operations the storage code needs from a file system.
 pub trait FileSystem: fmt::Debug {
@@ -72,17 +73,51 @@ pub trait LogFile: fmt::Debug {
 #[derive(Debug, Default)]
 pub struct RealFs {
     waker: Option<Arc<mio::Waker>>,
+    timer: Option<SyncTimer>,
+}
+
+/// Told how long each fdatasync of a log segment took, on whichever thread ran it (the node's
+/// `replog_fsync_latency_seconds`).
+#[derive(Clone)]
+pub struct SyncTimer(Arc<dyn Fn(Duration) + Send + Sync>);
+
+impl SyncTimer {
+    /// Calls `record` with each sync's duration.
+    pub fn new(record: impl Fn(Duration) + Send + Sync + 'static) -> SyncTimer {
+        SyncTimer(Arc::new(record))
+    }
+
+    fn time<T>(timer: Option<&SyncTimer>, sync: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = sync();
+        if let Some(timer) = timer {
+            (timer.0)(started.elapsed());
+        }
+        result
+    }
+}
+
+impl fmt::Debug for SyncTimer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SyncTimer")
+    }
 }
 
 impl RealFs {
     /// Syncs the log inline only.
     pub fn new() -> RealFs {
-        RealFs { waker: None }
+        RealFs { waker: None, timer: None }
     }
 
     /// Syncs the log on a background thread, waking `waker` after each sync.
     pub fn with_background_sync(waker: Arc<mio::Waker>) -> RealFs {
-        RealFs { waker: Some(waker) }
+        RealFs { waker: Some(waker), timer: None }
+    }
+
+    /// Tells `timer` how long each sync of the log takes.
+    pub fn timing_syncs(mut self, timer: SyncTimer) -> RealFs {
+        self.timer = Some(timer);
+        self
     }
 }
 
@@ -156,10 +191,10 @@ impl FileSystem for RealFs {
         let mut file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(path)?;
         file.seek(SeekFrom::End(0))?;
         let syncer = match &self.waker {
-            Some(waker) => Some(Syncer::start(file.try_clone()?, Arc::clone(waker))),
+            Some(waker) => Some(Syncer::start(file.try_clone()?, Arc::clone(waker), self.timer.clone())),
             None => None,
         };
-        Ok(RealLog { file, syncer })
+        Ok(RealLog { file, syncer, timer: self.timer.clone() })
     }
 }
 
@@ -168,6 +203,7 @@ impl FileSystem for RealFs {
 pub struct RealLog {
     file: File,
     syncer: Option<Syncer>,
+    timer: Option<SyncTimer>,
 }
 
 impl LogFile for RealLog {
@@ -181,7 +217,7 @@ impl LogFile for RealLog {
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        SyncTimer::time(self.timer.as_ref(), || self.file.sync_data())
     }
 
     fn request_sync(&mut self, seq: u64) -> bool {
@@ -215,7 +251,7 @@ struct SyncState {
 }
 
 impl Syncer {
-    fn start(file: File, waker: Arc<mio::Waker>) -> Syncer {
+    fn start(file: File, waker: Arc<mio::Waker>, timer: Option<SyncTimer>) -> Syncer {
         let (requests, inbox) = mpsc::channel::<u64>();
         let shared = Arc::new(Mutex::new(SyncState::default()));
         let state = Arc::clone(&shared);
@@ -227,7 +263,7 @@ impl Syncer {
                     while let Ok(more) = inbox.try_recv() {
                         seq = seq.max(more);
                     }
-                    let result = file.sync_data();
+                    let result = SyncTimer::time(timer.as_ref(), || file.sync_data());
                     let mut state = state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     match result {
                         Ok(()) => state.completed = seq,

@@ -17,6 +17,11 @@ pub const MESSAGE_BYTES_MAX: u64 = 1024 * 1024;
 /// message's header; a bigger one could never be replicated.
 pub const COMMAND_BYTES_MAX: usize = FRAME_BYTES_MAX - APPEND_ENTRIES_HEADER_BYTES - ENTRY_BYTES_MIN;
 
+/// The most commands one session append (one batch, one entry) may hold: a bound on what a
+/// frame of tiny commands expands to in memory (a command costs far more as an object than its
+/// 4 bytes on the wire).
+pub const REQUEST_COMMANDS_MAX: usize = 10_000;
+
 /// Most entries one query answer carries.
 pub const QUERY_ENTRIES_MAX: u32 = 10_000;
 

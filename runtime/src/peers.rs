@@ -6,11 +6,13 @@
 use crate::codec::Frame;
 use crate::connection::Connection;
 use crate::members::Members;
+use crate::metrics::{Metrics, PeerTraffic};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use replog_core::{Message, NodeId};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -26,6 +28,7 @@ pub struct Peers {
     hello: Frame,
     next_token: usize,
     last_token: usize,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Debug)]
@@ -40,6 +43,8 @@ struct Link {
     backoff: Duration,
     /// Messages dropped because the link was down or its queue full (Raft retransmits).
     dropped: u64,
+    /// What was queued for it.
+    traffic: PeerTraffic,
 }
 
 /// One link as the status reports it.
@@ -57,9 +62,9 @@ pub struct LinkState<'a> {
 
 impl Peers {
     /// No links yet; links get tokens from `first_token` up to (not including) `last_token`;
-    /// `hello` opens every link.
-    pub fn new(hello: Frame, first_token: Token, last_token: Token) -> Peers {
-        Peers { links: BTreeMap::new(), hello, next_token: first_token.0, last_token: last_token.0 }
+    /// `hello` opens every link; traffic is counted in `metrics`.
+    pub fn new(hello: Frame, first_token: Token, last_token: Token, metrics: Arc<Metrics>) -> Peers {
+        Peers { links: BTreeMap::new(), hello, next_token: first_token.0, last_token: last_token.0, metrics }
     }
 
     /// What new links say first (the node's configuration changed: a bootstrap).
@@ -82,6 +87,7 @@ impl Peers {
             next_attempt: Instant::now(),
             backoff: RECONNECT_MIN,
             dropped: 0,
+            traffic: self.metrics.peer_traffic(address),
         };
         self.links.insert(address, link);
     }
@@ -97,11 +103,10 @@ impl Peers {
             return;
         };
         match (&mut link.connection, link.ready) {
-            (Some(connection), true) => {
-                if !connection.queue(&Frame::Raft(message)) {
-                    link.dropped += 1; // over the queue limit
-                }
-            }
+            (Some(connection), true) => match connection.queue_sized(&Frame::Raft(message)) {
+                Some(bytes) => link.traffic.sent(bytes),
+                None => link.dropped += 1, // over the queue limit
+            },
             _ => link.dropped += 1, // not connected yet
         }
     }
@@ -181,6 +186,7 @@ impl Peers {
     /// Remembers the name the peer at `address` gave in its hello.
     pub fn named(&mut self, address: SocketAddr, name: String) {
         if let Some(link) = self.links.get_mut(&address) {
+            self.metrics.peer_named(address, &name);
             link.name = Some(name);
         }
     }

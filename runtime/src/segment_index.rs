@@ -20,6 +20,8 @@
 //! - `batches` are the indexes of its entries that hold more than one client command (a
 //!   session's batch), each with how many, ascending (absent in files of earlier versions:
 //!   none);
+//! - `requests` is `[first, last]`: the segment's session requests lie within (absent: none),
+//!   so a restart rebuilding the session table reads only segments that hold some;
 //! - `marks[k]` is `[byte offset, entry bytes before]` of entry `first + k * stride`: where its
 //!   record starts, and the sum of `size_bytes` of the segment's entries before it;
 //! - `tail` is `[offset, CRC-32]` of the last record (its bytes with the newline).
@@ -33,7 +35,7 @@
 //! (one is removed when its segment becomes active again or goes).
 
 use crate::records::{checked, decode_record, end_line};
-use replog_core::{Entry, LogIndex, Term};
+use replog_core::{Entry, LogIndex, Payload, Term};
 
 /// Every this many entries, an index marks where a record starts.
 pub const INDEX_STRIDE: u64 = 256;
@@ -73,6 +75,9 @@ pub(crate) struct Tally {
     pub(crate) noops: Vec<LogIndex>,
     /// Entries holding more than one command, with how many.
     pub(crate) batches: Vec<(LogIndex, u64)>,
+    /// The first and last session request (`Payload::Request`); after a truncation the last
+    /// may be past the last one left (a span that covers them all is all a reader needs).
+    pub(crate) requests: Option<(LogIndex, LogIndex)>,
     /// Where the next record goes (counting records still in the storage's buffer).
     pub(crate) end: u64,
 }
@@ -87,6 +92,7 @@ impl Tally {
             terms: Vec::new(),
             noops: Vec::new(),
             batches: Vec::new(),
+            requests: None,
             end: 0,
         }
     }
@@ -107,6 +113,10 @@ impl Tally {
             1 => {}
             count => self.batches.push((entry.index, count as u64)),
         }
+        if matches!(entry.payload, Payload::Request(_)) {
+            let first = self.requests.map_or(entry.index, |(first, _)| first);
+            self.requests = Some((first, entry.index));
+        }
         self.offsets.push(self.end);
         self.bytes_before.push(self.entry_bytes);
         self.entry_bytes += entry.size_bytes();
@@ -126,6 +136,10 @@ impl Tally {
         self.terms.retain(|&(start, _)| start < from);
         self.noops.retain(|&index| index < from);
         self.batches.retain(|&(index, _)| index < from);
+        self.requests = self
+            .requests
+            .filter(|&(first, _)| first < from)
+            .map(|(first, last)| (first, last.min(from.prev())));
         self.end
     }
 
@@ -152,6 +166,7 @@ impl Tally {
             terms: self.terms.clone(),
             noops: self.noops.clone(),
             batches: self.batches.clone(),
+            requests: self.requests,
             marks,
             tail: (last, tail_crc),
         }
@@ -169,6 +184,7 @@ pub(crate) struct SegmentIndex {
     pub(crate) terms: Vec<(LogIndex, Term)>,
     pub(crate) noops: Vec<LogIndex>,
     pub(crate) batches: Vec<(LogIndex, u64)>,
+    pub(crate) requests: Option<(LogIndex, LogIndex)>,
     /// (byte offset, entry bytes before) of entries `first + k * stride`.
     pub(crate) marks: Vec<(u64, u64)>,
     /// (byte offset, CRC-32) of the last record.
@@ -187,6 +203,8 @@ struct IndexRecord {
     noops: Vec<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     batches: Vec<(u64, u64)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    requests: Option<(u64, u64)>,
     marks: Vec<(u64, u64)>,
     tail: (u64, u32),
 }
@@ -241,6 +259,7 @@ impl SegmentIndex {
             terms: self.terms.iter().map(|&(index, term)| (index.0, term.0)).collect(),
             noops: self.noops.iter().map(|index| index.0).collect(),
             batches: self.batches.iter().map(|&(index, count)| (index.0, count)).collect(),
+            requests: self.requests.map(|(first, last)| (first.0, last.0)),
             marks: self.marks.clone(),
             tail: self.tail,
         };
@@ -269,6 +288,7 @@ impl SegmentIndex {
             terms: record.terms.iter().map(|&(index, term)| (LogIndex(index), Term(term))).collect(),
             noops: record.noops.into_iter().map(LogIndex).collect(),
             batches: record.batches.into_iter().map(|(index, count)| (LogIndex(index), count)).collect(),
+            requests: record.requests.map(|(first, last)| (LogIndex(first), LogIndex(last))),
             marks: record.marks,
             tail: record.tail,
         };
@@ -305,7 +325,8 @@ impl SegmentIndex {
         let noops_ok = self.noops.iter().all(|&index| within(index))
             && self.noops.windows(2).all(|w| ascending(w[0].0, w[1].0))
             && self.batches.iter().all(|&(index, count)| within(index) && count >= 2)
-            && self.batches.windows(2).all(|w| ascending(w[0].0 .0, w[1].0 .0));
+            && self.batches.windows(2).all(|w| ascending(w[0].0 .0, w[1].0 .0))
+            && self.requests.is_none_or(|(first, last)| within(first) && within(last) && first <= last);
         match (marks_ok, terms_ok, noops_ok) {
             (true, true, true) => Ok(()),
             (false, _, _) => Err("marks out of order or out of the segment".into()),
@@ -332,7 +353,7 @@ impl SegmentIndex {
 mod tests {
     use super::*;
     use crate::records::encode_record;
-    use replog_core::{Bytes, Payload};
+    use replog_core::Bytes;
 
     fn entry(index: u64, term: u64, noop: bool) -> Entry {
         let payload =
@@ -419,6 +440,40 @@ mod tests {
         assert!(index.check_tail(&other).is_err());
         assert_eq!(parse_index_name(&index_name(LogIndex(10))), Some(LogIndex(10)));
         assert_eq!(parse_index_name("log-00000000000000000010.jsonl"), None);
+    }
+
+    #[test]
+    fn batches_and_session_requests_are_indexed_and_survive_truncation() {
+        use replog_core::{ClientId, ClientRequest};
+        let request = |index: u64, commands: usize| Entry {
+            index: LogIndex(index),
+            term: Term(1),
+            payload: Payload::Request(ClientRequest {
+                client: ClientId(1),
+                seq: index,
+                commands: (0..commands).map(|_| Bytes::from("c")).collect(),
+            }),
+        };
+        let mut bytes = Vec::new();
+        let mut tally = Tally::new(LogIndex(1));
+        for entry in [entry(1, 1, true), request(2, 1), entry(3, 1, false), request(4, 3), entry(5, 1, false)]
+        {
+            let start = bytes.len();
+            encode_record(&entry, &mut bytes);
+            tally.push(&entry, (bytes.len() - start) as u64);
+        }
+        assert_eq!(
+            (tally.batches.clone(), tally.requests),
+            (vec![(LogIndex(4), 3)], Some((LogIndex(2), LogIndex(4))))
+        );
+        let tail = tally.offsets[4] as usize;
+        let index = tally.seal(crc32fast::hash(&bytes[tail..]));
+        let decoded = SegmentIndex::decode(&index.encode(), LogIndex(1), bytes.len() as u64).unwrap();
+        assert_eq!(decoded, index);
+        tally.truncate(LogIndex(4));
+        assert_eq!((tally.batches.clone(), tally.requests), (Vec::new(), Some((LogIndex(2), LogIndex(3)))));
+        tally.truncate(LogIndex(2));
+        assert_eq!(tally.requests, None);
     }
 
     #[test]

@@ -567,6 +567,8 @@ pub(crate) struct Plan {
     pub(crate) noops: Vec<LogIndex>,
     /// The entries after the snapshot holding more than one command, with how many.
     pub(crate) batches: Vec<(LogIndex, u64)>,
+    /// Spans of the log after the snapshot that may hold session requests (one a segment).
+    pub(crate) request_spans: Vec<(LogIndex, LogIndex)>,
     /// The sum of `size_bytes` of the entries after the snapshot.
     pub(crate) entry_bytes: u64,
     /// Damage was cut on the operator's request: the first index lost.
@@ -613,6 +615,7 @@ pub(crate) fn plan<F: FileSystem>(
         term_runs: Vec::new(),
         noops: Vec::new(),
         batches: Vec::new(),
+        request_spans: Vec::new(),
         entry_bytes: 0,
         damaged_at: None,
         warnings: Vec::new(),
@@ -741,17 +744,21 @@ impl Plan {
     /// entry bytes and last index, and the last segment's entries.
     fn tally_kept(&mut self, after_snapshot: LogIndex) {
         for kept in &self.kept {
-            let (terms, noops, batches, entry_bytes) = match kept {
+            let (terms, noops, batches, requests, entry_bytes) = match kept {
                 Kept::Indexed { index, entry_bytes_kept, .. } => {
-                    (&index.terms, &index.noops, &index.batches, *entry_bytes_kept)
+                    (&index.terms, &index.noops, &index.batches, index.requests, *entry_bytes_kept)
                 }
                 Kept::Read(read) => (
                     &read.tally.terms,
                     &read.tally.noops,
                     &read.tally.batches,
+                    read.tally.requests,
                     read.tally.entry_bytes_from(after_snapshot),
                 ),
             };
+            if let Some((first, last)) = requests.filter(|&(_, last)| last >= after_snapshot) {
+                self.request_spans.push((first.max(after_snapshot), last));
+            }
             self.entry_bytes += entry_bytes;
             self.noops.extend(noops.iter().copied().filter(|&index| index >= after_snapshot));
             self.batches.extend(batches.iter().copied().filter(|&(index, _)| index >= after_snapshot));

@@ -16,10 +16,11 @@ use crate::clients::{Clients, Inbound};
 use crate::codec::Frame;
 use crate::codec::{MemberAction, MemberRequest};
 use crate::driver::{Driver, DriverError, Output};
-use crate::fs::RealFs;
+use crate::fs::{RealFs, SyncTimer};
 use crate::joining::{cluster_of, fresh_id, spawn_joiner, voters_of};
 use crate::limits;
 use crate::members::{check_peers, describe_change, describe_membership, legacy_id, Members, MembersError};
+use crate::metrics::{Metrics, MetricsServer, Monitor, Observed};
 use crate::peers::Peers;
 use crate::retention::Retention;
 use crate::status::MemberReport;
@@ -84,6 +85,9 @@ pub struct NodeOptions {
     pub retention: Retention,
     /// How the log is laid out in segment files (`--segment-bytes`).
     pub storage: StorageOptions,
+    /// Serve Prometheus metrics (`/metrics`) and the health check (`/health`) over HTTP here
+    /// (`--metrics-addr`).
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Why a node stopped or could not start.
@@ -159,6 +163,10 @@ struct Server {
     membership: Membership,
     /// Names peers gave in their hellos, by id.
     names: BTreeMap<NodeId, String>,
+    /// What the metrics and the health check are published from.
+    monitor: Monitor,
+    /// The HTTP thread of `--metrics-addr`, if asked for; stopped when dropped.
+    _metrics_server: Option<MetricsServer>,
 }
 
 /// Runs a node until `shutdown` is set (Ctrl-C, SIGTERM) or a fatal error (storage, fsync).
@@ -225,7 +233,12 @@ impl Server {
         let waker = mio::Waker::new(poll.registry(), SYNCED)
             .map_err(|e| RuntimeError::Io("creating the waker", e))?;
         let identity = Identity { name: options.name.clone(), address: options.address.to_string() };
-        let fs = RealFs::with_background_sync(Arc::new(waker));
+        let metrics = Arc::new(Metrics::new());
+        let timed = Arc::clone(&metrics);
+        let fs = RealFs::with_background_sync(Arc::new(waker))
+            .timing_syncs(SyncTimer::new(move |took| timed.fsync_took(took)));
+        // A confirmation of the leadership holds for an election timeout (its upper bound).
+        let confirm_within = TICK * config.election_ticks_max;
         let on_corruption = if options.repair { OnCorruption::Repair } else { OnCorruption::Refuse };
         let (mut driver, opened) = Driver::open_with_options(
             config,
@@ -272,6 +285,13 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)
             .map_err(|e| RuntimeError::Io("registering", e))?;
         info!("{} (id {}) listening on {}", options.name, id_text(id), options.address);
+        let metrics_server = match options.metrics_address {
+            Some(address) => Some(
+                MetricsServer::start(address, Arc::clone(&metrics))
+                    .map_err(|e| RuntimeError::Io("binding the metrics address (--metrics-addr)", e))?,
+            ),
+            None => None,
+        };
         let cluster = cluster_of(options.address, &options.peers);
         let hello = Frame::Hello {
             address: options.address.to_string(),
@@ -280,7 +300,7 @@ impl Server {
             bootstrap: driver.storage().bootstrap().cloned(),
             cluster: cluster.clone(),
         };
-        let mut peers = Peers::new(hello, FIRST_PEER, SYNCED);
+        let mut peers = Peers::new(hello, FIRST_PEER, SYNCED, Arc::clone(&metrics));
         for &peer in &options.peers {
             peers.ensure(peer); // bootstrap peers are dialled before their ids are known
         }
@@ -289,7 +309,7 @@ impl Server {
         }
         let mut server = Server {
             peers,
-            clients: Clients::new(listener, FIRST_ACCEPTED),
+            clients: Clients::new(listener, FIRST_ACCEPTED, Arc::clone(&metrics)),
             name: options.name,
             bootstrap: options.bootstrap,
             members,
@@ -304,6 +324,8 @@ impl Server {
             cluster,
             membership: Membership::default(),
             names: BTreeMap::new(),
+            monitor: Monitor::new(metrics, confirm_within, Instant::now()),
+            _metrics_server: metrics_server,
         };
         server.note_membership();
         Ok(server)
@@ -515,6 +537,7 @@ impl Server {
                     self.step(Event::Tick)?;
                 }
                 self.peers.reconnect(self.poll.registry());
+                self.monitor.publish(&observed(&self.driver, &self.members), Instant::now());
             }
             if let Some(proposal) = self.clients.take_proposal(&self.driver) {
                 self.step(proposal)?;
@@ -561,6 +584,7 @@ impl Server {
             }
         }
         self.outputs = outputs;
+        self.clients.release_waiters(&self.driver);
         self.note_membership();
         self.log_leadership();
     }
@@ -588,6 +612,11 @@ impl Server {
 
     fn on_inbound(&mut self, item: Inbound) -> Result<(), RuntimeError> {
         match item {
+            Inbound::Step(Event::Receive(message)) => {
+                let (from, term) = (message.from, message.term);
+                self.step(Event::Receive(message))?;
+                self.monitor.heard(self.driver.node(), from, term, Instant::now());
+            }
             Inbound::Step(event) => self.step(event)?,
             Inbound::Hello { peer, name, address, bootstrap, cluster } => {
                 self.members.learn_from_hello(peer, address);
@@ -601,6 +630,14 @@ impl Server {
             Inbound::Status(token) => {
                 let report = self.status_report();
                 self.clients.answer_status(token, report);
+            }
+            Inbound::Health(token) => {
+                let verdict = self.monitor.assess(&observed(&self.driver, &self.members), Instant::now());
+                let (ok, reason) = match verdict {
+                    Ok(()) => (true, String::new()),
+                    Err(reason) => (false, reason),
+                };
+                self.clients.answer(token, &Frame::HealthResult { ok, reason });
             }
             Inbound::TransferLeader { token, to } => {
                 let answer = self.transfer_leader(&to)?;
@@ -629,6 +666,7 @@ impl Server {
             return;
         }
         let (term, leader) = now;
+        self.monitor.leadership(term, leader);
         match leader {
             Some(leader) if leader == self.members.id() => {
                 info!("{} is leader in term {}", self.name, term.0)
@@ -644,7 +682,6 @@ impl Server {
         self.last_leader = Some(now);
     }
 
-    /// The status: the core's view, each peer link's state, and how far the log is durable.
     /// Starts a leadership transfer (dissertation §3.10) to the member at `to`, or to the
     /// follower with the highest match index when `to` is empty; the answer for the client.
     fn transfer_leader(&mut self, to: &str) -> Result<Frame, RuntimeError> {
@@ -731,6 +768,7 @@ impl Server {
             .collect()
     }
 
+    /// The status: the core's view, each peer link's state, and how far the log is durable.
     fn status_report(&self) -> StatusReport {
         let status = self.driver.node().status();
         let peers = self
@@ -770,5 +808,15 @@ impl Server {
             members: self.member_reports(&status),
             members_committed: self.driver.node().commit() >= self.driver.node().membership_index(),
         }
+    }
+}
+
+/// What the monitor publishes from.
+fn observed<'a>(driver: &'a Driver<RealFs>, members: &'a Members) -> Observed<'a> {
+    Observed {
+        node: driver.node(),
+        durable: driver.storage().durable_known().last,
+        sessions: driver.session_count(),
+        members,
     }
 }

@@ -31,7 +31,7 @@
 use crate::address;
 use crate::client::{ClientError, Link, Uncertain};
 use crate::codec::{request_extra_bytes, AppendResult, Frame};
-use crate::limits::COMMAND_BYTES_MAX;
+use crate::limits::{COMMAND_BYTES_MAX, REQUEST_COMMANDS_MAX};
 use crate::sessions::SessionRefusal;
 use std::net::SocketAddr;
 use std::thread::sleep;
@@ -59,8 +59,9 @@ pub struct Appended {
     pub term: u64,
     /// The node that answered.
     pub leader: SocketAddr,
-    /// True if the answer was the outcome of an earlier attempt (a retry the leader recognised).
-    pub retried: bool,
+    /// True if the leader recognised this as a repeat of an append it had committed or held
+    /// already (an earlier attempt whose answer was lost), and answered with its outcome.
+    pub recognised: bool,
 }
 
 impl Appended {
@@ -192,6 +193,9 @@ pub struct Session {
     /// Resumed at a sequence number an earlier process may have sent: until that append is
     /// answered, a refusal that cannot tell whether it was appended is an unknown outcome.
     resumed: bool,
+    /// `since` was learned (a fresh session learns it before its first append is sent; a
+    /// resumed one cannot know it).
+    since_known: bool,
 }
 
 impl Session {
@@ -199,6 +203,7 @@ impl Session {
     pub fn connect(targets: &[&str]) -> Result<Session, ClientError> {
         let mut session = Session::resume(targets, fresh_client_id(), 1)?;
         session.resumed = false;
+        session.since_known = false;
         Ok(session)
     }
 
@@ -206,7 +211,14 @@ impl Session {
     /// session was, or a script retrying an append it did not see answered: the same
     /// `client` and `seq` are recognised, within the session's window).
     pub fn resume(targets: &[&str], client: u64, seq: u64) -> Result<Session, ClientError> {
-        Ok(Session { router: Router::new(targets)?, client, seq: seq.max(1), since: 0, resumed: true })
+        Ok(Session {
+            router: Router::new(targets)?,
+            client,
+            seq: seq.max(1),
+            since: 0,
+            resumed: true,
+            since_known: true,
+        })
     }
 
     /// The session's id.
@@ -248,6 +260,26 @@ impl Session {
         expect_last: Option<u64>,
         deadline: Duration,
     ) -> Result<Appended, ClientError> {
+        let mut maybe_appended = self.resumed;
+        let result = self.attempt(commands, expect_last, deadline, &mut maybe_appended);
+        if result.is_err() && maybe_appended {
+            // The number may be taken by the append whose outcome is unknown: the next append
+            // (other commands) must not be taken for a retry of it.
+            self.seq += 1;
+            self.resumed = false;
+        }
+        result
+    }
+
+    /// Tries until answered or `deadline`; sets `maybe_appended` once an attempt may have been
+    /// appended (from then on only this session's dedup can tell).
+    fn attempt(
+        &mut self,
+        commands: &[&[u8]],
+        expect_last: Option<u64>,
+        deadline: Duration,
+        maybe_appended: &mut bool,
+    ) -> Result<Appended, ClientError> {
         let bytes = request_extra_bytes(commands) as u64;
         if bytes > COMMAND_BYTES_MAX as u64 {
             return Err(ClientError::CommandTooLarge { bytes, limit: COMMAND_BYTES_MAX as u64 });
@@ -255,17 +287,21 @@ impl Session {
         if commands.is_empty() {
             return Err(ClientError::Rejected { reason: "nothing to append".into() });
         }
+        if commands.len() > REQUEST_COMMANDS_MAX {
+            let reason = format!("{} commands in one append; at most {REQUEST_COMMANDS_MAX}", commands.len());
+            return Err(ClientError::Rejected { reason });
+        }
         let started = Instant::now();
-        // Set once an attempt may have been appended: from then on only this session's dedup
-        // can tell, so a session that expired makes the outcome unknown.
-        let mut maybe_appended = self.resumed;
         let mut last: Option<ClientError> = None;
         let mut request = 0u64;
+        // Nodes that could not serve in a row: a pause after every member's turn, so a
+        // redirect to a dead leader, or two nodes naming each other, never spin.
+        let mut misses = 0;
         loop {
             let remaining = deadline.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 let waited = deadline;
-                return Err(match (maybe_appended, last) {
+                return Err(match (*maybe_appended, last) {
                     (true, last) => ClientError::OutcomeUnknown(Uncertain::Deadline {
                         waited,
                         last: last.map(|error| error.to_string()),
@@ -283,9 +319,30 @@ impl Session {
                 Ok(link) => link,
                 Err(error) => {
                     self.router.passed_over(address);
-                    self.pause_if_round_done(&mut last, error);
+                    self.missed(&mut misses, &mut last, error);
                     continue;
                 }
+            };
+            if !self.since_known {
+                // Before a session's first append is first sent: a commit index it cannot
+                // precede, so the leader can tell it apart from an append of a dropped session.
+                match link.call(&Frame::Status) {
+                    Ok(Frame::StatusResult(report)) => {
+                        self.since = report.commit.0;
+                        self.since_known = true;
+                    }
+                    Ok(other) => return Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
+                    Err(error) => {
+                        self.router.passed_over(address);
+                        let doing = "asking the commit index of";
+                        self.missed(&mut misses, &mut last, ClientError::Io { doing, address, error });
+                        continue;
+                    }
+                }
+            }
+            let Ok(link) = self.router.link(address, timeout) else {
+                self.router.passed_over(address);
+                continue;
             };
             request += 1;
             let frame = Frame::SessionAppend {
@@ -301,34 +358,37 @@ impl Session {
                 Ok(other) => return Err(ClientError::UnexpectedAnswer { address, frame: other.name() }),
                 Err(error) => {
                     // Sent, perhaps received: the retry is recognised if it was appended.
-                    maybe_appended = true;
+                    *maybe_appended = true;
                     self.router.passed_over(address);
                     last = Some(ClientError::OutcomeUnknown(Uncertain::ConnectionLost { address, error }));
                     continue;
                 }
             };
             match answer {
-                AppendResult::Committed { index, term, id, count } => {
+                AppendResult::Committed { index, term, id, count, recognised } => {
                     self.seq += 1;
                     self.resumed = false;
                     self.router.leader = Some(address);
-                    let retried = request > 1 && maybe_appended;
-                    return Ok(Appended { first_id: id, count, index, term, leader: address, retried });
+                    return Ok(Appended { first_id: id, count, index, term, leader: address, recognised });
                 }
                 AppendResult::NotLeader { leader: Some(leader) } if leader.parse() != Ok(address) => {
                     self.router.follow(&leader);
-                    last = Some(ClientError::NotLeader { address, leader: Some(leader) });
+                    self.missed(
+                        &mut misses,
+                        &mut last,
+                        ClientError::NotLeader { address, leader: Some(leader) },
+                    );
                 }
                 AppendResult::NotLeader { leader } => {
                     // It knows no leader: ask the others rather than wait on it.
                     self.router.passed_over(address);
                     self.router.learn_members(address, timeout);
-                    self.pause_if_round_done(&mut last, ClientError::NotLeader { address, leader });
+                    self.missed(&mut misses, &mut last, ClientError::NotLeader { address, leader });
                 }
                 AppendResult::Failed { reason, retry } => {
                     // retry: nothing appended (the leader pushed back, or is handing over).
                     // Otherwise leadership changed after it appended: the retry finds out.
-                    maybe_appended |= !retry;
+                    *maybe_appended |= !retry;
                     self.router.passed_over(address);
                     sleep(ROUND_PAUSE.min(remaining));
                     last = Some(ClientError::Rejected { reason });
@@ -337,7 +397,7 @@ impl Session {
                     return Err(ClientError::CommandTooLarge { bytes, limit })
                 }
                 AppendResult::Refused(refusal) => {
-                    if let Some(error) = self.on_refusal(refusal, maybe_appended) {
+                    if let Some(error) = self.on_refusal(refusal, *maybe_appended) {
                         return Err(error);
                     }
                 }
@@ -357,11 +417,14 @@ impl Session {
                 self.since = commit;
                 None
             }
-            // The session expired before this append was ever appended: a new one is safe.
-            SessionRefusal::UnknownSession if !maybe_appended => {
+            // The session expired, or ran too far ahead of what it committed (appends whose
+            // outcome was unknown skip their numbers), before this append was ever appended: a
+            // new session is safe.
+            SessionRefusal::UnknownSession | SessionRefusal::TooFarAhead { .. } if !maybe_appended => {
                 self.client = fresh_client_id();
                 self.seq = 1;
                 self.since = 0;
+                self.since_known = false;
                 None
             }
             SessionRefusal::ConditionFailed { last_id } => Some(ClientError::ConditionFailed { last_id }),
@@ -369,6 +432,14 @@ impl Session {
                 Some(ClientError::OutcomeUnknown(Uncertain::Reported(format!(
                     "session {:016x} is unknown to the cluster (expired, or never started: a session starts at sequence \
                      number 1); if an earlier run sent this append, it may or may not be in the log",
+                    self.client
+                ))))
+            }
+            SessionRefusal::SessionsDropped { .. } if self.resumed => {
+                Some(ClientError::OutcomeUnknown(Uncertain::Reported(format!(
+                    "session {:016x} is new to the cluster, but the cluster has dropped sessions since (expired, or \
+                     pushed out by newer ones), so it cannot tell whether an earlier run of this append committed: \
+                     check the log (replog query --last N), and name a new session",
                     self.client
                 ))))
             }
@@ -381,10 +452,12 @@ impl Session {
         }
     }
 
-    /// After a node could not serve: once every known member was tried, pause a little.
-    fn pause_if_round_done(&mut self, last: &mut Option<ClientError>, error: ClientError) {
+    /// A node could not serve: once as many in a row as there are members, pause a little.
+    fn missed(&mut self, misses: &mut usize, last: &mut Option<ClientError>, error: ClientError) {
         *last = Some(error);
-        if self.router.leader.is_none() && self.router.next == 0 {
+        *misses += 1;
+        if *misses >= self.router.members.len() {
+            *misses = 0;
             sleep(ROUND_PAUSE);
         }
     }

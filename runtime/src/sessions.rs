@@ -140,6 +140,9 @@ struct Session {
     active: LogIndex,
     /// Outcomes of its last `window` sequence numbers.
     outcomes: BTreeMap<u64, Outcome>,
+    /// Sequence numbers below this were forgotten (pruned): never judged new again, whatever
+    /// the window is later.
+    floor: u64,
 }
 
 /// The sessions and their recent outcomes, as of some applied index. Deterministic: the same
@@ -161,8 +164,8 @@ type WireOutcome = (u64, u64, u64, u64, u64);
 #[derive(Serialize, Deserialize)]
 struct Wire {
     dropped_through: u64,
-    /// (client as 16 hex digits, newest, active, outcomes).
-    sessions: Vec<(String, u64, u64, Vec<WireOutcome>)>,
+    /// (client as 16 hex digits, newest, active, floor, outcomes).
+    sessions: Vec<(String, u64, u64, u64, Vec<WireOutcome>)>,
 }
 
 impl SessionTable {
@@ -228,7 +231,7 @@ impl SessionTable {
         if let Some(outcome) = session.outcomes.get(&seq) {
             return Verdict::Committed(*outcome);
         }
-        let oldest = session.newest.saturating_sub(window - 1).max(1);
+        let oldest = session.floor.max(1);
         if seq < oldest {
             return Verdict::Refused(SessionRefusal::Forgotten { oldest });
         }
@@ -248,17 +251,22 @@ impl SessionTable {
         let outcome =
             Outcome { index: entry.index, term: entry.term, first_id, count: request.commands.len() as u64 };
         let window = self.limits.window;
+        // A session created here starts at this request: if it was dropped between this
+        // request's admission and now, its earlier requests are forgotten, never new again
+        // (a late retry of one would otherwise be appended a second time).
         let session = self.sessions.entry(request.client).or_insert_with(|| Session {
             newest: 0,
             active: LogIndex::ZERO,
             outcomes: BTreeMap::new(),
+            floor: request.seq,
         });
         let fresh = !session.outcomes.contains_key(&request.seq);
         if fresh {
             session.outcomes.insert(request.seq, outcome);
         }
         session.newest = session.newest.max(request.seq);
-        let floor = session.newest.saturating_sub(window - 1);
+        session.floor = session.floor.max(session.newest.saturating_sub(window - 1));
+        let floor = session.floor;
         session.outcomes.retain(|&seq, _| seq >= floor);
         self.by_activity.remove(&(session.active, request.client));
         session.active = entry.index;
@@ -291,7 +299,7 @@ impl SessionTable {
                     .iter()
                     .map(|(&seq, o)| (seq, o.index.0, o.term.0, o.first_id, o.count))
                     .collect();
-                (format!("{:016x}", client.0), session.newest, session.active.0, outcomes)
+                (format!("{:016x}", client.0), session.newest, session.active.0, session.floor, outcomes)
             })
             .collect();
         serde_json::to_value(Wire { dropped_through: self.dropped_through.0, sessions })
@@ -304,7 +312,7 @@ impl SessionTable {
             serde_json::from_value(value).map_err(|e| format!("unreadable session table: {e}"))?;
         let mut table = SessionTable::new(limits);
         table.dropped_through = LogIndex(wire.dropped_through);
-        for (client, newest, active, outcomes) in wire.sessions {
+        for (client, newest, active, floor, outcomes) in wire.sessions {
             let client = u64::from_str_radix(&client, 16)
                 .map(ClientId)
                 .map_err(|_| format!("session id {client:?} is not hex"))?;
@@ -314,8 +322,14 @@ impl SessionTable {
                     (seq, Outcome { index: LogIndex(index), term: Term(term), first_id, count })
                 })
                 .collect();
-            table.by_activity.insert((LogIndex(active), client));
-            table.sessions.insert(client, Session { newest, active: LogIndex(active), outcomes });
+            if !table.by_activity.insert((LogIndex(active), client))
+                || table
+                    .sessions
+                    .insert(client, Session { newest, active: LogIndex(active), outcomes, floor })
+                    .is_some()
+            {
+                return Err(format!("session {client} appears twice, or two sessions share an activity"));
+            }
         }
         Ok(table)
     }
@@ -377,6 +391,37 @@ mod tests {
         assert_eq!(
             table.check(ClientId(2), 2, LogIndex::ZERO, false),
             Verdict::Refused(SessionRefusal::UnknownSession)
+        );
+    }
+
+    #[test]
+    fn what_a_session_forgot_stays_forgotten_when_the_window_grows() {
+        let small = limits(100, 2, 1000);
+        let mut table = SessionTable::new(small);
+        for seq in 1..=5 {
+            table.apply(&request(seq, 1, seq, 1), seq);
+        }
+        table.set_limits(SessionLimits { window: 8, ..small });
+        assert_eq!(
+            table.check(ClientId(1), 2, LogIndex::ZERO, false),
+            Verdict::Refused(SessionRefusal::Forgotten { oldest: 4 })
+        );
+        let decoded = SessionTable::decode(table.encode(), SessionLimits::default()).unwrap();
+        assert!(matches!(decoded.check(ClientId(1), 3, LogIndex::ZERO, false), Verdict::Refused(_)));
+    }
+
+    #[test]
+    fn a_session_dropped_before_its_request_applies_forgets_what_came_before() {
+        // Session 1's request 3 was admitted while the session was known; the session was
+        // dropped before it applied: the table must not take request 2 for new.
+        let mut table = SessionTable::new(limits(1, 8, 1000));
+        table.apply(&request(1, 1, 1, 1), 1);
+        table.apply(&request(2, 1, 2, 1), 2);
+        table.apply(&request(3, 2, 1, 1), 3); // session 1 pushed out
+        table.apply(&request(4, 1, 3, 1), 4); // its request 3, admitted earlier, applies
+        assert_eq!(
+            table.check(ClientId(1), 2, LogIndex::ZERO, false),
+            Verdict::Refused(SessionRefusal::Forgotten { oldest: 3 })
         );
     }
 

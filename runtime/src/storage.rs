@@ -191,6 +191,9 @@ pub struct Recovery {
     /// The entries after the snapshot holding more than one client command (a session's
     /// batch), with how many, ascending.
     pub batches: Vec<(LogIndex, u64)>,
+    /// Spans of the log after the snapshot that may hold session requests, ascending: a
+    /// restart reads only these to rebuild the session table.
+    pub request_spans: Vec<(LogIndex, LogIndex)>,
     /// The sum of [`Entry::size_bytes`] of the entries after the snapshot.
     pub entry_bytes: u64,
     /// The log's last index: its last entry's, or the snapshot's (or 0) if it is empty after
@@ -328,6 +331,7 @@ impl<F: FileSystem> Storage<F> {
         let term_runs = std::mem::take(&mut plan.term_runs);
         let noops = std::mem::take(&mut plan.noops);
         let batches = std::mem::take(&mut plan.batches);
+        let request_spans = std::mem::take(&mut plan.request_spans);
         let entry_bytes = plan.entry_bytes;
         let damaged_at = plan.damaged_at;
         if has(SNAPSHOT_TEMP_FILE) {
@@ -420,6 +424,7 @@ impl<F: FileSystem> Storage<F> {
             term_runs,
             noops,
             batches,
+            request_spans,
             entry_bytes,
             last_index: last,
             last_term,
@@ -901,20 +906,20 @@ pub fn decode_metadata(bytes: &[u8]) -> Option<(HardState, LogIndex)> {
 }
 
 #[derive(serde::Deserialize)]
-struct Meta {
-    name: String,
-    address: String,
+pub(crate) struct Meta {
+    pub(crate) name: String,
+    pub(crate) address: String,
     /// Absent in folders of versions before node ids were drawn at random.
     #[serde(default)]
-    id: Option<String>,
+    pub(crate) id: Option<String>,
     term: u64,
     voted_for: Option<Vote>,
     commit: u64,
     /// Present only while a repair is under way.
     #[serde(default)]
-    repair_to: u64,
+    pub(crate) repair_to: u64,
     #[serde(default)]
-    bootstrap: Option<Membership>,
+    pub(crate) bootstrap: Option<Membership>,
 }
 
 /// `voted_for` as written now (the id and the address it names) or by older versions (a number).
@@ -926,7 +931,7 @@ enum Vote {
 }
 
 impl Meta {
-    fn hard_state(&self) -> Result<HardState, String> {
+    pub(crate) fn hard_state(&self) -> Result<HardState, String> {
         let voted_for = match &self.voted_for {
             None => None,
             Some(Vote::Legacy(id)) => Some(NodeId(*id)),
@@ -959,7 +964,7 @@ pub fn stored_identity(fs: &mut impl FileSystem, dir: &Path) -> Option<(Option<N
     Some((id, meta.bootstrap))
 }
 
-fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
+pub(crate) fn read_metadata(bytes: &[u8]) -> Result<Meta, String> {
     let text = std::str::from_utf8(bytes).map_err(|_| "not UTF-8".to_string())?;
     let line = text.trim_end();
     records::checked(line)?;

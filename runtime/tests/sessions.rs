@@ -87,17 +87,41 @@ fn retries_are_answered_from_the_table_across_restarts_and_snapshots() {
     let mut driver = open(&scratch.0);
     lead(&mut driver);
     assert_eq!(committed_ids(&driver.admit(std::slice::from_ref(&first))[0]), (1, 2), "after a restart");
+    // Many sessions' requests across sealed segments (4 KiB each), between plain commands:
+    // the restart reads only the segments holding requests, and recognises every one.
+    for client in 100..160u64 {
+        submit(&mut driver, &[append(client, 1, &["spread over segments"])]);
+        driver
+            .step(Event::Propose {
+                request: RequestId(9),
+                payloads: vec![Payload::Command(Bytes::from("plain"))],
+            })
+            .unwrap();
+        settle(&mut driver);
+    }
+    driver.close().unwrap();
+    assert!(scratch.indexes().len() >= 3, "sealed segments: {:?}", scratch.indexes());
+    let mut driver = open(&scratch.0);
+    lead(&mut driver);
+    for client in 100..160u64 {
+        assert!(matches!(
+            driver.admit(&[append(client, 1, &["spread over segments"])])[0],
+            Admission::Committed(_)
+        ));
+    }
     // A snapshot past the request, then a restart: the table comes from the snapshot.
     for seq in 2..=5 {
         submit(&mut driver, &[append(7, seq, &["more"])]);
     }
+    let fifth = committed_ids(&driver.admit(&[append(7, 5, &["more"])])[0]);
+    assert_eq!(fifth, (3 + 120 + 4, 1), "after 3 commands, 60 requests and 60 plain ones, seq 2..=5");
     let last = driver.node().commit();
     driver.trim(last).unwrap();
     assert!(driver.node().snapshot_meta().index >= LogIndex(3), "the request is under the snapshot");
     driver.close().unwrap();
     let mut driver = open(&scratch.0);
     lead(&mut driver);
-    assert_eq!(committed_ids(&driver.admit(&[append(7, 5, &["more"])])[0]), (7, 1));
+    assert_eq!(committed_ids(&driver.admit(&[append(7, 5, &["more"])])[0]), fifth);
     assert_eq!(driver.duplicates_applied(), 0);
 }
 
@@ -148,7 +172,7 @@ fn a_new_leader_is_not_ready_until_it_commits_in_its_term() {
 fn expired_sessions_are_refused_not_appended_again() {
     let scratch = Scratch::new("sessions-expiry");
     let mut driver = open(&scratch.0);
-    driver.set_session_limits(SessionLimits { sessions_max: 1, window: 2, idle_entries: 1000 });
+    driver.set_session_limits(SessionLimits { sessions_max: 1, window: 2, idle_entries: 1000 }).unwrap();
     lead(&mut driver);
     submit(&mut driver, &[append(1, 1, &["a"])]);
     submit(&mut driver, &[append(2, 1, &["b"])]); // session 1 is dropped
@@ -169,4 +193,53 @@ fn expired_sessions_are_refused_not_appended_again() {
         driver.admit(&[append(2, 9, &["b9"])])[0],
         Admission::Refused(SessionRefusal::TooFarAhead { newest: 3, window: 2 })
     );
+}
+
+/// A follower's Apply of a session's request waits behind a sync while a snapshot past it is
+/// installed in the same round (a review's finding: the release used to ask for the ID of an
+/// entry the snapshot covers, and panicked).
+#[test]
+fn a_deferred_apply_overtaken_by_a_snapshot_install_is_released_safely() {
+    use replog_core::{Body, ClientRequest, Entry, Membership, Message, Snapshot, SnapshotMeta, Term};
+    let message = |body| Event::Receive(Message { from: NodeId(1), to: NodeId(2), term: Term(1), body });
+    let scratch = Scratch::new("sessions-install");
+    let config = Config::new(NodeId(2), vec![NodeId(1), NodeId(3)]);
+    let (mut driver, _) = Driver::open(config, RealFs::new(), &scratch.0, identity()).unwrap();
+    let request = Payload::Request(ClientRequest {
+        client: ClientId(7),
+        seq: 1,
+        commands: vec![Bytes::from("a"), Bytes::from("b")],
+    });
+    let entries = vec![
+        Entry { index: LogIndex(1), term: Term(1), payload: Payload::Noop },
+        Entry { index: LogIndex(2), term: Term(1), payload: request },
+    ];
+    let append = Body::AppendRequest {
+        prev_log_index: LogIndex(0),
+        prev_log_term: Term(0),
+        entries,
+        leader_commit: LogIndex(2),
+        seq: 1,
+    };
+    driver.step(message(append)).unwrap();
+    assert!(driver.is_waiting(), "the Apply waits for the sync");
+    let snapshot = Snapshot {
+        meta: SnapshotMeta { index: LogIndex(10), term: Term(1) },
+        membership: Membership::voters_only([NodeId(1), NodeId(2), NodeId(3)]),
+        data: Bytes::from("{\"commands\":9,\"digest\":\"0000000000000000\"}"),
+    };
+    driver
+        .step(message(Body::SnapshotRequest {
+            meta: snapshot.meta,
+            membership: snapshot.membership.clone(),
+            total: snapshot.data.len() as u64,
+            checksum: snapshot.checksum(),
+            offset: 0,
+            chunk: snapshot.data.clone(),
+        }))
+        .unwrap();
+    let outputs = settle(&mut driver);
+    assert!(outputs.iter().any(|output| matches!(output, Output::Restored(_))));
+    assert_eq!(driver.command_id_after_snapshot(LogIndex(2)), None);
+    assert_eq!(driver.command_id(LogIndex(11)), 10);
 }

@@ -240,7 +240,9 @@ impl Cluster {
             Err(error) => return Err(t.violation(Kind::Safety, Some(id), ("recovery", error.to_string()))),
         };
         driver.record();
-        driver.set_session_limits(self.options.session_limits());
+        driver.set_session_limits(self.options.session_limits()).map_err(|error| {
+            t.violation(Kind::Safety, Some(id), ("recovery", format!("rebuilding the session table: {error}")))
+        })?;
         if self.options.read_budget > 0 {
             driver.set_read_budget(self.options.read_budget);
         }

@@ -91,6 +91,12 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `size` nodes; node1 with `--leader`.
     pub fn start(name: &str, size: usize) -> TestCluster {
+        TestCluster::start_with(name, size, |_| Vec::new())
+    }
+
+    /// Starts `size` nodes as [`TestCluster::start`] does, node `k` with the extra `start`
+    /// flags `extra(k)` (`--metrics-addr 127.0.0.1:PORT`, say).
+    pub fn start_with(name: &str, size: usize, extra: impl Fn(usize) -> Vec<String>) -> TestCluster {
         let dir = std::env::temp_dir().join(format!("replog-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("test dir");
@@ -109,7 +115,9 @@ impl TestCluster {
             .collect();
         let mut cluster = TestCluster { dir, nodes };
         for k in 0..size {
-            cluster.start_node(k, k == 0);
+            let flags = extra(k);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            cluster.start_node_with(k, k == 0, &flags);
         }
         cluster
     }
@@ -349,5 +357,39 @@ impl Drop for TestCluster {
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Runs `replog ARGS` with `input` on its standard input: (exit code, stdout, stderr).
+pub fn cli_with_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(replog_binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running replog");
+    // Written from a thread: a child that does not read its input cannot block the test.
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let output = child.wait_with_output().expect("waiting for replog");
+    let _ = writer.join();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+impl TestCluster {
+    /// Node `k`'s log with each command's ID (as [`netns::commands`]), and the first ID it
+    /// still holds (earlier ones were trimmed).
+    pub fn commands_of(&self, k: usize) -> (u64, Vec<netns::LogEntry>) {
+        let log = client::query_log(&self.address(k), Duration::from_secs(5), false).expect("query");
+        (log.first_id, netns::commands(&log.entries))
     }
 }
