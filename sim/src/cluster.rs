@@ -120,9 +120,11 @@ impl Cluster {
         self.nodes[index].is_up()
     }
 
-    /// Whether node `index` runs and holds actions back for a sync.
-    pub(crate) fn is_waiting(&self, index: usize) -> bool {
-        self.nodes[index].driver().is_some_and(|driver| driver.is_waiting())
+    /// The commit index of node `index`, if it runs and is not paused (what a client's status
+    /// call learns).
+    pub(crate) fn commit_seen(&self, index: usize) -> Option<LogIndex> {
+        let sim = &self.nodes[index];
+        sim.node().filter(|_| !sim.is_paused()).map(Node::commit)
     }
 
     pub(crate) fn life(&self, index: usize) -> u64 {
@@ -241,7 +243,11 @@ impl Cluster {
         };
         driver.record();
         driver.set_session_limits(self.options.session_limits()).map_err(|error| {
-            t.violation(Kind::Safety, Some(id), ("recovery", format!("rebuilding the session table: {error}")))
+            t.violation(
+                Kind::Safety,
+                Some(id),
+                ("recovery", format!("rebuilding the session table: {error}")),
+            )
         })?;
         if self.options.read_budget > 0 {
             driver.set_read_budget(self.options.read_budget);
@@ -602,13 +608,16 @@ impl Cluster {
         index: usize,
         reply: &Reply,
         read_len: u64,
-        t: &Timeline,
-    ) -> Result<Vec<(Attempt, Answer)>, Violation> {
-        let id = self.nodes[index].id;
+    ) -> Vec<(Attempt, Answer)> {
         let (frontend, driver) = self.nodes[index].serving().expect("node is up");
-        frontend
-            .on_reply(reply, read_len, driver)
-            .map_err(|detail| t.unsafe_at(id)(("client answer", detail)))
+        frontend.on_reply(reply, read_len, driver)
+    }
+
+    /// Node `index` handled what it released: its frontend lets go of the clients waiting for
+    /// entries it will not apply as leader.
+    pub(crate) fn release_waiters(&mut self, index: usize) -> Vec<(Attempt, Answer)> {
+        let (frontend, driver) = self.nodes[index].serving().expect("node is up");
+        frontend.release_waiters(driver)
     }
 
     /// Node `index` replaced its state machine with a snapshot through `meta.index`.

@@ -1,12 +1,12 @@
 //! The client-facing side of a simulated node, as the runtime's server runs it
 //! (`runtime/src/clients.rs`): the appends that arrive within one round are proposed together
-//! (plain commands first, then session appends screened by `Driver::admit`; the other way round
-//! while `workarounds::SESSION_APPENDS_FIRST`), linearizable reads are stepped at once, and the
-//! core's replies and the entries it applies become answers to the clients' attempts. It lives
-//! and dies with the node's process: a crash loses every client waiting on it (they time out).
+//! (session appends screened by `Driver::admit` first, then plain commands), linearizable reads
+//! are stepped at once, and the core's replies and the entries it applies become answers to the
+//! clients' attempts; after each round, clients waiting for entries the node will not apply as
+//! leader are let go. It lives and dies with the node's process: a crash loses every client
+//! waiting on it (they time out).
 
 use crate::disk::SimFs;
-use crate::workarounds;
 use replog_core::{Bytes, ClientId, Entry, Event, LogIndex, NodeId, Payload, Reply, RequestId, Term};
 use replog_runtime::driver::{Admission, Driver, SessionAppend};
 use replog_runtime::sessions::{Outcome, SessionRefusal};
@@ -29,24 +29,31 @@ pub(crate) enum Arrival {
 /// What a node answers an attempt (the runtime's `AppendResult`, and reads).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Answer {
-    /// Committed as entry `index` of `term`, its commands at IDs `first_id..first_id + count`.
-    Committed { index: LogIndex, term: Term, first_id: u64, count: u64 },
+    /// Committed as entry `index` of `term`, its commands at IDs `first_id..first_id + count`;
+    /// `recognised`: the leader took it for a repeat of a request it had committed or held.
+    Committed { index: LogIndex, term: Term, first_id: u64, count: u64, recognised: bool },
     /// A read that saw the first `len` entries applied.
     ReadOk { len: u64 },
     /// Not the leader; the one it knows of.
     NotLeader { leader: Option<NodeId> },
-    /// Not done. `retry`: nothing was appended (pushed back, or the entry a session's request
-    /// waited for was replaced); else leadership changed after it was appended (it may or may
-    /// not commit).
+    /// Not done. `retry`: nothing was appended (pushed back); else it may or may not be in the
+    /// log (leadership changed after it was appended, or the node lost track of its entry).
     Failed { retry: bool },
     /// A session's request refused; nothing appended.
     Refused(SessionRefusal),
 }
 
 impl Answer {
+    /// The answer to a request committed before (`clients.rs` `committed`).
     fn committed(outcome: Outcome) -> Answer {
         let Outcome { index, term, first_id, count } = outcome;
-        Answer::Committed { index, term, first_id, count }
+        Answer::Committed { index, term, first_id, count, recognised: true }
+    }
+
+    /// The answer when the node cannot name an append's outcome (its entry was replaced, or a
+    /// snapshot covers it): it may be in the log (`clients.rs` `retry_to_learn`).
+    fn retry_to_learn() -> Answer {
+        Answer::Failed { retry: false }
     }
 }
 
@@ -84,12 +91,9 @@ pub(crate) struct Frontend {
     session_batch: Vec<(Attempt, SessionAppend)>,
     /// A flush of the round's batch is scheduled.
     flush_due: bool,
-    /// Attempts waiting on a proposal: the log's last index when it was proposed (its entries
-    /// follow), and per entry of it, in order, who waits for it.
-    proposals: BTreeMap<RequestId, (LogIndex, Vec<Vec<Attempt>>)>,
-    /// The first command ID and the command count of entries applied while proposals wait
-    /// (see `workarounds::REPLY_IDS_AT_APPLY`).
-    applied_ids: BTreeMap<LogIndex, (u64, u64)>,
+    /// Attempts waiting on a proposal: per entry of it, in order, who waits for it, and
+    /// whether it repeats the request proposed (a session's retry in the same round).
+    proposals: BTreeMap<RequestId, Vec<Vec<(Attempt, bool)>>>,
     /// Attempts waiting on a read.
     reads: BTreeMap<RequestId, Attempt>,
     /// Session requests found in the log, by index: answered when it is applied.
@@ -124,14 +128,10 @@ impl Frontend {
     ) -> (Option<Event>, Vec<(Attempt, Answer)>) {
         self.flush_due = false;
         let mut answers = Vec::new();
-        let mut waiting: Vec<Vec<Attempt>> = Vec::new();
+        let mut waiting: Vec<Vec<(Attempt, bool)>> = Vec::new();
         let mut payloads = Vec::new();
-        if !workarounds::SESSION_APPENDS_FIRST {
-            for (attempt, command) in self.batch.drain(..) {
-                waiting.push(vec![attempt]);
-                payloads.push(Payload::Command(command));
-            }
-        }
+        // The session appends first: a condition was checked against the log's end, so nothing
+        // may come between it and the admitted entries.
         let sessions = std::mem::take(&mut self.session_batch);
         let appends: Vec<SessionAppend> = sessions.iter().map(|(_, append)| append.clone()).collect();
         // Where each admitted append's entry sits in the proposal.
@@ -142,14 +142,14 @@ impl Frontend {
                 Admission::Propose(payload) => {
                     stats.proposed += 1;
                     slot = Some(payloads.len());
-                    waiting.push(vec![attempt]);
+                    waiting.push(vec![(attempt, false)]);
                     payloads.push(payload);
                 }
                 Admission::SameAs(earlier) => {
                     stats.same_as += 1;
                     slot = slot_of[earlier];
                     let slot = slot.expect("an append is the same as an earlier one that was proposed");
-                    waiting[slot].push(attempt);
+                    waiting[slot].push((attempt, true));
                 }
                 Admission::Committed(outcome) => {
                     stats.committed += 1;
@@ -168,7 +168,7 @@ impl Frontend {
             slot_of.push(slot);
         }
         for (attempt, command) in self.batch.drain(..) {
-            waiting.push(vec![attempt]);
+            waiting.push(vec![(attempt, false)]);
             payloads.push(Payload::Command(command));
         }
         if payloads.is_empty() {
@@ -177,7 +177,7 @@ impl Frontend {
         if payloads.len() > 1 {
             stats.group_proposals += 1;
         }
-        self.proposals.insert(request, (driver.node().last_index(), waiting));
+        self.proposals.insert(request, waiting);
         (Some(Event::Propose { request, payloads }), answers)
     }
 
@@ -187,72 +187,74 @@ impl Frontend {
     }
 
     /// The core replied; `read_len` is how much of the log the node has applied (what a read
-    /// sees). As `Clients::on_reply`, which names the IDs of a committed proposal's entries by
-    /// `Driver::command_id`: an error if the node trimmed one of them already (the runtime
-    /// would panic), unless `workarounds::REPLY_IDS_AT_APPLY`.
+    /// sees). As `Clients::on_reply`.
     pub(crate) fn on_reply(
         &mut self,
         reply: &Reply,
         read_len: u64,
         driver: &Driver<SimFs>,
-    ) -> Result<Vec<(Attempt, Answer)>, String> {
+    ) -> Vec<(Attempt, Answer)> {
         if let Some(attempt) = self.reads.remove(&reply.request()) {
             let answer = match reply {
                 Reply::ReadReady { .. } => Answer::ReadOk { len: read_len },
                 Reply::NotLeader { leader, .. } => Answer::NotLeader { leader: *leader },
                 _ => Answer::Failed { retry: true },
             };
-            return Ok(vec![(attempt, answer)]);
+            return vec![(attempt, answer)];
         }
-        let Some((_, waiting)) = self.proposals.remove(&reply.request()) else {
-            return Ok(Vec::new());
+        let Some(waiting) = self.proposals.remove(&reply.request()) else {
+            return Vec::new();
         };
-        let trimmed = driver.node().snapshot_meta().index;
         let mut answers = Vec::new();
         for (position, waiters) in waiting.into_iter().enumerate() {
             let answer = match reply {
                 Reply::Committed { first, term, .. } => {
                     let index = first.plus(position as u64);
-                    let (first_id, count) = if index > trimmed {
-                        let first_id = driver.command_id(index);
-                        (first_id, driver.command_id(index.next()) - first_id)
-                    } else if let (true, Some(&ids)) =
-                        (workarounds::REPLY_IDS_AT_APPLY, self.applied_ids.get(&index))
-                    {
-                        ids
-                    } else {
-                        return Err(format!(
-                            "the reply to proposal {} (entries from {first}) comes after the node trimmed entry {index} (through {trimmed}): `Driver::command_id({index})` panics",
-                            reply.request()
-                        ));
-                    };
-                    Answer::Committed { index, term: *term, first_id, count }
+                    match driver.command_id_after_snapshot(index) {
+                        Some(first_id) => {
+                            let count = driver.command_id(index.next()) - first_id;
+                            Answer::Committed { index, term: *term, first_id, count, recognised: false }
+                        }
+                        // A snapshot installed since (this node stepped down meanwhile).
+                        None => Answer::retry_to_learn(),
+                    }
                 }
                 Reply::NotLeader { leader, .. } => Answer::NotLeader { leader: *leader },
                 Reply::Rejected { .. } => Answer::Failed { retry: true },
                 Reply::Indeterminate { .. } => Answer::Failed { retry: false },
                 Reply::ReadReady { .. } => continue,
             };
-            answers.extend(waiters.into_iter().map(|attempt| (attempt, answer.clone())));
+            for (attempt, repeat) in waiters {
+                let mut answer = answer.clone();
+                if let Answer::Committed { recognised, .. } = &mut answer {
+                    *recognised = repeat;
+                }
+                answers.push((attempt, answer));
+            }
         }
-        // IDs of entries before every waiting proposal's are needed no more.
-        match self.proposals.values().map(|(after, _)| *after).min() {
-            Some(after) => self.applied_ids = self.applied_ids.split_off(&after.next()),
-            None => self.applied_ids.clear(),
+        answers
+    }
+
+    /// Lets go of the clients waiting for entries this node will not apply as leader: all of
+    /// them once it no longer leads, and those a snapshot now covers; each is told to retry to
+    /// learn. As `Clients::release_waiters`, after every round.
+    pub(crate) fn release_waiters(&mut self, driver: &Driver<SimFs>) -> Vec<(Attempt, Answer)> {
+        if self.in_log.is_empty() {
+            return Vec::new();
         }
-        Ok(answers)
+        let kept = if driver.node().is_leader() {
+            self.in_log.split_off(&driver.node().snapshot_meta().index.next())
+        } else {
+            BTreeMap::new()
+        };
+        let released = std::mem::replace(&mut self.in_log, kept).into_values().flatten();
+        released.map(|wait| (wait.attempt, Answer::retry_to_learn())).collect()
     }
 
     /// Entries were applied: the session requests waiting for them are answered, with the
-    /// entry's outcome if it is theirs, else (a new leader replaced it) with a retry. As
-    /// `Clients::on_applied`.
+    /// entry's outcome if it is theirs, else (a new leader replaced it, or a snapshot covers it)
+    /// told to retry to learn. As `Clients::on_applied`.
     pub(crate) fn on_applied(&mut self, entries: &[Entry], driver: &Driver<SimFs>) -> Vec<(Attempt, Answer)> {
-        if let Some(after) = self.proposals.values().map(|(after, _)| *after).min() {
-            for entry in entries.iter().filter(|entry| entry.index > after) {
-                let count = entry.payload.commands().len() as u64;
-                self.applied_ids.insert(entry.index, (driver.command_id(entry.index), count));
-            }
-        }
         let mut answers = Vec::new();
         if self.in_log.is_empty() {
             return answers;
@@ -262,16 +264,22 @@ impl Frontend {
                 continue;
             };
             for wait in waits {
-                let answer = match &entry.payload {
-                    Payload::Request(request) if (request.client, request.seq) == (wait.client, wait.seq) => {
+                let id = driver.command_id_after_snapshot(entry.index);
+                let answer = match (&entry.payload, id) {
+                    (Payload::Request(request), Some(first_id))
+                        if (request.client, request.seq) == (wait.client, wait.seq) =>
+                    {
                         Answer::Committed {
                             index: entry.index,
                             term: entry.term,
-                            first_id: driver.command_id(entry.index),
+                            first_id,
                             count: request.commands.len() as u64,
+                            recognised: true,
                         }
                     }
-                    _ => Answer::Failed { retry: true },
+                    // Replaced by a new leader, or covered by a snapshot since: the retry asks
+                    // the leader's table.
+                    _ => Answer::retry_to_learn(),
                 };
                 answers.push((wait.attempt, answer));
             }

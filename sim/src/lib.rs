@@ -25,7 +25,6 @@ pub mod shrink;
 mod summary;
 mod timeline;
 mod trace;
-mod workarounds;
 mod workload;
 pub mod world;
 

@@ -369,7 +369,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         let total = outcomes.iter().map(|o| f(&o.summary)).sum();
         (seeds, total)
     };
-    let rows: [(&str, Metric); 70] = [
+    let rows: [(&str, Metric); 71] = [
         ("crash", |s| s.crashes),
         ("restart", |s| s.restarts),
         ("pause", |s| s.pauses),
@@ -418,6 +418,7 @@ fn coverage_report(outcomes: &[SeedOutcome]) -> String {
         ("client session started", |s| s.sessions.sessions),
         ("  session append retried", |s| s.sessions.retries),
         ("  acked after a retry", |s| s.sessions.acked_after_retry),
+        ("  acked: a recognised repeat", |s| s.sessions.recognised),
         ("  batch (2-4 commands) acked", |s| s.sessions.batches_acked),
         ("  conditional append sent", |s| s.sessions.conditional),
         ("  sent twice at once", |s| s.sessions.hedged),

@@ -158,11 +158,12 @@ pub fn render_summary(summary: &Summary) -> String {
         let (s, a) = (&summary.sessions, &summary.admissions);
         let _ = writeln!(
             out,
-            "sessions: started={} attempts={} retries={} acked_after_retry={} batches={} conditional={} hedged={} resends={} (answered committed={}) admitted: new={} from_table={} in_log={} same_as={} refused={} grouped={} refusals: not_ready={} unknown_session={} sessions_dropped={} forgotten={} too_far_ahead={} condition_failed={} unknown_outcomes={} given_up={}",
+            "sessions: started={} attempts={} retries={} acked_after_retry={} recognised={} batches={} conditional={} hedged={} resends={} (answered committed={}) admitted: new={} from_table={} in_log={} same_as={} refused={} grouped={} refusals: not_ready={} unknown_session={} sessions_dropped={} forgotten={} too_far_ahead={} condition_failed={} unknown_outcomes={} given_up={}",
             s.sessions,
             s.attempts,
             s.retries,
             s.acked_after_retry,
+            s.recognised,
             s.batches_acked,
             s.conditional,
             s.hedged,

@@ -47,6 +47,10 @@ pub(crate) enum SimEvent {
         client: usize,
         attempt: Attempt,
     },
+    /// An acknowledged append sent again got no answer in time.
+    ResendTimeout {
+        attempt: Attempt,
+    },
     /// The client starts its next operation.
     ClientNext {
         client: usize,

@@ -14,18 +14,16 @@
 //! Two more ways a session's request comes again, both of which must be answered with the
 //! original outcome (the original IDs) or refused: an attempt sometimes goes twice at once (the
 //! two meet in one round), and an acknowledged append is sometimes sent again, a few times
-//! over the next seconds, across crashes, restarts and leader changes (a process that
-//! restarted and resumed its session at the number it had stored, `Session::resume`). Its
-//! session rests meanwhile and the client goes on with another, unless
-//! `workarounds::NO_LATE_DUPLICATES` is off: then the old request arrives after newer ones of
-//! its session (as a request a paused node held would).
+//! over the next seconds, across crashes, restarts and leader changes, after newer requests of
+//! its session (a process that restarted and resumed its session at a number it had stored,
+//! or a request a paused node held and reads when it resumes).
 
+use crate::cluster::Cluster;
 use crate::frontend::{Answer, Arrival, Attempt};
 use crate::history::{Ack, History, Op, OpKind, Outcome, Tally};
 use crate::network::Network;
 use crate::options::{Options, TICK};
 use crate::timeline::{SimEvent, Timeline};
-use crate::workarounds;
 use rand::RngExt;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{Bytes, ClientId, Entry, LogIndex, NodeId, RequestId};
@@ -50,17 +48,14 @@ const CONDITIONAL_RATE: f64 = 0.2;
 const HEDGE_RATE: f64 = 0.05;
 /// An acknowledged session append is sent again this often: a few times (`RESEND_PROBES`),
 /// each up to `RESEND_DELAY_TICKS_MAX` after the one before. Each probe follows NotLeader hints
-/// and retries a leader not ready or no answer, up to `RESEND_ATTEMPTS_MAX` attempts. A client
-/// keeps at most `RESTING_MAX` sessions resting for their probes.
+/// and retries a leader not ready or no answer, up to `RESEND_ATTEMPTS_MAX` attempts.
 const RESEND_RATE: f64 = 0.5;
 const RESEND_PROBES: u32 = 4;
 const RESEND_DELAY_TICKS_MAX: u64 = 200;
 const RESEND_ATTEMPTS_MAX: u32 = 8;
-const RESTING_MAX: usize = 2;
 
 /// An acknowledged append sent again: nobody waits for it; its answers are checked.
 struct Resend {
-    client: usize,
     op: usize,
     arrival: Arrival,
     /// Probes still to come after this one.
@@ -75,10 +70,11 @@ struct Resend {
 #[derive(Clone, Copy, Debug)]
 struct Session {
     id: ClientId,
-    /// The number of its next request.
+    /// The number of its next request (0: none drawn yet).
     seq: u64,
-    /// A commit index seen before its first request was first sent.
-    since: LogIndex,
+    /// A commit index seen before its first request was first sent: learned from the node the
+    /// first request goes to, just before (`session.rs` asks it for its status).
+    since: Option<LogIndex>,
 }
 
 /// An operation in progress.
@@ -95,6 +91,8 @@ struct InFlight {
     maybe_appended: bool,
     /// The node the last attempt went to.
     node: usize,
+    /// Nodes that could not serve, in a row: after as many as there are nodes, a pause.
+    misses: usize,
 }
 
 struct Client {
@@ -107,10 +105,6 @@ struct Client {
     session: Option<Session>,
     /// The last command ID it knows of: what a conditional append expects.
     last_known_id: u64,
-    /// Sessions whose last request is being sent again (they take no new one meanwhile), and
-    /// sessions to go on with next time that happens.
-    resting: Vec<Session>,
-    spares: Vec<Session>,
 }
 
 /// What the session clients met.
@@ -124,6 +118,9 @@ pub struct SessionStats {
     pub batches_acked: u64,
     pub conditional: u64,
     pub hedged: u64,
+    /// Acknowledgements that said the leader recognised a repeat.
+    pub recognised: u64,
+    /// Refusals by kind, to the clients' attempts and to resends.
     pub not_ready: u64,
     pub unknown_session: u64,
     pub sessions_dropped: u64,
@@ -172,11 +169,9 @@ impl Workload {
                 session: options.uses_session(client).then_some(Session {
                     id: ClientId(0),
                     seq: 0,
-                    since: LogIndex::ZERO,
+                    since: None,
                 }),
                 last_known_id: 0,
-                resting: Vec::new(),
-                spares: Vec::new(),
             })
             .collect();
         Workload {
@@ -204,7 +199,7 @@ impl Workload {
     }
 
     /// The next operation of a client that waits for nothing.
-    pub(crate) fn start_op(&mut self, client: usize, network: &Network, t: &mut Timeline) {
+    pub(crate) fn start_op(&mut self, client: usize, cluster: &Cluster, network: &Network, t: &mut Timeline) {
         if self.stopped || self.clients[client].current.is_some() {
             return;
         }
@@ -226,7 +221,7 @@ impl Workload {
             let append = SessionAppend {
                 client: session.id,
                 seq: session.seq,
-                since: session.since,
+                since: session.since.unwrap_or(LogIndex::ZERO),
                 expect_last,
                 commands: commands.iter().map(|command| Bytes::from(command.clone())).collect(),
             };
@@ -244,9 +239,16 @@ impl Workload {
         });
         let op = self.history.ops.len() - 1;
         let node = self.clients[client].guess;
-        self.clients[client].current =
-            Some(InFlight { op, attempt: RequestId(0), attempts: 0, arrival, maybe_appended: false, node });
-        self.send(client, network, t);
+        self.clients[client].current = Some(InFlight {
+            op,
+            attempt: RequestId(0),
+            attempts: 0,
+            arrival,
+            maybe_appended: false,
+            node,
+            misses: 0,
+        });
+        self.send(client, cluster, network, t);
     }
 
     /// The client's session, a new one if it has none yet.
@@ -261,7 +263,7 @@ impl Workload {
     /// A new session for `client` (a random id, as `session.rs` draws).
     fn new_session(&mut self, client: usize, t: &mut Timeline) -> Session {
         let id = ClientId(self.rng.random_range(1..=u64::MAX));
-        let session = Session { id, seq: 1, since: LogIndex::ZERO };
+        let session = Session { id, seq: 1, since: None };
         self.clients[client].session = Some(session);
         self.stats.sessions += 1;
         t.note(|| format!("client {client} starts session {id}"));
@@ -269,8 +271,9 @@ impl Workload {
     }
 
     /// Sends the client's operation once more: to the node it believes leads, sometimes to
-    /// anyone (followers, stale leaders).
-    fn send(&mut self, client: usize, network: &Network, t: &mut Timeline) {
+    /// anyone (followers, stale leaders). A session's first request first learns that node's
+    /// commit index (its `since`); a node that cannot tell (down, paused) is passed over.
+    fn send(&mut self, client: usize, cluster: &Cluster, network: &Network, t: &mut Timeline) {
         let random = self.rng.random_range(0..self.nodes);
         let node = if self.rng.random_bool(0.2) { random } else { self.clients[client].guess };
         let attempt = RequestId(self.next_attempt);
@@ -281,6 +284,18 @@ impl Workload {
         current.attempt = attempt;
         current.attempts += 1;
         current.node = node;
+        if let (Arrival::Session(append), Some(session)) = (&mut current.arrival, &mut state.session) {
+            if session.since.is_none() {
+                let Some(commit) = cluster.commit_seen(node) else {
+                    t.note(|| format!("client {client} cannot learn a commit index from n{}", node + 1));
+                    state.guess = rng.random_range(0..self.nodes);
+                    self.miss(client, t);
+                    return;
+                };
+                session.since = Some(commit);
+                append.since = commit;
+            }
+        }
         self.attempts.insert(attempt, (Some(client), current.op));
         let arrival = current.arrival.clone();
         let session = matches!(arrival, Arrival::Session(_));
@@ -374,13 +389,19 @@ impl Workload {
 
     /// A session's append is answered: by `session.rs`'s rules.
     fn on_session_answer(&mut self, client: usize, answer: Answer, network: &Network, t: &mut Timeline) {
+        if let Answer::Refused(refusal) = &answer {
+            self.count_refusal(refusal);
+        }
         let current = self.clients[client].current.as_mut().expect("in progress");
         let maybe_appended = current.maybe_appended;
         let node = current.node;
         match answer {
-            Answer::Committed { index, first_id, count, .. } => {
+            Answer::Committed { index, first_id, count, recognised, .. } => {
                 if current.attempts > 1 {
                     self.stats.acked_after_retry += 1;
+                }
+                if recognised {
+                    self.stats.recognised += 1;
                 }
                 if count > 1 {
                     self.stats.batches_acked += 1;
@@ -392,14 +413,14 @@ impl Workload {
                 self.advance(client);
                 self.finish(client, Outcome::AppendOk { index, first_id }, t);
                 if self.rng.random_bool(RESEND_RATE) {
-                    self.resend_later(client, op, arrival, network, t);
+                    self.resend_later(op, arrival, network, t);
                 }
             }
-            // A hint is followed at once; a node that knows no leader sends the client round
-            // the others, pausing after each (`session.rs` pauses after a round of them).
+            // A hint is followed at once, another node asked if there is none; a pause after
+            // as many misses in a row as there are nodes (`session.rs` `missed`).
             Answer::NotLeader { leader } => {
                 self.follow_hint(client, leader);
-                self.retry(client, if leader.is_some() { 1 } else { FAILED_PAUSE }, t);
+                self.miss(client, t);
             }
             Answer::Failed { retry } => {
                 // retry: nothing appended (pushed back, or the entry it waited for was
@@ -409,60 +430,60 @@ impl Workload {
                 self.retry(client, FAILED_PAUSE, t);
             }
             Answer::Refused(SessionRefusal::NotReady) => {
-                self.stats.not_ready += 1;
                 self.clients[client].guess = node;
                 self.retry(client, NOT_READY_PAUSE, t);
             }
             // No attempt can have been appended: any commit index since is a valid `since`.
             Answer::Refused(SessionRefusal::SessionsDropped { commit }) if !maybe_appended => {
-                self.stats.sessions_dropped += 1;
                 let since = LogIndex(commit);
                 if let Arrival::Session(append) = &mut current.arrival {
                     append.since = since;
                 }
                 if let Some(session) = &mut self.clients[client].session {
-                    session.since = since;
+                    session.since = Some(since);
                 }
                 self.retry(client, 1, t);
             }
-            // The session expired before this append was ever appended: a new one is safe.
-            Answer::Refused(SessionRefusal::UnknownSession) if !maybe_appended => {
-                self.stats.unknown_session += 1;
+            // The session expired, or ran too far ahead of what it committed (appends whose
+            // outcome was unknown skip their numbers), before this append was ever appended: a
+            // new session is safe.
+            Answer::Refused(SessionRefusal::UnknownSession | SessionRefusal::TooFarAhead { .. })
+                if !maybe_appended =>
+            {
                 let session = self.new_session(client, t);
                 let current = self.clients[client].current.as_mut().expect("in progress");
                 if let Arrival::Session(append) = &mut current.arrival {
-                    (append.client, append.seq, append.since) = (session.id, session.seq, session.since);
+                    (append.client, append.seq) = (session.id, session.seq);
                 }
                 self.retry(client, 1, t);
             }
             // Not appended, and no earlier attempt can be any more: the number may be reused.
             Answer::Refused(SessionRefusal::ConditionFailed { last_id }) if !maybe_appended => {
-                self.stats.condition_failed += 1;
                 let state = &mut self.clients[client];
                 state.last_known_id = state.last_known_id.max(last_id);
                 self.finish(client, Outcome::ConditionFailed { last_id }, t);
             }
-            Answer::Refused(SessionRefusal::TooFarAhead { .. }) if !maybe_appended => {
-                self.stats.too_far_ahead += 1;
-                self.clients[client].session.as_mut().expect("a session client").seq = 0;
-                self.finish(client, Outcome::Failed, t);
-            }
             // An earlier attempt may have been appended (or still arrive somewhere): unknown.
-            Answer::Refused(refusal) => {
-                match refusal {
-                    SessionRefusal::UnknownSession => self.stats.unknown_session += 1,
-                    SessionRefusal::SessionsDropped { .. } => self.stats.sessions_dropped += 1,
-                    SessionRefusal::Forgotten { .. } => self.stats.forgotten += 1,
-                    SessionRefusal::TooFarAhead { .. } => self.stats.too_far_ahead += 1,
-                    SessionRefusal::ConditionFailed { .. } => self.stats.condition_failed += 1,
-                    SessionRefusal::NotReady => unreachable!("retried above"),
-                }
+            Answer::Refused(_) => {
                 self.stats.unknown_outcomes += 1;
                 self.advance(client);
                 self.finish(client, Outcome::Indeterminate, t);
             }
             Answer::ReadOk { .. } => unreachable!("a read's answer to an append"),
         }
+    }
+
+    /// A refusal, counted by kind.
+    fn count_refusal(&mut self, refusal: &SessionRefusal) {
+        let count = match refusal {
+            SessionRefusal::NotReady => &mut self.stats.not_ready,
+            SessionRefusal::UnknownSession => &mut self.stats.unknown_session,
+            SessionRefusal::SessionsDropped { .. } => &mut self.stats.sessions_dropped,
+            SessionRefusal::Forgotten { .. } => &mut self.stats.forgotten,
+            SessionRefusal::TooFarAhead { .. } => &mut self.stats.too_far_ahead,
+            SessionRefusal::ConditionFailed { .. } => &mut self.stats.condition_failed,
+        };
+        *count += 1;
     }
 
     /// The session's request number is used: the next request takes the next one.
@@ -501,35 +522,38 @@ impl Workload {
     }
 
     /// A retry falls due: the next attempt of operation `op`, if the client still waits for it.
-    pub(crate) fn on_retry(&mut self, client: usize, op: usize, network: &Network, t: &mut Timeline) {
-        if self.clients[client].current.as_ref().is_some_and(|current| current.op == op) {
-            self.send(client, network, t);
-        }
-    }
-
-    /// An acknowledged append goes again, later, to any node. Its session rests meanwhile
-    /// (unless `workarounds::NO_LATE_DUPLICATES` is off): the client goes on with another, so
-    /// the resent request stays its session's newest.
-    fn resend_later(
+    pub(crate) fn on_retry(
         &mut self,
         client: usize,
         op: usize,
-        arrival: Arrival,
+        cluster: &Cluster,
         network: &Network,
         t: &mut Timeline,
     ) {
-        let state = &mut self.clients[client];
-        if workarounds::NO_LATE_DUPLICATES {
-            if state.resting.len() >= RESTING_MAX {
-                return;
-            }
-            let next =
-                state.spares.pop().unwrap_or(Session { id: ClientId(0), seq: 0, since: LogIndex::ZERO });
-            let resting = state.session.replace(next).expect("a session client");
-            state.resting.push(resting);
+        if self.clients[client].current.as_ref().is_some_and(|current| current.op == op) {
+            self.send(client, cluster, network, t);
         }
+    }
+
+    /// A node could not serve the operation: the next attempt goes at once, or after a pause
+    /// once as many nodes as there are missed in a row.
+    fn miss(&mut self, client: usize, t: &mut Timeline) {
+        let nodes = self.nodes;
+        let current = self.clients[client].current.as_mut().expect("in progress");
+        current.misses += 1;
+        let pause = if current.misses >= nodes {
+            current.misses = 0;
+            FAILED_PAUSE
+        } else {
+            1
+        };
+        self.retry(client, pause, t);
+    }
+
+    /// An acknowledged append goes again, later, to any node, while its client goes on.
+    fn resend_later(&mut self, op: usize, arrival: Arrival, network: &Network, t: &mut Timeline) {
         self.stats.resends += 1;
-        let resend = Resend { client, op, arrival, probes_left: RESEND_PROBES - 1, attempts: 0, node: 0 };
+        let resend = Resend { op, arrival, probes_left: RESEND_PROBES - 1, attempts: 0, node: 0 };
         self.probe_later(resend, network, t);
     }
 
@@ -554,16 +578,15 @@ impl Workload {
         resend.attempts += 1;
         resend.node = node;
         self.attempts.insert(attempt, (None, resend.op));
-        let (client, op, arrival) = (resend.client, resend.op, resend.arrival.clone());
+        let (op, arrival) = (resend.op, resend.arrival.clone());
         t.note(|| format!("op {op} goes again as {attempt} to n{}", node + 1));
         let delay = delay + network.latency(&mut self.rng);
         t.schedule(delay, SimEvent::ClientArrive { node, attempt, arrival });
-        t.schedule(delay + CLIENT_TIMEOUT_TICKS * TICK, SimEvent::ClientTimeout { client, attempt });
+        t.schedule(delay + CLIENT_TIMEOUT_TICKS * TICK, SimEvent::ResendTimeout { attempt });
         self.resends.insert(attempt, resend);
     }
 
-    /// A probe is answered (or timed out: `None`): sent on where the answer points, or done;
-    /// after the last probe its session is a spare again.
+    /// A probe is answered (or timed out: `None`): sent on where the answer points, or done.
     fn on_resend_answer(
         &mut self,
         attempt: Attempt,
@@ -576,6 +599,9 @@ impl Workload {
         };
         let op = resend.op;
         t.note(|| format!("resend {attempt} of op {op} got {answer:?}"));
+        if let Some(Answer::Refused(refusal)) = &answer {
+            self.count_refusal(refusal);
+        }
         let next = match answer {
             Some(Answer::Committed { .. }) => {
                 self.stats.resends_committed += 1;
@@ -593,13 +619,12 @@ impl Workload {
         } else if resend.probes_left > 0 {
             resend.probes_left -= 1;
             self.probe_later(resend, network, t);
-        } else if let Arrival::Session(append) = &resend.arrival {
-            let state = &mut self.clients[resend.client];
-            if let Some(at) = state.resting.iter().position(|session| session.id == append.client) {
-                let session = state.resting.remove(at);
-                state.spares.push(session);
-            }
         }
+    }
+
+    /// A probe got no answer in time: it goes elsewhere.
+    pub(crate) fn on_resend_timeout(&mut self, attempt: Attempt, network: &Network, t: &mut Timeline) {
+        self.on_resend_answer(attempt, None, network, t);
     }
 
     /// The client's operation ends with `outcome`; its next starts after a pause.
@@ -618,17 +643,7 @@ impl Workload {
         t.schedule(think, SimEvent::ClientNext { client });
     }
 
-    pub(crate) fn on_timeout(
-        &mut self,
-        client: usize,
-        attempt: Attempt,
-        network: &Network,
-        t: &mut Timeline,
-    ) {
-        if self.resends.contains_key(&attempt) {
-            self.on_resend_answer(attempt, None, network, t);
-            return;
-        }
+    pub(crate) fn on_timeout(&mut self, client: usize, attempt: Attempt, t: &mut Timeline) {
         let Some(current) = &mut self.clients[client].current else {
             return;
         };

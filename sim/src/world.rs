@@ -28,12 +28,11 @@ use crate::operator::Operator;
 use crate::options::{Options, TICK};
 use crate::schedule::Schedule;
 use crate::timeline::{SimEvent, Timeline};
-use crate::workarounds;
 use crate::workload::Workload;
 use rand::RngExt;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use replog_core::{Body, Entry, Message};
+use replog_core::{Entry, Message};
 use replog_runtime::driver::Output;
 use std::hash::Hasher;
 
@@ -143,11 +142,16 @@ impl World {
                 SimEvent::ClientReply { attempt, answer } => {
                     self.workload.on_answer(attempt, answer, &self.network, t)
                 }
-                SimEvent::ClientTimeout { client, attempt } => {
-                    self.workload.on_timeout(client, attempt, &self.network, t)
+                SimEvent::ClientTimeout { client, attempt } => self.workload.on_timeout(client, attempt, t),
+                SimEvent::ResendTimeout { attempt } => {
+                    self.workload.on_resend_timeout(attempt, &self.network, t)
                 }
-                SimEvent::ClientNext { client } => self.workload.start_op(client, &self.network, t),
-                SimEvent::ClientRetry { client, op } => self.workload.on_retry(client, op, &self.network, t),
+                SimEvent::ClientNext { client } => {
+                    self.workload.start_op(client, &self.cluster, &self.network, t)
+                }
+                SimEvent::ClientRetry { client, op } => {
+                    self.workload.on_retry(client, op, &self.cluster, &self.network, t)
+                }
                 SimEvent::FollowRead { reader } => {
                     self.followers.on_read(reader, &mut self.cluster, &self.network, t)
                 }
@@ -230,7 +234,9 @@ impl World {
     }
 
     /// What node `index` released, in order: messages to the network, applied entries to the
-    /// checks (and the clients waiting for them), replies to the operator or the clients.
+    /// checks (and the clients waiting for them), replies to the operator or the clients; then
+    /// the clients waiting for entries it will not apply as leader are let go (as the server's
+    /// `dispatch`).
     fn dispatch(
         &mut self,
         index: usize,
@@ -253,8 +259,7 @@ impl World {
                 Output::Reply(reply) => {
                     let read_len = self.cluster.check_reply(index, &reply, &self.timeline)?;
                     if self.cluster.serves(index, reply.request()) {
-                        let answers =
-                            self.cluster.on_client_reply(index, &reply, read_len, &self.timeline)?;
+                        let answers = self.cluster.on_client_reply(index, &reply, read_len);
                         self.workload.route_answers(answers, &self.network, &mut self.timeline);
                     } else if self.operator.owns(reply.request()) {
                         let t = &mut self.timeline;
@@ -263,6 +268,8 @@ impl World {
                 }
             }
         }
+        let answers = self.cluster.release_waiters(index);
+        self.workload.route_answers(answers, &self.network, &mut self.timeline);
         Ok(())
     }
 
@@ -277,13 +284,6 @@ impl World {
         let index = message.to.0 as usize - 1;
         if self.network.is_cut(message.from.0, message.to.0) || !self.cluster.is_up(index) {
             self.network.stats.dropped += 1;
-            return Ok(());
-        }
-        if workarounds::SNAPSHOT_WAITS_FOR_SYNC
-            && matches!(message.body, Body::SnapshotRequest { .. })
-            && self.cluster.is_waiting(index)
-        {
-            self.timeline.schedule(TICK / 10, SimEvent::Deliver(message));
             return Ok(());
         }
         if let Some(call) = self.cluster.on_deliver(index, message) {
