@@ -305,3 +305,50 @@ fn an_expired_node_certificate_stops_the_start_naming_the_file_and_dates() {
     assert!(err.contains("expired-node.pem"), "error names no file: {err}");
     assert!(err.contains("expired") && err.contains("2000"), "error names no dates: {err}");
 }
+
+#[test]
+fn sighup_rereads_the_certificates_and_keeps_the_old_ones_if_the_new_are_expired() {
+    let _serial = replog_tests::serial();
+    let pki = pki();
+    let first = pki.issue("reload-node", &["127.0.0.1"], false);
+    let flags = vec![
+        "--tls-cert".to_string(),
+        first.cert.display().to_string(),
+        "--tls-key".into(),
+        first.key.display().to_string(),
+        "--tls-ca".into(),
+        pki.ca_path.display().to_string(),
+    ];
+    let cluster = TestCluster::start_with("tls-reload", 1, |_| flags.clone());
+    assert!(cluster.wait_leader(Duration::from_secs(15)).is_some(), "no leader:\n{}", cluster.log_text(0));
+    let pid = cluster.nodes[0].pid().expect("running").to_string();
+    let hangup = || {
+        let status = std::process::Command::new("kill").args(["-HUP", &pid]).status().expect("kill");
+        assert!(status.success());
+    };
+
+    // An expired replacement is refused; the node keeps its certificate and serves.
+    let expired = pki.issue("reload-expired", &["127.0.0.1"], true);
+    std::fs::copy(&expired.cert, &first.cert).expect("copy");
+    std::fs::copy(&expired.key, &first.key).expect("copy");
+    hangup();
+    wait_logged(&cluster, 0, "SIGHUP: keeping the current TLS certificates");
+    wait_logged(&cluster, 0, "reload-node.pem (CN=reload-expired) is expired");
+    assert_serves(&cluster, "after-expired-reload");
+
+    // A valid replacement is taken: new connections see the new certificate.
+    let renewed = pki.issue("reload-renewed", &["127.0.0.1"], false);
+    std::fs::copy(&renewed.cert, &first.cert).expect("copy");
+    std::fs::copy(&renewed.key, &first.key).expect("copy");
+    hangup();
+    wait_logged(&cluster, 0, "SIGHUP: TLS certificates re-read");
+    let client = pki.issue("reload-client", &["client.invalid"], false);
+    let mut stream = connect_as(cluster.nodes[0].address, &client, &pki.ca_path);
+    stream.write_all(&encoded(&Frame::Status)).expect("status request");
+    let mut buffer = [0u8; 64];
+    assert!(stream.read(&mut buffer).expect("status answer") > 0);
+    let presented = stream.conn.peer_certificates().expect("server certificate")[0].clone();
+    let renewed_der = CertificateDer::from_pem_file(&renewed.cert).expect("renewed");
+    assert_eq!(presented, renewed_der, "the node still presents its old certificate");
+    assert_serves(&cluster, "after-reload");
+}
