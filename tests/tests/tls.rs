@@ -352,3 +352,36 @@ fn sighup_rereads_the_certificates_and_keeps_the_old_ones_if_the_new_are_expired
     assert_eq!(presented, renewed_der, "the node still presents its old certificate");
     assert_serves(&cluster, "after-reload");
 }
+
+#[test]
+fn a_peer_node_with_a_certificate_from_another_ca_is_refused() {
+    let _serial = replog_tests::serial();
+    let cluster = tls_cluster("tls-rogue-peer", 1);
+    let other = Pki::new(&pki().dir.join("rogue"), "rogue-ca");
+    let rogue = other.issue("rogue-node", &["127.0.0.1"], false);
+    let port = replog_tests::free_ports(1)[0];
+    let log = cluster.dir.join("rogue.log");
+    let mut child = std::process::Command::new(replog_tests::replog_binary())
+        .args(["start", "-i", "rogue", "-a", &format!("127.0.0.1:{port}"), "-p", &cluster.address(0)])
+        .arg("--data-dir")
+        .arg(cluster.dir.join("rogue-data"))
+        .arg("--tls-cert")
+        .arg(&rogue.cert)
+        .arg("--tls-key")
+        .arg(&rogue.key)
+        .arg("--tls-ca")
+        .arg(&other.ca_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("rogue log"))
+        .spawn()
+        .expect("spawning the rogue node");
+    wait_logged(&cluster, 0, "TLS: ");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        !cluster.log_text(0).contains("peer rogue"),
+        "the rogue was taken as a peer:\n{}",
+        cluster.log_text(0)
+    );
+    assert_serves(&cluster, "after-rogue-peer");
+}
