@@ -197,3 +197,41 @@ fn check_validity(path: &Path, cert: &CertificateDer<'_>) -> Result<(), TlsError
         validity.not_after
     )))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn certificate(names: &[&str], expired: bool) -> CertificateDer<'static> {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "node1");
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2001, 2, 3);
+            params.not_after = rcgen::date_time_ymd(2002, 3, 4);
+        }
+        params.self_signed(&key).expect("certificate").der().clone()
+    }
+
+    #[test]
+    fn a_certificate_names_its_ip_sans_and_its_dns_names_as_node_names() {
+        let certificate = certificate(&["127.0.0.1", "::1", "node1"], false);
+        let address = |text: &str| text.parse::<SocketAddr>().expect("address");
+        assert!(certificate_names(&certificate, address("127.0.0.1:8080"), ""));
+        assert!(certificate_names(&certificate, address("[::1]:8080"), ""));
+        assert!(!certificate_names(&certificate, address("127.0.0.2:8080"), ""));
+        assert!(certificate_names(&certificate, address("10.0.0.1:8080"), "NODE1"));
+        assert!(!certificate_names(&certificate, address("10.0.0.1:8080"), "node2"));
+    }
+
+    #[test]
+    fn an_expired_certificate_is_refused_naming_file_and_dates() {
+        let error = check_validity(Path::new("certs/node1.pem"), &certificate(&["127.0.0.1"], true))
+            .expect_err("expired");
+        let text = error.to_string();
+        assert!(text.contains("certs/node1.pem (CN=node1) is expired"), "{text}");
+        assert!(text.contains("2001") && text.contains("2002"), "{text}");
+        assert!(check_validity(Path::new("ok.pem"), &certificate(&["127.0.0.1"], false)).is_ok());
+    }
+}
