@@ -385,3 +385,60 @@ fn a_peer_node_with_a_certificate_from_another_ca_is_refused() {
     );
     assert_serves(&cluster, "after-rogue-peer");
 }
+
+#[test]
+fn cluster_tls_makes_certificates_starts_tls_nodes_and_prints_the_variables() {
+    let _serial = replog_tests::serial();
+    let dir = std::env::temp_dir().join(format!("replog-e2e-cluster-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let base = (0..50)
+        .map(|i| 21_000 + ((std::process::id() as u16 % 500) * 60) + i * 7)
+        .find(|&base| (0..3).all(|k| std::net::TcpListener::bind(("127.0.0.1", base + k)).is_ok()))
+        .expect("three free consecutive ports");
+    let mut child = std::process::Command::new(replog_tests::replog_binary())
+        .args(["cluster", "--tls", "--nodes", "3", "--base-port", &base.to_string(), "--data-dir"])
+        .arg(dir.join("data"))
+        .env_remove("REPLOG_TLS_CERT")
+        .env_remove("REPLOG_TLS_KEY")
+        .env_remove("REPLOG_TLS_CA")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning replog cluster --tls");
+    let tls = dir.join("data").join("tls");
+    let target = format!("127.0.0.1:{base}");
+    let replog = |tls_flags: bool, args: &[&str]| {
+        let mut command = std::process::Command::new(replog_tests::replog_binary());
+        command
+            .args(args)
+            .env_remove("REPLOG_TLS_CERT")
+            .env_remove("REPLOG_TLS_KEY")
+            .env_remove("REPLOG_TLS_CA");
+        if tls_flags {
+            command.arg("--tls-cert").arg(tls.join("cli.pem")).arg("--tls-key").arg(tls.join("cli.key"));
+            command.arg("--tls-ca").arg(tls.join("ca.pem"));
+        }
+        command.output().expect("running replog")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !tls.join("cli.key").exists() && Instant::now() < deadline {
+        sleep(Duration::from_millis(50));
+    }
+    let appended = replog(true, &["append", "-t", &target, "-c", "hello-tls-cluster", "--timeout", "10"]);
+    let plain = replog(false, &["status", "-t", &target]);
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut out = String::new();
+    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read stdout");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(appended.status.success(), "append over TLS: {}", String::from_utf8_lossy(&appended.stderr));
+    assert!(!plain.status.success(), "a plain-text status was answered by a TLS cluster");
+    for variable in ["REPLOG_TLS_CERT", "REPLOG_TLS_KEY", "REPLOG_TLS_CA"] {
+        assert!(out.contains(&format!("export {variable}=")), "no export of {variable}:\n{out}");
+    }
+}
