@@ -1,5 +1,6 @@
 //! `replog cluster`: a local cluster of N nodes as child processes, for newcomers and demos.
 
+use crate::certs;
 use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-pub fn run(nodes: u16, base_port: u16, data_dir: &Path) -> Result<(), String> {
+/// With `tls`, the nodes run with certificates from a throwaway CA made under
+/// `data_dir/tls/`.
+pub fn run(nodes: u16, base_port: u16, data_dir: &Path, tls: bool) -> Result<(), String> {
     if nodes == 0 || u32::from(base_port) + u32::from(nodes) > 65_536 {
         return Err(format!("--nodes {nodes} from --base-port {base_port} does not fit in the port range"));
     }
@@ -20,6 +23,7 @@ pub fn run(nodes: u16, base_port: u16, data_dir: &Path) -> Result<(), String> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .map_err(|e| format!("installing signal handlers: {e}"))?;
     }
+    let certificates = if tls { Some(certs::make(&data_dir.join("tls"), nodes)?) } else { None };
     let mut children: Vec<(String, Child)> = Vec::new();
     for (k, address) in addresses.iter().enumerate() {
         let name = format!("node{}", k + 1);
@@ -31,6 +35,14 @@ pub fn run(nodes: u16, base_port: u16, data_dir: &Path) -> Result<(), String> {
         }
         if k == 0 {
             command.arg("--leader");
+        }
+        if let Some(certificates) = &certificates {
+            let node = &certificates.nodes[k];
+            command.arg("--tls-cert").arg(&node.cert).arg("--tls-key").arg(&node.key);
+            command.arg("--tls-ca").arg(&certificates.ca);
+        }
+        for variable in ["REPLOG_TLS_CERT", "REPLOG_TLS_KEY", "REPLOG_TLS_CA"] {
+            command.env_remove(variable); // the flags above (or none) decide
         }
         match command.spawn() {
             Ok(child) => children.push((name, child)),
@@ -51,6 +63,12 @@ pub fn run(nodes: u16, base_port: u16, data_dir: &Path) -> Result<(), String> {
     println!("  health:  replog health -t {}", addresses[0]);
     println!("  members: replog member list -t {}", addresses[0]);
     println!("  (with cargo: cargo run -- append ...)   Ctrl-C stops the cluster.");
+    if let Some(certificates) = &certificates {
+        println!("TLS on (a throwaway CA); for the commands above, first:");
+        println!("  export REPLOG_TLS_CERT={}", absolute(&certificates.cli.cert));
+        println!("  export REPLOG_TLS_KEY={}", absolute(&certificates.cli.key));
+        println!("  export REPLOG_TLS_CA={}", absolute(&certificates.ca));
+    }
     let mut exited = None;
     while !stop.load(Ordering::Relaxed) && exited.is_none() {
         sleep(Duration::from_millis(100));
@@ -65,6 +83,10 @@ pub fn run(nodes: u16, base_port: u16, data_dir: &Path) -> Result<(), String> {
     }
     stop_all(&mut children);
     exited.map_or(Ok(()), Err)
+}
+
+fn absolute(path: &Path) -> String {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf()).display().to_string()
 }
 
 /// SIGTERM (a clean shutdown), then SIGKILL for any node still running after the grace period.

@@ -4,6 +4,7 @@
 
 mod append;
 mod bench;
+mod certs;
 mod cluster;
 mod cluster_status;
 mod member;
@@ -13,6 +14,7 @@ mod tools;
 use clap::{Parser, Subcommand};
 use replog_runtime::retention::Retention;
 use replog_runtime::storage::{StorageOptions, SEGMENT_BYTES_MAX_DEFAULT};
+use replog_runtime::tls::{self, Tls, TlsFiles};
 use replog_runtime::NodeOptions;
 use replog_runtime::{address, client};
 use std::net::SocketAddr;
@@ -31,6 +33,36 @@ use std::time::Duration;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// Mutual TLS: a node serves and dials only TLS 1.3 with these; a client command connects
+/// with them. All three or none.
+#[derive(clap::Args, Debug, Default)]
+struct TlsArgs {
+    /// This side's certificate (PEM), signed by the CA; a node's names its address (IP SAN)
+    #[arg(long, global = true, value_name = "FILE", env = "REPLOG_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, global = true, value_name = "FILE", env = "REPLOG_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// The CA certificate (PEM) the other side's certificate must be signed by
+    #[arg(long, global = true, value_name = "FILE", env = "REPLOG_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The three files, if given; an error if only some are.
+    fn files(&self) -> Result<Option<TlsFiles>, String> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
+            (Some(cert), Some(key), Some(ca)) => {
+                Ok(Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() }))
+            }
+            (None, None, None) => Ok(None),
+            _ => Err("--tls-cert, --tls-key and --tls-ca (REPLOG_TLS_CERT, REPLOG_TLS_KEY, REPLOG_TLS_CA) go together: give all three or none".into()),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +207,10 @@ enum Command {
         /// Folder holding every node's data folder
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Mutual TLS: make a throwaway CA and certificates for the nodes and the CLI under
+        /// <data-dir>/tls/, start the nodes with them, print the variables to export
+        #[arg(long)]
+        tls: bool,
     },
     /// Closed-loop load: each client appends, waits for the commit, appends again.
     Bench {
@@ -251,6 +287,22 @@ fn main() {
         _ => None,
     };
     init_logging(node_name);
+    // Every connection this process opens as a client (commands, a joining node's requests)
+    // uses the TLS files if given; a node also serves and dials its peers with them.
+    let tls = match cli.tls.files().and_then(|files| match files {
+        Some(files) => {
+            let tls = Tls::load(files.clone()).map_err(|e| e.to_string())?;
+            tls::set_client_config(Arc::clone(&tls.configs().client));
+            Ok(Some(files))
+        }
+        None => Ok(None),
+    }) {
+        Ok(tls) => tls,
+        Err(message) => {
+            eprintln!("replog: {message}");
+            std::process::exit(1);
+        }
+    };
     let result = match cli.command {
         Command::Start {
             id,
@@ -269,7 +321,7 @@ fn main() {
             let retention = Retention { entries: retain_entries, bytes: retain_bytes };
             let storage = StorageOptions { segment_bytes_max: segment_bytes };
             let join = Join { through: join, learner };
-            let flags = NodeFlags { repair, retention, storage, metrics_addr };
+            let flags = NodeFlags { repair, retention, storage, metrics_addr, tls };
             start(id, address, peers, join, leader, data_dir, flags)
         }
         Command::Trim { target, before } => trim(&target, before),
@@ -287,7 +339,9 @@ fn main() {
         Command::Status { target, json, cluster: false } => status(&target, json),
         Command::Health { target, timeout } => health(&target, timeout),
         Command::Member { action } => member::run(action),
-        Command::Cluster { nodes, base_port, data_dir } => cluster::run(nodes, base_port, &data_dir),
+        Command::Cluster { nodes, base_port, data_dir, tls } => {
+            cluster::run(nodes, base_port, &data_dir, tls)
+        }
         Command::Bench { target, clients, duration, size, sessions, json } => {
             bench::run(&target, clients, duration, size, sessions, json)
         }
@@ -356,6 +410,7 @@ struct NodeFlags {
     retention: Retention,
     storage: StorageOptions,
     metrics_addr: Option<String>,
+    tls: Option<TlsFiles>,
 }
 
 fn start(
@@ -393,7 +448,7 @@ fn start(
         signal_hook::flag::register(signal, Arc::clone(&shutdown))
             .map_err(|e| format!("installing signal handlers: {e}"))?;
     }
-    let NodeFlags { repair, retention, storage, metrics_addr } = flags;
+    let NodeFlags { repair, retention, storage, metrics_addr, tls } = flags;
     let metrics_address =
         metrics_addr.as_deref().map(|text| parse_address("--metrics-addr", text)).transpose()?;
     let options = NodeOptions {
@@ -408,6 +463,7 @@ fn start(
         retention,
         storage,
         metrics_address,
+        tls,
     };
     replog_runtime::run(options, shutdown).map_err(|e| e.to_string())
 }

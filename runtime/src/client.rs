@@ -9,6 +9,7 @@ use crate::connection::{self, Closed};
 use crate::frame::{self, Inbox};
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX};
 use crate::status::StatusReport;
+use crate::tls;
 use mio::{Interest, Registry, Token};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -498,7 +499,7 @@ pub fn health(target: &str, timeout: Duration) -> Result<Result<(), String>, Cli
 #[derive(Debug)]
 pub struct Link {
     address: SocketAddr,
-    stream: TcpStream,
+    stream: Stream,
     inbox: Inbox,
     out: Vec<u8>,
     next_request: u64,
@@ -516,6 +517,12 @@ impl Link {
         };
         let stream =
             connect().map_err(|error| ClientError::Io { doing: "cannot connect to", address, error })?;
+        let stream = match tls::client_config() {
+            Some(config) => {
+                Stream::Tls(Box::new(rustls::StreamOwned::new(tls::dial(config, address), stream)))
+            }
+            None => Stream::Plain(stream),
+        };
         Ok(Link { address, stream, inbox: Inbox::default(), out: Vec::new(), next_request: 1 })
     }
 
@@ -526,8 +533,9 @@ impl Link {
 
     /// Gives up on each later call after `timeout`.
     pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.stream.set_read_timeout(Some(timeout))?;
-        self.stream.set_write_timeout(Some(timeout))
+        let socket = self.stream.socket();
+        socket.set_read_timeout(Some(timeout))?;
+        socket.set_write_timeout(Some(timeout))
     }
 
     /// Appends one command at this node and waits for the commit. A failure to send leaves
@@ -556,7 +564,8 @@ impl Link {
     fn send(&mut self, request: &Frame) -> io::Result<()> {
         self.out.clear();
         frame::encode_with(&mut self.out, |out| codec::encode(request, out));
-        self.stream.write_all(&self.out)
+        self.stream.write_all(&self.out)?;
+        self.stream.flush()
     }
 
     fn receive(&mut self) -> io::Result<Frame> {
@@ -570,6 +579,48 @@ impl Link {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the node closed the connection"));
             }
             self.inbox.filled(n);
+        }
+    }
+}
+
+/// A blocking connection's bytes: the socket, or a TLS session over it (with the
+/// process-wide client configuration, [`tls::set_client_config`]).
+#[derive(Debug)]
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(stream) => stream,
+            Stream::Tls(stream) => &stream.sock,
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.read(buffer),
+            Stream::Tls(stream) => stream.read(buffer),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buffer: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(stream) => stream.write(buffer),
+            Stream::Tls(stream) => stream.write(buffer),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(stream) => stream.flush(),
+            Stream::Tls(stream) => stream.flush(),
         }
     }
 }
@@ -601,7 +652,11 @@ impl Pipelined {
         registry
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
             .map_err(|error| ClientError::Io { doing: "registering the connection to", address, error })?;
-        Ok(Pipelined { address, connection: connection::Connection::new(stream), next_request: 1 })
+        let connection = match tls::client_config() {
+            Some(config) => connection::Connection::with_tls(stream, tls::dial(config, address).into()),
+            None => connection::Connection::new(stream),
+        };
+        Ok(Pipelined { address, connection, next_request: 1 })
     }
 
     /// The node's address.

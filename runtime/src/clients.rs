@@ -14,6 +14,7 @@ use crate::reading::{self, ReadKind};
 use crate::sessions::Outcome;
 use crate::status::StatusReport;
 use crate::storage::StorageError;
+use crate::tls::{self, Tls};
 use mio::net::TcpListener;
 use mio::{Interest, Registry, Token};
 use replog_core::{
@@ -139,13 +140,21 @@ pub struct Clients {
     reads: BTreeMap<RequestId, PendingRead>,
     next_request: u64,
     metrics: Arc<Metrics>,
+    /// With TLS, every accepted connection is a TLS session from these configurations.
+    tls: Option<Arc<Tls>>,
 }
 
 impl Clients {
     /// Serves connections accepted on `listener` (already registered by the loop), giving
     /// them tokens from `first_token` on; appends, refusals and peer traffic are counted in
     /// `metrics`.
-    pub fn new(listener: TcpListener, first_token: Token, metrics: Arc<Metrics>) -> Clients {
+    /// `metrics`. With `tls`, every connection must be TLS with a certificate from its CA.
+    pub fn new(
+        listener: TcpListener,
+        first_token: Token,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<Tls>>,
+    ) -> Clients {
         Clients {
             listener,
             accepted: BTreeMap::new(),
@@ -158,6 +167,7 @@ impl Clients {
             reads: BTreeMap::new(),
             next_request: 1,
             metrics,
+            tls,
         }
     }
 
@@ -175,11 +185,11 @@ impl Clients {
                     self.next_token += 1;
                     if registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE).is_ok()
                     {
-                        let accepted = Accepted {
-                            connection: Connection::new(stream),
-                            caller: Caller::Unknown,
-                            traffic: None,
+                        let connection = match &self.tls {
+                            Some(tls) => Connection::with_tls(stream, tls::accept(&tls.configs())),
+                            None => Connection::new(stream),
                         };
+                        let accepted = Accepted { connection, caller: Caller::Unknown, traffic: None };
                         self.accepted.insert(token, accepted);
                     }
                 }
@@ -508,6 +518,15 @@ impl Clients {
                 };
                 if id == members.id() || address == members.address() {
                     return Err(Violation::Impostor { name, address });
+                }
+                // With TLS a peer must prove the address it claims: its certificate names it.
+                if accepted.connection.is_tls()
+                    && !accepted
+                        .connection
+                        .peer_certificate()
+                        .is_some_and(|certificate| tls::certificate_names(certificate, address, &name))
+                {
+                    return Err(Violation::CertificateMismatch { name, address });
                 }
                 // Any node may call: a new one being added, or one this node's configuration
                 // does not list yet. The core decides what its messages count for (§4.1).

@@ -9,6 +9,10 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
+/// The first byte of every TLS record that opens a handshake (ContentType::Handshake): a
+/// connection to a TLS node that starts with anything else is plain text.
+const TLS_HANDSHAKE_BYTE: u8 = 0x16;
+
 /// A connection whose unsent bytes exceed this is dropped (peers) or closed (clients): a slow
 /// reader may not grow our memory without bound.
 pub const OUT_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -18,10 +22,23 @@ const READ_ROUND_BYTES: usize = 1024 * 1024;
 #[derive(Debug)]
 pub struct Connection {
     pub stream: TcpStream,
+    transport: Transport,
     inbound: Inbox,
     outbound: Vec<u8>,
     /// Bytes of `outbound` already written.
     written: usize,
+}
+
+/// What carries the frames: the socket itself, or a TLS session over it. The framing above
+/// (`inbound`, `outbound`) holds plain text either way.
+#[derive(Debug)]
+enum Transport {
+    Plain,
+    Tls {
+        session: Box<rustls::Connection>,
+        /// No byte has arrived yet (a server checks the first one is a TLS handshake).
+        fresh: bool,
+    },
 }
 
 /// Why a connection must close.
@@ -81,6 +98,18 @@ pub enum Violation {
         /// The peer whose link carried it.
         link: NodeId,
     },
+    /// A TLS node got a first byte that is no TLS handshake: a plain-text client or peer.
+    Plaintext,
+    /// The TLS session failed: a bad handshake, a certificate from another CA, an expired
+    /// one, garbage in the records.
+    Tls(rustls::Error),
+    /// A peer's hello claims an address (or name) its certificate does not name.
+    CertificateMismatch {
+        /// The name the caller gave.
+        name: String,
+        /// The address it claimed.
+        address: SocketAddr,
+    },
     /// A frame this caller may not send (a client request on a peer link, a second hello...).
     UnexpectedFrame {
         /// The frame's name (`append`, `hello`, ...).
@@ -98,6 +127,11 @@ impl fmt::Display for Violation {
             Violation::Impostor { name, address } => {
                 write!(f, "hello from {name} at {address} claims this node's own identity")
             }
+            Violation::Plaintext => write!(f, "plain-text connection to a TLS node"),
+            Violation::Tls(error) => write!(f, "TLS: {error}"),
+            Violation::CertificateMismatch { name, address } => {
+                write!(f, "hello from {name} at {address}: its certificate does not name that address")
+            }
             Violation::Misaddressed { from, to, link } => {
                 write!(f, "message from {from} to {to} on the link of {link}")
             }
@@ -111,13 +145,42 @@ impl fmt::Display for Violation {
 impl Connection {
     pub fn new(stream: TcpStream) -> Connection {
         let _ = stream.set_nodelay(true);
-        Connection { stream, inbound: Inbox::default(), outbound: Vec::new(), written: 0 }
+        Connection {
+            stream,
+            transport: Transport::Plain,
+            inbound: Inbox::default(),
+            outbound: Vec::new(),
+            written: 0,
+        }
+    }
+
+    /// A connection whose bytes go through the TLS `session` (a server or client side).
+    pub fn with_tls(stream: TcpStream, session: rustls::Connection) -> Connection {
+        let mut connection = Connection::new(stream);
+        connection.transport = Transport::Tls { session: Box::new(session), fresh: true };
+        connection
+    }
+
+    /// Whether the connection is TLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.transport, Transport::Tls { .. })
+    }
+
+    /// The other side's certificate, once a TLS handshake has shown it.
+    pub fn peer_certificate(&self) -> Option<&rustls::pki_types::CertificateDer<'static>> {
+        match &self.transport {
+            Transport::Tls { session, .. } => session.peer_certificates().and_then(|chain| chain.first()),
+            Transport::Plain => None,
+        }
     }
 
     /// Reads what is available, at most `READ_ROUND_BYTES` per call so one busy sender cannot
     /// grow the buffer without bound. Returns true if it stopped at that limit: more may be
     /// waiting, and since readiness is edge-triggered the caller must call again.
     pub fn read(&mut self) -> Result<bool, Closed> {
+        if self.is_tls() {
+            return self.read_tls();
+        }
         let mut read = 0;
         while read < READ_ROUND_BYTES {
             match self.stream.read(self.inbound.room(READ_CHUNK_BYTES)) {
@@ -129,6 +192,49 @@ impl Connection {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => return Err(Closed::Io(error)),
+            }
+        }
+        Ok(true)
+    }
+
+    /// `read` through the TLS session: raw bytes from the socket into rustls, plain text out
+    /// of it into the inbox.
+    fn read_tls(&mut self) -> Result<bool, Closed> {
+        let Transport::Tls { session, fresh } = &mut self.transport else {
+            unreachable!("read_tls on a plain connection");
+        };
+        let mut buffer = [0u8; 16 * 1024];
+        let mut read = 0;
+        while read < READ_ROUND_BYTES {
+            let n = match self.stream.read(&mut buffer) {
+                Ok(0) => return Err(Closed::Eof),
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(Closed::Io(error)),
+            };
+            if *fresh && matches!(**session, rustls::Connection::Server(_)) && buffer[0] != TLS_HANDSHAKE_BYTE
+            {
+                return Err(Closed::Protocol(Violation::Plaintext));
+            }
+            *fresh = false;
+            read += n;
+            let mut raw = &buffer[..n];
+            while !raw.is_empty() {
+                session.read_tls(&mut raw).map_err(Closed::Io)?;
+                if let Err(error) = session.process_new_packets() {
+                    // Tell the other side why (the alert), as far as the socket takes it.
+                    let _ = session.write_tls(&mut self.stream);
+                    return Err(Closed::Protocol(Violation::Tls(error)));
+                }
+                loop {
+                    match session.reader().read(self.inbound.room(READ_CHUNK_BYTES)) {
+                        Ok(0) => return Err(Closed::Eof), // close_notify
+                        Ok(n) => self.inbound.filled(n),
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(error) => return Err(Closed::Io(error)),
+                    }
+                }
             }
         }
         Ok(true)
@@ -161,11 +267,40 @@ impl Connection {
     }
 
     pub fn has_outbound(&self) -> bool {
-        self.written < self.outbound.len()
+        let tls_pending = match &self.transport {
+            Transport::Tls { session, .. } => session.wants_write(),
+            Transport::Plain => false,
+        };
+        self.written < self.outbound.len() || tls_pending
     }
 
     /// Writes as much as the socket takes.
     pub fn flush(&mut self) -> Result<(), Closed> {
+        if let Transport::Tls { session, .. } = &mut self.transport {
+            // Plain text into the session as far as it takes it (it buffers a bounded amount,
+            // and holds it until the handshake is done), TLS records out to the socket.
+            loop {
+                if session.wants_write() {
+                    match session.write_tls(&mut self.stream) {
+                        Ok(0) => return Err(Closed::Eof),
+                        Ok(_) => {}
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                        Err(error) => return Err(Closed::Io(error)),
+                    }
+                } else if self.written < self.outbound.len() {
+                    let n = session.writer().write(&self.outbound[self.written..]).map_err(Closed::Io)?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.written += n;
+                } else {
+                    break;
+                }
+            }
+            self.compact();
+            return Ok(());
+        }
         while self.written < self.outbound.len() {
             match self.stream.write(&self.outbound[self.written..]) {
                 Ok(0) => return Err(Closed::Eof),
@@ -175,6 +310,12 @@ impl Connection {
                 Err(error) => return Err(Closed::Io(error)),
             }
         }
+        self.compact();
+        Ok(())
+    }
+
+    /// Drops what was written from the front of the buffer.
+    fn compact(&mut self) {
         if self.written == self.outbound.len() {
             self.outbound.clear();
             self.written = 0;
@@ -182,6 +323,5 @@ impl Connection {
             self.outbound.drain(..self.written);
             self.written = 0;
         }
-        Ok(())
     }
 }

@@ -32,6 +32,7 @@ pub mod session;
 pub mod sessions;
 pub mod status;
 pub mod storage;
+pub mod tls;
 
 pub use members::legacy_id;
 pub use server::{run, NodeOptions, RuntimeError};

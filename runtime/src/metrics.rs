@@ -182,6 +182,9 @@ pub fn refusal_label(violation: &Violation) -> &'static str {
         Violation::Impostor { .. } => "impostor",
         Violation::Misaddressed { .. } => "misaddressed",
         Violation::UnexpectedFrame { .. } => "unexpected_frame",
+        Violation::Plaintext => "plaintext",
+        Violation::Tls(_) => "tls",
+        Violation::CertificateMismatch { .. } => "certificate_mismatch",
     }
 }
 
@@ -189,8 +192,17 @@ pub fn refusal_label(violation: &Violation) -> &'static str {
 pub const REFUSED_LIMIT: &str = "limit";
 
 /// Every `reason` of `connections_refused` (each has its series from the start, at 0).
-const REFUSAL_LABELS: [&str; 6] =
-    [REFUSED_LIMIT, "undecodable", "bad_hello", "impostor", "misaddressed", "unexpected_frame"];
+const REFUSAL_LABELS: [&str; 9] = [
+    REFUSED_LIMIT,
+    "undecodable",
+    "bad_hello",
+    "impostor",
+    "misaddressed",
+    "unexpected_frame",
+    "plaintext",
+    "tls",
+    "certificate_mismatch",
+];
 
 impl Default for Metrics {
     fn default() -> Metrics {

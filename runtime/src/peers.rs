@@ -7,6 +7,7 @@ use crate::codec::Frame;
 use crate::connection::Connection;
 use crate::members::Members;
 use crate::metrics::{Metrics, PeerTraffic};
+use crate::tls::{self, Tls};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use replog_core::{Message, NodeId};
@@ -29,6 +30,8 @@ pub struct Peers {
     next_token: usize,
     last_token: usize,
     metrics: Arc<Metrics>,
+    /// With TLS, every link is a TLS session from these configurations.
+    tls: Option<Arc<Tls>>,
 }
 
 #[derive(Debug)]
@@ -63,8 +66,22 @@ pub struct LinkState<'a> {
 impl Peers {
     /// No links yet; links get tokens from `first_token` up to (not including) `last_token`;
     /// `hello` opens every link; traffic is counted in `metrics`.
-    pub fn new(hello: Frame, first_token: Token, last_token: Token, metrics: Arc<Metrics>) -> Peers {
-        Peers { links: BTreeMap::new(), hello, next_token: first_token.0, last_token: last_token.0, metrics }
+    /// With `tls`, links are TLS.
+    pub fn new(
+        hello: Frame,
+        first_token: Token,
+        last_token: Token,
+        metrics: Arc<Metrics>,
+        tls: Option<Arc<Tls>>,
+    ) -> Peers {
+        Peers {
+            links: BTreeMap::new(),
+            hello,
+            next_token: first_token.0,
+            last_token: last_token.0,
+            metrics,
+            tls,
+        }
     }
 
     /// What new links say first (the node's configuration changed: a bootstrap).
@@ -126,7 +143,13 @@ impl Peers {
                         .register(&mut stream, link.token, Interest::READABLE | Interest::WRITABLE)
                         .is_ok()
                     {
-                        link.connection = Some(Connection::new(stream));
+                        link.connection = Some(match &self.tls {
+                            Some(tls) => Connection::with_tls(
+                                stream,
+                                tls::dial(&tls.configs().client, *address).into(),
+                            ),
+                            None => Connection::new(stream),
+                        });
                         link.ready = false;
                     }
                 }

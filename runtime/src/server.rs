@@ -27,6 +27,7 @@ use crate::status::MemberReport;
 use crate::status::{PeerReport, Replication, StatusReport};
 use crate::storage::{id_text, stored_identity};
 use crate::storage::{Identity, OnCorruption, StorageError, StorageOptions};
+use crate::tls::{Tls, TlsFiles};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use replog_core::{Config, Event, NodeId, RoleKind, Term};
@@ -39,7 +40,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// One logical tick: the core's default timeouts (15-30 ticks, heartbeat 5) become the seed's
 /// 150-300 ms election timeout and a 50 ms heartbeat.
@@ -88,6 +89,9 @@ pub struct NodeOptions {
     /// Serve Prometheus metrics (`/metrics`) and the health check (`/health`) over HTTP here
     /// (`--metrics-addr`).
     pub metrics_address: Option<SocketAddr>,
+    /// Mutual TLS on every connection, peer or client (`--tls-cert/--tls-key/--tls-ca`); the
+    /// files are re-read on SIGHUP.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Why a node stopped or could not start.
@@ -165,6 +169,8 @@ struct Server {
     names: BTreeMap<NodeId, String>,
     /// What the metrics and the health check are published from.
     monitor: Monitor,
+    /// The TLS identity and the flag SIGHUP sets to re-read its files.
+    tls: Option<(Arc<Tls>, Arc<AtomicBool>)>,
     /// The HTTP thread of `--metrics-addr`, if asked for; stopped when dropped.
     _metrics_server: Option<MetricsServer>,
 }
@@ -184,6 +190,23 @@ pub fn run(options: NodeOptions, shutdown: Arc<AtomicBool>) -> Result<(), Runtim
 impl Server {
     fn start(options: NodeOptions) -> Result<Server, RuntimeError> {
         check_peers(options.address, &options.peers).map_err(RuntimeError::Members)?;
+        // TLS first: a bad or expired certificate stops the start before anything is opened.
+        let tls = match options.tls.clone() {
+            Some(files) => {
+                let tls = Tls::load(files).map_err(|e| RuntimeError::Config(e.to_string()))?;
+                let reload = Arc::new(AtomicBool::new(false));
+                signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&reload))
+                    .map_err(|e| RuntimeError::Io("installing the SIGHUP handler", e))?;
+                info!(
+                    "TLS on: {}, key {}, CA {}",
+                    tls.files().cert.display(),
+                    tls.files().key.display(),
+                    tls.files().ca.display()
+                );
+                Some((Arc::new(tls), reload))
+            }
+            None => None,
+        };
         // Who this node is: the id its folder recorded; for a folder of an older version, the
         // id derived from its address it always had; for a fresh folder, a new random one.
         let stored = stored_identity(&mut RealFs::new(), &options.data_dir);
@@ -300,7 +323,8 @@ impl Server {
             bootstrap: driver.storage().bootstrap().cloned(),
             cluster: cluster.clone(),
         };
-        let mut peers = Peers::new(hello, FIRST_PEER, SYNCED, Arc::clone(&metrics));
+        let node_tls = tls.as_ref().map(|(tls, _)| Arc::clone(tls));
+        let mut peers = Peers::new(hello, FIRST_PEER, SYNCED, Arc::clone(&metrics), node_tls.clone());
         for &peer in &options.peers {
             peers.ensure(peer); // bootstrap peers are dialled before their ids are known
         }
@@ -309,7 +333,8 @@ impl Server {
         }
         let mut server = Server {
             peers,
-            clients: Clients::new(listener, FIRST_ACCEPTED, Arc::clone(&metrics)),
+            clients: Clients::new(listener, FIRST_ACCEPTED, Arc::clone(&metrics), node_tls),
+            tls,
             name: options.name,
             bootstrap: options.bootstrap,
             members,
@@ -329,6 +354,21 @@ impl Server {
         };
         server.note_membership();
         Ok(server)
+    }
+
+    /// After a SIGHUP, re-reads the TLS files for new connections; a bad file keeps the old
+    /// configuration and says why.
+    fn reload_tls_if_asked(&mut self) {
+        let Some((tls, reload)) = &self.tls else {
+            return;
+        };
+        if !reload.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        match tls.reload() {
+            Ok(()) => info!("SIGHUP: TLS certificates re-read from {}", tls.files().cert.display()),
+            Err(error) => error!("SIGHUP: keeping the current TLS certificates: {error}"),
+        }
     }
 
     /// Follows the configuration in force: learns members' addresses, dials them, logs changes.
@@ -513,6 +553,7 @@ impl Server {
                     return Err(RuntimeError::Io("polling", error));
                 }
             }
+            self.reload_tls_if_asked();
             let busy = events.iter().count() > QUIET_ROUND_EVENTS_MAX;
             for event in events.iter() {
                 match event.token() {

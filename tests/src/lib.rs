@@ -30,6 +30,19 @@ pub fn replog_binary() -> &'static Path {
         let target = profile_dir.parent().expect("target dir");
         let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
         build.args(["build", "--quiet", "-p", "replog", "--bin", "replog"]).env("CARGO_TARGET_DIR", target);
+        // The variables cargo sets for this test (its package's name, folder...) would make
+        // build scripts that watch them (ring's) run again, and everything after them rebuild,
+        // here and in each later outer `cargo` command.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if ["CARGO_PKG_", "CARGO_MANIFEST_", "CARGO_CRATE_", "CARGO_BIN_", "CARGO_PRIMARY_"]
+                .iter()
+                .any(|prefix| name.starts_with(prefix))
+                || name == "CARGO_TARGET_TMPDIR"
+            {
+                build.env_remove(name.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|name| name == "release") {
             build.arg("--release");
         }
