@@ -427,7 +427,17 @@ impl Session {
                 self.since_known = false;
                 None
             }
-            SessionRefusal::ConditionFailed { last_id } => Some(ClientError::ConditionFailed { last_id }),
+            // Definite only if no earlier attempt is about: one still on its way (a paused node
+            // reads it later) could be admitted once the log's end is `expect_last` again.
+            SessionRefusal::ConditionFailed { last_id } if !maybe_appended => {
+                Some(ClientError::ConditionFailed { last_id })
+            }
+            SessionRefusal::ConditionFailed { last_id } => Some(ClientError::OutcomeUnknown(Uncertain::Reported(
+                format!(
+                    "condition failed now (the last command ID is {last_id}), but an earlier attempt may still \
+                     be delivered and appended"
+                ),
+            ))),
             SessionRefusal::UnknownSession if self.resumed => {
                 Some(ClientError::OutcomeUnknown(Uncertain::Reported(format!(
                     "session {:016x} is unknown to the cluster (expired, or never started: a session starts at sequence \
