@@ -574,14 +574,21 @@ impl<F: FileSystem> Driver<F> {
             return Ok(());
         }
         let base = self.node.snapshot_meta().index;
+        let due = |held: u64, keep: Option<u64>| {
+            keep.is_none_or(|keep| held >= keep.saturating_add((keep / 4).max(1)))
+        };
+        // The applied index bounds what may be trimmed: most rounds stop here, before the walk
+        // over the actions waiting for a sync that `trimmable_through` takes.
+        if !self.has_bug(DriverBug::SnapshotUncommitted)
+            && !due(self.applied.0.saturating_sub(base.0), self.retention.entries)
+        {
+            return Ok(());
+        }
         let mut applied = self.trimmable_through();
         if self.has_bug(DriverBug::SnapshotUncommitted) {
             applied = self.node.last_index();
         }
         let count = applied.0.saturating_sub(base.0);
-        let due = |held: u64, keep: Option<u64>| {
-            keep.is_none_or(|keep| held >= keep.saturating_add((keep / 4).max(1)))
-        };
         if count == 0 || !due(count, self.retention.entries) || !due(self.held_bytes, self.retention.bytes) {
             return Ok(());
         }
