@@ -288,8 +288,12 @@ fn main() {
     };
     init_logging(node_name);
     // Every connection this process opens as a client (commands, a joining node's requests)
-    // uses the TLS files if given; a node also serves and dials its peers with them.
+    // uses the TLS files if given; a node also serves and dials its peers with them. The
+    // offline tools open none: an exported certificate that expired must not turn their
+    // verdict (exit 1 means damage there) into a TLS error.
+    let offline = matches!(cli.command, Command::Dump { .. } | Command::Verify { .. });
     let tls = match cli.tls.files().and_then(|files| match files {
+        Some(_) if offline => Ok(None),
         Some(files) => {
             let tls = Tls::load(files.clone()).map_err(|e| e.to_string())?;
             tls::set_client_config(Arc::clone(&tls.configs().client));

@@ -345,20 +345,24 @@ impl Node {
         }
         // §4.2.3: a vote request from a node that is no voter of our configuration (a removed
         // server, a learner, a stranger) is ignored, so it cannot disrupt the cluster, unless
-        // its log is ahead of ours: then it may hold a configuration we have not received yet
-        // that makes it a voter (a promoted learner, or we are a new server that knows none),
-        // and §4.1 says such a vote may be needed to keep the cluster available. (A removed
-        // follower lacks the entry that removed it, which every member that knows of the removal
-        // holds; a removed leader holds it, but so does every member that knows of it, so its
-        // log is no longer strictly ahead; a log equal to ours holds our configuration.) A
-        // stranger whose log is ahead gets through: the runtime keeps other clusters' nodes out
-        // (a cluster id in the peer protocol is future work). Every other request is
-        // processed whatever our configuration says (§4.1: a new server learns its
-        // configuration from the leader's log).
+        // its log is at least as up to date as ours. A log ahead of ours may hold a
+        // configuration we have not received yet that makes it a voter (a promoted learner, or
+        // we are a new server that knows none), and §4.1 says such a vote may be needed to keep
+        // the cluster available. A log equal to ours is a leader that appended its own removal
+        // and lost office before it committed: it may still be needed (§4.2.2, Figure 4.6), and
+        // ignoring it leaves our term behind the one it spends at the members that lack the
+        // removal, so our own campaigns ask in terms whose votes it took already (simulator seed
+        // 360 at 08f8377: no leader for 180 ticks after a heal). A removed follower lacks the
+        // entry that removed it, which every member that knows of the removal holds, so its log
+        // is behind and it stays ignored; a removed leader stops campaigning once it knows the
+        // removal committed (`may_campaign`). A stranger whose log is not behind gets through:
+        // the runtime keeps other clusters' nodes out (a cluster id in the peer protocol is
+        // future work). Every other request is processed whatever our configuration says (§4.1:
+        // a new server learns its configuration from the leader's log).
         if let Body::VoteRequest { last_log_index, last_log_term, .. } = message.body {
-            let ahead =
-                (last_log_term, last_log_index) > (self.shared.log.last_term(), self.shared.log.last_index());
-            if !self.shared.configs.latest().is_voter(message.from) && !ahead {
+            let behind =
+                (last_log_term, last_log_index) < (self.shared.log.last_term(), self.shared.log.last_index());
+            if !self.shared.configs.latest().is_voter(message.from) && behind {
                 self.shared.marks.votes_from_non_voters += 1;
                 return;
             }

@@ -519,7 +519,7 @@ impl Link {
             connect().map_err(|error| ClientError::Io { doing: "cannot connect to", address, error })?;
         let stream = match tls::client_config() {
             Some(config) => {
-                Stream::Tls(Box::new(rustls::StreamOwned::new(tls::dial(config, address), stream)))
+                Stream::Tls(Box::new(rustls::StreamOwned::new(tls::dial(&config, address), stream)))
             }
             None => Stream::Plain(stream),
         };
@@ -653,7 +653,7 @@ impl Pipelined {
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
             .map_err(|error| ClientError::Io { doing: "registering the connection to", address, error })?;
         let connection = match tls::client_config() {
-            Some(config) => connection::Connection::with_tls(stream, tls::dial(config, address).into()),
+            Some(config) => connection::Connection::with_tls(stream, tls::dial(&config, address).into()),
             None => connection::Connection::new(stream),
         };
         Ok(Pipelined { address, connection, next_request: 1 })

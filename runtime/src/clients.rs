@@ -4,7 +4,7 @@
 //! replies, query pages and status answers.
 
 use crate::codec::{request_extra_bytes, AppendResult, Frame, MemberRequest, QueriedEntry};
-use crate::connection::{Caller, Closed, Connection, Violation};
+use crate::connection::{Caller, Closed, Connection, TakenIdentity, Violation};
 use crate::driver::{Admission, Driver, SessionAppend};
 use crate::fs::RealFs;
 use crate::limits::{COMMAND_BYTES_MAX, QUERY_ENTRIES_MAX, QUERY_PAGE_BYTES_MAX};
@@ -24,11 +24,15 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
 const CONNECTIONS_MAX: usize = 4096;
+/// How long a connection may stay without a first frame (with TLS: a finished handshake and a
+/// first frame) before it is closed: silent connections would otherwise hold the
+/// `CONNECTIONS_MAX` slots for good and lock out clients and peers.
+pub const IDENTIFY_WITHIN: Duration = Duration::from_secs(10);
 
 /// What a connection's frames ask of the loop, in the order they arrived.
 #[derive(Debug)]
@@ -81,6 +85,9 @@ pub enum Inbound {
 struct Accepted {
     connection: Connection,
     caller: Caller,
+    /// When it was accepted: a caller that has not said who it is by `IDENTIFY_WITHIN` is
+    /// closed.
+    opened: Instant,
     /// A peer's traffic counters, once it said hello.
     traffic: Option<PeerTraffic>,
 }
@@ -142,12 +149,13 @@ pub struct Clients {
     metrics: Arc<Metrics>,
     /// With TLS, every accepted connection is a TLS session from these configurations.
     tls: Option<Arc<Tls>>,
+    /// When `close_silent` looks next.
+    next_silent_check: Instant,
 }
 
 impl Clients {
     /// Serves connections accepted on `listener` (already registered by the loop), giving
     /// them tokens from `first_token` on; appends, refusals and peer traffic are counted in
-    /// `metrics`.
     /// `metrics`. With `tls`, every connection must be TLS with a certificate from its CA.
     pub fn new(
         listener: TcpListener,
@@ -168,6 +176,7 @@ impl Clients {
             next_request: 1,
             metrics,
             tls,
+            next_silent_check: Instant::now(),
         }
     }
 
@@ -189,7 +198,12 @@ impl Clients {
                             Some(tls) => Connection::with_tls(stream, tls::accept(&tls.configs())),
                             None => Connection::new(stream),
                         };
-                        let accepted = Accepted { connection, caller: Caller::Unknown, traffic: None };
+                        let accepted = Accepted {
+                            connection,
+                            caller: Caller::Unknown,
+                            opened: Instant::now(),
+                            traffic: None,
+                        };
                         self.accepted.insert(token, accepted);
                     }
                 }
@@ -470,6 +484,26 @@ impl Clients {
         self.accepted.values().any(|accepted| accepted.caller == Caller::Peer(id))
     }
 
+    /// Closes the connections that have not said who they are within `IDENTIFY_WITHIN`; looks
+    /// at most once a second.
+    pub fn close_silent(&mut self, registry: &Registry, now: Instant) {
+        if now < self.next_silent_check {
+            return;
+        }
+        self.next_silent_check = now + Duration::from_secs(1);
+        let silent: Vec<Token> = self
+            .accepted
+            .iter()
+            .filter(|(_, accepted)| {
+                accepted.caller == Caller::Unknown && now.duration_since(accepted.opened) >= IDENTIFY_WITHIN
+            })
+            .map(|(&token, _)| token)
+            .collect();
+        for token in silent {
+            self.close(token, registry, &Closed::Protocol(Violation::Silent { within: IDENTIFY_WITHIN }));
+        }
+    }
+
     /// Writes what every connection has queued, as far as the sockets take it.
     pub fn flush(&mut self, registry: &Registry) {
         let mut failed = Vec::new();
@@ -524,9 +558,20 @@ impl Clients {
                     && !accepted
                         .connection
                         .peer_certificate()
-                        .is_some_and(|certificate| tls::certificate_names(certificate, address, &name))
+                        .is_some_and(|certificate| tls::certificate_names(certificate, address))
                 {
                     return Err(Violation::CertificateMismatch { name, address });
+                }
+                // A known node's id from another address: an impostor taking over a member's
+                // identity (its Raft messages would count as that member's), never a member that
+                // moved (a member's address changes only through the configuration).
+                if let Some(known) = members.address_of(id).filter(|&known| known != address) {
+                    return Err(Violation::IdentityTaken(Box::new(TakenIdentity {
+                        name,
+                        id,
+                        address,
+                        known,
+                    })));
                 }
                 // Any node may call: a new one being added, or one this node's configuration
                 // does not list yet. The core decides what its messages count for (§4.1).

@@ -89,6 +89,9 @@ pub enum Violation {
         /// The address it claimed.
         address: SocketAddr,
     },
+    /// A hello that claims the id of a node known at another address (boxed: it is rare, and
+    /// would make every `Closed` larger).
+    IdentityTaken(Box<TakenIdentity>),
     /// A Raft message whose sender or receiver is not the link's.
     Misaddressed {
         /// The message's sender.
@@ -110,6 +113,12 @@ pub enum Violation {
         /// The address it claimed.
         address: SocketAddr,
     },
+    /// Nothing said who the caller is within the time allowed (no first frame; with TLS, maybe
+    /// no finished handshake either).
+    Silent {
+        /// The time allowed.
+        within: std::time::Duration,
+    },
     /// A frame this caller may not send (a client request on a peer link, a second hello...).
     UnexpectedFrame {
         /// The frame's name (`append`, `hello`, ...).
@@ -117,6 +126,19 @@ pub enum Violation {
         /// Who sent it.
         caller: Caller,
     },
+}
+
+/// What a hello claiming another node's id said, and where that node is known to be.
+#[derive(Debug)]
+pub struct TakenIdentity {
+    /// The name the caller gave.
+    pub name: String,
+    /// The id it claimed.
+    pub id: NodeId,
+    /// The address it claimed.
+    pub address: SocketAddr,
+    /// Where that id is known to be.
+    pub known: SocketAddr,
 }
 
 impl fmt::Display for Violation {
@@ -132,8 +154,19 @@ impl fmt::Display for Violation {
             Violation::CertificateMismatch { name, address } => {
                 write!(f, "hello from {name} at {address}: its certificate does not name that address")
             }
+            Violation::IdentityTaken(taken) => write!(
+                f,
+                "hello from {} at {} claims the id {} of the node at {}",
+                taken.name,
+                taken.address,
+                crate::storage::id_text(taken.id),
+                taken.known
+            ),
             Violation::Misaddressed { from, to, link } => {
                 write!(f, "message from {from} to {to} on the link of {link}")
+            }
+            Violation::Silent { within } => {
+                write!(f, "no first frame within {} s", within.as_secs())
             }
             Violation::UnexpectedFrame { frame, caller } => {
                 write!(f, "unexpected {frame} frame on a {caller:?} connection")
@@ -164,6 +197,16 @@ impl Connection {
     /// Whether the connection is TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.transport, Transport::Tls { .. })
+    }
+
+    /// Whether the connection can carry frames end to end: always for plain TCP; for TLS once
+    /// the handshake is over (on a client, the server may still refuse its certificate then:
+    /// that arrives as an alert and closes the connection).
+    pub fn is_established(&self) -> bool {
+        match &self.transport {
+            Transport::Tls { session, .. } => !session.is_handshaking(),
+            Transport::Plain => true,
+        }
     }
 
     /// The other side's certificate, once a TLS handshake has shown it.

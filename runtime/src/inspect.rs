@@ -371,7 +371,8 @@ fn read_partial_file(
     };
     match decode_partial_header(&header) {
         Ok((header, start)) => {
-            let received = length - start as u64;
+            // The file may shrink or grow under a running node between the two reads.
+            let received = length.saturating_sub(start as u64);
             if received > header.total {
                 let why = format!("{received} bytes of a snapshot of {}: a node ignores it", header.total);
                 warn(findings, why);

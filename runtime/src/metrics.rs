@@ -179,12 +179,13 @@ pub fn refusal_label(violation: &Violation) -> &'static str {
     match violation {
         Violation::Undecodable(_) => "undecodable",
         Violation::BadHelloAddress(_) => "bad_hello",
-        Violation::Impostor { .. } => "impostor",
+        Violation::Impostor { .. } | Violation::IdentityTaken(_) => "impostor",
         Violation::Misaddressed { .. } => "misaddressed",
         Violation::UnexpectedFrame { .. } => "unexpected_frame",
         Violation::Plaintext => "plaintext",
         Violation::Tls(_) => "tls",
         Violation::CertificateMismatch { .. } => "certificate_mismatch",
+        Violation::Silent { .. } => "silent",
     }
 }
 
@@ -192,7 +193,7 @@ pub fn refusal_label(violation: &Violation) -> &'static str {
 pub const REFUSED_LIMIT: &str = "limit";
 
 /// Every `reason` of `connections_refused` (each has its series from the start, at 0).
-const REFUSAL_LABELS: [&str; 9] = [
+const REFUSAL_LABELS: [&str; 10] = [
     REFUSED_LIMIT,
     "undecodable",
     "bad_hello",
@@ -202,6 +203,7 @@ const REFUSAL_LABELS: [&str; 9] = [
     "plaintext",
     "tls",
     "certificate_mismatch",
+    "silent",
 ];
 
 impl Default for Metrics {

@@ -15,10 +15,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 const RECONNECT_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// A link that was lost after carrying messages this long is reconnected at once; one that
+/// failed sooner (a refused TLS handshake or certificate, a peer that closes every connection)
+/// keeps backing off, so a peer that refuses us is not redialled 50 times a second.
+const STABLE_AFTER: Duration = Duration::from_secs(2);
 
 /// Every peer's outbound link, by address (a node's id is learned from its hello, or from a
 /// configuration; bootstrap peers are dialled before their ids are known).
@@ -40,8 +44,13 @@ struct Link {
     name: Option<String>,
     token: Token,
     connection: Option<Connection>,
-    /// The connection finished connecting and sent its hello.
+    /// The connection finished connecting and queued its hello.
     ready: bool,
+    /// When the connection could first carry messages (with TLS: the handshake is over).
+    /// Messages are queued only from then on.
+    established_at: Option<Instant>,
+    /// Why the last attempt failed, logged once until the reason changes or a link holds.
+    last_failure: Option<String>,
     next_attempt: Instant,
     backoff: Duration,
     /// Messages dropped because the link was down or its queue full (Raft retransmits).
@@ -57,7 +66,7 @@ pub struct LinkState<'a> {
     pub address: SocketAddr,
     /// The name it gave in its hello, once it has called.
     pub name: Option<&'a str>,
-    /// Connected, hello sent.
+    /// Connected (with TLS: the handshake is over), hello queued.
     pub connected: bool,
     /// Messages dropped so far.
     pub messages_dropped: u64,
@@ -101,6 +110,8 @@ impl Peers {
             token,
             connection: None,
             ready: false,
+            established_at: None,
+            last_failure: None,
             next_attempt: Instant::now(),
             backoff: RECONNECT_MIN,
             dropped: 0,
@@ -119,7 +130,7 @@ impl Peers {
         let Some(link) = self.links.get_mut(&address) else {
             return;
         };
-        match (&mut link.connection, link.ready) {
+        match (&mut link.connection, link.established_at.is_some()) {
             (Some(connection), true) => match connection.queue_sized(&Frame::Raft(message)) {
                 Some(bytes) => link.traffic.sent(bytes),
                 None => link.dropped += 1, // over the queue limit
@@ -159,7 +170,7 @@ impl Peers {
     }
 
     /// Handles readiness on a link's token: the connect completing (then the hello goes
-    /// out), queued messages draining, or the close.
+    /// out), the TLS handshake going on, queued messages draining, or the close.
     pub fn on_event(&mut self, token: Token, registry: &Registry) {
         let Some((&id, link)) = self.links.iter_mut().find(|(_, link)| link.token == token) else {
             return;
@@ -171,9 +182,7 @@ impl Peers {
             match connection.stream.take_error() {
                 Ok(None) if connection.stream.peer_addr().is_ok() => {
                     link.ready = true;
-                    link.backoff = RECONNECT_MIN;
                     connection.queue(&self.hello);
-                    info!("connected to peer {id}");
                 }
                 Ok(None) => return, // still connecting
                 _ => {
@@ -182,10 +191,19 @@ impl Peers {
                 }
             }
         }
-        // Anything readable here is the close.
+        // Anything readable here is the TLS handshake or the close.
         let result = connection.read().and_then(|_| connection.flush());
         if let Err(closed) = result {
             self.drop_link(id, registry, &closed.to_string());
+            return;
+        }
+        if link.established_at.is_none() && connection.is_established() {
+            link.established_at = Some(Instant::now());
+            if link.last_failure.is_none() {
+                info!("connected to peer {id}");
+            } else {
+                debug!("connected to peer {id}");
+            }
         }
     }
 
@@ -222,9 +240,9 @@ impl Peers {
         self.links.get(&address).and_then(|link| link.name.clone()).unwrap_or_else(|| address.to_string())
     }
 
-    /// Whether the link to `address` is connected.
+    /// Whether the link to `address` is connected (with TLS: the handshake is over).
     pub fn is_connected(&self, address: SocketAddr) -> bool {
-        self.links.get(&address).is_some_and(|link| link.ready)
+        self.links.get(&address).is_some_and(|link| link.established_at.is_some())
     }
 
     /// Every link's state, in address order.
@@ -232,7 +250,7 @@ impl Peers {
         self.links.iter().map(|(&address, link)| LinkState {
             address,
             name: link.name.as_deref(),
-            connected: link.ready,
+            connected: link.established_at.is_some(),
             messages_dropped: link.dropped,
         })
     }
@@ -241,9 +259,21 @@ impl Peers {
         let link = self.links.get_mut(&id).expect("known peer");
         if let Some(mut connection) = link.connection.take() {
             let _ = registry.deregister(&mut connection.stream);
-            if link.ready {
-                info!("lost connection to peer {id}: {why}");
-            }
+        }
+        let held = link.established_at.take().is_some_and(|at| at.elapsed() >= STABLE_AFTER);
+        if held {
+            // A working link was lost: dial again at once, and say so.
+            link.backoff = RECONNECT_MIN;
+            link.last_failure = None;
+            info!("lost connection to peer {id}: {why}");
+        } else if !link.ready {
+            // Nothing listens there (yet): the peer is down or starting, as at any cluster start.
+            debug!("connecting to peer {id}: {why}");
+        } else if link.last_failure.as_deref() != Some(why) {
+            warn!("cannot link to peer {id}: {why} (retrying, at most every {RECONNECT_MAX:?})");
+            link.last_failure = Some(why.to_string());
+        } else {
+            debug!("cannot link to peer {id}: {why}");
         }
         link.ready = false;
     }

@@ -366,7 +366,11 @@ impl Server {
             return;
         }
         match tls.reload() {
-            Ok(()) => info!("SIGHUP: TLS certificates re-read from {}", tls.files().cert.display()),
+            Ok(()) => {
+                // This process's own client connections (a joining node's requests) too.
+                crate::tls::set_client_config(std::sync::Arc::clone(&tls.configs().client));
+                info!("SIGHUP: TLS certificates re-read from {}", tls.files().cert.display())
+            }
             Err(error) => error!("SIGHUP: keeping the current TLS certificates: {error}"),
         }
     }
@@ -578,6 +582,7 @@ impl Server {
                     self.step(Event::Tick)?;
                 }
                 self.peers.reconnect(self.poll.registry());
+                self.clients.close_silent(self.poll.registry(), Instant::now());
                 self.monitor.publish(&observed(&self.driver, &self.members), Instant::now());
             }
             if let Some(proposal) = self.clients.take_proposal(&self.driver) {

@@ -15,7 +15,7 @@ use rustls::RootCertStore;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, RwLock};
 use x509_parser::extensions::GeneralName;
 
 /// The three files of a TLS identity.
@@ -94,23 +94,25 @@ pub fn dial(config: &Arc<ClientConfig>, address: SocketAddr) -> rustls::ClientCo
     rustls::ClientConnection::new(Arc::clone(config), name).expect("client config is TLS 1.3")
 }
 
-/// The configuration the command-line clients (`Link`, `Pipelined`) use, set once at start;
-/// none means plain TCP.
-static CLIENT_CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();
+/// The configuration this process's client connections (`Link`, `Pipelined`: the commands, a
+/// joining node's requests) use; none means plain TCP. A node replaces it when SIGHUP re-reads
+/// its files.
+static CLIENT_CONFIG: RwLock<Option<Arc<ClientConfig>>> = RwLock::new(None);
 
-/// Makes every later client connection of this process TLS with `config`. Only the first call
-/// counts.
+/// Makes every later client connection of this process TLS with `config`.
 pub fn set_client_config(config: Arc<ClientConfig>) {
-    let _ = CLIENT_CONFIG.set(config);
+    *CLIENT_CONFIG.write().expect("client config lock") = Some(config);
 }
 
 /// The process-wide client configuration, if any.
-pub fn client_config() -> Option<&'static Arc<ClientConfig>> {
-    CLIENT_CONFIG.get()
+pub fn client_config() -> Option<Arc<ClientConfig>> {
+    CLIENT_CONFIG.read().expect("client config lock").clone()
 }
 
-/// Whether `certificate` names `address` (an IP SAN equal to its IP) or `name` (a DNS SAN).
-pub fn certificate_names(certificate: &CertificateDer<'_>, address: SocketAddr, name: &str) -> bool {
+/// Whether `certificate` names `address`: an IP SAN equal to its IP. A DNS SAN proves nothing
+/// here: a node's address is an IP, and a node name is the caller's own claim, bound to no
+/// member by the configuration, so a certificate naming any DNS name could claim any address.
+pub fn certificate_names(certificate: &CertificateDer<'_>, address: SocketAddr) -> bool {
     let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certificate.as_ref()) else {
         return false;
     };
@@ -123,7 +125,6 @@ pub fn certificate_names(certificate: &CertificateDer<'_>, address: SocketAddr, 
             std::net::IpAddr::V4(v4) => *bytes == v4.octets(),
             std::net::IpAddr::V6(v6) => *bytes == v6.octets(),
         },
-        GeneralName::DNSName(dns) => !name.is_empty() && dns.eq_ignore_ascii_case(name),
         _ => false,
     })
 }
@@ -136,7 +137,7 @@ fn configs(files: &TlsFiles) -> Result<TlsConfigs, TlsError> {
     let certs = read_certificates(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key)
         .map_err(|e| TlsError(format!("reading the key {}: {e}", files.key.display())))?;
-    let cas = read_certificates(&files.ca)?;
+    let cas = read_authorities(&files.ca)?;
     let mut roots = RootCertStore::empty();
     for ca in cas {
         roots.add(ca).map_err(|e| TlsError(format!("the CA {}: {e}", files.ca.display())))?;
@@ -179,6 +180,33 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
     Ok(certs)
 }
 
+/// The CA file's certificates that are valid now. An expired one among valid ones is left out
+/// with a warning (a bundle holding the old and the new CA during a rotation); a file with none
+/// valid is refused, naming the first one's dates.
+fn read_authorities(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| TlsError(format!("reading the certificates {}: {e}", path.display())))?;
+    let mut valid = Vec::new();
+    let mut refused = Vec::new();
+    for cert in certs {
+        match check_validity(path, &cert) {
+            Ok(()) => valid.push(cert),
+            Err(error) => refused.push(error),
+        }
+    }
+    if valid.is_empty() {
+        return Err(refused
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| TlsError(format!("{} holds no certificate", path.display()))));
+    }
+    for error in refused {
+        tracing::warn!("leaving out a CA certificate: {error}");
+    }
+    Ok(valid)
+}
+
 /// Refuses a certificate that is expired or not valid yet, naming the file and its dates.
 fn check_validity(path: &Path, cert: &CertificateDer<'_>) -> Result<(), TlsError> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref())
@@ -215,14 +243,38 @@ mod tests {
     }
 
     #[test]
-    fn a_certificate_names_its_ip_sans_and_its_dns_names_as_node_names() {
-        let certificate = certificate(&["127.0.0.1", "::1", "node1"], false);
+    fn a_certificate_names_its_ip_sans_only() {
+        let certificate = certificate(&["127.0.0.1", "::1", "node1", "10.0.0.1.invalid"], false);
         let address = |text: &str| text.parse::<SocketAddr>().expect("address");
-        assert!(certificate_names(&certificate, address("127.0.0.1:8080"), ""));
-        assert!(certificate_names(&certificate, address("[::1]:8080"), ""));
-        assert!(!certificate_names(&certificate, address("127.0.0.2:8080"), ""));
-        assert!(certificate_names(&certificate, address("10.0.0.1:8080"), "NODE1"));
-        assert!(!certificate_names(&certificate, address("10.0.0.1:8080"), "node2"));
+        assert!(certificate_names(&certificate, address("127.0.0.1:8080")));
+        assert!(certificate_names(&certificate, address("[::1]:8080")));
+        assert!(!certificate_names(&certificate, address("127.0.0.2:8080")));
+        // A DNS SAN (a node name) names no address: the caller chooses the name it gives.
+        assert!(!certificate_names(&certificate, address("10.0.0.1:8080")));
+    }
+
+    #[test]
+    fn an_expired_ca_among_valid_ones_is_left_out_and_alone_is_refused() {
+        let pem = |expired: bool| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            if expired {
+                params.not_before = rcgen::date_time_ymd(2001, 2, 3);
+                params.not_after = rcgen::date_time_ymd(2002, 3, 4);
+            }
+            params.self_signed(&key).expect("CA").pem()
+        };
+        let dir = std::env::temp_dir().join(format!("replog-tls-cas-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let bundle = dir.join("bundle.pem");
+        std::fs::write(&bundle, format!("{}{}", pem(true), pem(false))).expect("write");
+        assert_eq!(read_authorities(&bundle).expect("one valid CA").len(), 1);
+        let old = dir.join("old.pem");
+        std::fs::write(&old, pem(true)).expect("write");
+        let error = read_authorities(&old).expect_err("only an expired CA").to_string();
+        assert!(error.contains("old.pem") && error.contains("expired") && error.contains("2002"), "{error}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -252,6 +252,72 @@ fn a_peer_hello_claiming_an_address_its_certificate_does_not_name_is_refused() {
     assert_serves(&cluster, "after-impostor");
 }
 
+/// A certificate proves an address only by an IP SAN: a DNS SAN equal to the name a hello
+/// gives proves nothing (the caller picks the name). And a hello may not take the id of a node
+/// known at another address, even with a certificate that names the address it claims.
+#[test]
+fn a_hello_naming_itself_by_a_dns_san_or_taking_a_members_id_is_refused() {
+    let _serial = replog_tests::serial();
+    let cluster = tls_cluster("tls-identity", 3);
+    let report = replog_runtime::client::status(&cluster.address(1), Duration::from_secs(5)).expect("status");
+    let id = NodeId(u64::from_str_radix(&report.id, 16).expect("a hex id"));
+
+    let named = pki().issue("dns-only", &["mallory"], false);
+    let mut stream = connect_as(cluster.nodes[0].address, &named, &pki().ca_path);
+    let hello = Frame::Hello {
+        address: "10.1.2.3:9999".into(),
+        name: "mallory".into(),
+        id: NodeId(0xbad2),
+        bootstrap: None,
+        cluster: Vec::new(),
+    };
+    send_expecting_close(&mut stream, &hello);
+    wait_logged(
+        &cluster,
+        0,
+        "hello from mallory at 10.1.2.3:9999: its certificate does not name that address",
+    );
+
+    let node = Issued { cert: pki().dir.join("node.pem"), key: pki().dir.join("node.key") };
+    let mut stream = connect_as(cluster.nodes[0].address, &node, &pki().ca_path);
+    let hello = Frame::Hello {
+        address: "127.0.0.1:1".into(),
+        name: "node2".into(),
+        id,
+        bootstrap: None,
+        cluster: Vec::new(),
+    };
+    send_expecting_close(&mut stream, &hello);
+    wait_logged(&cluster, 0, &format!("claims the id {} of the node at {}", report.id, cluster.address(1)));
+    let log = cluster.log_text(0);
+    assert!(!log.contains("peer mallory") && !log.contains("127.0.0.1:1, id"), "{log}");
+    assert_serves(&cluster, "after-identity");
+}
+
+/// Connections that never say who they are (nothing sent, or a TLS handshake begun and left)
+/// are closed after 10 s, so they cannot hold the node's connection slots for good.
+#[test]
+fn silent_connections_and_unfinished_handshakes_are_closed() {
+    let _serial = replog_tests::serial();
+    let cluster = tls_cluster("tls-silent", 1);
+    let address = cluster.nodes[0].address;
+    let silent = TcpStream::connect(address).expect("connect");
+    let mut started = TcpStream::connect(address).expect("connect");
+    // A handshake record's header promising 512 bytes, and nothing more.
+    started.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).expect("write");
+    let begun = Instant::now();
+    for mut stream in [silent, started] {
+        stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+        let mut buffer = [0u8; 64];
+        let closed = matches!(stream.read(&mut buffer), Ok(0) | Err(_));
+        assert!(closed && begun.elapsed() < Duration::from_secs(19), "the node kept a silent connection");
+    }
+    assert!(begun.elapsed() >= Duration::from_secs(9), "closed before the time allowed");
+    let log = cluster.log_text(0);
+    assert_eq!(log.matches("no first frame within 10 s").count(), 2, "{log}");
+    assert_serves(&cluster, "after-silence");
+}
+
 #[test]
 fn a_plain_text_client_is_refused() {
     let _serial = replog_tests::serial();
@@ -376,8 +442,16 @@ fn a_peer_node_with_a_certificate_from_another_ca_is_refused() {
         .spawn()
         .expect("spawning the rogue node");
     wait_logged(&cluster, 0, "TLS: ");
+    // The rogue keeps dialling, backing off to once a second: a refused handshake is no
+    // working link (it used to reset the backoff to 20 ms: about 50 refusals a second).
+    sleep(Duration::from_secs(3));
+    let refusals = cluster.log_text(0).matches("TLS: ").count();
     let _ = child.kill();
     let _ = child.wait();
+    assert!(refusals <= 12, "{refusals} refusals in about 3 s: the rogue does not back off");
+    let rogue_log = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(rogue_log.contains("cannot link to peer"), "the rogue does not say why:\n{rogue_log}");
+    assert!(!rogue_log.contains("connected to peer"), "a refused handshake counted as a link:\n{rogue_log}");
     assert!(
         !cluster.log_text(0).contains("peer rogue"),
         "the rogue was taken as a peer:\n{}",
