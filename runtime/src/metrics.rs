@@ -1,7 +1,7 @@
 //! Metrics and health. The event loop owns the truth: at cheap points (every tick, and at the
 //! events themselves) it publishes into the handles of a prometheus-client registry (atomics;
 //! histograms and labelled families take the crate's own short lock) and into the health
-//! facts. The HTTP thread (`--metrics-addr`) only encodes the registry (`GET /metrics`, the
+//! facts. The HTTP server (`--metrics-addr`) only encodes the registry (`GET /metrics`, the
 //! Prometheus text format 0.0.4) and judges the facts by its own clock (`GET /health`), so a
 //! scrape never waits for the event loop, and a wedged event loop shows as unhealthy rather
 //! than as numbers that stopped moving.
@@ -11,6 +11,11 @@
 //! timeout (on the leader, a majority of voters, itself included, heard from within it; on a
 //! follower, its leader heard from within it), and a commit index that moves or has nothing to
 //! do (no entry waits longer than [`COMMIT_STALL_MAX`] without the commit index moving).
+//!
+//! The HTTP server is a small one of our own on `httparse`: a fixed pool of threads, a bounded
+//! queue and one deadline per connection ([`MetricsServer`]). tiny_http, used before, spawned a
+//! thread per connection without limit and had no timeouts: one client that never read its
+//! answers blocked the thread answering everyone, and idle sockets grew the node's threads.
 
 use crate::connection::Violation;
 use crate::members::Members;
@@ -24,13 +29,14 @@ use prometheus_client::registry::{Registry, Unit};
 use replog_core::{LogIndex, Node, NodeId, RejectReason, Term};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Entries waiting this long with the commit index not moving make a node unhealthy: a leader
 /// that still heartbeats but whose quorum cannot store (a full or hung disk) commits nothing.
@@ -58,7 +64,7 @@ struct ReasonLabels {
 }
 
 /// Every series a node exports, and the health facts. Shared (`Arc`) between the event loop,
-/// which publishes, the fsync thread (its latency), and the HTTP thread, which reads.
+/// which publishes, the fsync thread (its latency), and the HTTP workers, which read.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -721,11 +727,31 @@ fn gauge_value(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// The HTTP thread of `--metrics-addr`: `GET /metrics` and `GET /health`. Stopped when dropped.
+/// Threads answering requests, one connection each at a time.
+const HTTP_WORKERS: usize = 4;
+/// Accepted connections waiting for a worker; when it is full the acceptor closes a new
+/// connection at once.
+const HTTP_QUEUE: usize = 32;
+/// One connection's whole exchange (waiting in the queue, reading the request, writing the
+/// answer), counted from its accept: a client that never finishes its request or never reads
+/// the answer holds a worker no longer than this.
+const HTTP_DEADLINE: Duration = Duration::from_secs(2);
+/// The request line and headers at most; a larger request is answered 431.
+const HTTP_HEAD_MAX: usize = 8 * 1024;
+/// Headers in a request at most; more are answered 431.
+const HTTP_HEADERS_MAX: usize = 32;
+/// The longest a worker blocks on a socket before it looks at the stop flag again.
+const HTTP_STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// The HTTP server of `--metrics-addr`: `GET /metrics` and `GET /health`, one request per
+/// connection. An acceptor thread hands connections to [`HTTP_WORKERS`] workers through a
+/// queue of [`HTTP_QUEUE`]; each connection lives at most [`HTTP_DEADLINE`]. Stopped (its
+/// threads joined) when dropped.
 pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
     address: SocketAddr,
-    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<JoinHandle<()>>,
+    workers: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for MetricsServer {
@@ -734,20 +760,33 @@ impl fmt::Debug for MetricsServer {
     }
 }
 
+/// An accepted connection and its deadline.
+type Accepted = (TcpStream, SocketAddr, Instant);
+
 impl MetricsServer {
-    /// Listens on `address` (an error if it cannot) and serves from a thread of its own.
+    /// Listens on `address` (an error if it cannot) and serves from threads of its own.
     pub fn start(address: SocketAddr, metrics: Arc<Metrics>) -> io::Result<MetricsServer> {
-        let server = tiny_http::Server::http(address).map_err(io::Error::other)?;
-        let address = server.server_addr().to_ip().unwrap_or(address);
-        let server = Arc::new(server);
-        let serving = Arc::clone(&server);
-        let thread = std::thread::Builder::new().name("replog-metrics".into()).spawn(move || {
-            for request in serving.incoming_requests() {
-                respond(request, &metrics);
-            }
-        })?;
+        let listener = TcpListener::bind(address)?;
+        let address = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (queue, inbox) = mpsc::sync_channel::<Accepted>(HTTP_QUEUE);
+        let inbox = Arc::new(Mutex::new(inbox));
+        // On an error below, `queue` is dropped: the workers already started see the channel
+        // closed and end.
+        let mut workers = Vec::with_capacity(HTTP_WORKERS);
+        for k in 0..HTTP_WORKERS {
+            let (inbox, metrics, stop) = (Arc::clone(&inbox), Arc::clone(&metrics), Arc::clone(&stop));
+            let worker = std::thread::Builder::new()
+                .name(format!("replog-scrape-{k}"))
+                .spawn(move || work(&inbox, &metrics, &stop))?;
+            workers.push(worker);
+        }
+        let accepting = Arc::clone(&stop);
+        let acceptor = std::thread::Builder::new()
+            .name("replog-metrics".into())
+            .spawn(move || accept(&listener, &queue, &accepting))?;
         info!("metrics at http://{address}/metrics, health at http://{address}/health");
-        Ok(MetricsServer { server, address, thread: Some(thread) })
+        Ok(MetricsServer { address, stop, acceptor: Some(acceptor), workers })
     }
 
     /// Where it listens.
@@ -758,18 +797,175 @@ impl MetricsServer {
 
 impl Drop for MetricsServer {
     fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        self.stop.store(true, Ordering::SeqCst);
+        // The acceptor blocks in accept: a connection of our own wakes it to see the flag.
+        let mut wake = self.address;
+        if wake.ip().is_unspecified() {
+            wake.set_ip(match wake {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        if let Err(error) = TcpStream::connect_timeout(&wake, Duration::from_secs(1)) {
+            // Not joined: the threads end at the next connection to arrive.
+            warn!("stopping the metrics server: cannot wake its acceptor at {wake}: {error}");
+            return;
+        }
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+        // The acceptor dropped the queue: each worker ends once done with its connection.
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
         }
     }
 }
 
-/// Answers one request: the registry, the health verdict, or what is served.
-fn respond(request: tiny_http::Request, metrics: &Metrics) {
-    let path = request.url().split('?').next().unwrap_or("");
-    let get = *request.method() == tiny_http::Method::Get;
-    let (status, content_type, body) = match (get, path) {
+/// The acceptor: queues each connection for the workers, or closes it at once when the queue
+/// is full, so that neither threads nor memory grow with the clients.
+fn accept(listener: &TcpListener, queue: &SyncSender<Accepted>, stop: &AtomicBool) {
+    loop {
+        let accepted = listener.accept();
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        match accepted {
+            Ok((stream, peer)) => match queue.try_send((stream, peer, Instant::now() + HTTP_DEADLINE)) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    debug!("metrics: {HTTP_QUEUE} connections wait already; closed the one from {peer}");
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    warn!("metrics server: no worker left; no longer listening");
+                    return;
+                }
+            },
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::ConnectionAborted
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                debug!("metrics: accepting a connection: {error}");
+            }
+            Err(error) => {
+                // Out of file descriptors, for one: wait rather than spin.
+                warn!("metrics server: accepting a connection: {error}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// A worker: serves queued connections until the acceptor ends (and the queue with it).
+fn work(inbox: &Mutex<Receiver<Accepted>>, metrics: &Metrics, stop: &AtomicBool) {
+    loop {
+        // The lock is held while waiting: the other workers wait for it instead.
+        let next = inbox.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
+        let Ok((stream, peer, deadline)) = next else {
+            return;
+        };
+        if stop.load(Ordering::SeqCst) {
+            continue; // closed unanswered
+        }
+        if let Err(error) = serve(stream, deadline, metrics, stop) {
+            // The client's doing (a timeout, a reset, a bad request's end), not the server's.
+            debug!("metrics: the connection from {peer}: {error}");
+        }
+    }
+}
+
+/// Reads one request, answers it and closes the connection, all by `deadline`.
+fn serve(mut stream: TcpStream, deadline: Instant, metrics: &Metrics, stop: &AtomicBool) -> io::Result<()> {
+    let mut head = vec![0; HTTP_HEAD_MAX];
+    let mut filled = 0;
+    let response = loop {
+        let mut headers = [httparse::EMPTY_HEADER; HTTP_HEADERS_MAX];
+        let mut request = httparse::Request::new(&mut headers);
+        match request.parse(&head[..filled]) {
+            Ok(httparse::Status::Complete(_)) => {
+                let get = request.method == Some("GET");
+                let version = request.version.unwrap_or(1);
+                break response(version, answer(get, request.path.unwrap_or(""), metrics));
+            }
+            Ok(httparse::Status::Partial) if filled == head.len() => {
+                break response(1, (431, TEXT, format!("the request head is over {HTTP_HEAD_MAX} bytes\n")));
+            }
+            Ok(httparse::Status::Partial) => {}
+            Err(httparse::Error::TooManyHeaders) => {
+                break response(1, (431, TEXT, format!("over {HTTP_HEADERS_MAX} headers\n")));
+            }
+            Err(error) => break response(1, (400, TEXT, format!("bad request: {error}\n"))),
+        }
+        let read = in_time(&stream, deadline, stop, |mut stream, slice| {
+            stream.set_read_timeout(Some(slice))?;
+            stream.read(&mut head[filled..])
+        })?;
+        if read == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "closed before the end of its request"));
+        }
+        filled += read;
+    };
+    let mut rest = &response[..];
+    while !rest.is_empty() {
+        let written = in_time(&stream, deadline, stop, |mut stream, slice| {
+            stream.set_write_timeout(Some(slice))?;
+            stream.write(rest)
+        })?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        rest = &rest[written..];
+    }
+    // What the client sent beyond the request (a body, more requests) is read and dropped, as
+    // far as it has arrived: closing with unread data resets the connection, which can make the
+    // client lose the answer.
+    stream.set_nonblocking(true)?;
+    let mut unread = 0;
+    while unread < 64 * 1024 {
+        match stream.read(&mut head) {
+            Ok(read) if read > 0 => unread += read,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// One read or write (`io`), retried until it does something, in slices of the time left to
+/// `deadline` (each at most [`HTTP_STOP_CHECK`], so that a stop is seen): an error once the
+/// deadline has passed or the server stops.
+fn in_time<T>(
+    stream: &TcpStream,
+    deadline: Instant,
+    stop: &AtomicBool,
+    mut io: impl FnMut(&TcpStream, Duration) -> io::Result<T>,
+) -> io::Result<T> {
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(io::Error::other("the metrics server is stopping"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let message = format!("not done within {} s", HTTP_DEADLINE.as_secs_f64());
+            return Err(io::Error::new(io::ErrorKind::TimedOut, message));
+        }
+        match io(stream, left.min(HTTP_STOP_CHECK)) {
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                ) => {}
+            done => return done,
+        }
+    }
+}
+
+/// The answer to a request: the registry, the health verdict, or what is served.
+fn answer(get: bool, target: &str, metrics: &Metrics) -> (u16, &'static str, String) {
+    let path = target.split('?').next().unwrap_or("");
+    match (get, path) {
         (true, "/metrics") => (200, prometheus_text::CONTENT_TYPE, metrics.encode()),
         (true, "/health") => match metrics.assess(Instant::now()) {
             Ok(()) => (200, TEXT, "ok\n".to_string()),
@@ -777,12 +973,29 @@ fn respond(request: tiny_http::Request, metrics: &Metrics) {
         },
         (true, _) => (404, TEXT, "not found: GET /metrics or /health\n".to_string()),
         (false, _) => (405, TEXT, "only GET is served\n".to_string()),
-    };
-    let header = tiny_http::Header::from_bytes("Content-Type", content_type).expect("a valid header");
-    let response = tiny_http::Response::from_string(body).with_status_code(status).with_header(header);
-    if let Err(error) = request.respond(response) {
-        warn!("answering a metrics request: {error}");
     }
+}
+
+/// The bytes of a response in HTTP/1.`version`, closing the connection.
+fn response(version: u8, (status, content_type, body): (u16, &str, String)) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+    let length = body.len();
+    let head = format!(
+        "HTTP/1.{version} {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\
+         {allow}Connection: close\r\n\r\n"
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
@@ -976,6 +1189,246 @@ mod tests {
         for line in ["replog_is_leader 1", "replog_leader_changes_total 1", "replog_commit_index 0"] {
             assert!(text.lines().any(|l| l == line), "no line {line:?} in\n{text}");
         }
+    }
+
+    /// Sends `request` on a new connection and reads the answer to its end, within 5 s:
+    /// (status line, headers in lower case, body); an empty status line if the server closed
+    /// without answering.
+    fn exchange(address: SocketAddr, request: &[u8]) -> (String, BTreeMap<String, String>, String) {
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connecting");
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = stream.write_all(request); // the server may close before reading it all
+        let mut response = Vec::new();
+        if let Err(error) = stream.read_to_end(&mut response) {
+            assert_ne!(error.kind(), io::ErrorKind::WouldBlock, "no answer within 5 s");
+            assert_ne!(error.kind(), io::ErrorKind::TimedOut, "no answer within 5 s");
+        }
+        let response = String::from_utf8(response).expect("a text answer");
+        let Some((head, body)) = response.split_once("\r\n\r\n") else {
+            assert!(response.is_empty(), "no end of the head in {response:?}");
+            return (String::new(), BTreeMap::new(), String::new());
+        };
+        let mut lines = head.split("\r\n");
+        let status = lines.next().unwrap_or_default().to_string();
+        let headers = lines
+            .map(|line| {
+                let (name, value) = line.split_once(": ").unwrap_or_else(|| panic!("a bad header {line:?}"));
+                (name.to_ascii_lowercase(), value.to_string())
+            })
+            .collect();
+        (status, headers, body.to_string())
+    }
+
+    fn get(address: SocketAddr, path: &str) -> (String, BTreeMap<String, String>, String) {
+        exchange(
+            address,
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    }
+
+    /// Facts that make a healthy node now.
+    fn healthy_now() -> HealthFacts {
+        let now = Instant::now();
+        HealthFacts {
+            leading: true,
+            leader: Some("127.0.0.1:8080".into()),
+            leader_since: now,
+            confirmed: Some(now),
+            confirm_within: Duration::from_secs(600),
+            commit: LogIndex(7),
+            last_index: LogIndex(7),
+            stalled_since: None,
+        }
+    }
+
+    #[test]
+    fn the_server_answers_metrics_and_health_and_refuses_the_rest() {
+        let metrics = Arc::new(Metrics::new());
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), Arc::clone(&metrics)).unwrap();
+        let address = server.address();
+        assert_ne!(address.port(), 0);
+        let check = |(status, headers, body): (String, BTreeMap<String, String>, String),
+                     expected_status: &str,
+                     content_type: &str| {
+            assert_eq!(status, expected_status, "{body}");
+            assert_eq!(headers["content-type"], content_type);
+            assert_eq!(headers["content-length"], body.len().to_string());
+            assert_eq!(headers["connection"], "close");
+            body
+        };
+        let text = "text/plain; charset=utf-8";
+        let body = check(get(address, "/health"), "HTTP/1.1 503 Service Unavailable", text);
+        assert_eq!(body, "the node is starting\n");
+        metrics.publish_health(healthy_now());
+        assert_eq!(check(get(address, "/health"), "HTTP/1.1 200 OK", text), "ok\n");
+        metrics.append_committed(Duration::from_millis(3));
+        let body = check(get(address, "/metrics"), "HTTP/1.1 200 OK", prometheus_text::CONTENT_TYPE);
+        assert_eq!(body, metrics.encode());
+        assert!(body.lines().any(|line| line == "replog_proposals_committed_total 1"), "{body}");
+        // HTTP/1.0, as Prometheus and the integration tests scrape, and a query string.
+        let answer = exchange(address, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n");
+        assert_eq!(check(answer, "HTTP/1.0 200 OK", prometheus_text::CONTENT_TYPE), metrics.encode());
+        let body = check(get(address, "/nothing"), "HTTP/1.1 404 Not Found", text);
+        assert_eq!(body, "not found: GET /metrics or /health\n");
+        let answer = exchange(address, b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
+        assert_eq!(answer.1["allow"], "GET");
+        assert_eq!(check(answer, "HTTP/1.1 405 Method Not Allowed", text), "only GET is served\n");
+        let answer = exchange(address, b"\x16\x03\x01 not http at all\r\n\r\n");
+        assert_eq!(answer.0, "HTTP/1.1 400 Bad Request");
+        // A head over 8 KiB is refused (431, or closed if the client loses the answer).
+        let huge = format!("GET /metrics HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(HTTP_HEAD_MAX));
+        let (status, _, _) = exchange(address, huge.as_bytes());
+        assert!(status.is_empty() || status == "HTTP/1.1 431 Request Header Fields Too Large", "{status}");
+        let many: String = (0..=HTTP_HEADERS_MAX).map(|k| format!("X-{k}: {k}\r\n")).collect();
+        let (status, _, _) = exchange(address, format!("GET /health HTTP/1.1\r\n{many}\r\n").as_bytes());
+        assert_eq!(status, "HTTP/1.1 431 Request Header Fields Too Large");
+        // A request in many small pieces is still one request.
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        for piece in ["GE", "T /hea", "lth HTTP/1.1\r", "\nHost: x\r\n", "\r\n"] {
+            stream.write_all(piece.as_bytes()).unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(
+            response.starts_with("HTTP/1.1 200 OK\r\n") && response.ends_with("\r\n\r\nok\n"),
+            "{response}"
+        );
+    }
+
+    /// The threads of this process.
+    fn threads() -> usize {
+        std::fs::read_dir("/proc/self/task").expect("/proc/self/task").count()
+    }
+
+    /// A slow or hostile client ties up a worker for a bounded time at most, and never the
+    /// whole server: one that pipelines 5,000 requests and never reads the answers, and 200
+    /// idle sockets each holding half a request, while `/health` is asked for from another
+    /// socket. Counting the process's threads needs the test alone in its process: it runs
+    /// itself again as a child process with only this test.
+    #[test]
+    fn hostile_clients_neither_stall_health_nor_grow_threads() {
+        const ALONE: &str = "REPLOG_METRICS_TEST_ALONE";
+        let name = "metrics::tests::hostile_clients_neither_stall_health_nor_grow_threads";
+        if std::env::var_os(ALONE).is_none() {
+            let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([name, "--exact", "--nocapture", "--test-threads=1"])
+                .env(ALONE, "1")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("running the test again alone");
+            let mut stdout = child.stdout.take().unwrap();
+            let reading = std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = stdout.read_to_string(&mut text);
+                text
+            });
+            let started = Instant::now();
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if started.elapsed() > Duration::from_secs(60) {
+                    let _ = child.kill();
+                    panic!("the test alone did not end within 60 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let output = reading.join().unwrap();
+            println!("{output}");
+            assert!(status.success(), "the test alone failed:\n{output}");
+            assert!(output.contains("1 passed"), "the test did not run alone:\n{output}");
+            return;
+        }
+        let before = threads();
+        let metrics = Arc::new(Metrics::new());
+        metrics.publish_health(healthy_now());
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics).unwrap();
+        let address = server.address();
+        let most = before + HTTP_WORKERS + 2;
+        assert_eq!(get(address, "/health").0, "HTTP/1.1 200 OK", "serving before the clients come");
+        let mut peak = threads();
+        let connecting = Instant::now();
+        // 5,000 pipelined requests, as many as the socket takes without blocking, never read.
+        let mut pipelining = TcpStream::connect(address).unwrap();
+        let requests = format!("GET /metrics HTTP/1.1\r\nHost: {address}\r\n\r\n").repeat(5000);
+        pipelining.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        while sent < requests.len() {
+            match pipelining.write(&requests.as_bytes()[sent..]) {
+                Ok(written) if written > 0 => sent += written,
+                _ => break,
+            }
+        }
+        let idle: Vec<TcpStream> = (0..200)
+            .map(|_| {
+                let mut stream = TcpStream::connect(address).unwrap();
+                let _ = stream.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n");
+                stream
+            })
+            .collect();
+        peak = peak.max(threads());
+        // (A connection the listen backlog had no room for in a burst waits for the client's
+        // SYN again, 1 s later: it counts from when they are all connected.)
+        println!("the clients connected after {:?}", connecting.elapsed());
+        std::thread::sleep(Duration::from_millis(200)); // time for a thread per connection, if any
+        peak = peak.max(threads());
+        assert!(peak <= most, "{peak} threads with the clients connected, from {before} before the server");
+        // A probe from elsewhere: it may be turned away while the queue is full (each waiting
+        // connection's deadline is 2 s), never stalled.
+        let started = Instant::now();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let asked = Instant::now();
+            let (status, _, body) = get(address, "/health");
+            println!("try {tries} at {:?}: {status:?} after {:?}", asked - started, asked.elapsed());
+            peak = peak.max(threads());
+            if status == "HTTP/1.1 200 OK" {
+                assert_eq!(body, "ok\n");
+                break;
+            }
+            assert!(status.is_empty(), "{status} {body}");
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "no answer to /health within 3 s ({tries} tries)"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let answered = started.elapsed();
+        assert!(answered < Duration::from_secs(3), "/health answered after {answered:?}");
+        println!(
+            "/health answered after {answered:?} ({tries} tries), {peak} threads at most, {before} before"
+        );
+        assert!(peak <= most, "{peak} threads, from {before} before the server");
+        drop(idle);
+        drop(pipelining);
+        drop(server);
+    }
+
+    #[test]
+    fn dropping_the_server_joins_its_threads_promptly() {
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), Arc::new(Metrics::new())).unwrap();
+        let address = server.address();
+        // Workers busy with half requests, more connections queued, some just connected.
+        let idle: Vec<TcpStream> = (0..HTTP_WORKERS + HTTP_QUEUE + 10)
+            .map(|k| {
+                let mut stream = TcpStream::connect(address).unwrap();
+                if k % 2 == 0 {
+                    let _ = stream.write_all(b"GET /metrics HTTP/1.1\r\n");
+                }
+                stream
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let dropping = Instant::now();
+        drop(server);
+        let took = dropping.elapsed();
+        assert!(took < Duration::from_secs(3), "dropped after {took:?}");
+        assert!(TcpStream::connect(address).is_err(), "still listening after the drop");
+        drop(idle);
     }
 
     #[test]

@@ -171,7 +171,7 @@ struct Server {
     monitor: Monitor,
     /// The TLS identity and the flag SIGHUP sets to re-read its files.
     tls: Option<(Arc<Tls>, Arc<AtomicBool>)>,
-    /// The HTTP thread of `--metrics-addr`, if asked for; stopped when dropped.
+    /// The HTTP server of `--metrics-addr`, if asked for; stopped when dropped.
     _metrics_server: Option<MetricsServer>,
 }
 
