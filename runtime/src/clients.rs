@@ -90,6 +90,8 @@ struct Accepted {
     opened: Instant,
     /// A peer's traffic counters, once it said hello.
     traffic: Option<PeerTraffic>,
+    /// The address a peer's hello gave.
+    peer_address: Option<SocketAddr>,
 }
 
 /// Clients waiting on one proposal: for each of its entries, in order, who waits for it: one,
@@ -203,6 +205,7 @@ impl Clients {
                             caller: Caller::Unknown,
                             opened: Instant::now(),
                             traffic: None,
+                            peer_address: None,
                         };
                         self.accepted.insert(token, accepted);
                     }
@@ -484,6 +487,14 @@ impl Clients {
         self.accepted.values().any(|accepted| accepted.caller == Caller::Peer(id))
     }
 
+    /// The peers connected to this node now: their ids and the addresses their hellos gave.
+    pub fn peer_callers(&self) -> impl Iterator<Item = (NodeId, SocketAddr)> + '_ {
+        self.accepted.values().filter_map(|accepted| match (accepted.caller, accepted.peer_address) {
+            (Caller::Peer(id), Some(address)) => Some((id, address)),
+            _ => None,
+        })
+    }
+
     /// Closes the connections that have not said who they are within `IDENTIFY_WITHIN`; looks
     /// at most once a second.
     pub fn close_silent(&mut self, registry: &Registry, now: Instant) {
@@ -578,6 +589,7 @@ impl Clients {
                 info!("peer {name} ({address}, id {}) connected", crate::storage::id_text(id));
                 accepted.caller = Caller::Peer(id);
                 accepted.traffic = Some(self.metrics.peer_traffic(address));
+                accepted.peer_address = Some(address);
                 inbound.push(Inbound::Hello { peer: id, name, address, bootstrap, cluster });
             }
             (Caller::Peer(link), Frame::Raft(message)) => {

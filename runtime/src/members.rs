@@ -115,6 +115,11 @@ impl Members {
         self.known.iter().filter(move |(_, &at)| at == address).map(|(&id, _)| id)
     }
 
+    /// Forgets the nodes `keep` refuses (callers that were never members, members that left).
+    pub fn retain(&mut self, keep: impl Fn(NodeId) -> bool) {
+        self.known.retain(|&id, _| keep(id));
+    }
+
     /// Whether `id` is another node this one knows.
     pub fn is_peer(&self, id: NodeId) -> bool {
         self.known.contains_key(&id)

@@ -369,6 +369,27 @@ impl Metrics {
             .set(1);
     }
 
+    /// The peer at `address` no longer goes by `name`.
+    pub fn peer_unnamed(&self, address: SocketAddr, name: &str) {
+        self.peer_info.remove(&PeerInfoLabels { peer: address.to_string(), name: name.to_string() });
+    }
+
+    /// Drops every series of the peer at `address` (it left, or only ever called).
+    pub fn forget_peer(&self, address: SocketAddr, name: Option<&str>) {
+        let labels = PeerLabels { peer: address.to_string() };
+        for family in [
+            &self.peer_sent_bytes,
+            &self.peer_sent_messages,
+            &self.peer_received_bytes,
+            &self.peer_received_messages,
+        ] {
+            family.remove(&labels);
+        }
+        if let Some(name) = name {
+            self.peer_unnamed(address, name);
+        }
+    }
+
     /// An append this node proposed committed, `waited` after it arrived.
     pub fn append_committed(&self, waited: Duration) {
         self.proposals_committed.inc();

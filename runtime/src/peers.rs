@@ -33,6 +33,8 @@ pub struct Peers {
     hello: Frame,
     next_token: usize,
     last_token: usize,
+    /// Tokens of links forgotten, given to new ones first.
+    free_tokens: Vec<Token>,
     metrics: Arc<Metrics>,
     /// With TLS, every link is a TLS session from these configurations.
     tls: Option<Arc<Tls>>,
@@ -88,6 +90,7 @@ impl Peers {
             hello,
             next_token: first_token.0,
             last_token: last_token.0,
+            free_tokens: Vec::new(),
             metrics,
             tls,
         }
@@ -100,11 +103,17 @@ impl Peers {
 
     /// Makes sure there is a link to `address` (dialled on the next `reconnect`).
     pub fn ensure(&mut self, address: SocketAddr) {
-        if self.links.contains_key(&address) || self.next_token >= self.last_token {
+        if self.links.contains_key(&address) {
             return;
         }
-        let token = Token(self.next_token);
-        self.next_token += 1;
+        let token = match self.free_tokens.pop() {
+            Some(token) => token,
+            None if self.next_token < self.last_token => {
+                self.next_token += 1;
+                Token(self.next_token - 1)
+            }
+            None => return,
+        };
         let link = Link {
             name: None,
             token,
@@ -224,11 +233,31 @@ impl Peers {
         }
     }
 
-    /// Remembers the name the peer at `address` gave in its hello.
+    /// Remembers the name the peer at `address` gave in its hello (a node restarted under a
+    /// new name replaces its old one in `replog_peer_info`).
     pub fn named(&mut self, address: SocketAddr, name: String) {
         if let Some(link) = self.links.get_mut(&address) {
+            if let Some(old) = link.name.as_deref().filter(|&old| old != name) {
+                self.metrics.peer_unnamed(address, old);
+            }
             self.metrics.peer_named(address, &name);
             link.name = Some(name);
+        }
+    }
+
+    /// Closes and forgets the links to addresses `keep` refuses (no member, no bootstrap peer,
+    /// no caller connected now), with their metric series: what hellos created stays bounded
+    /// by what is in use.
+    pub fn retain(&mut self, keep: impl Fn(SocketAddr) -> bool, registry: &Registry) {
+        let gone: Vec<SocketAddr> = self.links.keys().copied().filter(|&address| !keep(address)).collect();
+        for address in gone {
+            let mut link = self.links.remove(&address).expect("listed");
+            if let Some(mut connection) = link.connection.take() {
+                let _ = registry.deregister(&mut connection.stream);
+            }
+            self.metrics.forget_peer(address, link.name.as_deref());
+            self.free_tokens.push(link.token);
+            debug!("forgot the link to {address}: no member or caller there");
         }
     }
 

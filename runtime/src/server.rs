@@ -32,7 +32,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use replog_core::{Config, Event, NodeId, RoleKind, Term};
 use replog_core::{MemberRole, Membership, MembershipChange};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -167,6 +167,8 @@ struct Server {
     membership: Membership,
     /// Names peers gave in their hellos, by id.
     names: BTreeMap<NodeId, String>,
+    /// When `forget_strangers` looks next.
+    next_forget: Instant,
     /// What the metrics and the health check are published from.
     monitor: Monitor,
     /// The TLS identity and the flag SIGHUP sets to re-read its files.
@@ -349,6 +351,7 @@ impl Server {
             cluster,
             membership: Membership::default(),
             names: BTreeMap::new(),
+            next_forget: Instant::now(),
             monitor: Monitor::new(metrics, confirm_within, Instant::now()),
             _metrics_server: metrics_server,
         };
@@ -400,6 +403,32 @@ impl Server {
             own
         );
         self.membership = membership;
+    }
+
+    /// Once a second: forgets the links, addresses, names and metric series of nodes that are
+    /// neither members, nor bootstrap peers, nor connected to this node now. Every hello makes
+    /// them (a node being added, a leader calling a fresh node, any caller on a plain port), so
+    /// without this they would grow with every caller ever seen.
+    fn forget_strangers(&mut self, now: Instant) {
+        if now < self.next_forget {
+            return;
+        }
+        self.next_forget = now + Duration::from_secs(1);
+        let mut ids: BTreeSet<NodeId> = self.membership.members.keys().copied().collect();
+        let mut addresses: BTreeSet<SocketAddr> =
+            self.membership.members.values().filter_map(|member| member.address.parse().ok()).collect();
+        if let Some(awaiting) = &self.awaiting {
+            addresses.extend(awaiting.keys().copied());
+        }
+        for (id, address) in self.clients.peer_callers() {
+            ids.insert(id);
+            addresses.insert(address);
+        }
+        ids.extend(self.driver.node().voted_for());
+        self.peers.retain(|address| addresses.contains(&address), self.poll.registry());
+        self.members.retain(|id| ids.contains(&id));
+        self.names.retain(|id, _| ids.contains(id));
+        self.driver.storage_mut().retain_labels(|id| ids.contains(&id));
     }
 
     /// A fresh node of a new cluster learned a peer's id: bootstrap once every `-p` peer's id
@@ -583,6 +612,7 @@ impl Server {
                 }
                 self.peers.reconnect(self.poll.registry());
                 self.clients.close_silent(self.poll.registry(), Instant::now());
+                self.forget_strangers(Instant::now());
                 self.monitor.publish(&observed(&self.driver, &self.members), Instant::now());
             }
             if let Some(proposal) = self.clients.take_proposal(&self.driver) {

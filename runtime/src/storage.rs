@@ -817,6 +817,11 @@ impl<F: FileSystem> Storage<F> {
         self.labels.insert(id, address);
     }
 
+    /// Forgets the labels of the nodes `keep` refuses.
+    pub fn retain_labels(&mut self, keep: impl Fn(NodeId) -> bool) {
+        self.labels.retain(|&id, _| keep(id));
+    }
+
     fn write_metadata(&mut self, hard_state: HardState) -> Result<(), StorageError> {
         if self.durable.last >= self.repair_floor {
             self.repair_floor = LogIndex::ZERO; // repaired

@@ -300,3 +300,49 @@ fn health_and_the_cluster_status_follow_the_members_going_down() {
     assert_eq!(code, 1, "{line}");
     assert!(line.contains("no leader known for"), "{line}");
 }
+
+/// Callers that say hello and leave (a plain port takes anyone's hello) leave nothing behind:
+/// within a couple of seconds their links, names and `replog_peer_*` series are gone, while the
+/// members' stay. Without this every caller ever seen kept five series and a redialled link.
+#[test]
+fn hellos_from_callers_that_left_leave_no_series_or_links_behind() {
+    let _serial = serial();
+    let (cluster, metrics) = cluster_with_metrics("metrics-strangers");
+    let leader = cluster.wait_leader(10 * SECOND).expect("a leader");
+    let target = cluster.nodes[leader].address;
+    let mut callers = Vec::new();
+    for k in 0..5u16 {
+        let hello = replog_runtime::codec::Frame::Hello {
+            address: format!("127.0.0.1:{}", 1000 + k),
+            name: format!("stranger{k}"),
+            id: replog_core::NodeId(0x5700 + u64::from(k)),
+            bootstrap: None,
+            cluster: Vec::new(),
+        };
+        let mut wire = Vec::new();
+        replog_runtime::frame::encode_with(&mut wire, |out| replog_runtime::codec::encode(&hello, out));
+        let mut stream = TcpStream::connect(target).expect("connect");
+        stream.write_all(&wire).expect("hello");
+        callers.push(stream);
+    }
+    sleep(Duration::from_millis(300));
+    let (text, _) = scrape(metrics[leader]);
+    assert!(text.contains("stranger0"), "the hellos were not taken:\n{text}");
+    drop(callers);
+    let deadline = Instant::now() + 10 * SECOND;
+    loop {
+        let (text, _) = scrape(metrics[leader]);
+        let strangers = text.lines().filter(|line| line.contains("127.0.0.1:100")).count();
+        if strangers == 0 {
+            let members =
+                cluster.nodes.iter().filter(|node| text.contains(&format!("peer=\"{}\"", node.address))).count();
+            assert_eq!(members, 2, "the members' series went too:\n{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{strangers} series of callers that left remain:\n{text}");
+        sleep(Duration::from_millis(200));
+    }
+    let (code, out, err) = cluster.cli(&["status", "-t", &target.to_string()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("127.0.0.1:100"), "status still lists a caller that left:\n{out}");
+}
