@@ -292,8 +292,8 @@ fn main() {
     // offline tools open none: an exported certificate that expired must not turn their
     // verdict (exit 1 means damage there) into a TLS error.
     let offline = matches!(cli.command, Command::Dump { .. } | Command::Verify { .. });
-    let tls = match cli.tls.files().and_then(|files| match files {
-        Some(_) if offline => Ok(None),
+    let files = if offline { Ok(None) } else { cli.tls.files() };
+    let tls = match files.and_then(|files| match files {
         Some(files) => {
             let tls = Tls::load(files.clone()).map_err(|e| e.to_string())?;
             tls::set_client_config(Arc::clone(&tls.configs().client));

@@ -29,10 +29,13 @@ use tracing::{debug, info, warn};
 
 /// Accepted connections (peers' inbound links and clients) beyond this are refused at once.
 const CONNECTIONS_MAX: usize = 4096;
-/// How long a connection may stay without a first frame (with TLS: a finished handshake and a
-/// first frame) before it is closed: silent connections would otherwise hold the
-/// `CONNECTIONS_MAX` slots for good and lock out clients and peers.
+/// How long a connection may go without sending a byte before its first frame is complete
+/// (with TLS: a finished handshake and a first frame) before it is closed: silent connections
+/// would otherwise hold the `CONNECTIONS_MAX` slots for good and lock out clients and peers.
 pub const IDENTIFY_WITHIN: Duration = Duration::from_secs(10);
+/// How long a first frame may take in all, however it trickles in (a first append of
+/// `COMMAND_BYTES_MAX` at 64 KiB/s).
+pub const FIRST_FRAME_WITHIN: Duration = Duration::from_secs(120);
 
 /// What a connection's frames ask of the loop, in the order they arrived.
 #[derive(Debug)]
@@ -85,9 +88,12 @@ pub enum Inbound {
 struct Accepted {
     connection: Connection,
     caller: Caller,
-    /// When it was accepted: a caller that has not said who it is by `IDENTIFY_WITHIN` is
-    /// closed.
+    /// When it was accepted: a caller that has not said who it is within
+    /// `FIRST_FRAME_WITHIN` is closed.
     opened: Instant,
+    /// When bytes last arrived before its first frame: one silent for `IDENTIFY_WITHIN` is
+    /// closed.
+    progress: Instant,
     /// A peer's traffic counters, once it said hello.
     traffic: Option<PeerTraffic>,
     /// The address a peer's hello gave.
@@ -204,6 +210,7 @@ impl Clients {
                             connection,
                             caller: Caller::Unknown,
                             opened: Instant::now(),
+                            progress: Instant::now(),
                             traffic: None,
                             peer_address: None,
                         };
@@ -236,6 +243,9 @@ impl Clients {
             return false;
         };
         let read = accepted.connection.read();
+        if accepted.caller == Caller::Unknown {
+            accepted.progress = Instant::now();
+        }
         // Act on the complete frames even when the read ended in a close.
         let handled = self.handle_frames(token, members, driver, inbound);
         let accepted = self.accepted.get_mut(&token).expect("present");
@@ -506,12 +516,14 @@ impl Clients {
             .accepted
             .iter()
             .filter(|(_, accepted)| {
-                accepted.caller == Caller::Unknown && now.duration_since(accepted.opened) >= IDENTIFY_WITHIN
+                accepted.caller == Caller::Unknown
+                    && (now.duration_since(accepted.progress) >= IDENTIFY_WITHIN
+                        || now.duration_since(accepted.opened) >= FIRST_FRAME_WITHIN)
             })
             .map(|(&token, _)| token)
             .collect();
         for token in silent {
-            self.close(token, registry, &Closed::Protocol(Violation::Silent { within: IDENTIFY_WITHIN }));
+            self.close(token, registry, &Closed::Protocol(Violation::Silent));
         }
     }
 

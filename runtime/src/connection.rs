@@ -113,12 +113,9 @@ pub enum Violation {
         /// The address it claimed.
         address: SocketAddr,
     },
-    /// Nothing said who the caller is within the time allowed (no first frame; with TLS, maybe
-    /// no finished handshake either).
-    Silent {
-        /// The time allowed.
-        within: std::time::Duration,
-    },
+    /// Nothing said who the caller is in time: no first frame (with TLS, maybe no finished
+    /// handshake either), and no byte for 10 s or no whole frame in 2 minutes.
+    Silent,
     /// A frame this caller may not send (a client request on a peer link, a second hello...).
     UnexpectedFrame {
         /// The frame's name (`append`, `hello`, ...).
@@ -165,9 +162,7 @@ impl fmt::Display for Violation {
             Violation::Misaddressed { from, to, link } => {
                 write!(f, "message from {from} to {to} on the link of {link}")
             }
-            Violation::Silent { within } => {
-                write!(f, "no first frame within {} s", within.as_secs())
-            }
+            Violation::Silent => write!(f, "no first frame: silent for 10 s, or not whole in 2 minutes"),
             Violation::UnexpectedFrame { frame, caller } => {
                 write!(f, "unexpected {frame} frame on a {caller:?} connection")
             }
@@ -302,6 +297,11 @@ impl Connection {
         let before = self.outbound.len();
         frame::encode_with(&mut self.outbound, |out| codec::encode(frame, out));
         Some(self.outbound.len() - before)
+    }
+
+    /// Whether received plain text waits in the inbox (a whole frame or part of one).
+    pub fn has_inbound(&self) -> bool {
+        !self.inbound.is_empty()
     }
 
     /// The size of the frame `next_frame` returned last, header included.

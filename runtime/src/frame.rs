@@ -105,6 +105,11 @@ impl Inbox {
     pub fn last_frame_bytes(&self) -> usize {
         self.last_frame_bytes
     }
+
+    /// Whether received bytes wait to be cut into frames.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.filled
+    }
 }
 
 /// Appends one frame holding `payload` to `out`.

@@ -191,7 +191,7 @@ pub fn refusal_label(violation: &Violation) -> &'static str {
         Violation::Plaintext => "plaintext",
         Violation::Tls(_) => "tls",
         Violation::CertificateMismatch { .. } => "certificate_mismatch",
-        Violation::Silent { .. } => "silent",
+        Violation::Silent => "silent",
     }
 }
 

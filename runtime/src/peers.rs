@@ -200,10 +200,16 @@ impl Peers {
                 }
             }
         }
-        // Anything readable here is the TLS handshake or the close.
+        // Anything readable here is the TLS handshake or the close: peers answer on their own
+        // links. Data would only pile up unread (a listener a hello pointed us at, streaming),
+        // so it ends the link.
         let result = connection.read().and_then(|_| connection.flush());
         if let Err(closed) = result {
             self.drop_link(id, registry, &closed.to_string());
+            return;
+        }
+        if connection.has_inbound() {
+            self.drop_link(id, registry, "it sent data on a link it should only read");
             return;
         }
         if link.established_at.is_none() && connection.is_established() {

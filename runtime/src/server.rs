@@ -424,7 +424,10 @@ impl Server {
             ids.insert(id);
             addresses.insert(address);
         }
-        ids.extend(self.driver.node().voted_for());
+        if let Some(voted_for) = self.driver.node().voted_for() {
+            ids.insert(voted_for);
+            addresses.extend(self.members.address_of(voted_for));
+        }
         self.peers.retain(|address| addresses.contains(&address), self.poll.registry());
         self.members.retain(|id| ids.contains(&id));
         self.names.retain(|id, _| ids.contains(id));

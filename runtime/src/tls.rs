@@ -180,31 +180,45 @@ fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErr
     Ok(certs)
 }
 
-/// The CA file's certificates that are valid now. An expired one among valid ones is left out
-/// with a warning (a bundle holding the old and the new CA during a rotation); a file with none
-/// valid is refused, naming the first one's dates.
+/// The CA file's certificates, at least one of them valid now. An expired one among valid ones
+/// is left out with a warning (a bundle holding the old and the new CA during a rotation); one
+/// not valid yet is kept with a warning (this clock may be a little behind the new CA's start,
+/// and verification checks dates anyway). A file with none valid now is refused, naming the
+/// first one's dates.
 fn read_authorities(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
         .map_err(|e| TlsError(format!("reading the certificates {}: {e}", path.display())))?;
-    let mut valid = Vec::new();
-    let mut refused = Vec::new();
+    let mut kept = Vec::new();
+    let mut invalid = Vec::new();
     for cert in certs {
         match check_validity(path, &cert) {
-            Ok(()) => valid.push(cert),
-            Err(error) => refused.push(error),
+            Ok(()) => kept.push(cert),
+            Err(error) => invalid.push((cert, error)),
         }
     }
-    if valid.is_empty() {
-        return Err(refused
+    if kept.is_empty() {
+        return Err(invalid
             .into_iter()
             .next()
+            .map(|(_, error)| error)
             .unwrap_or_else(|| TlsError(format!("{} holds no certificate", path.display()))));
     }
-    for error in refused {
-        tracing::warn!("leaving out a CA certificate: {error}");
+    for (cert, error) in invalid {
+        if starts_later(&cert) {
+            tracing::warn!("keeping a CA certificate beside a valid one: {error}");
+            kept.push(cert);
+        } else {
+            tracing::warn!("leaving out a CA certificate: {error}");
+        }
     }
-    Ok(valid)
+    Ok(kept)
+}
+
+/// Whether `cert`'s validity begins after now (so it has not expired).
+fn starts_later(cert: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(cert.as_ref())
+        .is_ok_and(|(_, parsed)| x509_parser::time::ASN1Time::now() < parsed.validity().not_before)
 }
 
 /// Refuses a certificate that is expired or not valid yet, naming the file and its dates.
@@ -265,6 +279,14 @@ mod tests {
             }
             params.self_signed(&key).expect("CA").pem()
         };
+        let pem_from = |year: i32| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.not_before = rcgen::date_time_ymd(year, 1, 1);
+            params.not_after = rcgen::date_time_ymd(year + 1, 1, 1);
+            params.self_signed(&key).expect("CA").pem()
+        };
         let dir = std::env::temp_dir().join(format!("replog-tls-cas-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let bundle = dir.join("bundle.pem");
@@ -274,6 +296,10 @@ mod tests {
         std::fs::write(&old, pem(true)).expect("write");
         let error = read_authorities(&old).expect_err("only an expired CA").to_string();
         assert!(error.contains("old.pem") && error.contains("expired") && error.contains("2002"), "{error}");
+        // One not valid yet beside a valid one is kept: this clock may lag the new CA's start.
+        let rotating = dir.join("rotating.pem");
+        std::fs::write(&rotating, format!("{}{}", pem(false), pem_from(2999))).expect("write");
+        assert_eq!(read_authorities(&rotating).expect("a valid CA").len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -189,6 +189,57 @@ fn garbage_and_oversized_frames_close_the_connection_not_the_node() {
     );
 }
 
+/// A hello can point the node at any address, and it dials it as a peer link, which it only
+/// writes to (peers answer on their own links). A listener there that streams data back gets
+/// the link closed: the data used to pile up unread (2 GB in 12 s) while every read copied it
+/// all, stalling the event loop.
+#[test]
+fn a_peer_link_that_streams_data_back_is_closed_not_buffered() {
+    let _serial = serial();
+    let cluster = TestCluster::start("streaming-peer", 1);
+    let leader = cluster.wait_leader(5 * SECOND).expect("a leader");
+    let address = cluster.address(leader);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let fake = listener.local_addr().expect("address");
+    let streamed = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().expect("the node dials the address of the hello");
+        stream.set_write_timeout(Some(SECOND)).expect("timeout");
+        let chunk = vec![0u8; 64 * 1024];
+        let deadline = Instant::now() + 10 * SECOND;
+        let mut sent = 0usize;
+        while Instant::now() < deadline {
+            match stream.write(&chunk) {
+                Ok(n) => sent += n,
+                Err(_) => return (sent, true), // closed by the node (or it stopped reading)
+            }
+        }
+        (sent, false)
+    });
+    let mut caller = TcpStream::connect(&address).expect("connect");
+    let mut hello = Vec::new();
+    replog_runtime::frame::encode_with(&mut hello, |out| {
+        let frame = replog_runtime::codec::Frame::Hello {
+            address: fake.to_string(),
+            name: "streamer".into(),
+            id: replog_core::NodeId(0x57ea),
+            bootstrap: None,
+            cluster: Vec::new(),
+        };
+        replog_runtime::codec::encode(&frame, out)
+    });
+    caller.write_all(&hello).expect("hello");
+    let (sent, closed) = streamed.join().expect("listener thread");
+    eprintln!("streamed {sent} bytes, closed={closed}");
+    assert!(closed, "the node kept reading {sent} bytes from a link it should only write to");
+    assert!(sent < 64 * 1024 * 1024, "{sent} bytes went in before the node closed the link");
+    let started = Instant::now();
+    client::append(&address, b"still-serving", 5 * SECOND).expect("the node keeps serving");
+    assert!(started.elapsed() < 2 * SECOND, "the node answers slowly: {:?}", started.elapsed());
+    let log = cluster.log_text(leader);
+    assert!(log.contains("it sent data on a link it should only read"), "{log}");
+    drop(caller);
+}
+
 #[test]
 fn cluster_command_starts_a_working_cluster_and_stops_it() {
     let _serial = serial();
