@@ -550,6 +550,31 @@ pub struct Observed<'a> {
     pub members: &'a Members,
 }
 
+/// Deliberate health-check bugs, for the simulator's evidence that it catches them. They can be
+/// planted only in builds with the `bugs` feature; otherwise the checks compile away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitorBug {
+    /// Any contact of the node's term counts as fresh: a confirmation never ages, so a node
+    /// cut off from its quorum stays healthy while its term lasts.
+    ContactNeverAges,
+    /// The stall mark is not cleared when the commit index moves (only when nothing waits):
+    /// a busy, healthy node turns unhealthy 5 s after entries first waited.
+    StallNeverCleared,
+}
+
+impl MonitorBug {
+    /// Every health-check bug.
+    pub const ALL: [MonitorBug; 2] = [MonitorBug::ContactNeverAges, MonitorBug::StallNeverCleared];
+
+    /// The bug's name on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            MonitorBug::ContactNeverAges => "health-contact-never-ages",
+            MonitorBug::StallNeverCleared => "health-stall-never-cleared",
+        }
+    }
+}
+
 /// The event loop's side: what it must remember between ticks to publish rates, lags and the
 /// health facts. Owned by the loop; only [`Metrics`] is shared.
 #[derive(Debug)]
@@ -573,6 +598,8 @@ pub struct Monitor {
     snapshot_transfers: u64,
     /// How long a leader's confirmation holds.
     confirm_within: Duration,
+    #[cfg(feature = "bugs")]
+    bug: Option<MonitorBug>,
 }
 
 impl Monitor {
@@ -591,7 +618,25 @@ impl Monitor {
             lagging: BTreeSet::new(),
             snapshot_transfers: 0,
             confirm_within,
+            #[cfg(feature = "bugs")]
+            bug: None,
         }
+    }
+
+    /// Switches on a deliberate bug.
+    #[cfg(feature = "bugs")]
+    pub fn plant(&mut self, bug: MonitorBug) {
+        self.bug = Some(bug);
+    }
+
+    #[cfg(feature = "bugs")]
+    fn has_bug(&self, bug: MonitorBug) -> bool {
+        self.bug == Some(bug)
+    }
+
+    #[cfg(not(feature = "bugs"))]
+    fn has_bug(&self, _bug: MonitorBug) -> bool {
+        false
     }
 
     /// The shared metrics.
@@ -636,7 +681,7 @@ impl Monitor {
         self.snapshot_transfers = transfers;
         self.publish_lag(observed, now);
         // The commit index moves or has nothing to do.
-        if commit != self.commit {
+        if commit != self.commit && !self.has_bug(MonitorBug::StallNeverCleared) {
             self.commit = commit;
             self.stalled_since = (last > commit).then_some(now);
         } else if last <= commit {
@@ -664,6 +709,7 @@ impl Monitor {
         if leader != self.leader.0 {
             self.leader = (leader.clone(), now);
         }
+        let fresh = self.has_bug(MonitorBug::ContactNeverAges);
         let confirmed = match node.leader() {
             Some(_) if node.is_leader() => {
                 let membership = node.membership();
@@ -673,7 +719,7 @@ impl Monitor {
                         if id == node.id() {
                             Some(now)
                         } else {
-                            self.contact.get(&id).map(|&(_, at)| at)
+                            self.contact.get(&id).map(|&(_, at)| if fresh { now } else { at })
                         }
                     })
                     .collect();
@@ -681,7 +727,7 @@ impl Monitor {
                 let voters = membership.voter_count();
                 (voters > 0).then(|| heard.get(replog_core::quorum::majority(voters) - 1).copied()).flatten()
             }
-            Some(leader) => self.contact.get(&leader).map(|&(_, at)| at),
+            Some(leader) => self.contact.get(&leader).map(|&(_, at)| if fresh { now } else { at }),
             None => None,
         };
         HealthFacts {

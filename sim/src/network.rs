@@ -29,6 +29,8 @@ pub struct Network {
     pub latency_max: u64,
     replay_pool: Vec<Message>,
     pub stats: NetworkStats,
+    /// Bumped at every change of the cut links (the health checks' view of isolation).
+    pub changes: u64,
 }
 
 impl Network {
@@ -48,6 +50,7 @@ impl Network {
             latency_max,
             replay_pool: Vec::new(),
             stats: NetworkStats::default(),
+            changes: 0,
         }
     }
 
@@ -56,6 +59,7 @@ impl Network {
     }
 
     pub fn cut(&mut self, links: impl IntoIterator<Item = (u64, u64)>) {
+        self.changes += 1;
         self.cut.extend(links);
     }
 
@@ -66,6 +70,7 @@ impl Network {
     }
 
     pub fn heal(&mut self) {
+        self.changes += 1;
         self.cut.clear();
     }
 

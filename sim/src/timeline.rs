@@ -92,6 +92,8 @@ pub(crate) enum SimEvent {
     Failover,
     /// Start this node again (the crashed leader of a failover).
     RestartNode(usize),
+    /// The health checks sample every node.
+    HealthSample,
     End,
 }
 

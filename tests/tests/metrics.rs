@@ -334,8 +334,11 @@ fn hellos_from_callers_that_left_leave_no_series_or_links_behind() {
         let (text, _) = scrape(metrics[leader]);
         let strangers = text.lines().filter(|line| line.contains("127.0.0.1:100")).count();
         if strangers == 0 {
-            let members =
-                cluster.nodes.iter().filter(|node| text.contains(&format!("peer=\"{}\"", node.address))).count();
+            let members = cluster
+                .nodes
+                .iter()
+                .filter(|node| text.contains(&format!("peer=\"{}\"", node.address)))
+                .count();
             assert_eq!(members, 2, "the members' series went too:\n{text}");
             break;
         }
