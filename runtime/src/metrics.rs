@@ -11,6 +11,10 @@
 //! timeout (on the leader, a majority of voters, itself included, heard from within it; on a
 //! follower, its leader heard from within it), and a commit index that moves or has nothing to
 //! do (no entry waits longer than [`COMMIT_STALL_MAX`] without the commit index moving).
+//! A follower cannot see its leader's quorum: one in the same minority as its leader stays
+//! healthy until check-quorum deposes the leader (two rounds of `election_ticks_min` at most)
+//! and the leader's last message ages past the election timeout. The simulator checks both
+//! bounds (`sim/src/health.rs`).
 //!
 //! The HTTP server is a small one of our own on `httparse`: a fixed pool of threads, a bounded
 //! queue and one deadline per connection ([`MetricsServer`]). tiny_http, used before, spawned a
@@ -557,8 +561,8 @@ pub enum MonitorBug {
     /// Any contact of the node's term counts as fresh: a confirmation never ages, so a node
     /// cut off from its quorum stays healthy while its term lasts.
     ContactNeverAges,
-    /// The stall mark is not cleared when the commit index moves (only when nothing waits):
-    /// a busy, healthy node turns unhealthy 5 s after entries first waited.
+    /// The stall mark is never cleared once set, neither when the commit index moves nor when
+    /// nothing waits: a healthy node turns unhealthy for good 5 s after entries first waited.
     StallNeverCleared,
 }
 
@@ -681,7 +685,12 @@ impl Monitor {
         self.snapshot_transfers = transfers;
         self.publish_lag(observed, now);
         // The commit index moves or has nothing to do.
-        if commit != self.commit && !self.has_bug(MonitorBug::StallNeverCleared) {
+        if self.has_bug(MonitorBug::StallNeverCleared) {
+            self.commit = commit;
+            if last > commit && self.stalled_since.is_none() {
+                self.stalled_since = Some(now);
+            }
+        } else if commit != self.commit {
             self.commit = commit;
             self.stalled_since = (last > commit).then_some(now);
         } else if last <= commit {

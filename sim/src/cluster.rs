@@ -413,10 +413,10 @@ impl Cluster {
     }
 
     /// A message the network delivers to node `index`, which is up.
-    pub(crate) fn on_deliver(&mut self, index: usize, message: Message) -> Option<Call> {
+    pub(crate) fn on_deliver(&mut self, index: usize, message: Message, replayed: bool) -> Option<Call> {
         let sim = &mut self.nodes[index];
         if sim.is_paused() {
-            sim.hold(SimEvent::Deliver(message));
+            sim.hold(SimEvent::Deliver(message, replayed));
             return None;
         }
         self.safety.on_deliver(&message);

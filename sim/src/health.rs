@@ -153,10 +153,13 @@ struct Sampled {
 /// The health checks of a run.
 pub(crate) struct Health {
     sampled: Vec<Sampled>,
-    latency_max: u64,
-    /// Soundness bounds, in units: a node that leads or follows a leader it cannot reach, and a
-    /// follower of a leader it reaches (None: not checked, see `new`).
+    /// When each node last stepped a message the network replayed (an old one sent again).
+    replayed: Vec<u64>,
+    /// Soundness bounds, in units: a node that leads or follows a leader it cannot hear; a
+    /// follower of a stopped leader it hears; of a cut-off leader it hears (None: not checked,
+    /// see `new`).
     bound: u64,
+    bound_stopped: u64,
     bound_via_leader: Option<u64>,
     /// The slowest tick period any node may have.
     period_max: u64,
@@ -172,19 +175,20 @@ impl Health {
         // The monitor publishes once a tick: its facts are up to a tick old, and a leader is
         // known from the publish after it was learned.
         let bound = confirm + 2 * period_max;
-        // A follower's verdict trusts its leader, whose own verdict it cannot see: a leader in
-        // the same minority goes on heartbeating it until check-quorum deposes it (two checks,
-        // `election_ticks_min` ticks apart, the first may count contact from before the cut),
-        // and what it sent before may arrive up to the longest delay later. Without
-        // check-quorum such a leader never steps down, and the network's replays can deliver
-        // an old heartbeat of the term at any time: then the case is not checked.
+        // A follower's verdict trusts its leader, whose own verdict it cannot see. What a leader
+        // sent before it stopped may arrive up to the longest delay later. A leader in the
+        // same minority goes on heartbeating it until check-quorum deposes it (two checks,
+        // `election_ticks_min` ticks apart: the first may count contact from before the cut);
+        // without check-quorum (always on in the runtime; off in some seeds, for the core)
+        // such a leader never steps down: then the case is not checked.
+        let in_flight = LONG_DELAY_MAX + options.latency_max;
         let deposed = (2 * u64::from(config.election_ticks_min) + 1) * period_max;
-        let bound_via_leader = (options.check_quorum && options.replay_rate == 0.0)
-            .then_some(bound + deposed + LONG_DELAY_MAX + options.latency_max);
+        let bound_via_leader = options.check_quorum.then_some(bound + deposed + in_flight);
         Health {
             sampled: vec![Sampled::default(); options.ids() as usize],
-            latency_max: options.latency_max,
+            replayed: vec![0; options.ids() as usize],
             bound,
+            bound_stopped: bound + in_flight,
             bound_via_leader,
             period_max,
             complete: None,
@@ -193,6 +197,11 @@ impl Health {
 
     pub(crate) fn start(&self, t: &mut Timeline) {
         t.schedule(SAMPLE_TICKS * TICK, SimEvent::HealthSample);
+    }
+
+    /// Node `index` stepped a message the network replayed.
+    pub(crate) fn on_replayed(&mut self, index: usize, now: u64) {
+        self.replayed[index] = now;
     }
 
     /// The last failover settled: completeness is due `COMPLETE_ELECTION_TIMEOUTS` later.
@@ -271,14 +280,16 @@ impl Health {
             // since the one before, so never for longer than it surely held.
             let since = if seen == self.sampled[index] { seen.since } else { now };
             self.sampled[index] = Sampled { since, ..seen };
-            let bound = match doubt {
-                Doubt::Leading | Doubt::LeaderUnheard(_) => self.bound,
-                Doubt::LeaderStopped(..) => match self.bound_via_leader {
-                    Some(_) => self.bound + LONG_DELAY_MAX + self.latency_max,
-                    None => continue,
-                },
+            // Across a cut nothing arrives, replays included (the network checks the cut at
+            // delivery, also of what a paused node held). Over a link that is up, the network
+            // may replay an old heartbeat of the leader's term at any time, which the node (its
+            // core too) takes for a fresh one: a doubt that rests on the leader's state counts
+            // from the last replay the node stepped.
+            let (bound, since) = match doubt {
+                Doubt::Leading | Doubt::LeaderUnheard(_) => (self.bound, since),
+                Doubt::LeaderStopped(..) => (self.bound_stopped, since.max(self.replayed[index])),
                 Doubt::LeaderCutOff(..) => match self.bound_via_leader {
-                    Some(bound) => bound,
+                    Some(bound) => (bound, since.max(self.replayed[index])),
                     None => continue,
                 },
             };

@@ -87,10 +87,10 @@ impl Network {
         rng.random_range(1..=self.latency_max)
     }
 
-    /// Decides when (and how often) a message arrives: one (delay, message) per delivery, none
-    /// if lost. Partitions are checked again at delivery, so a message in flight when a
-    /// partition starts is lost too.
-    pub fn send(&mut self, rng: &mut ChaCha8Rng, message: Message) -> Vec<(u64, Message)> {
+    /// Decides when (and how often) a message arrives: one (delay, message, replayed) per
+    /// delivery, none if lost; `replayed` marks an old message sent again. Partitions are
+    /// checked again at delivery, so a message in flight when a partition starts is lost too.
+    pub fn send(&mut self, rng: &mut ChaCha8Rng, message: Message) -> Vec<(u64, Message, bool)> {
         self.stats.sent += 1;
         let mut deliveries = Vec::new();
         if self.is_cut(message.from.0, message.to.0) || rng.random_bool(self.drop_rate) {
@@ -103,15 +103,15 @@ impl Network {
             }
             if rng.random_bool(self.dup_rate) {
                 self.stats.duplicated += 1;
-                deliveries.push((self.latency(rng), message.clone()));
+                deliveries.push((self.latency(rng), message.clone(), false));
             }
-            deliveries.push((delay, message.clone()));
+            deliveries.push((delay, message.clone(), false));
         }
         if self.replay_rate > 0.0 {
             if rng.random_bool(self.replay_rate) && !self.replay_pool.is_empty() {
                 let old = self.replay_pool[rng.random_range(0..self.replay_pool.len())].clone();
                 self.stats.replayed += 1;
-                deliveries.push((self.latency(rng), old));
+                deliveries.push((self.latency(rng), old, true));
             }
             if self.replay_pool.len() < REPLAY_POOL_MAX {
                 self.replay_pool.push(message);

@@ -19,7 +19,8 @@ pub(crate) enum SimEvent {
         node: usize,
         life: u64,
     },
-    Deliver(Message),
+    /// A message arrives; true if the network replayed an old one.
+    Deliver(Message, bool),
     /// The disk's background syncs asked for up to `upto` complete.
     SyncDone {
         node: usize,

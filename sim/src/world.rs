@@ -117,7 +117,7 @@ impl World {
                         self.cluster.publish(node, self.timeline.now());
                     }
                 }
-                SimEvent::Deliver(message) => self.on_deliver(message)?,
+                SimEvent::Deliver(message, replayed) => self.on_deliver(message, replayed)?,
                 SimEvent::SyncDone { node, life, upto } => {
                     if let Some(call) = self.cluster.on_sync_done(node, life, upto) {
                         self.drive(node, call)?;
@@ -284,24 +284,27 @@ impl World {
     }
 
     fn transmit(&mut self, message: Message) {
-        for (delay, message) in self.network.send(&mut self.rng_net, message) {
-            self.timeline.schedule(delay, SimEvent::Deliver(message));
+        for (delay, message, replayed) in self.network.send(&mut self.rng_net, message) {
+            self.timeline.schedule(delay, SimEvent::Deliver(message, replayed));
         }
     }
 
     /// A message arrives, unless a partition or a crash stopped it.
-    fn on_deliver(&mut self, message: Message) -> Result<(), Violation> {
+    fn on_deliver(&mut self, message: Message, replayed: bool) -> Result<(), Violation> {
         let index = message.to.0 as usize - 1;
         if self.network.is_cut(message.from.0, message.to.0) || !self.cluster.is_up(index) {
             self.network.stats.dropped += 1;
             return Ok(());
         }
         let (from, term) = (message.from, message.term);
-        if let Some(call) = self.cluster.on_deliver(index, message) {
+        if let Some(call) = self.cluster.on_deliver(index, message, replayed) {
             self.network.stats.delivered += 1;
             self.drive(index, call)?;
             // As the server: after the message was stepped, it counts as contact.
             self.cluster.heard(index, from, term, self.timeline.now());
+            if replayed {
+                self.health.on_replayed(index, self.timeline.now());
+            }
         }
         Ok(())
     }
