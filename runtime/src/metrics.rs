@@ -11,6 +11,10 @@
 //! timeout (on the leader, a majority of voters, itself included, heard from within it; on a
 //! follower, its leader heard from within it), and a commit index that moves or has nothing to
 //! do (no entry waits longer than [`COMMIT_STALL_MAX`] without the commit index moving).
+//! A follower cannot see its leader's quorum: one in the same minority as its leader stays
+//! healthy until check-quorum deposes the leader (two rounds of `election_ticks_min` at most)
+//! and the leader's last message ages past the election timeout. The simulator checks both
+//! bounds (`sim/src/health.rs`).
 //!
 //! The HTTP server is a small one of our own on `httparse`: a fixed pool of threads, a bounded
 //! queue and one deadline per connection ([`MetricsServer`]). tiny_http, used before, spawned a
@@ -550,6 +554,31 @@ pub struct Observed<'a> {
     pub members: &'a Members,
 }
 
+/// Deliberate health-check bugs, for the simulator's evidence that it catches them. They can be
+/// planted only in builds with the `bugs` feature; otherwise the checks compile away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MonitorBug {
+    /// Any contact of the node's term counts as fresh: a confirmation never ages, so a node
+    /// cut off from its quorum stays healthy while its term lasts.
+    ContactNeverAges,
+    /// The stall mark is never cleared once set, neither when the commit index moves nor when
+    /// nothing waits: a healthy node turns unhealthy for good 5 s after entries first waited.
+    StallNeverCleared,
+}
+
+impl MonitorBug {
+    /// Every health-check bug.
+    pub const ALL: [MonitorBug; 2] = [MonitorBug::ContactNeverAges, MonitorBug::StallNeverCleared];
+
+    /// The bug's name on command lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            MonitorBug::ContactNeverAges => "health-contact-never-ages",
+            MonitorBug::StallNeverCleared => "health-stall-never-cleared",
+        }
+    }
+}
+
 /// The event loop's side: what it must remember between ticks to publish rates, lags and the
 /// health facts. Owned by the loop; only [`Metrics`] is shared.
 #[derive(Debug)]
@@ -573,6 +602,8 @@ pub struct Monitor {
     snapshot_transfers: u64,
     /// How long a leader's confirmation holds.
     confirm_within: Duration,
+    #[cfg(feature = "bugs")]
+    bug: Option<MonitorBug>,
 }
 
 impl Monitor {
@@ -591,7 +622,25 @@ impl Monitor {
             lagging: BTreeSet::new(),
             snapshot_transfers: 0,
             confirm_within,
+            #[cfg(feature = "bugs")]
+            bug: None,
         }
+    }
+
+    /// Switches on a deliberate bug.
+    #[cfg(feature = "bugs")]
+    pub fn plant(&mut self, bug: MonitorBug) {
+        self.bug = Some(bug);
+    }
+
+    #[cfg(feature = "bugs")]
+    fn has_bug(&self, bug: MonitorBug) -> bool {
+        self.bug == Some(bug)
+    }
+
+    #[cfg(not(feature = "bugs"))]
+    fn has_bug(&self, _bug: MonitorBug) -> bool {
+        false
     }
 
     /// The shared metrics.
@@ -636,7 +685,12 @@ impl Monitor {
         self.snapshot_transfers = transfers;
         self.publish_lag(observed, now);
         // The commit index moves or has nothing to do.
-        if commit != self.commit {
+        if self.has_bug(MonitorBug::StallNeverCleared) {
+            self.commit = commit;
+            if last > commit && self.stalled_since.is_none() {
+                self.stalled_since = Some(now);
+            }
+        } else if commit != self.commit {
             self.commit = commit;
             self.stalled_since = (last > commit).then_some(now);
         } else if last <= commit {
@@ -664,6 +718,7 @@ impl Monitor {
         if leader != self.leader.0 {
             self.leader = (leader.clone(), now);
         }
+        let fresh = self.has_bug(MonitorBug::ContactNeverAges);
         let confirmed = match node.leader() {
             Some(_) if node.is_leader() => {
                 let membership = node.membership();
@@ -673,7 +728,7 @@ impl Monitor {
                         if id == node.id() {
                             Some(now)
                         } else {
-                            self.contact.get(&id).map(|&(_, at)| at)
+                            self.contact.get(&id).map(|&(_, at)| if fresh { now } else { at })
                         }
                     })
                     .collect();
@@ -681,7 +736,7 @@ impl Monitor {
                 let voters = membership.voter_count();
                 (voters > 0).then(|| heard.get(replog_core::quorum::majority(voters) - 1).copied()).flatten()
             }
-            Some(leader) => self.contact.get(&leader).map(|&(_, at)| at),
+            Some(leader) => self.contact.get(&leader).map(|&(_, at)| if fresh { now } else { at }),
             None => None,
         };
         HealthFacts {

@@ -105,6 +105,11 @@ impl Availability {
         Ok(())
     }
 
+    /// The last failover settled: nothing disturbs the cluster from now on.
+    pub(crate) fn settled_for_good(&self) -> bool {
+        self.failovers >= FAILOVERS && self.stable.is_some()
+    }
+
     /// The cut-off follower rejoins.
     pub(crate) fn on_rejoin(&self, network: &mut Network, t: &mut Timeline) {
         t.note(|| "availability: the cut-off follower rejoins".into());

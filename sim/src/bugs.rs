@@ -1,9 +1,10 @@
 //! The deliberate bugs a run can plant (builds with the `bugs` feature): the core's protocol
-//! bugs and the runtime driver's ordering bugs. Names are parsed here, at the edge, so a
+//! bugs, the runtime driver's ordering bugs and the health check's bugs. Names are parsed here, at the edge, so a
 //! misspelled name is an error rather than a run without the bug.
 
 use replog_core::Bug;
 use replog_runtime::driver::DriverBug;
+use replog_runtime::metrics::MonitorBug;
 use std::fmt;
 
 /// One planted bug.
@@ -13,13 +14,17 @@ pub enum Planted {
     Core(Bug),
     /// An ordering bug in the runtime's driver.
     Driver(DriverBug),
+    /// A bug in the runtime's health check (`metrics::Monitor`).
+    Monitor(MonitorBug),
 }
 
 impl Planted {
     /// Every bug the simulator must catch.
     pub fn all() -> Vec<Planted> {
         let core = Bug::ALL.into_iter().map(Planted::Core);
-        core.chain(DriverBug::ALL.into_iter().map(Planted::Driver)).collect()
+        core.chain(DriverBug::ALL.into_iter().map(Planted::Driver))
+            .chain(MonitorBug::ALL.into_iter().map(Planted::Monitor))
+            .collect()
     }
 
     /// The bug's name on command lines and in schedule files.
@@ -27,12 +32,17 @@ impl Planted {
         match self {
             Planted::Core(bug) => bug.name(),
             Planted::Driver(bug) => bug.name(),
+            Planted::Monitor(bug) => bug.name(),
         }
     }
 
     /// Bugs that cost availability rather than safety: caught as liveness failures.
     pub fn is_availability(self) -> bool {
-        matches!(self, Planted::Core(Bug::PreVoteRaisesTerm | Bug::FixedElectionTimeout))
+        matches!(
+            self,
+            Planted::Core(Bug::PreVoteRaisesTerm | Bug::FixedElectionTimeout)
+                | Planted::Monitor(MonitorBug::StallNeverCleared)
+        )
     }
 
     /// The bug with this name, or an error listing the known ones.

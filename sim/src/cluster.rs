@@ -5,6 +5,7 @@
 use crate::checker::{Kind, Violation};
 use crate::disk::SimDisk;
 use crate::frontend::{AdmissionStats, Answer, Arrival, Attempt};
+use crate::health::{Clock, NodeMonitor};
 use crate::node::{Call, Failure, Round, SimNode};
 use crate::options::{Options, TICK};
 use crate::safety::Safety;
@@ -37,6 +38,8 @@ pub(crate) struct Cluster {
     pub(crate) admissions: AdmissionStats,
     /// The next request id a frontend gives the core (the operator's are far above).
     next_request: u64,
+    /// The nodes' `Instant`s: one base for the run, plus virtual time.
+    clock: Clock,
 }
 
 /// What became of a client's request at a node.
@@ -100,6 +103,7 @@ impl Cluster {
             coverage: Coverage::default(),
             admissions: AdmissionStats::default(),
             next_request: 1,
+            clock: Clock::new(),
         }
     }
 
@@ -228,6 +232,7 @@ impl Cluster {
         }
         self.nodes[index].begin_life();
         let config = self.config(index);
+        let monitor_config = config.clone();
         let storage = StorageOptions { segment_bytes_max: self.options.segment_bytes_max };
         let sim = &mut self.nodes[index];
         let id = sim.id;
@@ -268,6 +273,11 @@ impl Cluster {
         self.safety.on_start(index, id, node.snapshot(), &log, node.hard_state()).map_err(t.unsafe_at(id))?;
         let sim = &mut self.nodes[index];
         sim.start(driver);
+        let monitor_bug = match self.options.planted() {
+            Some(crate::bugs::Planted::Monitor(bug)) => Some(bug),
+            _ => None,
+        };
+        sim.monitor = Some(NodeMonitor::new(id, &monitor_config, self.clock.at(t.now()), monitor_bug));
         let (life, period) = (sim.life(), sim.tick_period());
         if life > 1 {
             self.restarts += 1;
@@ -403,10 +413,10 @@ impl Cluster {
     }
 
     /// A message the network delivers to node `index`, which is up.
-    pub(crate) fn on_deliver(&mut self, index: usize, message: Message) -> Option<Call> {
+    pub(crate) fn on_deliver(&mut self, index: usize, message: Message, replayed: bool) -> Option<Call> {
         let sim = &mut self.nodes[index];
         if sim.is_paused() {
-            sim.hold(SimEvent::Deliver(message));
+            sim.hold(SimEvent::Deliver(message, replayed));
             return None;
         }
         self.safety.on_deliver(&message);
@@ -669,6 +679,44 @@ impl Cluster {
             return Err(t.unsafe_at(id)(broken));
         }
         Ok(became_leader)
+    }
+
+    // ---- the health monitors, fed as the server feeds them ----
+
+    /// Node `index` stepped a message of `term` from `from`.
+    pub(crate) fn heard(&mut self, index: usize, from: NodeId, term: Term, now: u64) {
+        let at = self.clock.at(now);
+        if let Some((driver, monitor)) = self.nodes[index].monitored() {
+            monitor.heard(driver.node(), from, term, at);
+        }
+    }
+
+    /// Node `index` finished a round: its view of the leadership.
+    pub(crate) fn note_leadership(&mut self, index: usize) {
+        if let Some((driver, monitor)) = self.nodes[index].monitored() {
+            monitor.leadership(driver.node());
+        }
+    }
+
+    /// Node `index` ticked: its monitor publishes.
+    pub(crate) fn publish(&mut self, index: usize, now: u64) {
+        let at = self.clock.at(now);
+        if let Some((driver, monitor)) = self.nodes[index].monitored() {
+            monitor.publish(driver, at);
+        }
+    }
+
+    /// Node `index`'s health verdicts now (none if it is down).
+    pub(crate) fn health_verdicts(
+        &mut self,
+        index: usize,
+        now: u64,
+    ) -> Vec<(&'static str, Result<(), String>)> {
+        let at = self.clock.at(now);
+        match self.nodes[index].monitored() {
+            Some((driver, monitor)) => monitor.verdicts(driver, at).to_vec(),
+            None => Vec::new(),
+        }
     }
 
     /// Background syncs the driver asked for complete after the disk's latency.

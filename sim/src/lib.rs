@@ -13,6 +13,7 @@ pub mod disk;
 mod faults;
 mod follow;
 mod frontend;
+mod health;
 pub mod history;
 pub mod network;
 mod node;

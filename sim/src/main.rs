@@ -37,7 +37,7 @@ struct Args {
     /// Override drawn options, e.g. "nodes=5 ticks=10000".
     #[arg(long)]
     set: Option<String>,
-    /// Plant a deliberate core or driver bug (builds with --features bugs).
+    /// Plant a deliberate core, driver or health-check bug (builds with --features bugs).
     #[arg(long, value_parser = Planted::parse)]
     bug: Option<Planted>,
     /// Worker threads for a sweep (default: every core).

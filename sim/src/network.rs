@@ -29,6 +29,8 @@ pub struct Network {
     pub latency_max: u64,
     replay_pool: Vec<Message>,
     pub stats: NetworkStats,
+    /// Bumped at every change of the cut links (the health checks' view of isolation).
+    pub changes: u64,
 }
 
 impl Network {
@@ -48,6 +50,7 @@ impl Network {
             latency_max,
             replay_pool: Vec::new(),
             stats: NetworkStats::default(),
+            changes: 0,
         }
     }
 
@@ -56,6 +59,7 @@ impl Network {
     }
 
     pub fn cut(&mut self, links: impl IntoIterator<Item = (u64, u64)>) {
+        self.changes += 1;
         self.cut.extend(links);
     }
 
@@ -66,6 +70,7 @@ impl Network {
     }
 
     pub fn heal(&mut self) {
+        self.changes += 1;
         self.cut.clear();
     }
 
@@ -82,10 +87,10 @@ impl Network {
         rng.random_range(1..=self.latency_max)
     }
 
-    /// Decides when (and how often) a message arrives: one (delay, message) per delivery, none
-    /// if lost. Partitions are checked again at delivery, so a message in flight when a
-    /// partition starts is lost too.
-    pub fn send(&mut self, rng: &mut ChaCha8Rng, message: Message) -> Vec<(u64, Message)> {
+    /// Decides when (and how often) a message arrives: one (delay, message, replayed) per
+    /// delivery, none if lost; `replayed` marks an old message sent again. Partitions are
+    /// checked again at delivery, so a message in flight when a partition starts is lost too.
+    pub fn send(&mut self, rng: &mut ChaCha8Rng, message: Message) -> Vec<(u64, Message, bool)> {
         self.stats.sent += 1;
         let mut deliveries = Vec::new();
         if self.is_cut(message.from.0, message.to.0) || rng.random_bool(self.drop_rate) {
@@ -98,15 +103,15 @@ impl Network {
             }
             if rng.random_bool(self.dup_rate) {
                 self.stats.duplicated += 1;
-                deliveries.push((self.latency(rng), message.clone()));
+                deliveries.push((self.latency(rng), message.clone(), false));
             }
-            deliveries.push((delay, message.clone()));
+            deliveries.push((delay, message.clone(), false));
         }
         if self.replay_rate > 0.0 {
             if rng.random_bool(self.replay_rate) && !self.replay_pool.is_empty() {
                 let old = self.replay_pool[rng.random_range(0..self.replay_pool.len())].clone();
                 self.stats.replayed += 1;
-                deliveries.push((self.latency(rng), old));
+                deliveries.push((self.latency(rng), old, true));
             }
             if self.replay_pool.len() < REPLAY_POOL_MAX {
                 self.replay_pool.push(message);

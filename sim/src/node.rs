@@ -5,6 +5,7 @@
 use crate::checker::LogView;
 use crate::disk::{CrashLoss, SimDisk, SimFs, DATA_DIR};
 use crate::frontend::Frontend;
+use crate::health::NodeMonitor;
 use crate::timeline::SimEvent;
 use rand_chacha::ChaCha8Rng;
 use replog_core::{Config, Event, LogIndex, Node, NodeId, Term};
@@ -66,6 +67,8 @@ pub(crate) struct SimNode {
     damaged: bool,
     /// Its clients' connections: they die with the process.
     pub(crate) frontend: Frontend,
+    /// Its health monitor: it dies with the process too.
+    pub(crate) monitor: Option<NodeMonitor>,
 }
 
 impl SimNode {
@@ -82,6 +85,7 @@ impl SimNode {
             applied_len: 0,
             damaged: false,
             frontend: Frontend::default(),
+            monitor: None,
         }
     }
 
@@ -96,6 +100,11 @@ impl SimNode {
 
     pub(crate) fn driver_mut(&mut self) -> Option<&mut Driver<SimFs>> {
         self.driver.as_mut()
+    }
+
+    /// The driver and the health monitor of a running node, together.
+    pub(crate) fn monitored(&mut self) -> Option<(&Driver<SimFs>, &mut NodeMonitor)> {
+        Some((self.driver.as_ref()?, self.monitor.as_mut()?))
     }
 
     /// The frontend and the driver of a running node, together.
@@ -188,6 +197,7 @@ impl SimNode {
         self.held.clear();
         self.sync_scheduled = false;
         self.frontend = Frontend::default();
+        self.monitor = None;
         Some(loss)
     }
 

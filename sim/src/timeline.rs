@@ -19,7 +19,8 @@ pub(crate) enum SimEvent {
         node: usize,
         life: u64,
     },
-    Deliver(Message),
+    /// A message arrives; true if the network replayed an old one.
+    Deliver(Message, bool),
     /// The disk's background syncs asked for up to `upto` complete.
     SyncDone {
         node: usize,
@@ -92,6 +93,8 @@ pub(crate) enum SimEvent {
     Failover,
     /// Start this node again (the crashed leader of a failover).
     RestartNode(usize),
+    /// The health checks sample every node.
+    HealthSample,
     End,
 }
 

@@ -22,6 +22,7 @@ use crate::cluster::{Arrived, Cluster};
 use crate::digest;
 use crate::faults::{Faults, Operation};
 use crate::follow::Followers;
+use crate::health::Health;
 use crate::network::Network;
 use crate::node::Call;
 use crate::operator::Operator;
@@ -68,6 +69,7 @@ struct World {
     faults: Faults,
     operator: Operator,
     availability: Availability,
+    health: Health,
     rng_net: ChaCha8Rng,
     /// Which node a fault or check hits, and when a started node first ticks.
     rng_fault: ChaCha8Rng,
@@ -92,6 +94,7 @@ impl World {
             faults: Faults::new(options, schedule),
             operator: Operator::new(options),
             availability: Availability::new(options),
+            health: Health::new(options),
             rng_net: stream(seed, 2),
             rng_fault: stream(seed, 5),
         }
@@ -103,6 +106,7 @@ impl World {
         self.workload.start(t);
         self.followers.start(t);
         self.faults.start(t);
+        self.health.start(t);
         while let Some(event) = self.timeline.next_event() {
             let t = &mut self.timeline;
             match event {
@@ -110,9 +114,10 @@ impl World {
                 SimEvent::Tick { node, life } => {
                     if let Some(call) = self.cluster.on_tick(node, life, t) {
                         self.drive(node, call)?;
+                        self.cluster.publish(node, self.timeline.now());
                     }
                 }
-                SimEvent::Deliver(message) => self.on_deliver(message)?,
+                SimEvent::Deliver(message, replayed) => self.on_deliver(message, replayed)?,
                 SimEvent::SyncDone { node, life, upto } => {
                     if let Some(call) = self.cluster.on_sync_done(node, life, upto) {
                         self.drive(node, call)?;
@@ -187,11 +192,15 @@ impl World {
                     availability::check_liveness(&self.cluster, &mut self.workload, t)?
                 }
                 SimEvent::Settled => {
-                    self.availability.on_settled(&self.cluster, &mut self.network, &mut self.rng_fault, t)?
+                    self.availability.on_settled(&self.cluster, &mut self.network, &mut self.rng_fault, t)?;
+                    if self.availability.settled_for_good() {
+                        self.health.on_final_settle(self.timeline.now());
+                    }
                 }
                 SimEvent::Rejoin => self.availability.on_rejoin(&mut self.network, t),
                 SimEvent::Failover => self.availability.on_failover(&mut self.cluster, t),
                 SimEvent::RestartNode(node) => self.cluster.restart(node, &mut self.rng_fault, t)?,
+                SimEvent::HealthSample => self.health.sample(&mut self.cluster, &self.network, t)?,
                 SimEvent::End => {
                     return availability::check_end(&self.cluster, &self.workload, &self.followers, t)
                 }
@@ -229,6 +238,7 @@ impl World {
             self.operator.on_elected(index, &mut self.rng_fault, &mut self.timeline);
         }
         self.availability.check_stable(&self.cluster, index, &self.timeline)?;
+        self.cluster.note_leadership(index);
         self.cluster.schedule_sync(index, &mut self.timeline);
         Ok(())
     }
@@ -274,21 +284,27 @@ impl World {
     }
 
     fn transmit(&mut self, message: Message) {
-        for (delay, message) in self.network.send(&mut self.rng_net, message) {
-            self.timeline.schedule(delay, SimEvent::Deliver(message));
+        for (delay, message, replayed) in self.network.send(&mut self.rng_net, message) {
+            self.timeline.schedule(delay, SimEvent::Deliver(message, replayed));
         }
     }
 
     /// A message arrives, unless a partition or a crash stopped it.
-    fn on_deliver(&mut self, message: Message) -> Result<(), Violation> {
+    fn on_deliver(&mut self, message: Message, replayed: bool) -> Result<(), Violation> {
         let index = message.to.0 as usize - 1;
         if self.network.is_cut(message.from.0, message.to.0) || !self.cluster.is_up(index) {
             self.network.stats.dropped += 1;
             return Ok(());
         }
-        if let Some(call) = self.cluster.on_deliver(index, message) {
+        let (from, term) = (message.from, message.term);
+        if let Some(call) = self.cluster.on_deliver(index, message, replayed) {
             self.network.stats.delivered += 1;
             self.drive(index, call)?;
+            // As the server: after the message was stepped, it counts as contact.
+            self.cluster.heard(index, from, term, self.timeline.now());
+            if replayed {
+                self.health.on_replayed(index, self.timeline.now());
+            }
         }
         Ok(())
     }
