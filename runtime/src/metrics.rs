@@ -554,6 +554,21 @@ pub struct Observed<'a> {
     pub members: &'a Members,
 }
 
+impl<'a> Observed<'a> {
+    /// What `driver` shows now (the server's event loop and the simulator's nodes alike).
+    pub fn of<F: crate::fs::FileSystem>(
+        driver: &'a crate::driver::Driver<F>,
+        members: &'a Members,
+    ) -> Observed<'a> {
+        Observed {
+            node: driver.node(),
+            durable: driver.storage().durable_known().last,
+            sessions: driver.session_count(),
+            members,
+        }
+    }
+}
+
 /// Deliberate health-check bugs, for the simulator's evidence that it catches them. They can be
 /// planted only in builds with the `bugs` feature; otherwise the checks compile away.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -616,7 +616,7 @@ impl Server {
                 self.peers.reconnect(self.poll.registry());
                 self.clients.close_silent(self.poll.registry(), Instant::now());
                 self.forget_strangers(Instant::now());
-                self.monitor.publish(&observed(&self.driver, &self.members), Instant::now());
+                self.monitor.publish(&Observed::of(&self.driver, &self.members), Instant::now());
             }
             if let Some(proposal) = self.clients.take_proposal(&self.driver) {
                 self.step(proposal)?;
@@ -711,7 +711,7 @@ impl Server {
                 self.clients.answer_status(token, report);
             }
             Inbound::Health(token) => {
-                let verdict = self.monitor.assess(&observed(&self.driver, &self.members), Instant::now());
+                let verdict = self.monitor.assess(&Observed::of(&self.driver, &self.members), Instant::now());
                 let (ok, reason) = match verdict {
                     Ok(()) => (true, String::new()),
                     Err(reason) => (false, reason),
@@ -887,15 +887,5 @@ impl Server {
             members: self.member_reports(&status),
             members_committed: self.driver.node().commit() >= self.driver.node().membership_index(),
         }
-    }
-}
-
-/// What the monitor publishes from.
-fn observed<'a>(driver: &'a Driver<RealFs>, members: &'a Members) -> Observed<'a> {
-    Observed {
-        node: driver.node(),
-        durable: driver.storage().durable_known().last,
-        sessions: driver.session_count(),
-        members,
     }
 }

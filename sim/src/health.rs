@@ -99,7 +99,7 @@ impl NodeMonitor {
 
     /// Every tick.
     pub(crate) fn publish(&mut self, driver: &Driver<SimFs>, now: Instant) {
-        self.monitor.publish(&observed(driver, &self.members), now);
+        self.monitor.publish(&Observed::of(driver, &self.members), now);
     }
 
     /// The two verdicts at `now`: `GET /health`'s (the facts last published, judged by the HTTP
@@ -110,18 +110,8 @@ impl NodeMonitor {
         now: Instant,
     ) -> [(&'static str, Result<(), String>); 2] {
         let http = self.monitor.metrics().assess(now);
-        let cli = self.monitor.assess(&observed(driver, &self.members), now);
+        let cli = self.monitor.assess(&Observed::of(driver, &self.members), now);
         [("GET /health", http), ("replog health", cli)]
-    }
-}
-
-/// What the monitor publishes from, as the server's `observed`.
-fn observed<'a>(driver: &'a Driver<SimFs>, members: &'a Members) -> Observed<'a> {
-    Observed {
-        node: driver.node(),
-        durable: driver.storage().durable_known().last,
-        sessions: driver.session_count(),
-        members,
     }
 }
 
