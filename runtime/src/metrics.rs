@@ -1482,14 +1482,15 @@ mod tests {
                 break;
             }
             assert!(status.is_empty(), "{status} {body}");
+            // Each waiting connection's deadline is 2 s; 5 s leaves room for a loaded machine.
             assert!(
-                started.elapsed() < Duration::from_secs(3),
-                "no answer to /health within 3 s ({tries} tries)"
+                started.elapsed() < Duration::from_secs(5),
+                "no answer to /health within 5 s ({tries} tries)"
             );
             std::thread::sleep(Duration::from_millis(20));
         }
         let answered = started.elapsed();
-        assert!(answered < Duration::from_secs(3), "/health answered after {answered:?}");
+        assert!(answered < Duration::from_secs(5), "/health answered after {answered:?}");
         println!(
             "/health answered after {answered:?} ({tries} tries), {peak} threads at most, {before} before"
         );
