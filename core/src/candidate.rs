@@ -35,7 +35,10 @@ impl Node {
                 shared.voted_for = None;
             }
         } else {
-            shared.term = shared.term.next();
+            // Above any term whose vote a candidate we ignored under our lease took for itself
+            // (with pre-vote off, the lagging candidate's term would otherwise be ours next and
+            // our election lost before it began: simulator seed 4885).
+            shared.term = shared.term.max(shared.lease_ignored_term).next();
             shared.voted_for = Some(shared.config.id);
             shared.marks.elections += 1;
         }

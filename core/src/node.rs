@@ -134,6 +134,11 @@ pub(crate) struct Shared {
     pub(crate) term: Term,
     /// Who this node voted for in `term`, if anyone (§5.2: at most one vote per term).
     pub(crate) voted_for: Option<NodeId>,
+    /// The highest term of a real vote request this node ignored under its leader lease
+    /// (§4.2.3: it keeps its term). The candidate voted for itself in that term, so an election
+    /// of ours in it could not win that vote: ours starts above it. Not persisted: it only
+    /// saves a wasted term.
+    pub(crate) lease_ignored_term: Term,
     pub(crate) log: Log,
     /// Highest index known committed. Invariant: `applied <= commit <= log.last_index()`.
     pub(crate) commit: LogIndex,
@@ -228,6 +233,7 @@ impl Node {
             rng,
             term: hard_state.term,
             voted_for: hard_state.voted_for,
+            lease_ignored_term: Term(0),
             log,
             commit: hard_state.commit,
             applied,
@@ -376,8 +382,11 @@ impl Node {
                 // §4.2.3 (dissertation): a node that hears from a leader within the minimum
                 // election timeout ignores vote requests, so a removed or partitioned node cannot
                 // unseat a working leader.
-                Body::VoteRequest { transfer: false, .. } if self.in_leader_lease() => {
+                Body::VoteRequest { transfer: false, pre_vote, .. } if self.in_leader_lease() => {
                     self.shared.marks.votes_ignored_by_lease += 1;
+                    if !pre_vote {
+                        self.shared.lease_ignored_term = self.shared.lease_ignored_term.max(message.term);
+                    }
                     return;
                 }
                 // Pre-vote never changes anyone's term (§9.6).
