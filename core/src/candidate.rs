@@ -35,10 +35,12 @@ impl Node {
                 shared.voted_for = None;
             }
         } else {
-            // Above any term whose vote a candidate we ignored under our lease took for itself
-            // (with pre-vote off, the lagging candidate's term would otherwise be ours next and
-            // our election lost before it began: simulator seed 4885).
-            shared.term = shared.term.max(shared.lease_ignored_term).next();
+            // Not in the next term if a candidate we ignored under our lease took its vote for
+            // itself there: with pre-vote off, our election would be lost before it began
+            // (simulator seed 4885). Only that term: a higher one is no collision, and jumping to
+            // it would hand a disruptive node's term to the cluster, which the lease avoids.
+            let next = shared.term.next();
+            shared.term = if shared.lease_ignored_term == next { next.next() } else { next };
             shared.voted_for = Some(shared.config.id);
             shared.marks.elections += 1;
         }

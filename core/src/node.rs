@@ -135,9 +135,9 @@ pub(crate) struct Shared {
     /// Who this node voted for in `term`, if anyone (§5.2: at most one vote per term).
     pub(crate) voted_for: Option<NodeId>,
     /// The highest term of a real vote request this node ignored under its leader lease
-    /// (§4.2.3: it keeps its term). The candidate voted for itself in that term, so an election
-    /// of ours in it could not win that vote: ours starts above it. Not persisted: it only
-    /// saves a wasted term.
+    /// (§4.2.3: it keeps its term). The candidate voted for itself in that term, so if it is our
+    /// next one, an election of ours there could not win that vote: ours skips it. Not
+    /// persisted: it only saves a wasted term.
     pub(crate) lease_ignored_term: Term,
     pub(crate) log: Log,
     /// Highest index known committed. Invariant: `applied <= commit <= log.last_index()`.
