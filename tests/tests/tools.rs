@@ -168,6 +168,18 @@ fn verify_accepts_the_folders_then_names_damage_then_the_first_difference() {
     for dir in &dirs {
         assert!(out.contains(&format!("{dir}: ok: ")), "{out}");
     }
+    // The offline tools open no connection: broken or partial TLS settings in the environment
+    // (an expired exported certificate, say) must not turn their verdict into exit 1, "damage".
+    for tool in [vec!["verify", dirs[0].as_str()], vec!["dump", dirs[0].as_str()]] {
+        let output = std::process::Command::new(replog_tests::replog_binary())
+            .args(&tool)
+            .env("REPLOG_TLS_CERT", "/nonexistent/cert.pem")
+            .env_remove("REPLOG_TLS_KEY")
+            .env_remove("REPLOG_TLS_CA")
+            .output()
+            .expect("running replog");
+        assert!(output.status.success(), "{tool:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
 
     // A flipped byte in node2's third record: dump and verify name the file and line.
     let segment = cluster.data_dir(1).join(FIRST_SEGMENT);
